@@ -1,0 +1,207 @@
+//! Module configuration: the optional TOML file named by `FERROHSM_CONF`,
+//! overridden by environment variables, so programs with an unusual `$HOME` can
+//! configure everything from their environment.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use ferrohsm_store::{KdfParams, KeyPolicy};
+use serde::Deserialize;
+
+use crate::logging::{Level, LogTarget};
+
+/// The settings the module runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where tokens live (`FERROHSM_DIR`, `data_dir`).
+    pub data_dir: PathBuf,
+    /// Key policy of tokens made by `C_InitToken` (`FERROHSM_POLICY`, `default_policy`).
+    pub default_policy: KeyPolicy,
+    /// Consecutive failed logins that lock a PIN.
+    pub max_login_failures: u32,
+    /// Argon2id cost for new PIN wraps; older, weaker wraps are upgraded at login.
+    pub kdf: KdfParams,
+    /// Maximum sessions per token (`ulMaxSessionCount`).
+    pub max_sessions: u64,
+    /// Log threshold.
+    pub log_level: Level,
+    /// Where log lines go.
+    pub log_target: LogTarget,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    default_policy: Option<String>,
+    max_login_failures: Option<u32>,
+    max_sessions: Option<u64>,
+    kdf: Option<FileKdf>,
+    log: Option<FileLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKdf {
+    memory_kib: u32,
+    passes: u32,
+    #[serde(default = "one")]
+    lanes: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    level: Option<String>,
+    file: Option<PathBuf>,
+}
+
+/// Default number of failed logins before a PIN locks.
+pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 10;
+/// Default session limit per token.
+pub const DEFAULT_MAX_SESSIONS: u64 = 4096;
+
+impl Config {
+    /// Reads the configuration from the process environment and, if named,
+    /// the config file.
+    pub fn from_env() -> Result<Config, String> {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let text = match get("FERROHSM_CONF") {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read FERROHSM_CONF {path}: {e}"))?,
+            ),
+            None => None,
+        };
+        Config::build(text.as_deref(), &get)
+    }
+
+    /// Builds a configuration from config-file text and an environment lookup.
+    pub fn build(text: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let file: FileConfig = match text {
+            Some(t) => toml::from_str(t).map_err(|e| format!("bad config file: {e}"))?,
+            None => FileConfig::default(),
+        };
+        let data_dir = env("FERROHSM_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .or_else(|| env("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("ferrohsm")))
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/share/ferrohsm")))
+            .ok_or("no data directory: set FERROHSM_DIR (no HOME or XDG_DATA_HOME either)")?;
+        let policy_name = env("FERROHSM_POLICY").or(file.default_policy);
+        let default_policy = match policy_name {
+            Some(p) => KeyPolicy::parse(&p)
+                .ok_or_else(|| format!("unknown key policy {p:?}: use \"hsm\" or \"spec\""))?,
+            None => KeyPolicy::Hsm,
+        };
+        let kdf = match file.kdf {
+            Some(k) => {
+                if k.memory_kib < 8 * k.lanes || k.passes < 1 || k.lanes < 1 {
+                    return Err("kdf: need passes >= 1, lanes >= 1, memory_kib >= 8 * lanes".into());
+                }
+                KdfParams {
+                    memory_kib: k.memory_kib,
+                    passes: k.passes,
+                    lanes: k.lanes,
+                }
+            }
+            None => KdfParams::PRODUCTION,
+        };
+        let max_login_failures = file.max_login_failures.unwrap_or(DEFAULT_MAX_LOGIN_FAILURES);
+        if max_login_failures == 0 {
+            return Err("max_login_failures must be at least 1".into());
+        }
+        let (mut log_level, mut log_target) = (Level::Warn, LogTarget::Stderr);
+        if let Some(l) = file.log {
+            if let Some(level) = l.level {
+                log_level = Level::parse(&level).ok_or_else(|| format!("unknown log level {level:?}"))?;
+            }
+            if let Some(f) = l.file {
+                log_target = LogTarget::File(f);
+            }
+        }
+        if let Some(spec) = env("FERROHSM_LOG") {
+            (log_level, log_target) = crate::logging::parse_spec(&spec)?;
+        }
+        Ok(Config {
+            data_dir,
+            default_policy,
+            max_login_failures,
+            kdf,
+            max_sessions: file.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
+            log_level,
+            log_target,
+        })
+    }
+
+    /// A configuration for unit tests: cheap KDF, in-memory use only.
+    pub fn for_tests() -> Config {
+        Config {
+            data_dir: PathBuf::from("/nonexistent"),
+            default_policy: KeyPolicy::Hsm,
+            max_login_failures: 3,
+            kdf: KdfParams {
+                memory_kib: 64,
+                passes: 1,
+                lanes: 1,
+            },
+            max_sessions: 16,
+            log_level: Level::Debug,
+            log_target: LogTarget::Memory,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_xdg_then_home() {
+        let c = Config::build(None, &env_of(&[("HOME", "/home/a")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/home/a/.local/share/ferrohsm"));
+        assert_eq!(c.default_policy, KeyPolicy::Hsm);
+        assert_eq!(c.kdf, KdfParams::PRODUCTION);
+        let c = Config::build(None, &env_of(&[("HOME", "/h"), ("XDG_DATA_HOME", "/x")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x/ferrohsm"));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let text = "data_dir = \"/from/file\"\ndefault_policy = \"hsm\"\n";
+        let c = Config::build(
+            Some(text),
+            &env_of(&[("FERROHSM_DIR", "/from/env"), ("FERROHSM_POLICY", "spec")]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.default_policy, KeyPolicy::Spec);
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_defaults() {
+        let env = env_of(&[("HOME", "/h")]);
+        assert!(Config::build(Some("default_policy = \"lax\""), &env).is_err());
+        assert!(Config::build(Some("no_such_key = 1"), &env).is_err());
+        assert!(Config::build(Some("[kdf]\nmemory_kib = 1\npasses = 1"), &env).is_err());
+        assert!(Config::build(Some("max_login_failures = 0"), &env).is_err());
+        assert!(Config::build(None, &env_of(&[])).is_err(), "no HOME and no FERROHSM_DIR");
+    }
+
+    #[test]
+    fn kdf_and_log_from_file() {
+        let text = "[kdf]\nmemory_kib = 64\npasses = 1\n[log]\nlevel = \"debug\"\nfile = \"/tmp/x.log\"\n";
+        let c = Config::build(Some(text), &env_of(&[("HOME", "/h")])).unwrap();
+        assert_eq!(c.kdf.memory_kib, 64);
+        assert_eq!(c.log_level, Level::Debug);
+        assert_eq!(c.log_target, LogTarget::File(PathBuf::from("/tmp/x.log")));
+    }
+}

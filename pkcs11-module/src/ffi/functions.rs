@@ -1,0 +1,471 @@
+//! The exported `C_*` functions: each is a thin forwarder onto `Module`.
+#![allow(non_snake_case, clippy::missing_safety_doc)]
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use ferrohsm_store::MemoryStore;
+
+use super::{STATE, entry, input, mechanism, module, out, register_fork_handlers, template, unsupported, with_outbuf, write_list};
+use crate::config::Config;
+use crate::error::Error;
+use crate::module::Module;
+use crate::object::Reading;
+
+// ---- general purpose ---------------------------------------------------------------------
+
+entry!(C_Initialize(p_init_args: *mut c_void) {
+    // SAFETY: a non-NULL argument points to CK_C_INITIALIZE_ARGS (spec §5.4).
+    if let Some(args) = unsafe { (p_init_args as *const CK_C_INITIALIZE_ARGS).as_ref() } {
+        if !args.pReserved.is_null() {
+            return Err(Error::ArgumentsBad);
+        }
+        let given = [
+            args.CreateMutex.is_some(),
+            args.DestroyMutex.is_some(),
+            args.LockMutex.is_some(),
+            args.UnlockMutex.is_some(),
+        ];
+        if given.contains(&true) && given.contains(&false) {
+            return Err(Error::ArgumentsBad);
+        }
+        // Mutex callbacks, with or without CKF_OS_LOCKING_OK, are accepted: the
+        // module's own native locks give the same guarantees, and it never
+        // creates threads of its own.
+    }
+    let mut state = STATE.write();
+    if state.is_some() {
+        return Err(Error::CryptokiAlreadyInitialized);
+    }
+    let config = Config::from_env().map_err(|e| {
+        eprintln!("ferrohsm: C_Initialize failed: {e}");
+        Error::FunctionFailed
+    })?;
+    let module = Module::new(config, Arc::new(MemoryStore::new()))?;
+    register_fork_handlers();
+    *state = Some(Arc::new(module));
+    Ok(())
+});
+
+entry!(C_Finalize(p_reserved: *mut c_void) {
+    if !p_reserved.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    let old = STATE.write().take().ok_or(Error::CryptokiNotInitialized)?;
+    // Dropped outside the global lock; calls still running keep their own Arc.
+    drop(old);
+    Ok(())
+});
+
+entry!(C_GetInfo(p_info: *mut CK_INFO) {
+    let m = module()?;
+    // SAFETY: caller promise for pInfo.
+    *unsafe { out(p_info) }? = m.info();
+    Ok(())
+});
+
+entry!(C_GetFunctionList(pp: *mut *mut CK_FUNCTION_LIST) {
+    // SAFETY: caller promise for ppFunctionList.
+    *unsafe { out(pp) }? = super::lists::FUNCTIONS_240.get();
+    Ok(())
+});
+
+entry!(C_GetInterfaceList(p_list: *mut CK_INTERFACE, p_count: *mut CK_ULONG) {
+    let all = super::lists::interfaces();
+    // SAFETY: caller promise for pulCount.
+    let count = unsafe { out(p_count) }?;
+    let have = *count as usize;
+    *count = all.len() as CK_ULONG;
+    if p_list.is_null() {
+        return Ok(());
+    }
+    if have < all.len() {
+        return Err(Error::BufferTooSmall);
+    }
+    // SAFETY: `p_list` is valid for `have >= all.len()` entries.
+    unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), p_list, all.len()) };
+    Ok(())
+});
+
+entry!(C_GetInterface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: *mut *mut CK_INTERFACE, flags: CK_FLAGS) {
+    // SAFETY: caller promise for ppInterface.
+    let pp = unsafe { out(pp) }?;
+    if !p_name.is_null() {
+        // SAFETY: a non-NULL name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(p_name as *const std::ffi::c_char) };
+        if name.to_bytes() != b"PKCS 11" {
+            return Err(Error::ArgumentsBad);
+        }
+    }
+    // SAFETY: a non-NULL version points to a CK_VERSION.
+    let version = unsafe { p_version.as_ref() }.map(|v| (v.major, v.minor));
+    *pp = super::lists::interface(version, flags).ok_or(Error::ArgumentsBad)?;
+    Ok(())
+});
+
+// ---- slots and tokens ------------------------------------------------------------------------
+
+entry!(C_GetSlotList(_token_present: CK_BBOOL, p_list: *mut CK_SLOT_ID, p_count: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pSlotList/pulCount.
+    unsafe { write_list(p_list, p_count, &m.slot_list()) }
+});
+
+entry!(C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {
+    let m = module()?;
+    // SAFETY: caller promise for pInfo.
+    let p = unsafe { out(p_info) }?;
+    *p = m.slot_info(slot)?;
+    Ok(())
+});
+
+entry!(C_GetTokenInfo(slot: CK_SLOT_ID, p_info: *mut CK_TOKEN_INFO) {
+    let m = module()?;
+    // SAFETY: caller promise for pInfo.
+    let p = unsafe { out(p_info) }?;
+    *p = m.token_info(slot)?;
+    Ok(())
+});
+
+entry!(C_GetMechanismList(slot: CK_SLOT_ID, p_list: *mut CK_MECHANISM_TYPE, p_count: *mut CK_ULONG) {
+    let m = module()?;
+    let list = m.mechanism_list(slot)?;
+    // SAFETY: caller promise for pMechanismList/pulCount.
+    unsafe { write_list(p_list, p_count, &list) }
+});
+
+entry!(C_GetMechanismInfo(slot: CK_SLOT_ID, ty: CK_MECHANISM_TYPE, p_info: *mut CK_MECHANISM_INFO) {
+    let m = module()?;
+    // SAFETY: caller promise for pInfo.
+    let p = unsafe { out(p_info) }?;
+    *p = m.mechanism_info(slot, ty)?;
+    Ok(())
+});
+
+entry!(C_InitToken(slot: CK_SLOT_ID, p_pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG, p_label: *mut CK_UTF8CHAR) {
+    let m = module()?;
+    if p_pin.is_null() || p_label.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: caller promise: pPin has ulPinLen bytes, pLabel has 32 bytes.
+    let (pin, label) = unsafe { (input(p_pin, pin_len)?, &*(p_label as *const [u8; 32])) };
+    m.init_token(slot, pin, label)
+});
+
+entry!(C_InitPIN(h: CK_SESSION_HANDLE, p_pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG) {
+    let m = module()?;
+    if p_pin.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: caller promise for pPin.
+    m.init_pin(h, unsafe { input(p_pin, pin_len) }?)
+});
+
+entry!(C_SetPIN(h: CK_SESSION_HANDLE, p_old: *mut CK_UTF8CHAR, old_len: CK_ULONG, p_new: *mut CK_UTF8CHAR, new_len: CK_ULONG) {
+    let m = module()?;
+    if p_old.is_null() || p_new.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: caller promise for pOldPin/pNewPin.
+    let (old, new) = unsafe { (input(p_old, old_len)?, input(p_new, new_len)?) };
+    m.set_pin(h, old, new)
+});
+
+entry!(C_WaitForSlotEvent(flags: CK_FLAGS, _p_slot: *mut CK_SLOT_ID, p_reserved: *mut c_void) {
+    module()?;
+    if !p_reserved.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // Slots never change on their own: there is never an event to report, and
+    // a blocking wait would never return.
+    if flags & CKF_DONT_BLOCK != 0 { Err(Error::NoEvent) } else { Err(Error::FunctionNotSupported) }
+});
+
+// ---- sessions and login ------------------------------------------------------------------------
+
+entry!(C_OpenSession(slot: CK_SLOT_ID, flags: CK_FLAGS, _app: *mut c_void, _notify: CK_NOTIFY, ph: *mut CK_SESSION_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for phSession.
+    let ph = unsafe { out(ph) }?;
+    *ph = m.open_session(slot, flags)?;
+    Ok(())
+});
+
+entry!(C_CloseSession(h: CK_SESSION_HANDLE) {
+    module()?.close_session(h)
+});
+
+entry!(C_CloseAllSessions(slot: CK_SLOT_ID) {
+    module()?.close_all_sessions(slot)
+});
+
+entry!(C_GetSessionInfo(h: CK_SESSION_HANDLE, p_info: *mut CK_SESSION_INFO) {
+    let m = module()?;
+    // SAFETY: caller promise for pInfo.
+    let p = unsafe { out(p_info) }?;
+    *p = m.session_info(h)?;
+    Ok(())
+});
+
+entry!(C_SessionCancel(h: CK_SESSION_HANDLE, flags: CK_FLAGS) {
+    module()?.session_cancel(h, flags)
+});
+
+entry!(C_Login(h: CK_SESSION_HANDLE, user: CK_USER_TYPE, p_pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG) {
+    let m = module()?;
+    // A NULL PIN asks for a protected authentication path, which there is not.
+    if p_pin.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: caller promise for pPin.
+    m.login(h, user, unsafe { input(p_pin, pin_len) }?)
+});
+
+entry!(C_LoginUser(h: CK_SESSION_HANDLE, user: CK_USER_TYPE, p_pin: *mut CK_UTF8CHAR, pin_len: CK_ULONG, p_name: *mut CK_UTF8CHAR, name_len: CK_ULONG) {
+    let m = module()?;
+    if p_pin.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // Tokens here have one user; the name is checked for validity only.
+    // SAFETY: caller promise for pUsername/pPin.
+    let (_name, pin) = unsafe { (input(p_name, name_len)?, input(p_pin, pin_len)?) };
+    m.login(h, user, pin)
+});
+
+entry!(C_Logout(h: CK_SESSION_HANDLE) {
+    module()?.logout(h)
+});
+
+unsupported!(C_GetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_SetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE));
+
+// ---- objects ---------------------------------------------------------------------------------
+
+entry!(C_CreateObject(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pTemplate/phObject.
+    let (t, ph) = unsafe { (template(p_template, count)?, out(ph)?) };
+    *ph = m.create_object(h, &t)?;
+    Ok(())
+});
+
+entry!(C_CopyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pTemplate/phNewObject.
+    let (t, ph) = unsafe { (template(p_template, count)?, out(ph)?) };
+    *ph = m.copy_object(h, obj, &t)?;
+    Ok(())
+});
+
+entry!(C_DestroyObject(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) {
+    module()?.destroy_object(h, obj)
+});
+
+entry!(C_GetObjectSize(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_size: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pulSize.
+    let p = unsafe { out(p_size) }?;
+    *p = m.object_size(h, obj)? as CK_ULONG;
+    Ok(())
+});
+
+entry!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
+    let m = module()?;
+    let n = super::len_of(count)?;
+    let attrs: &mut [CK_ATTRIBUTE] = if p_template.is_null() {
+        if n != 0 {
+            return Err(Error::ArgumentsBad);
+        }
+        &mut []
+    } else {
+        // SAFETY: caller promise: pTemplate has ulCount attributes.
+        unsafe { std::slice::from_raw_parts_mut(p_template, n) }
+    };
+    let types: Vec<CK_ATTRIBUTE_TYPE> = attrs.iter().map(|a| a.type_).collect();
+    let readings = m.get_attributes(h, obj, &types)?;
+    let (mut sensitive, mut invalid, mut small) = (false, false, false);
+    for (a, r) in attrs.iter_mut().zip(readings) {
+        match r {
+            Reading::Sensitive => {
+                a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                sensitive = true;
+            }
+            Reading::Invalid => {
+                a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                invalid = true;
+            }
+            Reading::Value(v) if a.pValue.is_null() => a.ulValueLen = v.len() as CK_ULONG,
+            Reading::Value(v) if (a.ulValueLen as usize) < v.len() => {
+                a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                small = true;
+            }
+            Reading::Value(v) => {
+                // SAFETY: pValue is valid for ulValueLen >= v.len() bytes.
+                unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), a.pValue as *mut u8, v.len()) };
+                a.ulValueLen = v.len() as CK_ULONG;
+            }
+        }
+    }
+    // Spec §5.7: every attribute is processed; then this precedence.
+    match (sensitive, invalid, small) {
+        (true, _, _) => Err(Error::AttributeSensitive),
+        (_, true, _) => Err(Error::AttributeTypeInvalid),
+        (_, _, true) => Err(Error::BufferTooSmall),
+        _ => Ok(()),
+    }
+});
+
+entry!(C_SetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pTemplate.
+    let t = unsafe { template(p_template, count) }?;
+    m.set_attributes(h, obj, &t)
+});
+
+entry!(C_FindObjectsInit(h: CK_SESSION_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pTemplate.
+    let t = unsafe { template(p_template, count) }?;
+    m.find_init(h, &t)
+});
+
+entry!(C_FindObjects(h: CK_SESSION_HANDLE, p_objects: *mut CK_OBJECT_HANDLE, max: CK_ULONG, p_count: *mut CK_ULONG) {
+    let m = module()?;
+    if p_objects.is_null() && max > 0 {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: caller promise for pulObjectCount.
+    let count = unsafe { out(p_count) }?;
+    let found = m.find(h, super::len_of(max)?)?;
+    if !found.is_empty() {
+        // SAFETY: phObject is valid for `max >= found.len()` handles.
+        unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), p_objects, found.len()) };
+    }
+    *count = found.len() as CK_ULONG;
+    Ok(())
+});
+
+entry!(C_FindObjectsFinal(h: CK_SESSION_HANDLE) {
+    module()?.find_final(h)
+});
+
+// ---- digests ------------------------------------------------------------------------------------
+
+entry!(C_DigestInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism.
+    let mech = unsafe { mechanism(p_mech) }?;
+    m.digest_init(h, &mech)
+});
+
+entry!(C_Digest(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pData.
+    let data = unsafe { input(p_data, len) }?;
+    // SAFETY: caller promise for pDigest/pulDigestLen.
+    unsafe { with_outbuf(p_out, p_out_len, |o| m.digest(h, data, o)) }
+});
+
+entry!(C_DigestUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pPart.
+    m.digest_update(h, unsafe { input(p_part, len) }?)
+});
+
+entry!(C_DigestKey(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
+    module()?.digest_key(h, key)
+});
+
+entry!(C_DigestFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pDigest/pulDigestLen.
+    unsafe { with_outbuf(p_out, p_out_len, |o| m.digest_final(h, o)) }
+});
+
+// ---- random --------------------------------------------------------------------------------------
+
+entry!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pSeed.
+    unsafe { input(p_seed, len) }?;
+    m.seed_random(h)
+});
+
+entry!(C_GenerateRandom(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, len: CK_ULONG) {
+    let m = module()?;
+    let n = super::len_of(len)?;
+    let buf: &mut [u8] = if p_out.is_null() {
+        if n != 0 {
+            return Err(Error::ArgumentsBad);
+        }
+        &mut []
+    } else {
+        // SAFETY: caller promise: pRandomData has ulRandomLen writable bytes.
+        unsafe { std::slice::from_raw_parts_mut(p_out, n) }
+    };
+    m.generate_random(h, buf)
+});
+
+// ---- legacy parallel functions --------------------------------------------------------------------
+
+entry!(C_GetFunctionStatus(_h: CK_SESSION_HANDLE) {
+    module()?;
+    Err(Error::FunctionNotParallel)
+});
+
+entry!(C_CancelFunction(_h: CK_SESSION_HANDLE) {
+    module()?;
+    Err(Error::FunctionNotParallel)
+});
+
+// ---- not yet implemented: later mechanism families plug in here ------------------------------------
+unsupported!(C_EncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_Encrypt(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_EncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_EncryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_Decrypt(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DecryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DecryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_SignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_Sign(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_SignUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_SignFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_SignRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_SignRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_VerifyInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_Verify(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_VerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_VerifyFinal(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_VerifyRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_VerifyRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DigestEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DecryptDigestUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_SignEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_GenerateKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE));
+unsupported!(C_GenerateKeyPair(CK_SESSION_HANDLE, *mut CK_MECHANISM, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE, *mut CK_OBJECT_HANDLE));
+unsupported!(C_WrapKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_UnwrapKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE));
+unsupported!(C_DeriveKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE));
+unsupported!(C_MessageEncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_EncryptMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_EncryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_EncryptMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, CK_FLAGS));
+unsupported!(C_MessageEncryptFinal(CK_SESSION_HANDLE));
+unsupported!(C_MessageDecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_DecryptMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_DecryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_DecryptMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, CK_FLAGS));
+unsupported!(C_MessageDecryptFinal(CK_SESSION_HANDLE));
+unsupported!(C_MessageSignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_SignMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_SignMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG));
+unsupported!(C_SignMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(C_MessageSignFinal(CK_SESSION_HANDLE));
+unsupported!(C_MessageVerifyInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
+unsupported!(C_VerifyMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_VerifyMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG));
+unsupported!(C_VerifyMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(C_MessageVerifyFinal(CK_SESSION_HANDLE));

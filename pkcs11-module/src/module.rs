@@ -1,0 +1,1021 @@
+//! `Module`: the whole token world of one process as one plain value — slots,
+//! tokens, sessions, login state and objects. No `unsafe`, no statics: unit tests
+//! build as many modules as they like. `ffi` owns the one instance that C sees.
+//!
+//! Lock order (never the reverse): `slots` → one `Slot::token` → `sessions` →
+//! one `Session::ops`. Slow work (PIN KDF, crypto) runs with no token lock held.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cryptoki_sys::*;
+use ferrohsm_store::{KeyPolicy, ObjectRecord, PinWrap, SealError, StorageKey, Store, StoreError, TokenRecord};
+use parking_lot::RwLock;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::logging::{Level, Logger};
+use crate::mechanism::{self, MechanismArg};
+use crate::object::policy::{self, Actor, Edit, Origin};
+use crate::object::{Object, RawAttr, Reading, unique_id};
+use crate::session::{self, After, DigestState, FindOp, Login, OutBuf, Session, drive};
+
+/// `manufacturerID` of the library, slots and tokens.
+pub const MANUFACTURER: &str = "FerroHSM project";
+/// `libraryDescription`.
+pub const LIBRARY_DESCRIPTION: &str = "FerroHSM software HSM";
+/// `model` of tokens.
+pub const MODEL: &str = "FerroHSM";
+/// Shortest PIN accepted.
+pub const MIN_PIN_LEN: usize = 4;
+/// Longest PIN accepted.
+pub const MAX_PIN_LEN: usize = 64;
+
+/// The Cryptoki version the module implements.
+pub const CRYPTOKI_VERSION: CK_VERSION = CK_VERSION { major: 3, minor: 0 };
+
+/// This library's version, from Cargo.
+pub fn library_version() -> CK_VERSION {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u8>().unwrap_or(0));
+    CK_VERSION {
+        major: parts.next().unwrap_or(0),
+        minor: parts.next().unwrap_or(0),
+    }
+}
+
+/// Space-pads (or truncates) text to a fixed-width PKCS#11 field.
+pub fn pad<const N: usize>(text: &[u8]) -> [u8; N] {
+    let mut out = [b' '; N];
+    let n = text.len().min(N);
+    out[..n].copy_from_slice(&text[..n]);
+    out
+}
+
+/// A token's in-memory state.
+pub struct Token {
+    /// The stored record; `None` for the spare, uninitialised token.
+    pub record: Option<TokenRecord>,
+    /// Who is logged in.
+    pub login: Login,
+    /// The storage key, present while someone is logged in.
+    key: Option<StorageKey>,
+    /// Visible objects by handle (token objects and session objects).
+    objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
+    /// Handles already given to public token objects, by store id.
+    handles: HashMap<u64, CK_OBJECT_HANDLE>,
+    /// Sessions open on this token.
+    sessions: u64,
+    /// Of which read/write.
+    rw_sessions: u64,
+}
+
+impl Token {
+    fn spare() -> Token {
+        Token {
+            record: None,
+            login: Login::Public,
+            key: None,
+            objects: HashMap::new(),
+            handles: HashMap::new(),
+            sessions: 0,
+            rw_sessions: 0,
+        }
+    }
+
+    /// An object the current login may see, or `CKR_OBJECT_HANDLE_INVALID`.
+    fn object(&self, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
+        match self.objects.get(&handle) {
+            Some(o) if !o.is_private() || self.login == Login::User => Ok(o.clone()),
+            _ => Err(Error::ObjectHandleInvalid),
+        }
+    }
+
+    fn record(&self) -> Result<&TokenRecord> {
+        self.record.as_ref().ok_or(Error::TokenNotRecognized)
+    }
+}
+
+/// A slot, which always holds a token (initialised or spare).
+pub struct Slot {
+    /// `CK_SLOT_ID`, stable across restarts for initialised tokens.
+    pub id: CK_SLOT_ID,
+    /// The token in it.
+    pub token: RwLock<Token>,
+}
+
+/// Associated data binding a PIN wrap to its token and role.
+fn wrap_aad(rec: &TokenRecord, who: Login) -> Vec<u8> {
+    let mut aad = b"ferrohsm pin wrap v1/".to_vec();
+    aad.extend_from_slice(&rec.token_id);
+    aad.extend_from_slice(if who == Login::So { b"/so" } else { b"/user" });
+    aad
+}
+
+fn check_pin_len(pin: &[u8]) -> Result<()> {
+    if (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(Error::PinLenRange)
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|_| Error::DeviceError)?;
+    Ok(b)
+}
+
+/// Current UTC time as `YYYYMMDDhhmmss00` for `CK_TOKEN_INFO.utcTime`.
+fn utc_time() -> [u8; 16] {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let text = format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}00", rem / 3600, rem % 3600 / 60, rem % 60);
+    pad::<16>(text.as_bytes())
+}
+
+/// The token world of one process.
+pub struct Module {
+    config: Config,
+    /// The module's log.
+    pub log: Logger,
+    store: Arc<dyn Store>,
+    slots: RwLock<Vec<Arc<Slot>>>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
+    next_handle: AtomicU64,
+}
+
+impl Module {
+    /// Opens the token world held by `store`: one slot per initialised token in
+    /// slot-ID order, then a spare slot for `C_InitToken`.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Module> {
+        let log = Logger::new(config.log_level, &config.log_target);
+        let module = Module {
+            config,
+            log,
+            store,
+            slots: RwLock::new(Vec::new()),
+            sessions: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        };
+        let mut records = module.store.tokens().map_err(|e| module.store_error("listing tokens", e))?;
+        records.sort_by_key(|r| r.slot_id);
+        let mut slots = Vec::with_capacity(records.len() + 1);
+        for rec in records {
+            let id = rec.slot_id as CK_SLOT_ID;
+            let mut token = Token::spare();
+            token.record = Some(rec);
+            module.load_objects(id, &mut token, None)?;
+            slots.push(Arc::new(Slot {
+                id,
+                token: RwLock::new(token),
+            }));
+        }
+        let spare_id = slots.last().map_or(0, |s| s.id + 1);
+        slots.push(Arc::new(Slot {
+            id: spare_id,
+            token: RwLock::new(Token::spare()),
+        }));
+        *module.slots.write() = slots;
+        log!(module.log, Level::Info, "initialised with data directory {}", module.config.data_dir.display());
+        Ok(module)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn store_error(&self, what: &str, e: StoreError) -> Error {
+        log!(self.log, Level::Error, "{what}: {e}");
+        match e {
+            StoreError::NotFound => Error::TokenNotRecognized,
+            _ => Error::DeviceError,
+        }
+    }
+
+    /// Loads a token's objects into its cache: public ones, and private ones
+    /// too when `key` is given.
+    fn load_objects(&self, slot_id: CK_SLOT_ID, token: &mut Token, key: Option<&StorageKey>) -> Result<()> {
+        let records: Vec<ObjectRecord> = self
+            .store
+            .objects(slot_id as u64, key)
+            .map_err(|e| self.store_error("loading objects", e))?;
+        for rec in records.iter().filter(|r| key.is_none() || r.private) {
+            let handle = match token.handles.get(&rec.id) {
+                Some(h) if !rec.private => *h,
+                _ => self.new_handle(),
+            };
+            if !rec.private {
+                token.handles.insert(rec.id, handle);
+            }
+            token.objects.insert(handle, Arc::new(Object::from_record(handle, rec)));
+        }
+        Ok(())
+    }
+
+    fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
+        self.slots.read().iter().find(|s| s.id == id).cloned().ok_or(Error::SlotIdInvalid)
+    }
+
+    fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+        self.sessions.read().get(&h).cloned().ok_or(Error::SessionHandleInvalid)
+    }
+
+    // ---- General and slot/token information ------------------------------------
+
+    /// `CK_INFO`.
+    pub fn info(&self) -> CK_INFO {
+        CK_INFO {
+            cryptokiVersion: CRYPTOKI_VERSION,
+            manufacturerID: pad(MANUFACTURER.as_bytes()),
+            flags: 0,
+            libraryDescription: pad(LIBRARY_DESCRIPTION.as_bytes()),
+            libraryVersion: library_version(),
+        }
+    }
+
+    /// All slot IDs: initialised tokens first, the spare last. Every slot has a
+    /// token present, so the `tokenPresent` filter changes nothing.
+    pub fn slot_list(&self) -> Vec<CK_SLOT_ID> {
+        self.slots.read().iter().map(|s| s.id).collect()
+    }
+
+    /// `CK_SLOT_INFO`.
+    pub fn slot_info(&self, id: CK_SLOT_ID) -> Result<CK_SLOT_INFO> {
+        self.slot(id)?;
+        Ok(CK_SLOT_INFO {
+            slotDescription: pad(format!("FerroHSM slot {id}").as_bytes()),
+            manufacturerID: pad(MANUFACTURER.as_bytes()),
+            flags: CKF_TOKEN_PRESENT,
+            hardwareVersion: library_version(),
+            firmwareVersion: library_version(),
+        })
+    }
+
+    /// `CK_TOKEN_INFO`, with truthful flags and counters.
+    pub fn token_info(&self, id: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
+        let slot = self.slot(id)?;
+        let t = slot.token.read();
+        let max = self.config.max_login_failures;
+        let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_CLOCK_ON_TOKEN;
+        let (label, serial) = match &t.record {
+            Some(rec) => {
+                flags |= CKF_TOKEN_INITIALIZED;
+                if rec.user_pin.is_some() {
+                    flags |= CKF_USER_PIN_INITIALIZED;
+                }
+                flags |= pin_flags(rec.user_failures, max, [CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED]);
+                flags |= pin_flags(rec.so_failures, max, [CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED]);
+                (rec.label, rec.serial)
+            }
+            None => (pad(b""), pad(b"")),
+        };
+        let max_sessions = self.config.max_sessions as CK_ULONG;
+        Ok(CK_TOKEN_INFO {
+            label,
+            manufacturerID: pad(MANUFACTURER.as_bytes()),
+            model: pad(MODEL.as_bytes()),
+            serialNumber: serial,
+            flags,
+            ulMaxSessionCount: max_sessions,
+            ulSessionCount: t.sessions as CK_ULONG,
+            ulMaxRwSessionCount: max_sessions,
+            ulRwSessionCount: t.rw_sessions as CK_ULONG,
+            ulMaxPinLen: MAX_PIN_LEN as CK_ULONG,
+            ulMinPinLen: MIN_PIN_LEN as CK_ULONG,
+            ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
+            ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,
+            ulTotalPrivateMemory: CK_UNAVAILABLE_INFORMATION,
+            ulFreePrivateMemory: CK_UNAVAILABLE_INFORMATION,
+            hardwareVersion: library_version(),
+            firmwareVersion: library_version(),
+            utcTime: utc_time(),
+        })
+    }
+
+    /// Mechanisms of a slot (every slot offers the whole table).
+    pub fn mechanism_list(&self, id: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        self.slot(id)?;
+        Ok(mechanism::MECHANISMS.iter().map(|m| m.ty).collect())
+    }
+
+    /// `CK_MECHANISM_INFO` of one mechanism.
+    pub fn mechanism_info(&self, id: CK_SLOT_ID, ty: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        self.slot(id)?;
+        Ok(mechanism::lookup(ty)?.info())
+    }
+
+    // ---- Token and PIN management ----------------------------------------------
+
+    /// `C_InitToken`: makes the spare token a new token, or wipes and
+    /// re-initialises an initialised one given its SO PIN.
+    pub fn init_token(&self, id: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
+        check_pin_len(so_pin)?;
+        let slot = self.slot(id)?;
+        let old = {
+            let t = slot.token.read();
+            if t.sessions > 0 {
+                return Err(Error::SessionExists);
+            }
+            t.record.clone()
+        };
+        if let Some(old) = &old {
+            if old.so_failures >= self.config.max_login_failures {
+                return Err(Error::PinLocked);
+            }
+            self.verify_pin(&slot, old, Login::So, so_pin)?;
+        }
+        let mut label = *label;
+        if let Some(nul) = label.iter().position(|&b| b == 0) {
+            label[nul..].fill(b' ');
+        }
+        let token_id = random_bytes::<16>()?;
+        let serial = pad::<16>(hex(&random_bytes::<8>()?).as_bytes());
+        let key = StorageKey::generate().map_err(|_| Error::DeviceError)?;
+        let policy = self.config.default_policy;
+        let mut rec = TokenRecord {
+            slot_id: id as u64,
+            token_id,
+            label,
+            serial,
+            policy,
+            so_pin: placeholder_wrap(),
+            user_pin: None,
+            so_failures: 0,
+            user_failures: 0,
+        };
+        rec.so_pin = self.seal_pin(so_pin, &key, &rec, Login::So)?;
+        {
+            let mut t = slot.token.write();
+            if t.sessions > 0 {
+                return Err(Error::SessionExists);
+            }
+            if t.record.as_ref().map(|r| r.token_id) != old.as_ref().map(|r| r.token_id) {
+                // Someone re-initialised it meanwhile; their SO PIN may differ.
+                return Err(Error::PinIncorrect);
+            }
+            self.store.init_token(&rec).map_err(|e| self.store_error("initialising token", e))?;
+            let is_spare = t.record.is_none();
+            *t = Token::spare();
+            t.record = Some(rec);
+            drop(t);
+            if is_spare {
+                let mut slots = self.slots.write();
+                let next = slots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+                slots.push(Arc::new(Slot {
+                    id: next,
+                    token: RwLock::new(Token::spare()),
+                }));
+            }
+        }
+        log!(
+            self.log,
+            Level::Info,
+            "slot {id}: token {:?} initialised with key policy {}",
+            String::from_utf8_lossy(&label).trim_end(),
+            policy.name()
+        );
+        Ok(())
+    }
+
+    fn seal_pin(&self, pin: &[u8], key: &StorageKey, rec: &TokenRecord, who: Login) -> Result<PinWrap> {
+        PinWrap::seal(pin, key, self.config.kdf, &wrap_aad(rec, who)).map_err(|e| {
+            log!(self.log, Level::Error, "sealing the storage key failed: {e}");
+            Error::GeneralError
+        })
+    }
+
+    /// Opens a PIN wrap (no token lock held while the KDF runs) and records the
+    /// outcome in the lockout counter, durably, before answering.
+    fn verify_pin(&self, slot: &Slot, rec: &TokenRecord, who: Login, pin: &[u8]) -> Result<StorageKey> {
+        let wrap = match who {
+            Login::So => rec.so_pin.clone(),
+            _ => rec.user_pin.clone().ok_or(Error::UserPinNotInitialized)?,
+        };
+        let opened = wrap.open(pin, &wrap_aad(rec, who));
+        let mut t = slot.token.write();
+        let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
+        if cur.token_id != rec.token_id {
+            return Err(Error::PinIncorrect);
+        }
+        let counter = if who == Login::So { &mut cur.so_failures } else { &mut cur.user_failures };
+        match opened {
+            Ok(key) => {
+                if *counter != 0 {
+                    *counter = 0;
+                    let snapshot = cur.clone();
+                    self.store.update_token(&snapshot).map_err(|e| self.store_error("saving login counter", e))?;
+                }
+                Ok(key)
+            }
+            Err(SealError::BadPin) => {
+                *counter = counter.saturating_add(1);
+                let failures = *counter;
+                let snapshot = cur.clone();
+                self.store.update_token(&snapshot).map_err(|e| self.store_error("saving login counter", e))?;
+                let role = if who == Login::So { "SO" } else { "user" };
+                log!(self.log, Level::Info, "slot {}: wrong {role} PIN ({failures} consecutive)", slot.id);
+                if failures >= self.config.max_login_failures {
+                    log!(self.log, Level::Warn, "slot {}: {role} PIN locked after {failures} failed attempts", slot.id);
+                }
+                Err(Error::PinIncorrect)
+            }
+            Err(e) => {
+                log!(self.log, Level::Error, "slot {}: cannot open PIN wrap: {e}", slot.id);
+                Err(Error::GeneralError)
+            }
+        }
+    }
+
+    /// Re-wraps the storage key under a PIN with the configured KDF cost when
+    /// the stored wrap is weaker (runs after a successful login).
+    fn upgrade_kdf(&self, slot: &Slot, who: Login, pin: &[u8], key: &StorageKey) {
+        let rec = match slot.token.read().record.clone() {
+            Some(r) => r,
+            None => return,
+        };
+        let wrap = if who == Login::So { Some(&rec.so_pin) } else { rec.user_pin.as_ref() };
+        if !wrap.is_some_and(|w| w.kdf.weaker_than(&self.config.kdf)) {
+            return;
+        }
+        let Ok(new) = self.seal_pin(pin, key, &rec, who) else { return };
+        let mut t = slot.token.write();
+        let Some(cur) = t.record.as_mut() else { return };
+        if cur.token_id != rec.token_id {
+            return;
+        }
+        if who == Login::So {
+            cur.so_pin = new;
+        } else {
+            cur.user_pin = Some(new);
+        }
+        let snapshot = cur.clone();
+        match self.store.update_token(&snapshot) {
+            Ok(()) => log!(self.log, Level::Info, "slot {}: PIN wrap upgraded to the configured KDF cost", slot.id),
+            Err(e) => log!(self.log, Level::Warn, "slot {}: KDF upgrade not saved: {e}", slot.id),
+        }
+    }
+
+    /// `C_InitPIN`: the SO sets the user PIN (and unlocks it).
+    pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let (rec, key) = {
+            let t = s.slot.token.read();
+            if t.login != Login::So || !s.rw {
+                return Err(Error::UserNotLoggedIn);
+            }
+            check_pin_len(pin)?;
+            (t.record()?.clone(), t.key.clone().ok_or(Error::UserNotLoggedIn)?)
+        };
+        let wrap = self.seal_pin(pin, &key, &rec, Login::User)?;
+        let mut t = s.slot.token.write();
+        let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
+        cur.user_pin = Some(wrap);
+        cur.user_failures = 0;
+        let snapshot = cur.clone();
+        self.store.update_token(&snapshot).map_err(|e| self.store_error("saving user PIN", e))?;
+        log!(self.log, Level::Info, "slot {}: user PIN set by SO", s.slot.id);
+        Ok(())
+    }
+
+    /// `C_SetPIN`: changes the PIN of whoever the session is (the user in a
+    /// public or user session, the SO in an SO session).
+    pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        if !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
+        let (rec, who) = {
+            let t = s.slot.token.read();
+            let who = if t.login == Login::So { Login::So } else { Login::User };
+            let rec = t.record()?.clone();
+            let failures = if who == Login::So { rec.so_failures } else { rec.user_failures };
+            if who == Login::User && rec.user_pin.is_none() {
+                return Err(Error::UserPinNotInitialized);
+            }
+            if failures >= self.config.max_login_failures {
+                return Err(Error::PinLocked);
+            }
+            (rec, who)
+        };
+        check_pin_len(new)?;
+        let key = self.verify_pin(&s.slot, &rec, who, old)?;
+        let wrap = self.seal_pin(new, &key, &rec, who)?;
+        let mut t = s.slot.token.write();
+        let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
+        if who == Login::So {
+            cur.so_pin = wrap;
+        } else {
+            cur.user_pin = Some(wrap);
+        }
+        let snapshot = cur.clone();
+        self.store.update_token(&snapshot).map_err(|e| self.store_error("saving PIN", e))?;
+        log!(self.log, Level::Info, "slot {}: {} PIN changed", s.slot.id, if who == Login::So { "SO" } else { "user" });
+        Ok(())
+    }
+
+    // ---- Sessions and login ------------------------------------------------------
+
+    /// `C_OpenSession`.
+    pub fn open_session(&self, id: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(Error::SessionParallelNotSupported);
+        }
+        let slot = self.slot(id)?;
+        let rw = flags & CKF_RW_SESSION != 0;
+        let handle = self.new_handle();
+        {
+            let mut t = slot.token.write();
+            t.record()?;
+            if t.login == Login::So && !rw {
+                return Err(Error::SessionReadWriteSoExists);
+            }
+            if t.sessions >= self.config.max_sessions {
+                return Err(Error::SessionCount);
+            }
+            t.sessions += 1;
+            if rw {
+                t.rw_sessions += 1;
+            }
+            self.sessions.write().insert(
+                handle,
+                Arc::new(Session {
+                    handle,
+                    slot: slot.clone(),
+                    rw,
+                    ops: Default::default(),
+                }),
+            );
+        }
+        Ok(handle)
+    }
+
+    /// `C_CloseSession`: destroys its session objects; closing the last session
+    /// of a token logs the application out of it.
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        if self.sessions.write().remove(&h).is_none() {
+            // Closed by another thread meanwhile.
+            return Err(Error::SessionHandleInvalid);
+        }
+        t.objects.retain(|_, o| o.owner != Some(h));
+        t.sessions -= 1;
+        if s.rw {
+            t.rw_sessions -= 1;
+        }
+        if t.sessions == 0 && t.login != Login::Public {
+            Self::logout_token(&mut t);
+        }
+        Ok(())
+    }
+
+    /// `C_CloseAllSessions`.
+    pub fn close_all_sessions(&self, id: CK_SLOT_ID) -> Result<()> {
+        let slot = self.slot(id)?;
+        let handles: Vec<_> = self
+            .sessions
+            .read()
+            .values()
+            .filter(|s| s.slot.id == id)
+            .map(|s| s.handle)
+            .collect();
+        for h in handles {
+            match self.close_session(h) {
+                Ok(()) | Err(Error::SessionHandleInvalid) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        drop(slot);
+        Ok(())
+    }
+
+    /// `CK_SESSION_INFO`.
+    pub fn session_info(&self, h: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
+        let s = self.session(h)?;
+        let login = s.slot.token.read().login;
+        Ok(CK_SESSION_INFO {
+            slotID: s.slot.id,
+            state: session::state(login, s.rw),
+            flags: CKF_SERIAL_SESSION | if s.rw { CKF_RW_SESSION } else { 0 },
+            ulDeviceError: 0,
+        })
+    }
+
+    /// `C_Login` (and `C_LoginUser`, which has no user names to check here).
+    pub fn login(&self, h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let who = match user_type {
+            CKU_SO => Login::So,
+            CKU_USER => Login::User,
+            // No key here needs CKA_ALWAYS_AUTHENTICATE re-login yet.
+            CKU_CONTEXT_SPECIFIC => return Err(Error::OperationNotInitialized),
+            _ => return Err(Error::UserTypeInvalid),
+        };
+        let rec = {
+            let t = s.slot.token.read();
+            let rec = t.record()?.clone();
+            match t.login {
+                Login::Public => {}
+                l if l == who => return Err(Error::UserAlreadyLoggedIn),
+                _ => return Err(Error::UserAnotherAlreadyLoggedIn),
+            }
+            if who == Login::So && t.sessions > t.rw_sessions {
+                return Err(Error::SessionReadOnlyExists);
+            }
+            if who == Login::User && rec.user_pin.is_none() {
+                return Err(Error::UserPinNotInitialized);
+            }
+            let failures = if who == Login::So { rec.so_failures } else { rec.user_failures };
+            if failures >= self.config.max_login_failures {
+                return Err(Error::PinLocked);
+            }
+            rec
+        };
+        let key = self.verify_pin(&s.slot, &rec, who, pin)?;
+        {
+            let mut t = s.slot.token.write();
+            match t.login {
+                Login::Public => {}
+                l if l == who => return Err(Error::UserAlreadyLoggedIn),
+                _ => return Err(Error::UserAnotherAlreadyLoggedIn),
+            }
+            if who == Login::User {
+                self.load_objects(s.slot.id, &mut t, Some(&key))?;
+            }
+            t.login = who;
+            t.key = Some(key.clone());
+        }
+        log!(self.log, Level::Info, "slot {}: {} logged in", s.slot.id, if who == Login::So { "SO" } else { "user" });
+        self.upgrade_kdf(&s.slot, who, pin, &key);
+        Ok(())
+    }
+
+    /// Forgets the login: storage key, private token objects (handles to them
+    /// become invalid for good) and private session objects.
+    fn logout_token(t: &mut Token) {
+        t.login = Login::Public;
+        t.key = None;
+        t.objects.retain(|_, o| !o.is_private());
+    }
+
+    /// `C_Logout`.
+    pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        if t.login == Login::Public {
+            return Err(Error::UserNotLoggedIn);
+        }
+        Self::logout_token(&mut t);
+        Ok(())
+    }
+
+    /// `C_SessionCancel`: ends the active operations named by `flags`.
+    pub fn session_cancel(&self, h: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        if flags & CKF_DIGEST != 0 {
+            ops.digest = None;
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            ops.find = None;
+        }
+        Ok(())
+    }
+
+    // ---- Objects -------------------------------------------------------------------
+
+    fn actor(t: &Token) -> Result<Actor> {
+        Ok(Actor {
+            policy: t.record()?.policy,
+            so: t.login == Login::So,
+        })
+    }
+
+    /// Inserts a new object, writing token objects to the store first.
+    fn insert_object(&self, s: &Session, t: &mut Token, attrs: policy::Attrs, store_id: u64) -> Result<CK_OBJECT_HANDLE> {
+        let handle = self.new_handle();
+        let token_obj = policy::get_bool(&attrs, CKA_TOKEN);
+        let obj = Object {
+            handle,
+            store_id,
+            owner: if token_obj { None } else { Some(s.handle) },
+            attrs,
+        };
+        if token_obj && !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
+        if obj.is_private() && t.login != Login::User {
+            return Err(Error::UserNotLoggedIn);
+        }
+        if token_obj {
+            self.store
+                .put_object(s.slot.id as u64, &obj.to_record(), t.key.as_ref())
+                .map_err(|e| self.store_error("writing object", e))?;
+            if !obj.is_private() {
+                t.handles.insert(store_id, handle);
+            }
+        }
+        t.objects.insert(handle, Arc::new(obj));
+        Ok(handle)
+    }
+
+    fn new_store_id() -> Result<u64> {
+        Ok(u64::from_ne_bytes(random_bytes::<8>()?) | 1)
+    }
+
+    /// `C_CreateObject`.
+    pub fn create_object(&self, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        let actor = Self::actor(&t)?;
+        let id = Self::new_store_id()?;
+        let attrs = policy::build(template, &[], Origin::Create, actor, &unique_id(id)).inspect_err(|e| {
+            self.refused(&s, "C_CreateObject", *e, template);
+        })?;
+        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        log!(self.log, Level::Debug, "session {h}: created object {handle}");
+        Ok(handle)
+    }
+
+    /// Logs why a template was refused, naming attributes but never values.
+    fn refused(&self, s: &Session, func: &str, e: Error, template: &[RawAttr]) {
+        let policy = s.slot.token.read().record.as_ref().map(|r| r.policy);
+        let why = if e == Error::AttributeValueInvalid
+            && policy == Some(KeyPolicy::Hsm)
+            && template.iter().any(|a| a.ty == CKA_SENSITIVE && a.value.first() == Some(&0))
+        {
+            " (this token's key policy is 'hsm': private and secret keys must be sensitive)"
+        } else {
+            ""
+        };
+        log!(self.log, Level::Info, "session {}: {func} refused: {e}{why}; template {:?}", s.handle, template);
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &[RawAttr]) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        let src = t.object(obj)?;
+        if !src.flag(CKA_COPYABLE) {
+            return Err(Error::ActionProhibited);
+        }
+        let actor = Self::actor(&t)?;
+        let id = Self::new_store_id()?;
+        let attrs = policy::modify(&src.attrs, template, Edit::Copy, actor, Some(&unique_id(id)))
+            .inspect_err(|e| self.refused(&s, "C_CopyObject", *e, template))?;
+        self.insert_object(&s, &mut t, attrs, id)
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        let o = t.object(obj)?;
+        if o.is_token() && !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
+        if !o.flag(CKA_DESTROYABLE) {
+            return Err(Error::ActionProhibited);
+        }
+        if o.is_token() {
+            self.store
+                .delete_object(s.slot.id as u64, o.store_id)
+                .map_err(|e| self.store_error("deleting object", e))?;
+            t.handles.remove(&o.store_id);
+        }
+        t.objects.remove(&obj);
+        log!(self.log, Level::Debug, "session {h}: destroyed {}", o.describe());
+        Ok(())
+    }
+
+    /// `C_GetObjectSize`.
+    pub fn object_size(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<usize> {
+        let s = self.session(h)?;
+        let o = s.slot.token.read().object(obj)?;
+        Ok(o.size())
+    }
+
+    /// `C_GetAttributeValue`: what may be said of each requested attribute.
+    pub fn get_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<Reading>> {
+        let s = self.session(h)?;
+        let o = s.slot.token.read().object(obj)?;
+        let readings: Vec<Reading> = types.iter().map(|ty| policy::read(&o.attrs, *ty)).collect();
+        if readings.iter().any(|r| *r == Reading::Sensitive) {
+            log!(self.log, Level::Info, "session {h}: refused to reveal key material of {}", o.describe());
+        }
+        Ok(readings)
+    }
+
+    /// `C_SetAttributeValue`.
+    pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &[RawAttr]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        let o = t.object(obj)?;
+        if o.is_token() && !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
+        if !o.flag(CKA_MODIFIABLE) {
+            return Err(Error::ActionProhibited);
+        }
+        let actor = Self::actor(&t)?;
+        let attrs = policy::modify(&o.attrs, template, Edit::Set, actor, None)
+            .inspect_err(|e| self.refused(&s, "C_SetAttributeValue", *e, template))?;
+        let new = Object {
+            handle: o.handle,
+            store_id: o.store_id,
+            owner: o.owner,
+            attrs,
+        };
+        if new.is_token() {
+            self.store
+                .put_object(s.slot.id as u64, &new.to_record(), t.key.as_ref())
+                .map_err(|e| self.store_error("updating object", e))?;
+        }
+        t.objects.insert(obj, Arc::new(new));
+        Ok(())
+    }
+
+    /// `C_FindObjectsInit`: snapshots the visible objects matching `template`.
+    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut found: Vec<CK_OBJECT_HANDLE> = {
+            let t = s.slot.token.read();
+            t.objects
+                .values()
+                .filter(|o| !o.is_private() || t.login == Login::User)
+                .filter(|o| policy::matches(&o.attrs, template))
+                .map(|o| o.handle)
+                .collect()
+        };
+        found.sort_unstable();
+        let mut ops = s.ops.lock();
+        if ops.find.is_some() {
+            return Err(Error::OperationActive);
+        }
+        ops.find = Some(FindOp {
+            pending: found.into(),
+        });
+        Ok(())
+    }
+
+    /// `C_FindObjects`: up to `max` more handles.
+    pub fn find(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        let f = ops.find.as_mut().ok_or(Error::OperationNotInitialized)?;
+        let n = max.min(f.pending.len());
+        Ok(f.pending.drain(..n).collect())
+    }
+
+    /// `C_FindObjectsFinal`.
+    pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        ops.find.take().map(|_| ()).ok_or(Error::OperationNotInitialized)
+    }
+
+    // ---- Digests and random ----------------------------------------------------------
+
+    /// `C_DigestInit`.
+    pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: &MechanismArg) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        if ops.digest.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let op = mechanism::digest_op(mech)?;
+        ops.digest = Some(DigestState { op, multipart: false });
+        Ok(())
+    }
+
+    /// `C_Digest`: single-part; the NULL-buffer size query keeps it alive.
+    pub fn digest(&self, h: CK_SESSION_HANDLE, input: &[u8], out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            if d.multipart {
+                return Err(Error::OperationActive);
+            }
+            let Some(buf) = out.offer(d.op.output_len())? else {
+                return Ok(((), After::Keep));
+            };
+            d.op.update(input);
+            d.op.finish(buf);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_DigestUpdate`.
+    pub fn digest_update(&self, h: CK_SESSION_HANDLE, input: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            d.multipart = true;
+            d.op.update(input);
+            Ok(((), After::Keep))
+        })
+    }
+
+    /// `C_DigestKey`: digests the value of a secret key that may be revealed;
+    /// a sensitive or unextractable key is `CKR_KEY_INDIGESTIBLE`.
+    pub fn digest_key(&self, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let k = s.slot.token.read().object(key).map_err(|_| Error::KeyHandleInvalid)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            if k.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
+                return Err(Error::KeyIndigestible);
+            }
+            match policy::read(&k.attrs, CKA_VALUE) {
+                Reading::Value(v) => {
+                    d.multipart = true;
+                    d.op.update(&v);
+                    Ok(((), After::Keep))
+                }
+                _ => {
+                    log!(self.log, Level::Info, "session {h}: C_DigestKey refused for protected {}", k.describe());
+                    Err(Error::KeyIndigestible)
+                }
+            }
+        })
+    }
+
+    /// `C_DigestFinal`.
+    pub fn digest_final(&self, h: CK_SESSION_HANDLE, out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            let Some(buf) = out.offer(d.op.output_len())? else {
+                return Ok(((), After::Keep));
+            };
+            d.op.finish(buf);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_GenerateRandom`: bytes from the OS CSPRNG.
+    pub fn generate_random(&self, h: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        self.session(h)?;
+        getrandom::fill(out).map_err(|e| {
+            log!(self.log, Level::Error, "OS random generator failed: {e}");
+            Error::DeviceError
+        })
+    }
+
+    /// `C_SeedRandom`: the OS CSPRNG takes no seed from applications, so the
+    /// answer is `CKR_RANDOM_SEED_NOT_SUPPORTED` (on a valid session).
+    pub fn seed_random(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(h)?;
+        Err(Error::RandomSeedNotSupported)
+    }
+}
+
+fn pin_flags(failures: u32, max: u32, [low, final_try, locked]: [CK_FLAGS; 3]) -> CK_FLAGS {
+    if failures >= max {
+        locked
+    } else if failures + 1 == max {
+        low | final_try
+    } else if failures > 0 {
+        low
+    } else {
+        0
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stands in for the SO wrap while the record that the wrap's associated data
+/// names is being built.
+fn placeholder_wrap() -> PinWrap {
+    PinWrap {
+        kdf: ferrohsm_store::KdfParams::PRODUCTION,
+        salt: [0; 16],
+        nonce: [0; 12],
+        sealed: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

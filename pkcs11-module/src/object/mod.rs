@@ -1,0 +1,99 @@
+//! Objects: an attribute set with a handle, shared by `Arc` and replaced, never
+//! mutated, so an operation holding a key keeps a consistent view of it without
+//! holding any lock.
+#![forbid(unsafe_code)]
+
+pub mod policy;
+
+use cryptoki_sys::*;
+use ferrohsm_store::{AttrValue, ObjectRecord};
+
+pub use policy::{Attrs, RawAttr, Reading};
+
+/// One object of a token (token object) or of a session (session object).
+#[derive(Debug)]
+pub struct Object {
+    /// The handle applications use.
+    pub handle: CK_OBJECT_HANDLE,
+    /// Identifier in the store (and in `CKA_UNIQUE_ID`), never reused.
+    pub store_id: u64,
+    /// The session that owns a session object; `None` for token objects.
+    pub owner: Option<CK_SESSION_HANDLE>,
+    /// All attributes, as the policy built them.
+    pub attrs: Attrs,
+}
+
+impl Object {
+    /// `CKA_TOKEN`.
+    pub fn is_token(&self) -> bool {
+        policy::get_bool(&self.attrs, CKA_TOKEN)
+    }
+
+    /// `CKA_PRIVATE`.
+    pub fn is_private(&self) -> bool {
+        policy::get_bool(&self.attrs, CKA_PRIVATE)
+    }
+
+    /// A boolean attribute (FALSE when absent).
+    pub fn flag(&self, ty: CK_ATTRIBUTE_TYPE) -> bool {
+        policy::get_bool(&self.attrs, ty)
+    }
+
+    /// A `CK_ULONG` attribute.
+    pub fn ulong(&self, ty: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
+        match self.attrs.get(&ty) {
+            Some(AttrValue::Ulong(v)) => Some(*v as CK_ULONG),
+            _ => None,
+        }
+    }
+
+    /// A byte-string attribute.
+    pub fn bytes(&self, ty: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
+        match self.attrs.get(&ty) {
+            Some(AttrValue::Bytes(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A short description for log lines: handle, class and label; never values.
+    pub fn describe(&self) -> String {
+        let label = self.bytes(CKA_LABEL).map(String::from_utf8_lossy).unwrap_or_default();
+        format!("object {} (class {:#x}, label {:?})", self.handle, self.ulong(CKA_CLASS).unwrap_or(0), label)
+    }
+
+    /// The record the store keeps for a token object.
+    pub fn to_record(&self) -> ObjectRecord {
+        ObjectRecord {
+            id: self.store_id,
+            private: self.is_private(),
+            attrs: self.attrs.iter().map(|(k, v)| (*k as u64, v.clone())).collect(),
+        }
+    }
+
+    /// A token object loaded from the store under a (new or remembered) handle.
+    pub fn from_record(handle: CK_OBJECT_HANDLE, rec: &ObjectRecord) -> Object {
+        Object {
+            handle,
+            store_id: rec.id,
+            owner: None,
+            attrs: rec.attrs.iter().map(|(k, v)| (*k as CK_ATTRIBUTE_TYPE, v.clone())).collect(),
+        }
+    }
+
+    /// An approximate size in bytes, counting only what may be revealed (so the
+    /// size of key material does not leak through `C_GetObjectSize`).
+    pub fn size(&self) -> usize {
+        self.attrs
+            .keys()
+            .map(|ty| match policy::read(&self.attrs, *ty) {
+                Reading::Value(v) => v.len() + 16,
+                _ => 16,
+            })
+            .sum()
+    }
+}
+
+/// The `CKA_UNIQUE_ID` text of a store id.
+pub fn unique_id(store_id: u64) -> String {
+    format!("{store_id:016x}")
+}

@@ -1,0 +1,185 @@
+//! Sessions, login states and active operations, and the one rule for output
+//! buffers (`OutBuf`, `drive`).
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::mechanism::digest::DigestOp;
+use crate::module::Slot;
+
+/// Who is logged in to a token (login is per application, for all its sessions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// Nobody.
+    Public,
+    /// The normal user.
+    User,
+    /// The security officer.
+    So,
+}
+
+/// `CKS_*` for a login state and session kind.
+pub fn state(login: Login, rw: bool) -> CK_STATE {
+    match (login, rw) {
+        (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
+        (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
+        (Login::User, false) => CKS_RO_USER_FUNCTIONS,
+        (Login::User, true) => CKS_RW_USER_FUNCTIONS,
+        // An SO is never logged in while read-only sessions exist.
+        (Login::So, _) => CKS_RW_SO_FUNCTIONS,
+    }
+}
+
+/// A find operation: the matching handles, taken at `C_FindObjectsInit`.
+#[derive(Debug, Default)]
+pub struct FindOp {
+    /// Handles not yet returned.
+    pub pending: std::collections::VecDeque<CK_OBJECT_HANDLE>,
+}
+
+/// A digest operation and whether it went multi-part.
+pub struct DigestState {
+    /// The running hash.
+    pub op: Box<dyn DigestOp>,
+    /// `C_DigestUpdate`/`C_DigestKey` was called: only `C_DigestFinal` may end it.
+    pub multipart: bool,
+}
+
+/// The active operations of a session, at most one of each kind.
+#[derive(Default)]
+pub struct Ops {
+    /// `C_FindObjects*`.
+    pub find: Option<FindOp>,
+    /// `C_Digest*`.
+    pub digest: Option<DigestState>,
+}
+
+/// An open session.
+pub struct Session {
+    /// Its handle.
+    pub handle: CK_SESSION_HANDLE,
+    /// The slot (and token) it belongs to.
+    pub slot: Arc<Slot>,
+    /// Read/write session (`CKF_RW_SESSION`).
+    pub rw: bool,
+    /// Active operations; locked for the duration of one call on this session,
+    /// which serialises threads sharing a session.
+    pub ops: Mutex<Ops>,
+}
+
+/// The caller's output buffer: absent (a size query) or a slice. Holds the
+/// length to report back in `*pulLen` whatever the outcome.
+pub struct OutBuf<'a> {
+    buf: Option<&'a mut [u8]>,
+    len: usize,
+}
+
+impl<'a> OutBuf<'a> {
+    /// Wraps the caller's buffer; `None` means a size query.
+    pub fn new(buf: Option<&'a mut [u8]>) -> OutBuf<'a> {
+        OutBuf { buf, len: 0 }
+    }
+
+    /// The length to report to the caller.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing was or will be written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offers `needed` bytes of output. Gives the space to write into when the
+    /// caller's buffer is large enough; `None` for a size query (the length is
+    /// reported, the operation stays alive); `CKR_BUFFER_TOO_SMALL` otherwise
+    /// (the length is reported, the operation stays alive).
+    pub fn offer(&mut self, needed: usize) -> Result<Option<&mut [u8]>> {
+        self.len = needed;
+        match self.buf.as_deref_mut() {
+            None => Ok(None),
+            Some(b) if b.len() < needed => Err(Error::BufferTooSmall),
+            Some(b) => Ok(Some(&mut b[..needed])),
+        }
+    }
+
+    /// Records that fewer bytes than offered were written.
+    pub fn truncate(&mut self, written: usize) {
+        self.len = written.min(self.len);
+    }
+}
+
+/// What happens to an operation after a successful step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// It stays active (an update, a size query).
+    Keep,
+    /// It is finished.
+    End,
+}
+
+/// Runs one step of an active operation with the spec's rules: no operation →
+/// `CKR_OPERATION_NOT_INITIALIZED`; `CKR_BUFFER_TOO_SMALL` keeps it alive; any
+/// other error ends it.
+pub fn drive<T, R>(slot: &mut Option<T>, step: impl FnOnce(&mut T) -> Result<(R, After)>) -> Result<R> {
+    let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+    match step(op) {
+        Ok((r, After::Keep)) => Ok(r),
+        Ok((r, After::End)) => {
+            *slot = None;
+            Ok(r)
+        }
+        Err(Error::BufferTooSmall) => Err(Error::BufferTooSmall),
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbuf_query_small_and_fit() {
+        let mut q = OutBuf::new(None);
+        assert_eq!(q.offer(32).unwrap().map(|b| b.len()), None);
+        assert_eq!(q.len(), 32);
+        let mut small = [0u8; 8];
+        let mut s = OutBuf::new(Some(&mut small));
+        assert_eq!(s.offer(32).err(), Some(Error::BufferTooSmall));
+        assert_eq!(s.len(), 32);
+        let mut big = [0u8; 64];
+        let mut b = OutBuf::new(Some(&mut big));
+        assert_eq!(b.offer(32).unwrap().map(|b| b.len()), Some(32));
+        b.truncate(20);
+        assert_eq!(b.len(), 20);
+    }
+
+    #[test]
+    fn drive_ends_on_errors_but_not_on_buffer_too_small() {
+        let mut op = Some(1);
+        assert_eq!(drive(&mut op, |_| Err::<((), After), _>(Error::BufferTooSmall)), Err(Error::BufferTooSmall));
+        assert!(op.is_some());
+        assert_eq!(drive(&mut op, |_| Ok(((), After::Keep))), Ok(()));
+        assert!(op.is_some());
+        assert_eq!(drive(&mut op, |_| Err::<((), After), _>(Error::DataLenRange)), Err(Error::DataLenRange));
+        assert!(op.is_none());
+        assert_eq!(drive(&mut op, |_| Ok(((), After::End))), Err(Error::OperationNotInitialized));
+        let mut op = Some(1);
+        assert_eq!(drive(&mut op, |_| Ok((5, After::End))), Ok(5));
+        assert!(op.is_none());
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(state(Login::Public, false), CKS_RO_PUBLIC_SESSION);
+        assert_eq!(state(Login::User, true), CKS_RW_USER_FUNCTIONS);
+        assert_eq!(state(Login::So, true), CKS_RW_SO_FUNCTIONS);
+    }
+}

@@ -1,0 +1,121 @@
+//! Support for tests that load the real `libferrohsm_pkcs11.so`, as clients do.
+//!
+//! Each test process gets its own temporary data directory and config (cheap PIN
+//! KDF so logins are fast), set through the same environment variables a user
+//! would set. Run the tests with `cargo nextest` so each test is its own process:
+//! a loaded module is per process.
+//!
+//! This crate may use `unsafe`: its job includes calling the C ABI with raw
+//! (and deliberately bad) pointers. Every block says why it is sound.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, Pkcs11};
+
+/// SO PIN used by the test tokens.
+pub const SO_PIN: &str = "so-pin-1234";
+/// User PIN used by the test tokens.
+pub const USER_PIN: &str = "user-pin-1234";
+
+/// Path of the built module: `FERROHSM_MODULE` if set, else the
+/// `libferrohsm_pkcs11.so` next to the test binary's target directory.
+pub fn module_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERROHSM_MODULE") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let so = profile_dir.join("libferrohsm_pkcs11.so");
+    assert!(
+        so.exists(),
+        "{} not built: run `cargo build -p ferrohsm-pkcs11` first (scripts/test does)",
+        so.display()
+    );
+    so
+}
+
+/// A private data directory and config for one test process.
+pub struct TestEnv {
+    /// The temporary directory holding data, config and log.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// Creates the directory and config and points `FERROHSM_DIR`/`FERROHSM_CONF`
+    /// (and `FERROHSM_LOG`, to a file in the directory) at them, in this process's
+    /// environment. Call it first thing in a test.
+    pub fn new() -> TestEnv {
+        Self::with_config("")
+    }
+
+    /// As `new`, with extra TOML lines appended to the config.
+    pub fn with_config(extra: &str) -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let conf = dir.path().join("ferrohsm.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "data_dir = {data:?}\n{extra}\n[kdf]\nmemory_kib = 64\npasses = 1\nlanes = 1\n"
+            ),
+        )
+        .expect("write config");
+        let env = TestEnv { dir };
+        for (k, v) in env.env_vars() {
+            // SAFETY: called at the start of a test, before this test starts any
+            // thread or loads the module; nextest runs one test per process.
+            unsafe { std::env::set_var(k, v) };
+        }
+        env
+    }
+
+    /// The environment a process needs to use this test's data directory.
+    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FERROHSM_DIR", self.data_dir().display().to_string()),
+            ("FERROHSM_CONF", self.conf_path().display().to_string()),
+            ("FERROHSM_LOG", format!("debug:{}", self.log_path().display())),
+        ]
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The config file.
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.path().join("ferrohsm.toml")
+    }
+
+    /// The module's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("ferrohsm.log")
+    }
+
+    /// The log written so far (empty if none).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Loads and initialises the module (OS locking) in this process.
+    pub fn load(&self) -> Pkcs11 {
+        let p = Pkcs11::new(module_path()).expect("load module");
+        p.initialize(CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ))
+        .expect("C_Initialize");
+        p
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}

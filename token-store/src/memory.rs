@@ -1,0 +1,101 @@
+//! In-memory `Store`: ephemeral tokens, unit tests and the reference model for
+//! model checks of the persistent stores.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+
+use crate::{ObjectRecord, StorageKey, Store, StoreError, TokenRecord};
+
+#[derive(Default)]
+struct TokenData {
+    record: Option<TokenRecord>,
+    objects: BTreeMap<u64, ObjectRecord>,
+    generation: u64,
+}
+
+/// A store that lives as long as the value; nothing reaches the disk.
+#[derive(Default)]
+pub struct MemoryStore {
+    tokens: Mutex<BTreeMap<u64, TokenData>>,
+}
+
+impl MemoryStore {
+    /// An empty store with no tokens.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self
+            .tokens
+            .lock()
+            .values()
+            .filter_map(|t| t.record.clone())
+            .collect())
+    }
+
+    fn init_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.entry(token.slot_id).or_default();
+        data.record = Some(token.clone());
+        data.objects.clear();
+        data.generation += 1;
+        Ok(())
+    }
+
+    fn update_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&token.slot_id).ok_or(StoreError::NotFound)?;
+        data.record = Some(token.clone());
+        data.generation += 1;
+        Ok(())
+    }
+
+    fn objects(
+        &self,
+        slot_id: u64,
+        key: Option<&StorageKey>,
+    ) -> Result<Vec<ObjectRecord>, StoreError> {
+        let tokens = self.tokens.lock();
+        let data = tokens.get(&slot_id).ok_or(StoreError::NotFound)?;
+        Ok(data
+            .objects
+            .values()
+            .filter(|o| !o.private || key.is_some())
+            .cloned()
+            .collect())
+    }
+
+    fn put_object(
+        &self,
+        slot_id: u64,
+        object: &ObjectRecord,
+        key: Option<&StorageKey>,
+    ) -> Result<(), StoreError> {
+        if object.private && key.is_none() {
+            return Err(StoreError::KeyRequired);
+        }
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        data.objects.insert(object.id, object.clone());
+        data.generation += 1;
+        Ok(())
+    }
+
+    fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        if data.objects.remove(&id).is_some() {
+            data.generation += 1;
+        }
+        Ok(())
+    }
+
+    fn generation(&self, slot_id: u64) -> Result<u64, StoreError> {
+        let tokens = self.tokens.lock();
+        Ok(tokens.get(&slot_id).map_or(0, |t| t.generation))
+    }
+}

@@ -1,0 +1,205 @@
+//! Storage keys and their wrapping under PINs.
+//!
+//! Each token has a random 256-bit storage key. It exists on disk only sealed
+//! (AES-256-GCM) under a key derived from a PIN with Argon2id. A PIN is checked
+//! by opening that seal: the AEAD tag decides, so there is no PIN hash to compare
+//! and nothing to compare in variable time.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Argon2id cost parameters, stored beside each wrap so they can be raised later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Number of passes (time cost).
+    pub passes: u32,
+    /// Degree of parallelism.
+    pub lanes: u32,
+}
+
+impl KdfParams {
+    /// OWASP's minimum recommendation for Argon2id (19 MiB, 2 passes, 1 lane).
+    pub const PRODUCTION: KdfParams = KdfParams {
+        memory_kib: 19 * 1024,
+        passes: 2,
+        lanes: 1,
+    };
+
+    /// True when `self` is weaker than `other` in any dimension.
+    pub fn weaker_than(&self, other: &KdfParams) -> bool {
+        self.memory_kib < other.memory_kib || self.passes < other.passes
+    }
+}
+
+/// Why sealing or unsealing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealError {
+    /// The PIN did not open the wrap (or the wrap was altered: indistinguishable).
+    BadPin,
+    /// The KDF parameters are out of range.
+    BadParams,
+    /// The OS random generator failed.
+    Rng,
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealError::BadPin => write!(f, "PIN does not open the key wrap"),
+            SealError::BadParams => write!(f, "invalid KDF parameters"),
+            SealError::Rng => write!(f, "random generator failure"),
+        }
+    }
+}
+
+impl std::error::Error for SealError {}
+
+/// A token's 256-bit storage key. Zeroized on drop; never printed.
+#[derive(Clone)]
+pub struct StorageKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for StorageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageKey(<redacted>)")
+    }
+}
+
+impl StorageKey {
+    /// A fresh random storage key from the OS CSPRNG.
+    pub fn generate() -> Result<StorageKey, SealError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        getrandom::fill(k.as_mut()).map_err(|_| SealError::Rng)?;
+        Ok(StorageKey(k))
+    }
+
+    /// The raw key bytes, for the AEAD of records.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// The storage key sealed under a PIN-derived key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinWrap {
+    /// Argon2id parameters used for this wrap.
+    pub kdf: KdfParams,
+    /// Argon2id salt.
+    pub salt: [u8; 16],
+    /// AES-GCM nonce.
+    pub nonce: [u8; 12],
+    /// Sealed storage key (32 bytes + 16-byte tag).
+    pub sealed: Vec<u8>,
+}
+
+fn derive(pin: &[u8], salt: &[u8; 16], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>, SealError> {
+    let params = argon2::Params::new(kdf.memory_kib, kdf.passes, kdf.lanes, Some(32))
+        .map_err(|_| SealError::BadParams)?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(pin, salt, out.as_mut())
+        .map_err(|_| SealError::BadParams)?;
+    Ok(out)
+}
+
+impl PinWrap {
+    /// Seals `key` under `pin`; `aad` binds the wrap to its token and role.
+    pub fn seal(
+        pin: &[u8],
+        key: &StorageKey,
+        kdf: KdfParams,
+        aad: &[u8],
+    ) -> Result<PinWrap, SealError> {
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut salt).map_err(|_| SealError::Rng)?;
+        getrandom::fill(&mut nonce).map_err(|_| SealError::Rng)?;
+        let kek = derive(pin, &salt, &kdf)?;
+        let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).map_err(|_| SealError::BadParams)?;
+        let sealed = cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: key.bytes(),
+                    aad,
+                },
+            )
+            .map_err(|_| SealError::BadParams)?;
+        Ok(PinWrap {
+            kdf,
+            salt,
+            nonce,
+            sealed,
+        })
+    }
+
+    /// Opens the wrap with `pin`; `SealError::BadPin` when the PIN is wrong.
+    pub fn open(&self, pin: &[u8], aad: &[u8]) -> Result<StorageKey, SealError> {
+        let kek = derive(pin, &self.salt, &self.kdf)?;
+        let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).map_err(|_| SealError::BadParams)?;
+        let plain = Zeroizing::new(
+            cipher
+                .decrypt(
+                    &Nonce::from(self.nonce),
+                    Payload {
+                        msg: &self.sealed,
+                        aad,
+                    },
+                )
+                .map_err(|_| SealError::BadPin)?,
+        );
+        let mut k = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            return Err(SealError::BadPin);
+        }
+        k.copy_from_slice(&plain);
+        Ok(StorageKey(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHEAP: KdfParams = KdfParams {
+        memory_kib: 64,
+        passes: 1,
+        lanes: 1,
+    };
+
+    #[test]
+    fn right_pin_opens_wrong_pin_does_not() {
+        let key = StorageKey::generate().unwrap();
+        let wrap = PinWrap::seal(b"1234", &key, CHEAP, b"tok/user").unwrap();
+        assert_eq!(wrap.open(b"1234", b"tok/user").unwrap().bytes(), key.bytes());
+        assert_eq!(wrap.open(b"1235", b"tok/user").unwrap_err(), SealError::BadPin);
+        // The same PIN in another role or token does not open it either.
+        assert_eq!(wrap.open(b"1234", b"tok/so").unwrap_err(), SealError::BadPin);
+    }
+
+    #[test]
+    fn tampered_wrap_is_rejected() {
+        let key = StorageKey::generate().unwrap();
+        let mut wrap = PinWrap::seal(b"pin!", &key, CHEAP, b"a").unwrap();
+        wrap.sealed[3] ^= 1;
+        assert_eq!(wrap.open(b"pin!", b"a").unwrap_err(), SealError::BadPin);
+    }
+
+    #[test]
+    fn debug_never_shows_key() {
+        let key = StorageKey::generate().unwrap();
+        let dbg = format!("{key:?}");
+        assert!(!dbg.contains(&format!("{}", key.bytes()[0])) || dbg == "StorageKey(<redacted>)");
+        assert_eq!(dbg, "StorageKey(<redacted>)");
+    }
+
+    #[test]
+    fn weaker_than_compares_costs() {
+        assert!(CHEAP.weaker_than(&KdfParams::PRODUCTION));
+        assert!(!KdfParams::PRODUCTION.weaker_than(&CHEAP));
+    }
+}
