@@ -81,7 +81,10 @@ impl Config {
     }
 
     /// Builds a configuration from config-file text and an environment lookup.
-    pub fn build(text: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub fn build(
+        text: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
         let file: FileConfig = match text {
             Some(t) => toml::from_str(t).map_err(|e| format!("bad config file: {e}"))?,
             None => FileConfig::default(),
@@ -111,14 +114,17 @@ impl Config {
             }
             None => KdfParams::PRODUCTION,
         };
-        let max_login_failures = file.max_login_failures.unwrap_or(DEFAULT_MAX_LOGIN_FAILURES);
+        let max_login_failures = file
+            .max_login_failures
+            .unwrap_or(DEFAULT_MAX_LOGIN_FAILURES);
         if max_login_failures == 0 {
             return Err("max_login_failures must be at least 1".into());
         }
         let (mut log_level, mut log_target) = (Level::Warn, LogTarget::Stderr);
         if let Some(l) = file.log {
             if let Some(level) = l.level {
-                log_level = Level::parse(&level).ok_or_else(|| format!("unknown log level {level:?}"))?;
+                log_level =
+                    Level::parse(&level).ok_or_else(|| format!("unknown log level {level:?}"))?;
             }
             if let Some(f) = l.file {
                 log_target = LogTarget::File(f);
@@ -161,7 +167,12 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -193,12 +204,16 @@ mod tests {
         assert!(Config::build(Some("no_such_key = 1"), &env).is_err());
         assert!(Config::build(Some("[kdf]\nmemory_kib = 1\npasses = 1"), &env).is_err());
         assert!(Config::build(Some("max_login_failures = 0"), &env).is_err());
-        assert!(Config::build(None, &env_of(&[])).is_err(), "no HOME and no FERROHSM_DIR");
+        assert!(
+            Config::build(None, &env_of(&[])).is_err(),
+            "no HOME and no FERROHSM_DIR"
+        );
     }
 
     #[test]
     fn kdf_and_log_from_file() {
-        let text = "[kdf]\nmemory_kib = 64\npasses = 1\n[log]\nlevel = \"debug\"\nfile = \"/tmp/x.log\"\n";
+        let text =
+            "[kdf]\nmemory_kib = 64\npasses = 1\n[log]\nlevel = \"debug\"\nfile = \"/tmp/x.log\"\n";
         let c = Config::build(Some(text), &env_of(&[("HOME", "/h")])).unwrap();
         assert_eq!(c.kdf.memory_kib, 64);
         assert_eq!(c.log_level, Level::Debug);

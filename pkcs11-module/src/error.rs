@@ -151,7 +151,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for e in Error::ALL {
             assert_ne!(e.rv(), CKR_OK, "{e} maps to CKR_OK");
-            assert!(seen.insert(e.rv()), "{e} shares its CK_RV with another variant");
+            assert!(
+                seen.insert(e.rv()),
+                "{e} shares its CK_RV with another variant"
+            );
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod locate;
 pub mod logging;
 pub mod mechanism;
 pub mod module;

@@ -66,7 +66,8 @@ pub fn parse_spec(spec: &str) -> Result<(Level, LogTarget), String> {
         Some((l, t)) => (l, Some(t)),
         None => (spec, None),
     };
-    let level = Level::parse(level).ok_or_else(|| format!("FERROHSM_LOG: unknown level {level:?}"))?;
+    let level =
+        Level::parse(level).ok_or_else(|| format!("FERROHSM_LOG: unknown level {level:?}"))?;
     let target = match target {
         None | Some("") | Some("stderr") => LogTarget::Stderr,
         Some(path) => LogTarget::File(PathBuf::from(path)),
@@ -93,10 +94,17 @@ impl Logger {
         let sink = match target {
             LogTarget::Stderr => Sink::Stderr,
             LogTarget::Memory => Sink::Memory(Vec::new()),
-            LogTarget::File(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            LogTarget::File(p) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
                 Ok(f) => Sink::File(f),
                 Err(e) => {
-                    eprintln!("ferrohsm: cannot open log file {}: {e}; logging to stderr", p.display());
+                    eprintln!(
+                        "ferrohsm: cannot open log file {}: {e}; logging to stderr",
+                        p.display()
+                    );
                     Sink::Stderr
                 }
             },
@@ -155,7 +163,10 @@ mod tests {
 
     #[test]
     fn spec_parsing() {
-        assert_eq!(parse_spec("debug").unwrap(), (Level::Debug, LogTarget::Stderr));
+        assert_eq!(
+            parse_spec("debug").unwrap(),
+            (Level::Debug, LogTarget::Stderr)
+        );
         assert_eq!(
             parse_spec("info:/tmp/f.log").unwrap(),
             (Level::Info, LogTarget::File("/tmp/f.log".into()))

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cryptoki_sys::*;
-use ferrohsm_store::{KeyPolicy, ObjectRecord, PinWrap, SealError, StorageKey, Store, StoreError, TokenRecord};
+use ferrohsm_store::{
+    KeyPolicy, ObjectRecord, PinWrap, SealError, StorageKey, Store, StoreError, TokenRecord,
+};
 use parking_lot::RwLock;
 
 use crate::config::Config;
@@ -39,7 +41,9 @@ pub const CRYPTOKI_VERSION: CK_VERSION = CK_VERSION { major: 3, minor: 0 };
 
 /// This library's version, from Cargo.
 pub fn library_version() -> CK_VERSION {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u8>().unwrap_or(0));
+    let mut parts = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse::<u8>().unwrap_or(0));
     CK_VERSION {
         major: parts.next().unwrap_or(0),
         minor: parts.next().unwrap_or(0),
@@ -144,7 +148,12 @@ fn utc_time() -> [u8; 16] {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let text = format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}00", rem / 3600, rem % 3600 / 60, rem % 60);
+    let text = format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     pad::<16>(text.as_bytes())
 }
 
@@ -172,7 +181,10 @@ impl Module {
             sessions: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
         };
-        let mut records = module.store.tokens().map_err(|e| module.store_error("listing tokens", e))?;
+        let mut records = module
+            .store
+            .tokens()
+            .map_err(|e| module.store_error("listing tokens", e))?;
         records.sort_by_key(|r| r.slot_id);
         let mut slots = Vec::with_capacity(records.len() + 1);
         for rec in records {
@@ -191,7 +203,12 @@ impl Module {
             token: RwLock::new(Token::spare()),
         }));
         *module.slots.write() = slots;
-        log!(module.log, Level::Info, "initialised with data directory {}", module.config.data_dir.display());
+        log!(
+            module.log,
+            Level::Info,
+            "initialised with data directory {}",
+            module.config.data_dir.display()
+        );
         Ok(module)
     }
 
@@ -214,10 +231,15 @@ impl Module {
 
     /// Loads a token's objects into its cache: public ones, and private ones
     /// too when `key` is given.
-    fn load_objects(&self, slot_id: CK_SLOT_ID, token: &mut Token, key: Option<&StorageKey>) -> Result<()> {
+    fn load_objects(
+        &self,
+        slot_id: CK_SLOT_ID,
+        token: &mut Token,
+        key: Option<&StorageKey>,
+    ) -> Result<()> {
         let records: Vec<ObjectRecord> = self
             .store
-            .objects(slot_id as u64, key)
+            .objects(slot_id, key)
             .map_err(|e| self.store_error("loading objects", e))?;
         for rec in records.iter().filter(|r| key.is_none() || r.private) {
             let handle = match token.handles.get(&rec.id) {
@@ -227,17 +249,28 @@ impl Module {
             if !rec.private {
                 token.handles.insert(rec.id, handle);
             }
-            token.objects.insert(handle, Arc::new(Object::from_record(handle, rec)));
+            token
+                .objects
+                .insert(handle, Arc::new(Object::from_record(handle, rec)));
         }
         Ok(())
     }
 
     fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
-        self.slots.read().iter().find(|s| s.id == id).cloned().ok_or(Error::SlotIdInvalid)
+        self.slots
+            .read()
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or(Error::SlotIdInvalid)
     }
 
     fn session(&self, h: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
-        self.sessions.read().get(&h).cloned().ok_or(Error::SessionHandleInvalid)
+        self.sessions
+            .read()
+            .get(&h)
+            .cloned()
+            .ok_or(Error::SessionHandleInvalid)
     }
 
     // ---- General and slot/token information ------------------------------------
@@ -283,8 +316,24 @@ impl Module {
                 if rec.user_pin.is_some() {
                     flags |= CKF_USER_PIN_INITIALIZED;
                 }
-                flags |= pin_flags(rec.user_failures, max, [CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY, CKF_USER_PIN_LOCKED]);
-                flags |= pin_flags(rec.so_failures, max, [CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED]);
+                flags |= pin_flags(
+                    rec.user_failures,
+                    max,
+                    [
+                        CKF_USER_PIN_COUNT_LOW,
+                        CKF_USER_PIN_FINAL_TRY,
+                        CKF_USER_PIN_LOCKED,
+                    ],
+                );
+                flags |= pin_flags(
+                    rec.so_failures,
+                    max,
+                    [
+                        CKF_SO_PIN_COUNT_LOW,
+                        CKF_SO_PIN_FINAL_TRY,
+                        CKF_SO_PIN_LOCKED,
+                    ],
+                );
                 (rec.label, rec.serial)
             }
             None => (pad(b""), pad(b"")),
@@ -319,7 +368,11 @@ impl Module {
     }
 
     /// `CK_MECHANISM_INFO` of one mechanism.
-    pub fn mechanism_info(&self, id: CK_SLOT_ID, ty: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+    pub fn mechanism_info(
+        &self,
+        id: CK_SLOT_ID,
+        ty: CK_MECHANISM_TYPE,
+    ) -> Result<CK_MECHANISM_INFO> {
         self.slot(id)?;
         Ok(mechanism::lookup(ty)?.info())
     }
@@ -353,7 +406,7 @@ impl Module {
         let key = StorageKey::generate().map_err(|_| Error::DeviceError)?;
         let policy = self.config.default_policy;
         let mut rec = TokenRecord {
-            slot_id: id as u64,
+            slot_id: id,
             token_id,
             label,
             serial,
@@ -373,7 +426,9 @@ impl Module {
                 // Someone re-initialised it meanwhile; their SO PIN may differ.
                 return Err(Error::PinIncorrect);
             }
-            self.store.init_token(&rec).map_err(|e| self.store_error("initialising token", e))?;
+            self.store
+                .init_token(&rec)
+                .map_err(|e| self.store_error("initialising token", e))?;
             let is_spare = t.record.is_none();
             *t = Token::spare();
             t.record = Some(rec);
@@ -397,16 +452,32 @@ impl Module {
         Ok(())
     }
 
-    fn seal_pin(&self, pin: &[u8], key: &StorageKey, rec: &TokenRecord, who: Login) -> Result<PinWrap> {
+    fn seal_pin(
+        &self,
+        pin: &[u8],
+        key: &StorageKey,
+        rec: &TokenRecord,
+        who: Login,
+    ) -> Result<PinWrap> {
         PinWrap::seal(pin, key, self.config.kdf, &wrap_aad(rec, who)).map_err(|e| {
-            log!(self.log, Level::Error, "sealing the storage key failed: {e}");
+            log!(
+                self.log,
+                Level::Error,
+                "sealing the storage key failed: {e}"
+            );
             Error::GeneralError
         })
     }
 
     /// Opens a PIN wrap (no token lock held while the KDF runs) and records the
     /// outcome in the lockout counter, durably, before answering.
-    fn verify_pin(&self, slot: &Slot, rec: &TokenRecord, who: Login, pin: &[u8]) -> Result<StorageKey> {
+    fn verify_pin(
+        &self,
+        slot: &Slot,
+        rec: &TokenRecord,
+        who: Login,
+        pin: &[u8],
+    ) -> Result<StorageKey> {
         let wrap = match who {
             Login::So => rec.so_pin.clone(),
             _ => rec.user_pin.clone().ok_or(Error::UserPinNotInitialized)?,
@@ -417,13 +488,19 @@ impl Module {
         if cur.token_id != rec.token_id {
             return Err(Error::PinIncorrect);
         }
-        let counter = if who == Login::So { &mut cur.so_failures } else { &mut cur.user_failures };
+        let counter = if who == Login::So {
+            &mut cur.so_failures
+        } else {
+            &mut cur.user_failures
+        };
         match opened {
             Ok(key) => {
                 if *counter != 0 {
                     *counter = 0;
                     let snapshot = cur.clone();
-                    self.store.update_token(&snapshot).map_err(|e| self.store_error("saving login counter", e))?;
+                    self.store
+                        .update_token(&snapshot)
+                        .map_err(|e| self.store_error("saving login counter", e))?;
                 }
                 Ok(key)
             }
@@ -431,16 +508,33 @@ impl Module {
                 *counter = counter.saturating_add(1);
                 let failures = *counter;
                 let snapshot = cur.clone();
-                self.store.update_token(&snapshot).map_err(|e| self.store_error("saving login counter", e))?;
+                self.store
+                    .update_token(&snapshot)
+                    .map_err(|e| self.store_error("saving login counter", e))?;
                 let role = if who == Login::So { "SO" } else { "user" };
-                log!(self.log, Level::Info, "slot {}: wrong {role} PIN ({failures} consecutive)", slot.id);
+                log!(
+                    self.log,
+                    Level::Info,
+                    "slot {}: wrong {role} PIN ({failures} consecutive)",
+                    slot.id
+                );
                 if failures >= self.config.max_login_failures {
-                    log!(self.log, Level::Warn, "slot {}: {role} PIN locked after {failures} failed attempts", slot.id);
+                    log!(
+                        self.log,
+                        Level::Warn,
+                        "slot {}: {role} PIN locked after {failures} failed attempts",
+                        slot.id
+                    );
                 }
                 Err(Error::PinIncorrect)
             }
             Err(e) => {
-                log!(self.log, Level::Error, "slot {}: cannot open PIN wrap: {e}", slot.id);
+                log!(
+                    self.log,
+                    Level::Error,
+                    "slot {}: cannot open PIN wrap: {e}",
+                    slot.id
+                );
                 Err(Error::GeneralError)
             }
         }
@@ -453,11 +547,17 @@ impl Module {
             Some(r) => r,
             None => return,
         };
-        let wrap = if who == Login::So { Some(&rec.so_pin) } else { rec.user_pin.as_ref() };
+        let wrap = if who == Login::So {
+            Some(&rec.so_pin)
+        } else {
+            rec.user_pin.as_ref()
+        };
         if !wrap.is_some_and(|w| w.kdf.weaker_than(&self.config.kdf)) {
             return;
         }
-        let Ok(new) = self.seal_pin(pin, key, &rec, who) else { return };
+        let Ok(new) = self.seal_pin(pin, key, &rec, who) else {
+            return;
+        };
         let mut t = slot.token.write();
         let Some(cur) = t.record.as_mut() else { return };
         if cur.token_id != rec.token_id {
@@ -470,8 +570,18 @@ impl Module {
         }
         let snapshot = cur.clone();
         match self.store.update_token(&snapshot) {
-            Ok(()) => log!(self.log, Level::Info, "slot {}: PIN wrap upgraded to the configured KDF cost", slot.id),
-            Err(e) => log!(self.log, Level::Warn, "slot {}: KDF upgrade not saved: {e}", slot.id),
+            Ok(()) => log!(
+                self.log,
+                Level::Info,
+                "slot {}: PIN wrap upgraded to the configured KDF cost",
+                slot.id
+            ),
+            Err(e) => log!(
+                self.log,
+                Level::Warn,
+                "slot {}: KDF upgrade not saved: {e}",
+                slot.id
+            ),
         }
     }
 
@@ -484,7 +594,10 @@ impl Module {
                 return Err(Error::UserNotLoggedIn);
             }
             check_pin_len(pin)?;
-            (t.record()?.clone(), t.key.clone().ok_or(Error::UserNotLoggedIn)?)
+            (
+                t.record()?.clone(),
+                t.key.clone().ok_or(Error::UserNotLoggedIn)?,
+            )
         };
         let wrap = self.seal_pin(pin, &key, &rec, Login::User)?;
         let mut t = s.slot.token.write();
@@ -492,8 +605,15 @@ impl Module {
         cur.user_pin = Some(wrap);
         cur.user_failures = 0;
         let snapshot = cur.clone();
-        self.store.update_token(&snapshot).map_err(|e| self.store_error("saving user PIN", e))?;
-        log!(self.log, Level::Info, "slot {}: user PIN set by SO", s.slot.id);
+        self.store
+            .update_token(&snapshot)
+            .map_err(|e| self.store_error("saving user PIN", e))?;
+        log!(
+            self.log,
+            Level::Info,
+            "slot {}: user PIN set by SO",
+            s.slot.id
+        );
         Ok(())
     }
 
@@ -506,9 +626,17 @@ impl Module {
         }
         let (rec, who) = {
             let t = s.slot.token.read();
-            let who = if t.login == Login::So { Login::So } else { Login::User };
+            let who = if t.login == Login::So {
+                Login::So
+            } else {
+                Login::User
+            };
             let rec = t.record()?.clone();
-            let failures = if who == Login::So { rec.so_failures } else { rec.user_failures };
+            let failures = if who == Login::So {
+                rec.so_failures
+            } else {
+                rec.user_failures
+            };
             if who == Login::User && rec.user_pin.is_none() {
                 return Err(Error::UserPinNotInitialized);
             }
@@ -528,8 +656,16 @@ impl Module {
             cur.user_pin = Some(wrap);
         }
         let snapshot = cur.clone();
-        self.store.update_token(&snapshot).map_err(|e| self.store_error("saving PIN", e))?;
-        log!(self.log, Level::Info, "slot {}: {} PIN changed", s.slot.id, if who == Login::So { "SO" } else { "user" });
+        self.store
+            .update_token(&snapshot)
+            .map_err(|e| self.store_error("saving PIN", e))?;
+        log!(
+            self.log,
+            Level::Info,
+            "slot {}: {} PIN changed",
+            s.slot.id,
+            if who == Login::So { "SO" } else { "user" }
+        );
         Ok(())
     }
 
@@ -645,7 +781,11 @@ impl Module {
             if who == Login::User && rec.user_pin.is_none() {
                 return Err(Error::UserPinNotInitialized);
             }
-            let failures = if who == Login::So { rec.so_failures } else { rec.user_failures };
+            let failures = if who == Login::So {
+                rec.so_failures
+            } else {
+                rec.user_failures
+            };
             if failures >= self.config.max_login_failures {
                 return Err(Error::PinLocked);
             }
@@ -665,7 +805,13 @@ impl Module {
             t.login = who;
             t.key = Some(key.clone());
         }
-        log!(self.log, Level::Info, "slot {}: {} logged in", s.slot.id, if who == Login::So { "SO" } else { "user" });
+        log!(
+            self.log,
+            Level::Info,
+            "slot {}: {} logged in",
+            s.slot.id,
+            if who == Login::So { "SO" } else { "user" }
+        );
         self.upgrade_kdf(&s.slot, who, pin, &key);
         Ok(())
     }
@@ -712,7 +858,13 @@ impl Module {
     }
 
     /// Inserts a new object, writing token objects to the store first.
-    fn insert_object(&self, s: &Session, t: &mut Token, attrs: policy::Attrs, store_id: u64) -> Result<CK_OBJECT_HANDLE> {
+    fn insert_object(
+        &self,
+        s: &Session,
+        t: &mut Token,
+        attrs: policy::Attrs,
+        store_id: u64,
+    ) -> Result<CK_OBJECT_HANDLE> {
         let handle = self.new_handle();
         let token_obj = policy::get_bool(&attrs, CKA_TOKEN);
         let obj = Object {
@@ -729,7 +881,7 @@ impl Module {
         }
         if token_obj {
             self.store
-                .put_object(s.slot.id as u64, &obj.to_record(), t.key.as_ref())
+                .put_object(s.slot.id, &obj.to_record(), t.key.as_ref())
                 .map_err(|e| self.store_error("writing object", e))?;
             if !obj.is_private() {
                 t.handles.insert(store_id, handle);
@@ -744,35 +896,57 @@ impl Module {
     }
 
     /// `C_CreateObject`.
-    pub fn create_object(&self, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Result<CK_OBJECT_HANDLE> {
+    pub fn create_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let mut t = s.slot.token.write();
         let actor = Self::actor(&t)?;
         let id = Self::new_store_id()?;
-        let attrs = policy::build(template, &[], Origin::Create, actor, &unique_id(id)).inspect_err(|e| {
-            self.refused(&s, "C_CreateObject", *e, template);
-        })?;
+        let attrs = policy::build(template, &[], Origin::Create, actor, &unique_id(id))
+            .inspect_err(|e| {
+                self.refused(&s, actor.policy, "C_CreateObject", *e, template);
+            })?;
         let handle = self.insert_object(&s, &mut t, attrs, id)?;
-        log!(self.log, Level::Debug, "session {h}: created object {handle}");
+        log!(
+            self.log,
+            Level::Debug,
+            "session {h}: created object {handle}"
+        );
         Ok(handle)
     }
 
     /// Logs why a template was refused, naming attributes but never values.
-    fn refused(&self, s: &Session, func: &str, e: Error, template: &[RawAttr]) {
-        let policy = s.slot.token.read().record.as_ref().map(|r| r.policy);
+    /// Called with the token locked, so it is handed the policy, never locks.
+    fn refused(&self, s: &Session, policy: KeyPolicy, func: &str, e: Error, template: &[RawAttr]) {
         let why = if e == Error::AttributeValueInvalid
-            && policy == Some(KeyPolicy::Hsm)
-            && template.iter().any(|a| a.ty == CKA_SENSITIVE && a.value.first() == Some(&0))
+            && policy == KeyPolicy::Hsm
+            && template
+                .iter()
+                .any(|a| a.ty == CKA_SENSITIVE && a.value.first() == Some(&0))
         {
             " (this token's key policy is 'hsm': private and secret keys must be sensitive)"
         } else {
             ""
         };
-        log!(self.log, Level::Info, "session {}: {func} refused: {e}{why}; template {:?}", s.handle, template);
+        log!(
+            self.log,
+            Level::Info,
+            "session {}: {func} refused: {e}{why}; template {:?}",
+            s.handle,
+            template
+        );
     }
 
     /// `C_CopyObject`.
-    pub fn copy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &[RawAttr]) -> Result<CK_OBJECT_HANDLE> {
+    pub fn copy_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let mut t = s.slot.token.write();
         let src = t.object(obj)?;
@@ -781,8 +955,14 @@ impl Module {
         }
         let actor = Self::actor(&t)?;
         let id = Self::new_store_id()?;
-        let attrs = policy::modify(&src.attrs, template, Edit::Copy, actor, Some(&unique_id(id)))
-            .inspect_err(|e| self.refused(&s, "C_CopyObject", *e, template))?;
+        let attrs = policy::modify(
+            &src.attrs,
+            template,
+            Edit::Copy,
+            actor,
+            Some(&unique_id(id)),
+        )
+        .inspect_err(|e| self.refused(&s, actor.policy, "C_CopyObject", *e, template))?;
         self.insert_object(&s, &mut t, attrs, id)
     }
 
@@ -799,12 +979,17 @@ impl Module {
         }
         if o.is_token() {
             self.store
-                .delete_object(s.slot.id as u64, o.store_id)
+                .delete_object(s.slot.id, o.store_id)
                 .map_err(|e| self.store_error("deleting object", e))?;
             t.handles.remove(&o.store_id);
         }
         t.objects.remove(&obj);
-        log!(self.log, Level::Debug, "session {h}: destroyed {}", o.describe());
+        log!(
+            self.log,
+            Level::Debug,
+            "session {h}: destroyed {}",
+            o.describe()
+        );
         Ok(())
     }
 
@@ -816,18 +1001,33 @@ impl Module {
     }
 
     /// `C_GetAttributeValue`: what may be said of each requested attribute.
-    pub fn get_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, types: &[CK_ATTRIBUTE_TYPE]) -> Result<Vec<Reading>> {
+    pub fn get_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<Reading>> {
         let s = self.session(h)?;
         let o = s.slot.token.read().object(obj)?;
         let readings: Vec<Reading> = types.iter().map(|ty| policy::read(&o.attrs, *ty)).collect();
-        if readings.iter().any(|r| *r == Reading::Sensitive) {
-            log!(self.log, Level::Info, "session {h}: refused to reveal key material of {}", o.describe());
+        if readings.contains(&Reading::Sensitive) {
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: refused to reveal key material of {}",
+                o.describe()
+            );
         }
         Ok(readings)
     }
 
     /// `C_SetAttributeValue`.
-    pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, template: &[RawAttr]) -> Result<()> {
+    pub fn set_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<()> {
         let s = self.session(h)?;
         let mut t = s.slot.token.write();
         let o = t.object(obj)?;
@@ -839,7 +1039,7 @@ impl Module {
         }
         let actor = Self::actor(&t)?;
         let attrs = policy::modify(&o.attrs, template, Edit::Set, actor, None)
-            .inspect_err(|e| self.refused(&s, "C_SetAttributeValue", *e, template))?;
+            .inspect_err(|e| self.refused(&s, actor.policy, "C_SetAttributeValue", *e, template))?;
         let new = Object {
             handle: o.handle,
             store_id: o.store_id,
@@ -848,7 +1048,7 @@ impl Module {
         };
         if new.is_token() {
             self.store
-                .put_object(s.slot.id as u64, &new.to_record(), t.key.as_ref())
+                .put_object(s.slot.id, &new.to_record(), t.key.as_ref())
                 .map_err(|e| self.store_error("updating object", e))?;
         }
         t.objects.insert(obj, Arc::new(new));
@@ -891,7 +1091,10 @@ impl Module {
     pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.session(h)?;
         let mut ops = s.ops.lock();
-        ops.find.take().map(|_| ()).ok_or(Error::OperationNotInitialized)
+        ops.find
+            .take()
+            .map(|_| ())
+            .ok_or(Error::OperationNotInitialized)
     }
 
     // ---- Digests and random ----------------------------------------------------------
@@ -904,7 +1107,10 @@ impl Module {
             return Err(Error::OperationActive);
         }
         let op = mechanism::digest_op(mech)?;
-        ops.digest = Some(DigestState { op, multipart: false });
+        ops.digest = Some(DigestState {
+            op,
+            multipart: false,
+        });
         Ok(())
     }
 
@@ -940,7 +1146,12 @@ impl Module {
     /// a sensitive or unextractable key is `CKR_KEY_INDIGESTIBLE`.
     pub fn digest_key(&self, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
         let s = self.session(h)?;
-        let k = s.slot.token.read().object(key).map_err(|_| Error::KeyHandleInvalid)?;
+        let k = s
+            .slot
+            .token
+            .read()
+            .object(key)
+            .map_err(|_| Error::KeyHandleInvalid)?;
         let mut ops = s.ops.lock();
         drive(&mut ops.digest, |d| {
             if k.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
@@ -953,7 +1164,12 @@ impl Module {
                     Ok(((), After::Keep))
                 }
                 _ => {
-                    log!(self.log, Level::Info, "session {h}: C_DigestKey refused for protected {}", k.describe());
+                    log!(
+                        self.log,
+                        Level::Info,
+                        "session {h}: C_DigestKey refused for protected {}",
+                        k.describe()
+                    );
                     Err(Error::KeyIndigestible)
                 }
             }

@@ -125,7 +125,10 @@ pub enum After {
 /// Runs one step of an active operation with the spec's rules: no operation →
 /// `CKR_OPERATION_NOT_INITIALIZED`; `CKR_BUFFER_TOO_SMALL` keeps it alive; any
 /// other error ends it.
-pub fn drive<T, R>(slot: &mut Option<T>, step: impl FnOnce(&mut T) -> Result<(R, After)>) -> Result<R> {
+pub fn drive<T, R>(
+    slot: &mut Option<T>,
+    step: impl FnOnce(&mut T) -> Result<(R, After)>,
+) -> Result<R> {
     let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
     match step(op) {
         Ok((r, After::Keep)) => Ok(r),
@@ -164,13 +167,22 @@ mod tests {
     #[test]
     fn drive_ends_on_errors_but_not_on_buffer_too_small() {
         let mut op = Some(1);
-        assert_eq!(drive(&mut op, |_| Err::<((), After), _>(Error::BufferTooSmall)), Err(Error::BufferTooSmall));
+        assert_eq!(
+            drive(&mut op, |_| Err::<((), After), _>(Error::BufferTooSmall)),
+            Err(Error::BufferTooSmall)
+        );
         assert!(op.is_some());
         assert_eq!(drive(&mut op, |_| Ok(((), After::Keep))), Ok(()));
         assert!(op.is_some());
-        assert_eq!(drive(&mut op, |_| Err::<((), After), _>(Error::DataLenRange)), Err(Error::DataLenRange));
+        assert_eq!(
+            drive(&mut op, |_| Err::<((), After), _>(Error::DataLenRange)),
+            Err(Error::DataLenRange)
+        );
         assert!(op.is_none());
-        assert_eq!(drive(&mut op, |_| Ok(((), After::End))), Err(Error::OperationNotInitialized));
+        assert_eq!(
+            drive(&mut op, |_| Ok(((), After::End))),
+            Err(Error::OperationNotInitialized)
+        );
         let mut op = Some(1);
         assert_eq!(drive(&mut op, |_| Ok((5, After::End))), Ok(5));
         assert!(op.is_none());

@@ -8,7 +8,7 @@
 //! This crate may use `unsafe`: its job includes calling the C ABI with raw
 //! (and deliberately bad) pointers. Every block says why it is sound.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 
@@ -17,25 +17,13 @@ pub const SO_PIN: &str = "so-pin-1234";
 /// User PIN used by the test tokens.
 pub const USER_PIN: &str = "user-pin-1234";
 
-/// Path of the built module: `FERROHSM_MODULE` if set, else the
-/// `libferrohsm_pkcs11.so` next to the test binary's target directory.
+/// Path of the built module: `FERROHSM_MODULE` if set, else the newest
+/// `libferrohsm_pkcs11.so` in this test binary's target directory (this crate
+/// depends on `ferrohsm-pkcs11`, so Cargo builds the library with the tests).
 pub fn module_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROHSM_MODULE") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let so = profile_dir.join("libferrohsm_pkcs11.so");
-    assert!(
-        so.exists(),
-        "{} not built: run `cargo build -p ferrohsm-pkcs11` first (scripts/test does)",
-        so.display()
-    );
-    so
+    ferrohsm_pkcs11::locate::module_path().expect(
+        "libferrohsm_pkcs11.so not built: run `cargo build -p ferrohsm-pkcs11` (scripts/test does)",
+    )
 }
 
 /// A private data directory and config for one test process.

@@ -175,10 +175,19 @@ mod tests {
     fn right_pin_opens_wrong_pin_does_not() {
         let key = StorageKey::generate().unwrap();
         let wrap = PinWrap::seal(b"1234", &key, CHEAP, b"tok/user").unwrap();
-        assert_eq!(wrap.open(b"1234", b"tok/user").unwrap().bytes(), key.bytes());
-        assert_eq!(wrap.open(b"1235", b"tok/user").unwrap_err(), SealError::BadPin);
+        assert_eq!(
+            wrap.open(b"1234", b"tok/user").unwrap().bytes(),
+            key.bytes()
+        );
+        assert_eq!(
+            wrap.open(b"1235", b"tok/user").unwrap_err(),
+            SealError::BadPin
+        );
         // The same PIN in another role or token does not open it either.
-        assert_eq!(wrap.open(b"1234", b"tok/so").unwrap_err(), SealError::BadPin);
+        assert_eq!(
+            wrap.open(b"1234", b"tok/so").unwrap_err(),
+            SealError::BadPin
+        );
     }
 
     #[test]

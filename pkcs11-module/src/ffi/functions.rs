@@ -7,7 +7,10 @@ use std::sync::Arc;
 use cryptoki_sys::*;
 use ferrohsm_store::MemoryStore;
 
-use super::{STATE, entry, input, mechanism, module, out, register_fork_handlers, template, unsupported, with_outbuf, write_list};
+use super::{
+    STATE, entry, input, mechanism, module, out, register_fork_handlers, template, unsupported,
+    with_outbuf, write_list,
+};
 use crate::config::Config;
 use crate::error::Error;
 use crate::module::Module;
@@ -238,7 +241,15 @@ entry!(C_Logout(h: CK_SESSION_HANDLE) {
 });
 
 unsupported!(C_GetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_SetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE));
+unsupported!(
+    C_SetOperationState(
+        CK_SESSION_HANDLE,
+        *mut CK_BYTE,
+        CK_ULONG,
+        CK_OBJECT_HANDLE,
+        CK_OBJECT_HANDLE,
+    )
+);
 
 // ---- objects ---------------------------------------------------------------------------------
 
@@ -422,11 +433,15 @@ entry!(C_CancelFunction(_h: CK_SESSION_HANDLE) {
 // ---- not yet implemented: later mechanism families plug in here ------------------------------------
 unsupported!(C_EncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
 unsupported!(C_Encrypt(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_EncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(
+    C_EncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
 unsupported!(C_EncryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
 unsupported!(C_DecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
 unsupported!(C_Decrypt(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_DecryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(
+    C_DecryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
 unsupported!(C_DecryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
 unsupported!(C_SignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
 unsupported!(C_Sign(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
@@ -439,33 +454,181 @@ unsupported!(C_Verify(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, C
 unsupported!(C_VerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
 unsupported!(C_VerifyFinal(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
 unsupported!(C_VerifyRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_VerifyRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_DigestEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_DecryptDigestUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_SignEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_GenerateKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE));
-unsupported!(C_GenerateKeyPair(CK_SESSION_HANDLE, *mut CK_MECHANISM, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE, *mut CK_OBJECT_HANDLE));
-unsupported!(C_WrapKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_UnwrapKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE));
-unsupported!(C_DeriveKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_OBJECT_HANDLE));
+unsupported!(
+    C_VerifyRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
+unsupported!(
+    C_DigestEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
+unsupported!(
+    C_DecryptDigestUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
+unsupported!(
+    C_SignEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
+unsupported!(
+    C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
+);
+unsupported!(
+    C_GenerateKey(
+        CK_SESSION_HANDLE,
+        *mut CK_MECHANISM,
+        *mut CK_ATTRIBUTE,
+        CK_ULONG,
+        *mut CK_OBJECT_HANDLE,
+    )
+);
+unsupported!(
+    C_GenerateKeyPair(
+        CK_SESSION_HANDLE,
+        *mut CK_MECHANISM,
+        *mut CK_ATTRIBUTE,
+        CK_ULONG,
+        *mut CK_ATTRIBUTE,
+        CK_ULONG,
+        *mut CK_OBJECT_HANDLE,
+        *mut CK_OBJECT_HANDLE,
+    )
+);
+unsupported!(
+    C_WrapKey(
+        CK_SESSION_HANDLE,
+        *mut CK_MECHANISM,
+        CK_OBJECT_HANDLE,
+        CK_OBJECT_HANDLE,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    )
+);
+unsupported!(
+    C_UnwrapKey(
+        CK_SESSION_HANDLE,
+        *mut CK_MECHANISM,
+        CK_OBJECT_HANDLE,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_ATTRIBUTE,
+        CK_ULONG,
+        *mut CK_OBJECT_HANDLE,
+    )
+);
+unsupported!(
+    C_DeriveKey(
+        CK_SESSION_HANDLE,
+        *mut CK_MECHANISM,
+        CK_OBJECT_HANDLE,
+        *mut CK_ATTRIBUTE,
+        CK_ULONG,
+        *mut CK_OBJECT_HANDLE,
+    )
+);
 unsupported!(C_MessageEncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_EncryptMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_EncryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG));
-unsupported!(C_EncryptMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, CK_FLAGS));
+unsupported!(
+    C_EncryptMessage(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    )
+);
+unsupported!(
+    C_EncryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG)
+);
+unsupported!(
+    C_EncryptMessageNext(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+        CK_FLAGS,
+    )
+);
 unsupported!(C_MessageEncryptFinal(CK_SESSION_HANDLE));
 unsupported!(C_MessageDecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_DecryptMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_DecryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG));
-unsupported!(C_DecryptMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, CK_FLAGS));
+unsupported!(
+    C_DecryptMessage(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    )
+);
+unsupported!(
+    C_DecryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG)
+);
+unsupported!(
+    C_DecryptMessageNext(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+        CK_FLAGS,
+    )
+);
 unsupported!(C_MessageDecryptFinal(CK_SESSION_HANDLE));
 unsupported!(C_MessageSignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_SignMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(
+    C_SignMessage(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    )
+);
 unsupported!(C_SignMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG));
-unsupported!(C_SignMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
+unsupported!(
+    C_SignMessageNext(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    )
+);
 unsupported!(C_MessageSignFinal(CK_SESSION_HANDLE));
 unsupported!(C_MessageVerifyInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_VerifyMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(
+    C_VerifyMessage(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+    )
+);
 unsupported!(C_VerifyMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG));
-unsupported!(C_VerifyMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG));
+unsupported!(
+    C_VerifyMessageNext(
+        CK_SESSION_HANDLE,
+        *mut c_void,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        CK_ULONG,
+    )
+);
 unsupported!(C_MessageVerifyFinal(CK_SESSION_HANDLE));

@@ -27,8 +27,12 @@ impl<T> Writable<T> {
 }
 
 /// The PKCS#11 2.40 function list (`C_GetFunctionList`).
-pub(super) static FUNCTIONS_240: Writable<CK_FUNCTION_LIST> = Writable(UnsafeCell::new(CK_FUNCTION_LIST {
-    version: CK_VERSION { major: 2, minor: 40 },
+pub(super) static FUNCTIONS_240: Writable<CK_FUNCTION_LIST> =
+    Writable(UnsafeCell::new(CK_FUNCTION_LIST {
+        version: CK_VERSION {
+            major: 2,
+            minor: 40,
+        },
         C_Initialize: Some(functions::C_Initialize),
         C_Finalize: Some(functions::C_Finalize),
         C_GetInfo: Some(functions::C_GetInfo),
@@ -97,11 +101,12 @@ pub(super) static FUNCTIONS_240: Writable<CK_FUNCTION_LIST> = Writable(UnsafeCel
         C_GetFunctionStatus: Some(functions::C_GetFunctionStatus),
         C_CancelFunction: Some(functions::C_CancelFunction),
         C_WaitForSlotEvent: Some(functions::C_WaitForSlotEvent),
-}));
+    }));
 
 /// The PKCS#11 3.0 function list (interface "PKCS 11" version 3.0).
-pub(super) static FUNCTIONS_300: Writable<CK_FUNCTION_LIST_3_0> = Writable(UnsafeCell::new(CK_FUNCTION_LIST_3_0 {
-    version: CK_VERSION { major: 3, minor: 0 },
+pub(super) static FUNCTIONS_300: Writable<CK_FUNCTION_LIST_3_0> =
+    Writable(UnsafeCell::new(CK_FUNCTION_LIST_3_0 {
+        version: CK_VERSION { major: 3, minor: 0 },
         C_Initialize: Some(functions::C_Initialize),
         C_Finalize: Some(functions::C_Finalize),
         C_GetInfo: Some(functions::C_GetInfo),
@@ -194,7 +199,7 @@ pub(super) static FUNCTIONS_300: Writable<CK_FUNCTION_LIST_3_0> = Writable(Unsaf
         C_VerifyMessageBegin: Some(functions::C_VerifyMessageBegin),
         C_VerifyMessageNext: Some(functions::C_VerifyMessageNext),
         C_MessageVerifyFinal: Some(functions::C_MessageVerifyFinal),
-}));
+    }));
 
 static NAME: &[u8; 8] = b"PKCS 11\0";
 
@@ -246,13 +251,20 @@ mod tests {
             let n = (std::mem::size_of::<T>() - PTR) / PTR;
             // SAFETY: the lists are a CK_VERSION (padded to a pointer) then
             // `n` function pointers.
-            let slots = unsafe { std::slice::from_raw_parts((list as *const u8).add(PTR) as *const usize, n) };
+            let slots = unsafe {
+                std::slice::from_raw_parts((list as *const u8).add(PTR) as *const usize, n)
+            };
             slots.iter().all(|&p| p != 0)
         }
         assert!(all_set(FUNCTIONS_240.get()));
         assert!(all_set(FUNCTIONS_300.get()));
         // SAFETY: reading our own statics.
-        let (v2, v3) = unsafe { ((*FUNCTIONS_240.get()).version, (*FUNCTIONS_300.get()).version) };
+        let (v2, v3) = unsafe {
+            (
+                (*FUNCTIONS_240.get()).version,
+                (*FUNCTIONS_300.get()).version,
+            )
+        };
         assert_eq!((v2.major, v2.minor), (2, 40));
         assert_eq!((v3.major, v3.minor), (3, 0));
         assert_eq!(std::mem::size_of::<CK_FUNCTION_LIST>(), PTR * 69);

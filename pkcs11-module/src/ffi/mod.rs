@@ -64,9 +64,17 @@ fn register_fork_handlers() {
     ONCE.call_once(|| {
         // SAFETY: the handlers are `extern "C"` functions of this library, which
         // stay valid for its lifetime; glibc unregisters them at dlclose.
-        let rc = unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) };
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            )
+        };
         if rc != 0 {
-            eprintln!("ferrohsm: pthread_atfork failed ({rc}); a forked child must not use this module");
+            eprintln!(
+                "ferrohsm: pthread_atfork failed ({rc}); a forked child must not use this module"
+            );
         }
     });
 }
@@ -91,7 +99,11 @@ fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             match STATE.try_read().and_then(|g| g.clone()) {
-                Some(m) => log!(m.log, Level::Error, "{name}: internal error (panic: {what})"),
+                Some(m) => log!(
+                    m.log,
+                    Level::Error,
+                    "{name}: internal error (panic: {what})"
+                ),
                 None => eprintln!("ferrohsm: {name}: internal error (panic: {what})"),
             }
             CKR_GENERAL_ERROR
@@ -137,7 +149,10 @@ pub(crate) use unsupported;
 // ---- pointer helpers -------------------------------------------------------------------
 
 fn len_of(n: CK_ULONG) -> Result<usize> {
-    usize::try_from(n).ok().filter(|&n| n <= isize::MAX as usize).ok_or(Error::ArgumentsBad)
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or(Error::ArgumentsBad)
 }
 
 /// The caller's input bytes; NULL is allowed only with length 0.
@@ -147,7 +162,11 @@ fn len_of(n: CK_ULONG) -> Result<usize> {
 unsafe fn input<'a>(p: *const CK_BYTE, n: CK_ULONG) -> Result<&'a [u8]> {
     let n = len_of(n)?;
     if p.is_null() {
-        return if n == 0 { Ok(&[]) } else { Err(Error::ArgumentsBad) };
+        return if n == 0 {
+            Ok(&[])
+        } else {
+            Err(Error::ArgumentsBad)
+        };
     }
     // SAFETY: non-NULL, and the caller guarantees `n` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
@@ -167,7 +186,11 @@ unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
 ///
 /// # Safety
 /// `pul` must be NULL or valid; `p` NULL or valid for `*pul` bytes of writes.
-unsafe fn with_outbuf(p: *mut CK_BYTE, pul: *mut CK_ULONG, f: impl FnOnce(&mut OutBuf<'_>) -> Result<()>) -> Result<()> {
+unsafe fn with_outbuf(
+    p: *mut CK_BYTE,
+    pul: *mut CK_ULONG,
+    f: impl FnOnce(&mut OutBuf<'_>) -> Result<()>,
+) -> Result<()> {
     // SAFETY: forwarded caller promise.
     let pul = unsafe { out(pul) }?;
     let buf = if p.is_null() {
@@ -213,7 +236,11 @@ unsafe fn write_list(p: *mut CK_ULONG, count: *mut CK_ULONG, values: &[CK_ULONG]
 unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<RawAttr>> {
     let n = len_of(n)?;
     if p.is_null() {
-        return if n == 0 { Ok(Vec::new()) } else { Err(Error::ArgumentsBad) };
+        return if n == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(Error::ArgumentsBad)
+        };
     }
     // SAFETY: non-NULL, `n` attributes by the caller's promise.
     let attrs = unsafe { std::slice::from_raw_parts(p, n) };
@@ -245,8 +272,16 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
         Param::None
     } else {
         // SAFETY: forwarded caller promise about `pParameter`.
-        let bytes = unsafe { input(m.pParameter as *const u8, m.ulParameterLen) }.map_err(|_| Error::MechanismParamInvalid)?;
-        if bytes.is_empty() { Param::None } else { Param::Raw(bytes.to_vec()) }
+        let bytes = unsafe { input(m.pParameter as *const u8, m.ulParameterLen) }
+            .map_err(|_| Error::MechanismParamInvalid)?;
+        if bytes.is_empty() {
+            Param::None
+        } else {
+            Param::Raw(bytes.to_vec())
+        }
     };
-    Ok(MechanismArg { ty: m.mechanism, param })
+    Ok(MechanismArg {
+        ty: m.mechanism,
+        param,
+    })
 }

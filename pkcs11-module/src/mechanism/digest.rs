@@ -52,9 +52,18 @@ mod tests {
     #[test]
     fn fips_180_vectors() {
         let two = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-        assert_eq!(run(new::<sha1::Sha1>(), &[b"abc"]), hex!("a9993e364706816aba3e25717850c26c9cd0d89d"));
-        assert_eq!(run(new::<sha1::Sha1>(), &[two]), hex!("84983e441c3bd26ebaae4aa1f95129e5e54670f1"));
-        assert_eq!(run(new::<sha2::Sha224>(), &[b"abc"]), hex!("23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7"));
+        assert_eq!(
+            run(new::<sha1::Sha1>(), &[b"abc"]),
+            hex!("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(
+            run(new::<sha1::Sha1>(), &[two]),
+            hex!("84983e441c3bd26ebaae4aa1f95129e5e54670f1")
+        );
+        assert_eq!(
+            run(new::<sha2::Sha224>(), &[b"abc"]),
+            hex!("23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7")
+        );
         assert_eq!(
             run(new::<sha2::Sha256>(), &[b"a", b"bc"]),
             hex!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
@@ -65,11 +74,15 @@ mod tests {
         );
         assert_eq!(
             run(new::<sha2::Sha384>(), &[b"abc"]),
-            hex!("cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7")
+            hex!(
+                "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"
+            )
         );
         assert_eq!(
             run(new::<sha2::Sha512>(), &[b"abc"]),
-            hex!("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")
+            hex!(
+                "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+            )
         );
         assert_eq!(
             run(new::<sha2::Sha256>(), &[]),

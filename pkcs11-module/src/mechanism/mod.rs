@@ -56,7 +56,11 @@ impl Mechanism {
     }
 }
 
-const fn digest_row(ty: CK_MECHANISM_TYPE, name: &'static str, build: fn() -> Box<dyn DigestOp>) -> Mechanism {
+const fn digest_row(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    build: fn() -> Box<dyn DigestOp>,
+) -> Mechanism {
     Mechanism {
         ty,
         name,
@@ -78,7 +82,10 @@ pub static MECHANISMS: &[Mechanism] = &[
 
 /// The row of a mechanism, or `CKR_MECHANISM_INVALID`.
 pub fn lookup(ty: CK_MECHANISM_TYPE) -> Result<&'static Mechanism> {
-    MECHANISMS.iter().find(|m| m.ty == ty).ok_or(Error::MechanismInvalid)
+    MECHANISMS
+        .iter()
+        .find(|m| m.ty == ty)
+        .ok_or(Error::MechanismInvalid)
 }
 
 /// Builds a digest operation, checking the mechanism supports digesting and
@@ -101,8 +108,17 @@ mod tests {
         for (i, m) in MECHANISMS.iter().enumerate() {
             assert!(m.flags & CKF_HW != 0, "{} lacks CKF_HW", m.name);
             assert!(m.min_key <= m.max_key, "{} key range", m.name);
-            assert_eq!(m.digest.is_some(), m.flags & CKF_DIGEST != 0, "{} digest flag", m.name);
-            assert!(MECHANISMS[i + 1..].iter().all(|o| o.ty != m.ty), "{} listed twice", m.name);
+            assert_eq!(
+                m.digest.is_some(),
+                m.flags & CKF_DIGEST != 0,
+                "{} digest flag",
+                m.name
+            );
+            assert!(
+                MECHANISMS[i + 1..].iter().all(|o| o.ty != m.ty),
+                "{} listed twice",
+                m.name
+            );
         }
     }
 
@@ -110,7 +126,13 @@ mod tests {
     fn digest_lookup_errors() {
         let arg = |ty, param| MechanismArg { ty, param };
         assert!(digest_op(&arg(CKM_SHA256, Param::None)).is_ok());
-        assert_eq!(digest_op(&arg(CKM_SHA256, Param::Raw(vec![1]))).err(), Some(Error::MechanismParamInvalid));
-        assert_eq!(digest_op(&arg(0xdead_beef, Param::None)).err(), Some(Error::MechanismInvalid));
+        assert_eq!(
+            digest_op(&arg(CKM_SHA256, Param::Raw(vec![1]))).err(),
+            Some(Error::MechanismParamInvalid)
+        );
+        assert_eq!(
+            digest_op(&arg(0xdead_beef, Param::None)).err(),
+            Some(Error::MechanismInvalid)
+        );
     }
 }

@@ -1,1 +1,648 @@
+//! State-machine tests with `Module` as a plain value over a memory store.
 
+use super::*;
+use crate::session::OutBuf;
+use ferrohsm_store::MemoryStore;
+
+const SO: &[u8] = b"so-secret";
+const USER: &[u8] = b"user-secret";
+
+fn module() -> Module {
+    Module::new(Config::for_tests(), Arc::new(MemoryStore::new())).unwrap()
+}
+
+fn label(s: &str) -> [u8; 32] {
+    pad(s.as_bytes())
+}
+
+/// A module with one initialised token (slot 0) whose user PIN is set.
+fn ready() -> Module {
+    let m = module();
+    m.init_token(0, SO, &label("t")).unwrap();
+    let h = m
+        .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .unwrap();
+    m.login(h, CKU_SO, SO).unwrap();
+    m.init_pin(h, USER).unwrap();
+    m.close_session(h).unwrap();
+    m
+}
+
+fn rw(m: &Module) -> CK_SESSION_HANDLE {
+    m.open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+        .unwrap()
+}
+
+fn ro(m: &Module) -> CK_SESSION_HANDLE {
+    m.open_session(0, CKF_SERIAL_SESSION).unwrap()
+}
+
+fn data_object(token: bool, private: bool, label: &[u8]) -> Vec<RawAttr> {
+    vec![
+        RawAttr::ulong(CKA_CLASS, CKO_DATA),
+        RawAttr::bool(CKA_TOKEN, token),
+        RawAttr::bool(CKA_PRIVATE, private),
+        RawAttr::new(CKA_LABEL, label),
+        RawAttr::new(CKA_VALUE, b"payload"),
+    ]
+}
+
+#[test]
+fn fresh_module_has_only_the_spare_slot() {
+    let m = module();
+    assert_eq!(m.slot_list(), vec![0]);
+    let info = m.token_info(0).unwrap();
+    assert_eq!(info.flags & CKF_TOKEN_INITIALIZED, 0);
+    assert_eq!(info.label, [b' '; 32]);
+    assert_eq!(
+        m.open_session(0, CKF_SERIAL_SESSION),
+        Err(Error::TokenNotRecognized)
+    );
+    assert_eq!(m.slot_info(7).err(), Some(Error::SlotIdInvalid));
+}
+
+#[test]
+fn init_token_makes_a_new_spare_and_keeps_the_slot_id() {
+    let m = module();
+    m.init_token(0, SO, &label("first")).unwrap();
+    assert_eq!(m.slot_list(), vec![0, 1]);
+    let info = m.token_info(0).unwrap();
+    assert_ne!(info.flags & CKF_TOKEN_INITIALIZED, 0);
+    assert_eq!(info.flags & CKF_USER_PIN_INITIALIZED, 0);
+    assert_eq!(&info.label[..5], b"first");
+    assert!(info.label[5..].iter().all(|&b| b == b' '));
+    assert!(info.serialNumber.iter().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(info.ulMinPinLen, 4);
+    assert_eq!(info.ulMaxPinLen, 64);
+    assert_eq!(info.ulTotalPublicMemory, CK_UNAVAILABLE_INFORMATION);
+    assert_eq!(
+        m.init_token(1, b"abc", &label("short")),
+        Err(Error::PinLenRange)
+    );
+    assert_eq!(
+        m.init_token(1, &[b'x'; 65], &label("long")),
+        Err(Error::PinLenRange)
+    );
+}
+
+#[test]
+fn reinit_needs_the_so_pin_wipes_objects_and_refuses_with_sessions_open() {
+    let m = ready();
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    m.create_object(h, &data_object(true, true, b"keep?"))
+        .unwrap();
+    assert_eq!(
+        m.init_token(0, SO, &label("again")),
+        Err(Error::SessionExists)
+    );
+    m.close_session(h).unwrap();
+    assert_eq!(
+        m.init_token(0, b"wrong-so", &label("again")),
+        Err(Error::PinIncorrect)
+    );
+    m.init_token(0, SO, &label("again")).unwrap();
+    assert_eq!(m.slot_list(), vec![0, 1], "re-init does not add a spare");
+    let info = m.token_info(0).unwrap();
+    assert_eq!(&info.label[..5], b"again");
+    assert_eq!(
+        info.flags & CKF_USER_PIN_INITIALIZED,
+        0,
+        "user PIN is reset"
+    );
+    let h = ro(&m);
+    m.find_init(h, &[]).unwrap();
+    assert!(m.find(h, 10).unwrap().is_empty(), "objects are wiped");
+}
+
+#[test]
+fn login_state_machine() {
+    let m = ready();
+    let a = rw(&m);
+    let b = ro(&m);
+    assert_eq!(m.session_info(a).unwrap().state, CKS_RW_PUBLIC_SESSION);
+    assert_eq!(m.session_info(b).unwrap().state, CKS_RO_PUBLIC_SESSION);
+    assert_eq!(m.login(a, CKU_SO, SO), Err(Error::SessionReadOnlyExists));
+    assert_eq!(m.login(a, 99, USER), Err(Error::UserTypeInvalid));
+    m.login(a, CKU_USER, USER).unwrap();
+    // Login is per application: both sessions are now user sessions.
+    assert_eq!(m.session_info(a).unwrap().state, CKS_RW_USER_FUNCTIONS);
+    assert_eq!(m.session_info(b).unwrap().state, CKS_RO_USER_FUNCTIONS);
+    assert_eq!(m.login(b, CKU_USER, USER), Err(Error::UserAlreadyLoggedIn));
+    assert_eq!(
+        m.login(b, CKU_SO, SO),
+        Err(Error::UserAnotherAlreadyLoggedIn)
+    );
+    m.logout(b).unwrap();
+    assert_eq!(m.logout(b), Err(Error::UserNotLoggedIn));
+    assert_eq!(m.session_info(a).unwrap().state, CKS_RW_PUBLIC_SESSION);
+    m.close_session(b).unwrap();
+    m.login(a, CKU_SO, SO).unwrap();
+    assert_eq!(m.session_info(a).unwrap().state, CKS_RW_SO_FUNCTIONS);
+    assert_eq!(
+        m.open_session(0, CKF_SERIAL_SESSION),
+        Err(Error::SessionReadWriteSoExists)
+    );
+    // Closing the last session logs out.
+    m.close_session(a).unwrap();
+    let c = ro(&m);
+    assert_eq!(m.session_info(c).unwrap().state, CKS_RO_PUBLIC_SESSION);
+}
+
+#[test]
+fn user_pin_not_initialized_and_session_flags() {
+    let m = module();
+    m.init_token(0, SO, &label("t")).unwrap();
+    let h = rw(&m);
+    assert_eq!(
+        m.login(h, CKU_USER, USER),
+        Err(Error::UserPinNotInitialized)
+    );
+    assert_eq!(
+        m.open_session(0, CKF_RW_SESSION),
+        Err(Error::SessionParallelNotSupported)
+    );
+    assert_eq!(
+        m.init_pin(h, USER),
+        Err(Error::UserNotLoggedIn),
+        "InitPIN needs the SO"
+    );
+    let info = m.session_info(h).unwrap();
+    assert_eq!(info.flags, CKF_SERIAL_SESSION | CKF_RW_SESSION);
+    assert_eq!(
+        m.session_info(12345).err(),
+        Some(Error::SessionHandleInvalid)
+    );
+}
+
+#[test]
+fn failed_logins_lock_the_pin_with_flags_on_the_way() {
+    let m = ready(); // max_login_failures = 3 in the test config
+    let h = rw(&m);
+    let flags = |m: &Module| m.token_info(0).unwrap().flags;
+    assert_eq!(m.login(h, CKU_USER, b"nope1"), Err(Error::PinIncorrect));
+    assert_ne!(flags(&m) & CKF_USER_PIN_COUNT_LOW, 0);
+    assert_eq!(flags(&m) & CKF_USER_PIN_FINAL_TRY, 0);
+    assert_eq!(m.login(h, CKU_USER, b"nope2"), Err(Error::PinIncorrect));
+    assert_ne!(flags(&m) & CKF_USER_PIN_FINAL_TRY, 0);
+    assert_eq!(m.login(h, CKU_USER, b"nope3"), Err(Error::PinIncorrect));
+    assert_ne!(flags(&m) & CKF_USER_PIN_LOCKED, 0);
+    // Locked: even the right PIN is refused, without running the KDF.
+    assert_eq!(m.login(h, CKU_USER, USER), Err(Error::PinLocked));
+    // The SO unlocks by setting a new user PIN.
+    m.login(h, CKU_SO, SO).unwrap();
+    m.init_pin(h, b"fresh-pin").unwrap();
+    m.logout(h).unwrap();
+    assert_eq!(
+        flags(&m) & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_COUNT_LOW),
+        0
+    );
+    m.login(h, CKU_USER, b"fresh-pin").unwrap();
+}
+
+#[test]
+fn a_success_resets_the_failure_count() {
+    let m = ready();
+    let h = rw(&m);
+    assert_eq!(m.login(h, CKU_USER, b"bad-pin"), Err(Error::PinIncorrect));
+    m.login(h, CKU_USER, USER).unwrap();
+    assert_eq!(m.token_info(0).unwrap().flags & CKF_USER_PIN_COUNT_LOW, 0);
+}
+
+#[test]
+fn set_pin_changes_the_right_pin() {
+    let m = ready();
+    let r = ro(&m);
+    assert_eq!(m.set_pin(r, USER, b"new-user"), Err(Error::SessionReadOnly));
+    m.close_session(r).unwrap();
+    let h = rw(&m);
+    // Public R/W session: changes the user PIN.
+    assert_eq!(
+        m.set_pin(h, b"wrong", b"new-user"),
+        Err(Error::PinIncorrect)
+    );
+    assert_eq!(m.set_pin(h, USER, b"abc"), Err(Error::PinLenRange));
+    m.set_pin(h, USER, b"new-user").unwrap();
+    assert_eq!(m.login(h, CKU_USER, USER), Err(Error::PinIncorrect));
+    m.login(h, CKU_USER, b"new-user").unwrap();
+    m.logout(h).unwrap();
+    m.login(h, CKU_SO, SO).unwrap();
+    m.set_pin(h, SO, b"new-so-pin").unwrap();
+    m.logout(h).unwrap();
+    m.login(h, CKU_SO, b"new-so-pin").unwrap();
+}
+
+#[test]
+fn weaker_kdf_wraps_are_upgraded_at_login() {
+    let store = Arc::new(MemoryStore::new());
+    let m = Module::new(Config::for_tests(), store.clone()).unwrap();
+    m.init_token(0, SO, &label("t")).unwrap();
+    drop(m);
+    let mut stronger = Config::for_tests();
+    stronger.kdf.memory_kib = 128;
+    let m = Module::new(stronger, store.clone()).unwrap();
+    let h = rw(&m);
+    m.login(h, CKU_SO, SO).unwrap();
+    let rec = &store.tokens().unwrap()[0];
+    assert_eq!(rec.so_pin.kdf.memory_kib, 128);
+    m.logout(h).unwrap();
+    m.login(h, CKU_SO, SO).unwrap();
+}
+
+#[test]
+fn private_objects_need_the_user_and_vanish_at_logout() {
+    let m = ready();
+    let h = rw(&m);
+    assert_eq!(
+        m.create_object(h, &data_object(false, true, b"p")),
+        Err(Error::UserNotLoggedIn)
+    );
+    let public = m
+        .create_object(h, &data_object(true, false, b"pub"))
+        .unwrap();
+    m.login(h, CKU_USER, USER).unwrap();
+    let private_tok = m
+        .create_object(h, &data_object(true, true, b"priv"))
+        .unwrap();
+    let private_ses = m
+        .create_object(h, &data_object(false, true, b"ses"))
+        .unwrap();
+    m.find_init(h, &[]).unwrap();
+    assert_eq!(
+        m.find(h, 10).unwrap(),
+        vec![public, private_tok, private_ses]
+    );
+    m.find_final(h).unwrap();
+    m.logout(h).unwrap();
+    assert_eq!(
+        m.get_attributes(h, private_tok, &[CKA_LABEL]).err(),
+        Some(Error::ObjectHandleInvalid)
+    );
+    m.find_init(h, &[]).unwrap();
+    assert_eq!(m.find(h, 10).unwrap(), vec![public]);
+    m.find_final(h).unwrap();
+    // The private token object comes back at the next login (new handle); the
+    // private session object was destroyed.
+    m.login(h, CKU_USER, USER).unwrap();
+    m.find_init(h, &[RawAttr::bool(CKA_PRIVATE, true)]).unwrap();
+    let again = m.find(h, 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_ne!(
+        again[0], private_tok,
+        "old handles to private objects stay invalid"
+    );
+    let r = m.get_attributes(h, again[0], &[CKA_LABEL]).unwrap();
+    assert_eq!(
+        r[0],
+        Reading::Value(zeroize::Zeroizing::new(b"priv".to_vec()))
+    );
+}
+
+#[test]
+fn read_only_sessions_cannot_touch_token_objects() {
+    let m = ready();
+    let w = rw(&m);
+    let tok = m.create_object(w, &data_object(true, false, b"t")).unwrap();
+    let r = ro(&m);
+    assert_eq!(
+        m.create_object(r, &data_object(true, false, b"x")),
+        Err(Error::SessionReadOnly)
+    );
+    m.create_object(r, &data_object(false, false, b"session object ok"))
+        .unwrap();
+    assert_eq!(m.destroy_object(r, tok), Err(Error::SessionReadOnly));
+    assert_eq!(
+        m.set_attributes(r, tok, &[RawAttr::new(CKA_LABEL, b"y")]),
+        Err(Error::SessionReadOnly)
+    );
+    m.destroy_object(w, tok).unwrap();
+    assert_eq!(m.destroy_object(w, tok), Err(Error::ObjectHandleInvalid));
+}
+
+#[test]
+fn session_objects_die_with_their_session_but_are_shared_meanwhile() {
+    let m = ready();
+    let a = rw(&m);
+    let b = rw(&m);
+    let obj = m
+        .create_object(a, &data_object(false, false, b"s"))
+        .unwrap();
+    assert!(
+        m.get_attributes(b, obj, &[CKA_LABEL]).is_ok(),
+        "visible to the application's other sessions"
+    );
+    m.close_session(a).unwrap();
+    assert_eq!(
+        m.get_attributes(b, obj, &[CKA_LABEL]).err(),
+        Some(Error::ObjectHandleInvalid)
+    );
+}
+
+#[test]
+fn copy_set_and_policy_flags() {
+    let m = ready();
+    let h = rw(&m);
+    let mut t = data_object(false, false, b"orig");
+    t.push(RawAttr::bool(CKA_COPYABLE, false));
+    let no_copy = m.create_object(h, &t).unwrap();
+    assert_eq!(m.copy_object(h, no_copy, &[]), Err(Error::ActionProhibited));
+    let mut t = data_object(false, false, b"fixed");
+    t.push(RawAttr::bool(CKA_MODIFIABLE, false));
+    let fixed = m.create_object(h, &t).unwrap();
+    assert_eq!(
+        m.set_attributes(h, fixed, &[RawAttr::new(CKA_LABEL, b"x")]),
+        Err(Error::ActionProhibited)
+    );
+    let mut t = data_object(false, false, b"keep");
+    t.push(RawAttr::bool(CKA_DESTROYABLE, false));
+    let keep = m.create_object(h, &t).unwrap();
+    assert_eq!(m.destroy_object(h, keep), Err(Error::ActionProhibited));
+    let copy = m
+        .copy_object(
+            h,
+            fixed,
+            &[
+                RawAttr::new(CKA_LABEL, b"copy"),
+                RawAttr::bool(CKA_TOKEN, true),
+            ],
+        )
+        .unwrap();
+    let r = m
+        .get_attributes(h, copy, &[CKA_LABEL, CKA_TOKEN, CKA_UNIQUE_ID])
+        .unwrap();
+    assert_eq!(
+        r[0],
+        Reading::Value(zeroize::Zeroizing::new(b"copy".to_vec()))
+    );
+    assert_eq!(r[1], Reading::Value(zeroize::Zeroizing::new(vec![1])));
+    let orig_id = m.get_attributes(h, fixed, &[CKA_UNIQUE_ID]).unwrap();
+    assert_ne!(r[2], orig_id[0], "a copy gets its own CKA_UNIQUE_ID");
+}
+
+#[test]
+fn hsm_keys_never_reveal_their_value() {
+    let m = ready();
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    let key = vec![
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, CKK_AES),
+        RawAttr::new(CKA_VALUE, &[0x42; 32]),
+        RawAttr::new(CKA_LABEL, b"aes"),
+    ];
+    let k = m.create_object(h, &key).unwrap();
+    let r = m
+        .get_attributes(
+            h,
+            k,
+            &[CKA_VALUE, CKA_VALUE_LEN, CKA_SENSITIVE, CKA_MODULUS],
+        )
+        .unwrap();
+    assert_eq!(r[0], Reading::Sensitive);
+    assert_eq!(
+        r[1],
+        Reading::Value(zeroize::Zeroizing::new(32u64.to_ne_bytes().to_vec()))
+    );
+    assert_eq!(r[2], Reading::Value(zeroize::Zeroizing::new(vec![1])));
+    assert_eq!(r[3], Reading::Invalid);
+    assert_eq!(
+        m.set_attributes(h, k, &[RawAttr::bool(CKA_SENSITIVE, false)]),
+        Err(Error::AttributeReadOnly)
+    );
+    assert_eq!(
+        m.copy_object(h, k, &[RawAttr::bool(CKA_EXTRACTABLE, true)]),
+        Err(Error::AttributeReadOnly)
+    );
+    m.digest_init(
+        h,
+        &MechanismArg {
+            ty: CKM_SHA256,
+            param: crate::mechanism::Param::None,
+        },
+    )
+    .unwrap();
+    assert_eq!(m.digest_key(h, k), Err(Error::KeyIndigestible));
+    let mut weak = key.clone();
+    weak.push(RawAttr::bool(CKA_SENSITIVE, false));
+    assert_eq!(m.create_object(h, &weak), Err(Error::AttributeValueInvalid));
+    assert!(
+        m.log
+            .lines()
+            .iter()
+            .any(|l| l.contains("key policy is 'hsm'")),
+        "the refusal says why"
+    );
+    assert!(
+        !m.log
+            .lines()
+            .iter()
+            .any(|l| l.contains("42, 42") || l.contains("4242")),
+        "no key bytes in the log"
+    );
+}
+
+fn sha256() -> MechanismArg {
+    MechanismArg {
+        ty: CKM_SHA256,
+        param: crate::mechanism::Param::None,
+    }
+}
+
+#[test]
+fn digest_size_query_small_buffer_and_single_part() {
+    let m = ready();
+    let h = ro(&m);
+    assert_eq!(
+        m.digest(h, b"abc", &mut OutBuf::new(None)),
+        Err(Error::OperationNotInitialized)
+    );
+    m.digest_init(h, &sha256()).unwrap();
+    assert_eq!(m.digest_init(h, &sha256()), Err(Error::OperationActive));
+    let mut q = OutBuf::new(None);
+    m.digest(h, b"abc", &mut q).unwrap();
+    assert_eq!(q.len(), 32);
+    let mut small = [0u8; 16];
+    let mut s = OutBuf::new(Some(&mut small));
+    assert_eq!(m.digest(h, b"abc", &mut s), Err(Error::BufferTooSmall));
+    assert_eq!(s.len(), 32);
+    let mut buf = [0u8; 40];
+    let mut o = OutBuf::new(Some(&mut buf));
+    m.digest(h, b"abc", &mut o).unwrap();
+    assert_eq!(o.len(), 32);
+    assert_eq!(buf[..4], [0xba, 0x78, 0x16, 0xbf]);
+    assert_eq!(
+        m.digest(h, b"abc", &mut OutBuf::new(None)),
+        Err(Error::OperationNotInitialized),
+        "ended"
+    );
+}
+
+#[test]
+fn digest_multipart_and_key() {
+    let m = ready();
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    // A non-sensitive secret key on a spec-policy token digests; hsm refuses.
+    let t = vec![
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        RawAttr::new(CKA_VALUE, b"bc"),
+        RawAttr::bool(CKA_SENSITIVE, true),
+    ];
+    let k = m.create_object(h, &t).unwrap();
+    m.digest_init(h, &sha256()).unwrap();
+    m.digest_update(h, b"a").unwrap();
+    assert_eq!(m.digest_key(h, k), Err(Error::KeyIndigestible));
+    // That error ended the operation.
+    assert_eq!(
+        m.digest_update(h, b"a"),
+        Err(Error::OperationNotInitialized)
+    );
+    m.digest_init(h, &sha256()).unwrap();
+    m.digest_update(h, b"a").unwrap();
+    m.digest_update(h, b"bc").unwrap();
+    let mut buf = [0u8; 32];
+    let mut o = OutBuf::new(Some(&mut buf));
+    m.digest_final(h, &mut o).unwrap();
+    assert_eq!(buf[..4], [0xba, 0x78, 0x16, 0xbf]);
+    // Cancelling.
+    m.digest_init(h, &sha256()).unwrap();
+    m.session_cancel(h, CKF_DIGEST).unwrap();
+    assert_eq!(
+        m.digest_update(h, b"a"),
+        Err(Error::OperationNotInitialized)
+    );
+}
+
+#[test]
+fn spec_policy_key_digests() {
+    let mut cfg = Config::for_tests();
+    cfg.default_policy = KeyPolicy::Spec;
+    let m = Module::new(cfg, Arc::new(MemoryStore::new())).unwrap();
+    m.init_token(0, SO, &label("spec")).unwrap();
+    let h = rw(&m);
+    let t = vec![
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        RawAttr::bool(CKA_PRIVATE, false),
+        RawAttr::new(CKA_VALUE, b"bc"),
+    ];
+    let k = m.create_object(h, &t).unwrap();
+    m.digest_init(h, &sha256()).unwrap();
+    m.digest_update(h, b"a").unwrap();
+    m.digest_key(h, k).unwrap();
+    let mut buf = [0u8; 32];
+    m.digest_final(h, &mut OutBuf::new(Some(&mut buf))).unwrap();
+    assert_eq!(
+        buf[..4],
+        [0xba, 0x78, 0x16, 0xbf],
+        "sha256(\"a\" || key \"bc\")"
+    );
+}
+
+#[test]
+fn find_is_per_session_and_snapshots() {
+    let m = ready();
+    let a = rw(&m);
+    let b = rw(&m);
+    for i in 0..5u8 {
+        m.create_object(a, &data_object(false, false, &[b'L', i]))
+            .unwrap();
+    }
+    m.find_init(a, &[RawAttr::new(CKA_LABEL, &[b'L', 3])])
+        .unwrap();
+    m.find_init(b, &[RawAttr::ulong(CKA_CLASS, CKO_DATA)])
+        .unwrap();
+    assert_eq!(m.find_init(a, &[]), Err(Error::OperationActive));
+    assert_eq!(m.find(a, 10).unwrap().len(), 1);
+    assert_eq!(m.find(b, 2).unwrap().len(), 2);
+    assert_eq!(m.find(b, 10).unwrap().len(), 3);
+    assert!(m.find(b, 10).unwrap().is_empty());
+    m.find_final(a).unwrap();
+    assert_eq!(m.find_final(a), Err(Error::OperationNotInitialized));
+    // Closing a session with a find still active is fine.
+    m.close_session(b).unwrap();
+}
+
+#[test]
+fn random_and_seed() {
+    let m = ready();
+    let h = ro(&m);
+    let (mut x, mut y) = ([0u8; 32], [0u8; 32]);
+    m.generate_random(h, &mut x).unwrap();
+    m.generate_random(h, &mut y).unwrap();
+    assert_ne!(x, y);
+    assert_eq!(m.seed_random(h), Err(Error::RandomSeedNotSupported));
+    assert_eq!(
+        m.generate_random(999, &mut x),
+        Err(Error::SessionHandleInvalid)
+    );
+}
+
+#[test]
+fn mechanisms_come_from_the_table() {
+    let m = module();
+    let list = m.mechanism_list(0).unwrap();
+    assert_eq!(list.len(), crate::mechanism::MECHANISMS.len());
+    let info = m.mechanism_info(0, CKM_SHA256).unwrap();
+    assert_ne!(info.flags & CKF_DIGEST, 0);
+    assert_ne!(info.flags & CKF_HW, 0);
+    assert_eq!(
+        m.mechanism_info(0, CKM_AES_GCM).err(),
+        Some(Error::MechanismInvalid)
+    );
+}
+
+#[test]
+fn session_limit_and_close_all() {
+    let m = ready(); // max 16 sessions in the test config
+    let hs: Vec<_> = (0..16).map(|_| ro(&m)).collect();
+    assert_eq!(
+        m.open_session(0, CKF_SERIAL_SESSION),
+        Err(Error::SessionCount)
+    );
+    assert_eq!(m.token_info(0).unwrap().ulSessionCount, 16);
+    m.close_all_sessions(0).unwrap();
+    assert_eq!(m.token_info(0).unwrap().ulSessionCount, 0);
+    assert_eq!(
+        m.session_info(hs[0]).err(),
+        Some(Error::SessionHandleInvalid)
+    );
+}
+
+#[test]
+fn utc_time_is_well_formed() {
+    let t = utc_time();
+    assert!(t[..14].iter().all(u8::is_ascii_digit));
+    assert_eq!(&t[14..], b"00");
+    assert!(t.starts_with(b"20"));
+}
+
+#[test]
+fn many_threads_share_one_session_safely() {
+    let m = Arc::new(ready());
+    let h = ro(&m);
+    let threads: Vec<_> = (0..10)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let mut buf = [0u8; 32];
+                    m.generate_random(h, &mut buf).unwrap();
+                    // Digest init may race with another thread's: either it
+                    // starts or it reports the active operation; never corrupts.
+                    match m.digest_init(h, &sha256()) {
+                        Ok(()) => {
+                            let mut out = [0u8; 32];
+                            let _ = m.digest(h, b"abc", &mut OutBuf::new(Some(&mut out)));
+                        }
+                        Err(e) => assert_eq!(e, Error::OperationActive),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

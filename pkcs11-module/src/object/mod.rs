@@ -57,8 +57,16 @@ impl Object {
 
     /// A short description for log lines: handle, class and label; never values.
     pub fn describe(&self) -> String {
-        let label = self.bytes(CKA_LABEL).map(String::from_utf8_lossy).unwrap_or_default();
-        format!("object {} (class {:#x}, label {:?})", self.handle, self.ulong(CKA_CLASS).unwrap_or(0), label)
+        let label = self
+            .bytes(CKA_LABEL)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        format!(
+            "object {} (class {:#x}, label {:?})",
+            self.handle,
+            self.ulong(CKA_CLASS).unwrap_or(0),
+            label
+        )
     }
 
     /// The record the store keeps for a token object.
@@ -66,7 +74,7 @@ impl Object {
         ObjectRecord {
             id: self.store_id,
             private: self.is_private(),
-            attrs: self.attrs.iter().map(|(k, v)| (*k as u64, v.clone())).collect(),
+            attrs: self.attrs.iter().map(|(k, v)| ((*k), v.clone())).collect(),
         }
     }
 
@@ -76,7 +84,11 @@ impl Object {
             handle,
             store_id: rec.id,
             owner: None,
-            attrs: rec.attrs.iter().map(|(k, v)| (*k as CK_ATTRIBUTE_TYPE, v.clone())).collect(),
+            attrs: rec
+                .attrs
+                .iter()
+                .map(|(k, v)| (*k as CK_ATTRIBUTE_TYPE, v.clone()))
+                .collect(),
         }
     }
 

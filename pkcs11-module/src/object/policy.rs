@@ -136,7 +136,13 @@ pub struct Rule {
     pub spec: &'static str,
 }
 
-const fn rule(ty: CK_ATTRIBUTE_TYPE, name: &'static str, kind: Kind, classes: u8, spec: &'static str) -> Rule {
+const fn rule(
+    ty: CK_ATTRIBUTE_TYPE,
+    name: &'static str,
+    kind: Kind,
+    classes: u8,
+    spec: &'static str,
+) -> Rule {
     Rule {
         ty,
         name,
@@ -192,8 +198,8 @@ impl Rule {
     }
 }
 
-use class::{ALL, CERT, DATA, KEYS, PRIV, PUB, SECRET};
 use Kind::{Bool, Bytes, Date, Mechanisms, Ulong};
+use class::{ALL, CERT, DATA, KEYS, PRIV, PUB, SECRET};
 
 const RSA: &[CK_KEY_TYPE] = &[CKK_RSA];
 const EC: &[CK_KEY_TYPE] = &[CKK_EC];
@@ -203,75 +209,333 @@ const SYM: &[CK_KEY_TYPE] = &[CKK_AES, CKK_GENERIC_SECRET];
 pub static RULES: &[Rule] = &[
     // Common object attributes (§4.2, §4.4).
     rule(CKA_CLASS, "CKA_CLASS", Ulong, ALL, "§4.2").create(Give::Required),
-    rule(CKA_TOKEN, "CKA_TOKEN", Bool, ALL, "§4.4").copy(Change::Any).default(Default::Bool(false)),
-    rule(CKA_PRIVATE, "CKA_PRIVATE", Bool, ALL, "§4.4").copy(Change::Any).default(Default::PrivateIfKeyMaterial),
-    rule(CKA_MODIFIABLE, "CKA_MODIFIABLE", Bool, ALL, "§4.4").copy(Change::ToFalse).default(Default::Bool(true)),
-    rule(CKA_COPYABLE, "CKA_COPYABLE", Bool, ALL, "§4.4").copy(Change::ToFalse).set(Change::ToFalse).default(Default::Bool(true)),
-    rule(CKA_DESTROYABLE, "CKA_DESTROYABLE", Bool, ALL, "§4.4").copy(Change::ToFalse).set(Change::ToFalse).default(Default::Bool(true)),
-    rule(CKA_LABEL, "CKA_LABEL", Bytes, ALL, "§4.4").editable().default(Default::Empty),
+    rule(CKA_TOKEN, "CKA_TOKEN", Bool, ALL, "§4.4")
+        .copy(Change::Any)
+        .default(Default::Bool(false)),
+    rule(CKA_PRIVATE, "CKA_PRIVATE", Bool, ALL, "§4.4")
+        .copy(Change::Any)
+        .default(Default::PrivateIfKeyMaterial),
+    rule(CKA_MODIFIABLE, "CKA_MODIFIABLE", Bool, ALL, "§4.4")
+        .copy(Change::ToFalse)
+        .default(Default::Bool(true)),
+    rule(CKA_COPYABLE, "CKA_COPYABLE", Bool, ALL, "§4.4")
+        .copy(Change::ToFalse)
+        .set(Change::ToFalse)
+        .default(Default::Bool(true)),
+    rule(CKA_DESTROYABLE, "CKA_DESTROYABLE", Bool, ALL, "§4.4")
+        .copy(Change::ToFalse)
+        .set(Change::ToFalse)
+        .default(Default::Bool(true)),
+    rule(CKA_LABEL, "CKA_LABEL", Bytes, ALL, "§4.4")
+        .editable()
+        .default(Default::Empty),
     rule(CKA_UNIQUE_ID, "CKA_UNIQUE_ID", Bytes, ALL, "§4.4").computed(),
     // Data objects (§4.5).
-    rule(CKA_APPLICATION, "CKA_APPLICATION", Bytes, DATA, "§4.5").editable().default(Default::Empty),
-    rule(CKA_OBJECT_ID, "CKA_OBJECT_ID", Bytes, DATA, "§4.5").editable().default(Default::Empty),
-    rule(CKA_VALUE, "CKA_VALUE", Bytes, DATA, "§4.5").editable().default(Default::Empty),
+    rule(CKA_APPLICATION, "CKA_APPLICATION", Bytes, DATA, "§4.5")
+        .editable()
+        .default(Default::Empty),
+    rule(CKA_OBJECT_ID, "CKA_OBJECT_ID", Bytes, DATA, "§4.5")
+        .editable()
+        .default(Default::Empty),
+    rule(CKA_VALUE, "CKA_VALUE", Bytes, DATA, "§4.5")
+        .editable()
+        .default(Default::Empty),
     // Certificates (§4.6) and X.509 public key certificates (§4.6.3).
-    rule(CKA_CERTIFICATE_TYPE, "CKA_CERTIFICATE_TYPE", Ulong, CERT, "§4.6").create(Give::Required),
-    rule(CKA_TRUSTED, "CKA_TRUSTED", Bool, CERT | PUB | SECRET, "§4.6, §4.8, §4.10").set(Change::Any).default(Default::Bool(false)),
-    rule(CKA_CERTIFICATE_CATEGORY, "CKA_CERTIFICATE_CATEGORY", Ulong, CERT, "§4.6").default(Default::Ulong(CK_CERTIFICATE_CATEGORY_UNSPECIFIED)),
-    rule(CKA_START_DATE, "CKA_START_DATE", Date, CERT | KEYS, "§4.6, §4.7").editable().default(Default::Empty),
-    rule(CKA_END_DATE, "CKA_END_DATE", Date, CERT | KEYS, "§4.6, §4.7").editable().default(Default::Empty),
+    rule(
+        CKA_CERTIFICATE_TYPE,
+        "CKA_CERTIFICATE_TYPE",
+        Ulong,
+        CERT,
+        "§4.6",
+    )
+    .create(Give::Required),
+    rule(
+        CKA_TRUSTED,
+        "CKA_TRUSTED",
+        Bool,
+        CERT | PUB | SECRET,
+        "§4.6, §4.8, §4.10",
+    )
+    .set(Change::Any)
+    .default(Default::Bool(false)),
+    rule(
+        CKA_CERTIFICATE_CATEGORY,
+        "CKA_CERTIFICATE_CATEGORY",
+        Ulong,
+        CERT,
+        "§4.6",
+    )
+    .default(Default::Ulong(CK_CERTIFICATE_CATEGORY_UNSPECIFIED)),
+    rule(
+        CKA_START_DATE,
+        "CKA_START_DATE",
+        Date,
+        CERT | KEYS,
+        "§4.6, §4.7",
+    )
+    .editable()
+    .default(Default::Empty),
+    rule(
+        CKA_END_DATE,
+        "CKA_END_DATE",
+        Date,
+        CERT | KEYS,
+        "§4.6, §4.7",
+    )
+    .editable()
+    .default(Default::Empty),
     rule(CKA_SUBJECT, "CKA_SUBJECT", Bytes, CERT, "§4.6.3").create(Give::Required),
-    rule(CKA_SUBJECT, "CKA_SUBJECT", Bytes, PUB | PRIV, "§4.8, §4.9").editable().default(Default::Empty),
-    rule(CKA_ID, "CKA_ID", Bytes, CERT | KEYS, "§4.6.3, §4.7").editable().default(Default::Empty),
-    rule(CKA_ISSUER, "CKA_ISSUER", Bytes, CERT, "§4.6.3").editable().default(Default::Empty),
-    rule(CKA_SERIAL_NUMBER, "CKA_SERIAL_NUMBER", Bytes, CERT, "§4.6.3").editable().default(Default::Empty),
+    rule(CKA_SUBJECT, "CKA_SUBJECT", Bytes, PUB | PRIV, "§4.8, §4.9")
+        .editable()
+        .default(Default::Empty),
+    rule(CKA_ID, "CKA_ID", Bytes, CERT | KEYS, "§4.6.3, §4.7")
+        .editable()
+        .default(Default::Empty),
+    rule(CKA_ISSUER, "CKA_ISSUER", Bytes, CERT, "§4.6.3")
+        .editable()
+        .default(Default::Empty),
+    rule(
+        CKA_SERIAL_NUMBER,
+        "CKA_SERIAL_NUMBER",
+        Bytes,
+        CERT,
+        "§4.6.3",
+    )
+    .editable()
+    .default(Default::Empty),
     rule(CKA_VALUE, "CKA_VALUE", Bytes, CERT, "§4.6.3").create(Give::Required),
     rule(CKA_URL, "CKA_URL", Bytes, CERT, "§4.6.3").default(Default::Empty),
-    rule(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, "CKA_HASH_OF_SUBJECT_PUBLIC_KEY", Bytes, CERT, "§4.6.3").default(Default::Empty),
-    rule(CKA_HASH_OF_ISSUER_PUBLIC_KEY, "CKA_HASH_OF_ISSUER_PUBLIC_KEY", Bytes, CERT, "§4.6.3").default(Default::Empty),
-    rule(CKA_JAVA_MIDP_SECURITY_DOMAIN, "CKA_JAVA_MIDP_SECURITY_DOMAIN", Ulong, CERT, "§4.6.3").default(Default::Ulong(0)),
-    rule(CKA_NAME_HASH_ALGORITHM, "CKA_NAME_HASH_ALGORITHM", Ulong, CERT, "§4.6.3").default(Default::Ulong(CKM_SHA_1)),
+    rule(
+        CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+        "CKA_HASH_OF_SUBJECT_PUBLIC_KEY",
+        Bytes,
+        CERT,
+        "§4.6.3",
+    )
+    .default(Default::Empty),
+    rule(
+        CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+        "CKA_HASH_OF_ISSUER_PUBLIC_KEY",
+        Bytes,
+        CERT,
+        "§4.6.3",
+    )
+    .default(Default::Empty),
+    rule(
+        CKA_JAVA_MIDP_SECURITY_DOMAIN,
+        "CKA_JAVA_MIDP_SECURITY_DOMAIN",
+        Ulong,
+        CERT,
+        "§4.6.3",
+    )
+    .default(Default::Ulong(0)),
+    rule(
+        CKA_NAME_HASH_ALGORITHM,
+        "CKA_NAME_HASH_ALGORITHM",
+        Ulong,
+        CERT,
+        "§4.6.3",
+    )
+    .default(Default::Ulong(CKM_SHA_1)),
     // Common key attributes (§4.7).
     rule(CKA_KEY_TYPE, "CKA_KEY_TYPE", Ulong, KEYS, "§4.7").create(Give::Required),
-    rule(CKA_DERIVE, "CKA_DERIVE", Bool, KEYS, "§4.7").editable().default(Default::Bool(false)),
+    rule(CKA_DERIVE, "CKA_DERIVE", Bool, KEYS, "§4.7")
+        .editable()
+        .default(Default::Bool(false)),
     rule(CKA_LOCAL, "CKA_LOCAL", Bool, KEYS, "§4.7").computed(),
-    rule(CKA_KEY_GEN_MECHANISM, "CKA_KEY_GEN_MECHANISM", Ulong, KEYS, "§4.7").computed(),
-    rule(CKA_ALLOWED_MECHANISMS, "CKA_ALLOWED_MECHANISMS", Mechanisms, KEYS, "§4.7").default(Default::Empty),
+    rule(
+        CKA_KEY_GEN_MECHANISM,
+        "CKA_KEY_GEN_MECHANISM",
+        Ulong,
+        KEYS,
+        "§4.7",
+    )
+    .computed(),
+    rule(
+        CKA_ALLOWED_MECHANISMS,
+        "CKA_ALLOWED_MECHANISMS",
+        Mechanisms,
+        KEYS,
+        "§4.7",
+    )
+    .default(Default::Empty),
     // Usage flags of public (§4.8), private (§4.9) and secret (§4.10) keys.
-    rule(CKA_ENCRYPT, "CKA_ENCRYPT", Bool, PUB | SECRET, "§4.8, §4.10").editable().default(Default::Bool(true)),
-    rule(CKA_VERIFY, "CKA_VERIFY", Bool, PUB | SECRET, "§4.8, §4.10").editable().default(Default::Bool(true)),
-    rule(CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER", Bool, PUB, "§4.8").editable().default(Default::Bool(true)),
-    rule(CKA_WRAP, "CKA_WRAP", Bool, PUB | SECRET, "§4.8, §4.10").editable().default(Default::Bool(true)),
-    rule(CKA_DECRYPT, "CKA_DECRYPT", Bool, PRIV | SECRET, "§4.9, §4.10").editable().default(Default::Bool(true)),
-    rule(CKA_SIGN, "CKA_SIGN", Bool, PRIV | SECRET, "§4.9, §4.10").editable().default(Default::Bool(true)),
-    rule(CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER", Bool, PRIV, "§4.9").editable().default(Default::Bool(true)),
-    rule(CKA_UNWRAP, "CKA_UNWRAP", Bool, PRIV | SECRET, "§4.9, §4.10").editable().default(Default::Bool(true)),
-    rule(CKA_PUBLIC_KEY_INFO, "CKA_PUBLIC_KEY_INFO", Bytes, PUB | PRIV, "§4.8, §4.9").default(Default::Empty),
+    rule(
+        CKA_ENCRYPT,
+        "CKA_ENCRYPT",
+        Bool,
+        PUB | SECRET,
+        "§4.8, §4.10",
+    )
+    .editable()
+    .default(Default::Bool(true)),
+    rule(CKA_VERIFY, "CKA_VERIFY", Bool, PUB | SECRET, "§4.8, §4.10")
+        .editable()
+        .default(Default::Bool(true)),
+    rule(CKA_VERIFY_RECOVER, "CKA_VERIFY_RECOVER", Bool, PUB, "§4.8")
+        .editable()
+        .default(Default::Bool(true)),
+    rule(CKA_WRAP, "CKA_WRAP", Bool, PUB | SECRET, "§4.8, §4.10")
+        .editable()
+        .default(Default::Bool(true)),
+    rule(
+        CKA_DECRYPT,
+        "CKA_DECRYPT",
+        Bool,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .editable()
+    .default(Default::Bool(true)),
+    rule(CKA_SIGN, "CKA_SIGN", Bool, PRIV | SECRET, "§4.9, §4.10")
+        .editable()
+        .default(Default::Bool(true)),
+    rule(CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER", Bool, PRIV, "§4.9")
+        .editable()
+        .default(Default::Bool(true)),
+    rule(CKA_UNWRAP, "CKA_UNWRAP", Bool, PRIV | SECRET, "§4.9, §4.10")
+        .editable()
+        .default(Default::Bool(true)),
+    rule(
+        CKA_PUBLIC_KEY_INFO,
+        "CKA_PUBLIC_KEY_INFO",
+        Bytes,
+        PUB | PRIV,
+        "§4.8, §4.9",
+    )
+    .default(Default::Empty),
     // Protection of private and secret keys (§4.9, §4.10).
-    rule(CKA_SENSITIVE, "CKA_SENSITIVE", Bool, PRIV | SECRET, "§4.9, §4.10").copy(Change::ToTrue).set(Change::ToTrue).default(Default::SensitiveByPolicy),
-    rule(CKA_EXTRACTABLE, "CKA_EXTRACTABLE", Bool, PRIV | SECRET, "§4.9, §4.10").copy(Change::ToFalse).set(Change::ToFalse).default(Default::ExtractableByPolicy),
-    rule(CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", Bool, PRIV | SECRET, "§4.9, §4.10").computed(),
-    rule(CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", Bool, PRIV | SECRET, "§4.9, §4.10").computed(),
-    rule(CKA_WRAP_WITH_TRUSTED, "CKA_WRAP_WITH_TRUSTED", Bool, PRIV | SECRET, "§4.9, §4.10").copy(Change::ToTrue).set(Change::ToTrue).default(Default::Bool(false)),
-    rule(CKA_ALWAYS_AUTHENTICATE, "CKA_ALWAYS_AUTHENTICATE", Bool, PRIV, "§4.9").default(Default::Bool(false)),
+    rule(
+        CKA_SENSITIVE,
+        "CKA_SENSITIVE",
+        Bool,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .copy(Change::ToTrue)
+    .set(Change::ToTrue)
+    .default(Default::SensitiveByPolicy),
+    rule(
+        CKA_EXTRACTABLE,
+        "CKA_EXTRACTABLE",
+        Bool,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .copy(Change::ToFalse)
+    .set(Change::ToFalse)
+    .default(Default::ExtractableByPolicy),
+    rule(
+        CKA_ALWAYS_SENSITIVE,
+        "CKA_ALWAYS_SENSITIVE",
+        Bool,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .computed(),
+    rule(
+        CKA_NEVER_EXTRACTABLE,
+        "CKA_NEVER_EXTRACTABLE",
+        Bool,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .computed(),
+    rule(
+        CKA_WRAP_WITH_TRUSTED,
+        "CKA_WRAP_WITH_TRUSTED",
+        Bool,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .copy(Change::ToTrue)
+    .set(Change::ToTrue)
+    .default(Default::Bool(false)),
+    rule(
+        CKA_ALWAYS_AUTHENTICATE,
+        "CKA_ALWAYS_AUTHENTICATE",
+        Bool,
+        PRIV,
+        "§4.9",
+    )
+    .default(Default::Bool(false)),
     // Secret key values (§6.7 AES, §6.43 generic secret).
-    rule(CKA_VALUE, "CKA_VALUE", Bytes, SECRET, "§4.10").keys(SYM).create(Give::Required).generate(Give::Never).secret(),
+    rule(CKA_VALUE, "CKA_VALUE", Bytes, SECRET, "§4.10")
+        .keys(SYM)
+        .create(Give::Required)
+        .generate(Give::Never)
+        .secret(),
     rule(CKA_VALUE_LEN, "CKA_VALUE_LEN", Ulong, SECRET, "§4.10").keys(SYM),
     // RSA (§6.1.2, §6.1.3).
-    rule(CKA_MODULUS, "CKA_MODULUS", Bytes, PUB | PRIV, "§6.1").keys(RSA).create(Give::Required).generate(Give::Never),
-    rule(CKA_MODULUS_BITS, "CKA_MODULUS_BITS", Ulong, PUB, "§6.1.2").keys(RSA).create(Give::Never),
-    rule(CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT", Bytes, PUB, "§6.1.2").keys(RSA).create(Give::Required),
-    rule(CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT", Bytes, PRIV, "§6.1.3").keys(RSA).generate(Give::Never),
-    rule(CKA_PRIVATE_EXPONENT, "CKA_PRIVATE_EXPONENT", Bytes, PRIV, "§6.1.3").keys(RSA).create(Give::Required).generate(Give::Never).secret(),
-    rule(CKA_PRIME_1, "CKA_PRIME_1", Bytes, PRIV, "§6.1.3").keys(RSA).generate(Give::Never).secret(),
-    rule(CKA_PRIME_2, "CKA_PRIME_2", Bytes, PRIV, "§6.1.3").keys(RSA).generate(Give::Never).secret(),
-    rule(CKA_EXPONENT_1, "CKA_EXPONENT_1", Bytes, PRIV, "§6.1.3").keys(RSA).generate(Give::Never).secret(),
-    rule(CKA_EXPONENT_2, "CKA_EXPONENT_2", Bytes, PRIV, "§6.1.3").keys(RSA).generate(Give::Never).secret(),
-    rule(CKA_COEFFICIENT, "CKA_COEFFICIENT", Bytes, PRIV, "§6.1.3").keys(RSA).generate(Give::Never).secret(),
+    rule(CKA_MODULUS, "CKA_MODULUS", Bytes, PUB | PRIV, "§6.1")
+        .keys(RSA)
+        .create(Give::Required)
+        .generate(Give::Never),
+    rule(CKA_MODULUS_BITS, "CKA_MODULUS_BITS", Ulong, PUB, "§6.1.2")
+        .keys(RSA)
+        .create(Give::Never),
+    rule(
+        CKA_PUBLIC_EXPONENT,
+        "CKA_PUBLIC_EXPONENT",
+        Bytes,
+        PUB,
+        "§6.1.2",
+    )
+    .keys(RSA)
+    .create(Give::Required),
+    rule(
+        CKA_PUBLIC_EXPONENT,
+        "CKA_PUBLIC_EXPONENT",
+        Bytes,
+        PRIV,
+        "§6.1.3",
+    )
+    .keys(RSA)
+    .generate(Give::Never),
+    rule(
+        CKA_PRIVATE_EXPONENT,
+        "CKA_PRIVATE_EXPONENT",
+        Bytes,
+        PRIV,
+        "§6.1.3",
+    )
+    .keys(RSA)
+    .create(Give::Required)
+    .generate(Give::Never)
+    .secret(),
+    rule(CKA_PRIME_1, "CKA_PRIME_1", Bytes, PRIV, "§6.1.3")
+        .keys(RSA)
+        .generate(Give::Never)
+        .secret(),
+    rule(CKA_PRIME_2, "CKA_PRIME_2", Bytes, PRIV, "§6.1.3")
+        .keys(RSA)
+        .generate(Give::Never)
+        .secret(),
+    rule(CKA_EXPONENT_1, "CKA_EXPONENT_1", Bytes, PRIV, "§6.1.3")
+        .keys(RSA)
+        .generate(Give::Never)
+        .secret(),
+    rule(CKA_EXPONENT_2, "CKA_EXPONENT_2", Bytes, PRIV, "§6.1.3")
+        .keys(RSA)
+        .generate(Give::Never)
+        .secret(),
+    rule(CKA_COEFFICIENT, "CKA_COEFFICIENT", Bytes, PRIV, "§6.1.3")
+        .keys(RSA)
+        .generate(Give::Never)
+        .secret(),
     // Elliptic curves (§6.3.3, §6.3.4).
-    rule(CKA_EC_PARAMS, "CKA_EC_PARAMS", Bytes, PUB | PRIV, "§6.3").keys(EC).create(Give::Required),
-    rule(CKA_EC_POINT, "CKA_EC_POINT", Bytes, PUB, "§6.3.3").keys(EC).create(Give::Required).generate(Give::Never),
-    rule(CKA_VALUE, "CKA_VALUE", Bytes, PRIV, "§6.3.4").keys(EC).create(Give::Required).generate(Give::Never).secret(),
+    rule(CKA_EC_PARAMS, "CKA_EC_PARAMS", Bytes, PUB | PRIV, "§6.3")
+        .keys(EC)
+        .create(Give::Required),
+    rule(CKA_EC_POINT, "CKA_EC_POINT", Bytes, PUB, "§6.3.3")
+        .keys(EC)
+        .create(Give::Required)
+        .generate(Give::Never),
+    rule(CKA_VALUE, "CKA_VALUE", Bytes, PRIV, "§6.3.4")
+        .keys(EC)
+        .create(Give::Required)
+        .generate(Give::Never)
+        .secret(),
 ];
 
 /// The row for `ty` on an object of class bit `cls` and key type `kt`.
@@ -324,7 +588,10 @@ pub fn encode(v: &AttrValue) -> Vec<u8> {
         AttrValue::Bool(b) => vec![u8::from(*b)],
         AttrValue::Ulong(u) => (*u as CK_ULONG).to_ne_bytes().to_vec(),
         AttrValue::Bytes(b) => b.clone(),
-        AttrValue::Mechanisms(m) => m.iter().flat_map(|x| (*x as CK_ULONG).to_ne_bytes()).collect(),
+        AttrValue::Mechanisms(m) => m
+            .iter()
+            .flat_map(|x| (*x as CK_ULONG).to_ne_bytes())
+            .collect(),
     }
 }
 
@@ -412,7 +679,11 @@ fn identity(attrs: &Attrs) -> Result<(u8, Option<CK_KEY_TYPE>)> {
 
 /// Decodes a template into typed values for an object of the given identity;
 /// the same type twice with different values is `CKR_TEMPLATE_INCONSISTENT`.
-fn decode_template(template: &[RawAttr], cls: u8, kt: Option<CK_KEY_TYPE>) -> Result<Vec<(&'static Rule, AttrValue)>> {
+fn decode_template(
+    template: &[RawAttr],
+    cls: u8,
+    kt: Option<CK_KEY_TYPE>,
+) -> Result<Vec<(&'static Rule, AttrValue)>> {
     let mut out: Vec<(&'static Rule, AttrValue)> = Vec::with_capacity(template.len());
     for a in template {
         let r = rule_for(a.ty, cls, kt).ok_or(Error::AttributeTypeInvalid)?;
@@ -430,12 +701,18 @@ fn decode_template(template: &[RawAttr], cls: u8, kt: Option<CK_KEY_TYPE>) -> Re
 
 /// Reads the class and key type from a template (and the mechanism's implied
 /// ones, for generation), before anything else is checked.
-fn template_identity(template: &[RawAttr], implied: &[(CK_ATTRIBUTE_TYPE, CK_ULONG)]) -> Result<Attrs> {
+fn template_identity(
+    template: &[RawAttr],
+    implied: &[(CK_ATTRIBUTE_TYPE, CK_ULONG)],
+) -> Result<Attrs> {
     let mut id = Attrs::new();
     for (ty, v) in implied {
         id.insert(*ty, AttrValue::Ulong(*v));
     }
-    for a in template.iter().filter(|a| a.ty == CKA_CLASS || a.ty == CKA_KEY_TYPE) {
+    for a in template
+        .iter()
+        .filter(|a| a.ty == CKA_CLASS || a.ty == CKA_KEY_TYPE)
+    {
         let v = decode(Kind::Ulong, &a.value)?;
         match id.get(&a.ty) {
             Some(prev) if *prev != v => return Err(Error::TemplateInconsistent),
@@ -470,7 +747,10 @@ pub fn build(
         }
         attrs.insert(r.ty, v);
     }
-    for r in RULES.iter().filter(|r| rule_for(r.ty, cls, kt).is_some_and(|x| std::ptr::eq(x, *r))) {
+    for r in RULES
+        .iter()
+        .filter(|r| rule_for(r.ty, cls, kt).is_some_and(|x| std::ptr::eq(x, *r)))
+    {
         if attrs.contains_key(&r.ty) {
             continue;
         }
@@ -485,7 +765,7 @@ pub fn build(
         let d = match r.default {
             Default::None => None,
             Default::Bool(b) => Some(AttrValue::Bool(b)),
-            Default::Ulong(u) => Some(AttrValue::Ulong(u as u64)),
+            Default::Ulong(u) => Some(AttrValue::Ulong(u)),
             Default::Empty => Some(match r.kind {
                 Kind::Mechanisms => AttrValue::Mechanisms(Vec::new()),
                 _ => AttrValue::Bytes(Vec::new()),
@@ -503,7 +783,10 @@ pub fn build(
         check_imported_key(&mut attrs, cls, kt)?;
     }
     // Token-computed attributes: what the token knows to be true.
-    attrs.insert(CKA_UNIQUE_ID, AttrValue::Bytes(unique_id.as_bytes().to_vec()));
+    attrs.insert(
+        CKA_UNIQUE_ID,
+        AttrValue::Bytes(unique_id.as_bytes().to_vec()),
+    );
     if cls & KEYS != 0 {
         let local = matches!(origin, Origin::Generate(_));
         attrs.insert(CKA_LOCAL, AttrValue::Bool(local));
@@ -511,7 +794,7 @@ pub fn build(
             Origin::Generate(m) => m,
             Origin::Create => CK_UNAVAILABLE_INFORMATION,
         };
-        attrs.insert(CKA_KEY_GEN_MECHANISM, AttrValue::Ulong(mech as u64));
+        attrs.insert(CKA_KEY_GEN_MECHANISM, AttrValue::Ulong(mech));
     }
     if cls & (PRIV | SECRET) != 0 {
         // An imported key was outside the token in the clear: it was never
@@ -556,7 +839,10 @@ fn check_imported_key(attrs: &mut Attrs, cls: u8, kt: Option<CK_KEY_TYPE>) -> Re
                 Some(AttrValue::Bytes(n)) => n.as_slice(),
                 _ => return Err(Error::TemplateIncomplete),
             };
-            let first = n.iter().position(|&b| b != 0).ok_or(Error::AttributeValueInvalid)?;
+            let first = n
+                .iter()
+                .position(|&b| b != 0)
+                .ok_or(Error::AttributeValueInvalid)?;
             let bits = (n.len() - first) * 8 - n[first].leading_zeros() as usize;
             attrs.insert(CKA_MODULUS_BITS, AttrValue::Ulong(bits as u64));
         }
@@ -567,7 +853,10 @@ fn check_imported_key(attrs: &mut Attrs, cls: u8, kt: Option<CK_KEY_TYPE>) -> Re
 
 /// The key policy and the SO-only attributes, on a complete attribute set.
 fn check_policy(attrs: &Attrs, cls: u8, actor: Actor) -> Result<()> {
-    if cls & (PRIV | SECRET) != 0 && actor.policy == KeyPolicy::Hsm && !get_bool(attrs, CKA_SENSITIVE) {
+    if cls & (PRIV | SECRET) != 0
+        && actor.policy == KeyPolicy::Hsm
+        && !get_bool(attrs, CKA_SENSITIVE)
+    {
         return Err(Error::AttributeValueInvalid);
     }
     if get_bool(attrs, CKA_TRUSTED) && !actor.so {
@@ -601,7 +890,13 @@ pub enum Edit {
 /// Applies a copy or set template to existing attributes, as the table allows.
 /// `CKA_SENSITIVE` and `CKA_EXTRACTABLE` move only in the safe direction, and
 /// the token-computed attributes never move.
-pub fn modify(existing: &Attrs, template: &[RawAttr], edit: Edit, actor: Actor, unique_id: Option<&str>) -> Result<Attrs> {
+pub fn modify(
+    existing: &Attrs,
+    template: &[RawAttr],
+    edit: Edit,
+    actor: Actor,
+    unique_id: Option<&str>,
+) -> Result<Attrs> {
     let (cls, kt) = identity(existing)?;
     let mut attrs = existing.clone();
     for (r, v) in decode_template(template, cls, kt)? {
@@ -636,7 +931,8 @@ pub enum Reading {
 
 /// True when the object's key material must not leave the token in the clear.
 pub fn is_protected(attrs: &Attrs) -> bool {
-    get_bool(attrs, CKA_SENSITIVE) || (attrs.contains_key(&CKA_EXTRACTABLE) && !get_bool(attrs, CKA_EXTRACTABLE))
+    get_bool(attrs, CKA_SENSITIVE)
+        || (attrs.contains_key(&CKA_EXTRACTABLE) && !get_bool(attrs, CKA_EXTRACTABLE))
 }
 
 /// Reads one attribute as `C_GetAttributeValue` may reveal it.
@@ -672,8 +968,14 @@ pub fn matches(attrs: &Attrs, template: &[RawAttr]) -> bool {
 mod tests {
     use super::*;
 
-    const HSM: Actor = Actor { policy: KeyPolicy::Hsm, so: false };
-    const SPEC: Actor = Actor { policy: KeyPolicy::Spec, so: false };
+    const HSM: Actor = Actor {
+        policy: KeyPolicy::Hsm,
+        so: false,
+    };
+    const SPEC: Actor = Actor {
+        policy: KeyPolicy::Spec,
+        so: false,
+    };
 
     fn aes_template(extra: &[RawAttr]) -> Vec<RawAttr> {
         let mut t = vec![
@@ -695,7 +997,11 @@ mod tests {
                 let overlap = a.key_types.is_empty()
                     || b.key_types.is_empty()
                     || a.key_types.iter().any(|k| b.key_types.contains(k));
-                assert!(!overlap, "{} has two rows for the same class/key type", a.name);
+                assert!(
+                    !overlap,
+                    "{} has two rows for the same class/key type",
+                    a.name
+                );
             }
         }
     }
@@ -711,7 +1017,14 @@ mod tests {
         assert!(!get_bool(&a, CKA_LOCAL));
         assert!(!get_bool(&a, CKA_ALWAYS_SENSITIVE));
         assert!(!get_bool(&a, CKA_NEVER_EXTRACTABLE));
-        let e = build(&aes_template(&[RawAttr::bool(CKA_SENSITIVE, false)]), &[], Origin::Create, HSM, "u").unwrap_err();
+        let e = build(
+            &aes_template(&[RawAttr::bool(CKA_SENSITIVE, false)]),
+            &[],
+            Origin::Create,
+            HSM,
+            "u",
+        )
+        .unwrap_err();
         assert_eq!(e, Error::AttributeValueInvalid);
     }
 
@@ -720,7 +1033,10 @@ mod tests {
         let a = build(&aes_template(&[]), &[], Origin::Create, SPEC, "u1").unwrap();
         assert!(!get_bool(&a, CKA_SENSITIVE));
         assert!(get_bool(&a, CKA_EXTRACTABLE));
-        assert_eq!(read(&a, CKA_VALUE), Reading::Value(zeroize::Zeroizing::new(vec![7u8; 32])));
+        assert_eq!(
+            read(&a, CKA_VALUE),
+            Reading::Value(zeroize::Zeroizing::new(vec![7u8; 32]))
+        );
     }
 
     #[test]
@@ -731,76 +1047,223 @@ mod tests {
         assert!(get_bool(&a, CKA_LOCAL));
         assert!(get_bool(&a, CKA_ALWAYS_SENSITIVE));
         assert!(get_bool(&a, CKA_NEVER_EXTRACTABLE));
-        assert_eq!(a.get(&CKA_KEY_GEN_MECHANISM), Some(&AttrValue::Ulong(CKM_AES_KEY_GEN as u64)));
+        assert_eq!(
+            a.get(&CKA_KEY_GEN_MECHANISM),
+            Some(&AttrValue::Ulong(CKM_AES_KEY_GEN))
+        );
         // The caller may not supply the value of a key the token generates.
         let t = vec![RawAttr::new(CKA_VALUE, &[1; 16])];
-        assert_eq!(build(&t, &implied, Origin::Generate(CKM_AES_KEY_GEN), HSM, "u").unwrap_err(), Error::AttributeReadOnly);
+        assert_eq!(
+            build(&t, &implied, Origin::Generate(CKM_AES_KEY_GEN), HSM, "u").unwrap_err(),
+            Error::AttributeReadOnly
+        );
     }
 
     #[test]
     fn template_errors() {
         // Missing class.
-        assert_eq!(build(&[RawAttr::new(CKA_LABEL, b"x")], &[], Origin::Create, SPEC, "u").unwrap_err(), Error::TemplateIncomplete);
+        assert_eq!(
+            build(
+                &[RawAttr::new(CKA_LABEL, b"x")],
+                &[],
+                Origin::Create,
+                SPEC,
+                "u"
+            )
+            .unwrap_err(),
+            Error::TemplateIncomplete
+        );
         // Missing value of a secret key.
-        let t = vec![RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY), RawAttr::ulong(CKA_KEY_TYPE, CKK_AES)];
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::TemplateIncomplete);
+        let t = vec![
+            RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+            RawAttr::ulong(CKA_KEY_TYPE, CKK_AES),
+        ];
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::TemplateIncomplete
+        );
         // An attribute the class does not have.
         let t = aes_template(&[RawAttr::new(CKA_MODULUS, b"n")]);
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::AttributeTypeInvalid);
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeTypeInvalid
+        );
         // A wrongly sized boolean.
         let t = aes_template(&[RawAttr::new(CKA_TOKEN, &[1, 0])]);
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::AttributeValueInvalid);
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeValueInvalid
+        );
         // Read-only attribute in a create template.
         let t = aes_template(&[RawAttr::bool(CKA_LOCAL, true)]);
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::AttributeReadOnly);
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeReadOnly
+        );
         // Contradiction.
-        let t = aes_template(&[RawAttr::bool(CKA_TOKEN, true), RawAttr::bool(CKA_TOKEN, false)]);
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::TemplateInconsistent);
+        let t = aes_template(&[
+            RawAttr::bool(CKA_TOKEN, true),
+            RawAttr::bool(CKA_TOKEN, false),
+        ]);
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::TemplateInconsistent
+        );
         // Unknown class and key type.
         let t = vec![RawAttr::ulong(CKA_CLASS, 0x7777)];
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::AttributeValueInvalid);
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeValueInvalid
+        );
         // Only the SO may mark a key trusted.
         let t = aes_template(&[RawAttr::bool(CKA_TRUSTED, true)]);
-        assert_eq!(build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::AttributeReadOnly);
-        assert!(build(&t, &[], Origin::Create, Actor { policy: KeyPolicy::Spec, so: true }, "u").is_ok());
+        assert_eq!(
+            build(&t, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeReadOnly
+        );
+        assert!(
+            build(
+                &t,
+                &[],
+                Origin::Create,
+                Actor {
+                    policy: KeyPolicy::Spec,
+                    so: true
+                },
+                "u"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn sensitivity_moves_only_the_safe_way() {
         let a = build(&aes_template(&[]), &[], Origin::Create, SPEC, "u").unwrap();
-        let up = modify(&a, &[RawAttr::bool(CKA_SENSITIVE, true)], Edit::Set, SPEC, None).unwrap();
+        let up = modify(
+            &a,
+            &[RawAttr::bool(CKA_SENSITIVE, true)],
+            Edit::Set,
+            SPEC,
+            None,
+        )
+        .unwrap();
         assert!(get_bool(&up, CKA_SENSITIVE));
-        assert_eq!(modify(&up, &[RawAttr::bool(CKA_SENSITIVE, false)], Edit::Set, SPEC, None).unwrap_err(), Error::AttributeReadOnly);
-        let down = modify(&a, &[RawAttr::bool(CKA_EXTRACTABLE, false)], Edit::Copy, SPEC, Some("u2")).unwrap();
-        assert_eq!(modify(&down, &[RawAttr::bool(CKA_EXTRACTABLE, true)], Edit::Copy, SPEC, None).unwrap_err(), Error::AttributeReadOnly);
+        assert_eq!(
+            modify(
+                &up,
+                &[RawAttr::bool(CKA_SENSITIVE, false)],
+                Edit::Set,
+                SPEC,
+                None
+            )
+            .unwrap_err(),
+            Error::AttributeReadOnly
+        );
+        let down = modify(
+            &a,
+            &[RawAttr::bool(CKA_EXTRACTABLE, false)],
+            Edit::Copy,
+            SPEC,
+            Some("u2"),
+        )
+        .unwrap();
+        assert_eq!(
+            modify(
+                &down,
+                &[RawAttr::bool(CKA_EXTRACTABLE, true)],
+                Edit::Copy,
+                SPEC,
+                None
+            )
+            .unwrap_err(),
+            Error::AttributeReadOnly
+        );
         // Token-computed and structural attributes never change.
-        assert_eq!(modify(&a, &[RawAttr::bool(CKA_LOCAL, true)], Edit::Set, SPEC, None).unwrap_err(), Error::AttributeReadOnly);
-        assert_eq!(modify(&a, &[RawAttr::ulong(CKA_CLASS, CKO_DATA)], Edit::Set, SPEC, None).unwrap_err(), Error::AttributeReadOnly);
-        assert_eq!(modify(&a, &[RawAttr::new(CKA_VALUE, &[0; 32])], Edit::Set, SPEC, None).unwrap_err(), Error::AttributeReadOnly);
+        assert_eq!(
+            modify(&a, &[RawAttr::bool(CKA_LOCAL, true)], Edit::Set, SPEC, None).unwrap_err(),
+            Error::AttributeReadOnly
+        );
+        assert_eq!(
+            modify(
+                &a,
+                &[RawAttr::ulong(CKA_CLASS, CKO_DATA)],
+                Edit::Set,
+                SPEC,
+                None
+            )
+            .unwrap_err(),
+            Error::AttributeReadOnly
+        );
+        assert_eq!(
+            modify(
+                &a,
+                &[RawAttr::new(CKA_VALUE, &[0; 32])],
+                Edit::Set,
+                SPEC,
+                None
+            )
+            .unwrap_err(),
+            Error::AttributeReadOnly
+        );
         // Labels are free to change.
-        let l = modify(&a, &[RawAttr::new(CKA_LABEL, b"new")], Edit::Set, SPEC, None).unwrap();
+        let l = modify(
+            &a,
+            &[RawAttr::new(CKA_LABEL, b"new")],
+            Edit::Set,
+            SPEC,
+            None,
+        )
+        .unwrap();
         assert_eq!(l.get(&CKA_LABEL), Some(&AttrValue::Bytes(b"new".to_vec())));
     }
 
     #[test]
     fn find_never_matches_on_protected_key_material() {
-        let a = build(&aes_template(&[RawAttr::new(CKA_LABEL, b"k1")]), &[], Origin::Create, HSM, "u").unwrap();
+        let a = build(
+            &aes_template(&[RawAttr::new(CKA_LABEL, b"k1")]),
+            &[],
+            Origin::Create,
+            HSM,
+            "u",
+        )
+        .unwrap();
         assert!(matches(&a, &[RawAttr::new(CKA_LABEL, b"k1")]));
-        assert!(matches(&a, &[RawAttr::bool(CKA_SENSITIVE, true), RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY)]));
+        assert!(matches(
+            &a,
+            &[
+                RawAttr::bool(CKA_SENSITIVE, true),
+                RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY)
+            ]
+        ));
         assert!(!matches(&a, &[RawAttr::new(CKA_LABEL, b"k2")]));
-        assert!(!matches(&a, &[RawAttr::new(CKA_VALUE, &[7u8; 32])]), "value of a sensitive key must not match");
+        assert!(
+            !matches(&a, &[RawAttr::new(CKA_VALUE, &[7u8; 32])]),
+            "value of a sensitive key must not match"
+        );
         assert!(matches(&a, &[]));
     }
 
     #[test]
     fn imported_key_values_are_checked() {
-        let t = |v: &[u8]| vec![RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY), RawAttr::ulong(CKA_KEY_TYPE, CKK_AES), RawAttr::new(CKA_VALUE, v)];
-        assert_eq!(build(&t(&[1; 15]), &[], Origin::Create, SPEC, "u").unwrap_err(), Error::AttributeValueInvalid);
+        let t = |v: &[u8]| {
+            vec![
+                RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+                RawAttr::ulong(CKA_KEY_TYPE, CKK_AES),
+                RawAttr::new(CKA_VALUE, v),
+            ]
+        };
+        assert_eq!(
+            build(&t(&[1; 15]), &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeValueInvalid
+        );
         let a = build(&t(&[1; 24]), &[], Origin::Create, SPEC, "u").unwrap();
         assert_eq!(a.get(&CKA_VALUE_LEN), Some(&AttrValue::Ulong(24)));
         let mut bad = t(&[1; 16]);
         bad.push(RawAttr::ulong(CKA_VALUE_LEN, 32));
-        assert_eq!(build(&bad, &[], Origin::Create, SPEC, "u").unwrap_err(), Error::TemplateInconsistent);
+        assert_eq!(
+            build(&bad, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::TemplateInconsistent
+        );
         let rsa = vec![
             RawAttr::ulong(CKA_CLASS, CKO_PUBLIC_KEY),
             RawAttr::ulong(CKA_KEY_TYPE, CKK_RSA),
@@ -813,16 +1276,34 @@ mod tests {
 
     #[test]
     fn data_objects_and_certificates() {
-        let t = vec![RawAttr::ulong(CKA_CLASS, CKO_DATA), RawAttr::new(CKA_VALUE, b"hello"), RawAttr::new(CKA_APPLICATION, b"app")];
+        let t = vec![
+            RawAttr::ulong(CKA_CLASS, CKO_DATA),
+            RawAttr::new(CKA_VALUE, b"hello"),
+            RawAttr::new(CKA_APPLICATION, b"app"),
+        ];
         let a = build(&t, &[], Origin::Create, HSM, "u").unwrap();
         assert!(!get_bool(&a, CKA_PRIVATE), "data objects default to public");
-        assert_eq!(read(&a, CKA_VALUE), Reading::Value(zeroize::Zeroizing::new(b"hello".to_vec())));
+        assert_eq!(
+            read(&a, CKA_VALUE),
+            Reading::Value(zeroize::Zeroizing::new(b"hello".to_vec()))
+        );
         assert_eq!(read(&a, CKA_SENSITIVE), Reading::Invalid);
-        let c = vec![RawAttr::ulong(CKA_CLASS, CKO_CERTIFICATE), RawAttr::ulong(CKA_CERTIFICATE_TYPE, CKC_X_509), RawAttr::new(CKA_VALUE, b"der")];
-        assert_eq!(build(&c, &[], Origin::Create, HSM, "u").unwrap_err(), Error::TemplateIncomplete, "X.509 needs CKA_SUBJECT");
+        let c = vec![
+            RawAttr::ulong(CKA_CLASS, CKO_CERTIFICATE),
+            RawAttr::ulong(CKA_CERTIFICATE_TYPE, CKC_X_509),
+            RawAttr::new(CKA_VALUE, b"der"),
+        ];
+        assert_eq!(
+            build(&c, &[], Origin::Create, HSM, "u").unwrap_err(),
+            Error::TemplateIncomplete,
+            "X.509 needs CKA_SUBJECT"
+        );
         let mut c = c;
         c.push(RawAttr::new(CKA_SUBJECT, b"subj"));
         let a = build(&c, &[], Origin::Create, HSM, "u").unwrap();
-        assert_eq!(a.get(&CKA_NAME_HASH_ALGORITHM), Some(&AttrValue::Ulong(CKM_SHA_1 as u64)));
+        assert_eq!(
+            a.get(&CKA_NAME_HASH_ALGORITHM),
+            Some(&AttrValue::Ulong(CKM_SHA_1))
+        );
     }
 }

@@ -1,0 +1,211 @@
+//! `ferrohsm demo`: the module as a client sees it, step by step, with timings.
+//! Loads the real `libferrohsm_pkcs11.so` through the `cryptoki` crate.
+
+use std::time::Instant;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+
+/// Label of the token the demo creates and reuses.
+const DEMO_LABEL: &str = "ferrohsm-demo";
+/// The demo token's PINs. A demo token only: never keep real keys in it.
+const DEMO_SO_PIN: &str = "demo-so-pin";
+const DEMO_USER_PIN: &str = "demo-user-pin";
+
+fn step<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let t = Instant::now();
+    let r = f();
+    let us = t.elapsed().as_secs_f64() * 1e6;
+    match &r {
+        Ok(_) => println!("  ok  {what:<58} {us:>10.0} us"),
+        Err(e) => println!("  ERR {what:<58} {e}"),
+    }
+    r
+}
+
+fn e<E: std::fmt::Display>(x: E) -> String {
+    x.to_string()
+}
+
+/// Runs the demo; `temp` uses a throw-away data directory.
+pub fn run(temp: bool) -> Result<(), String> {
+    if temp {
+        // The module reads FERROHSM_DIR at C_Initialize; run the demo again in a
+        // child whose environment names a throw-away directory, removed after.
+        let dir = tempfile::tempdir().map_err(e)?;
+        let exe = std::env::current_exe().map_err(e)?;
+        let status = std::process::Command::new(exe)
+            .arg("demo")
+            .env("FERROHSM_DIR", dir.path())
+            .status()
+            .map_err(e)?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(format!("demo failed ({status})"))
+        };
+    }
+    let module = ferrohsm_pkcs11::locate::module_path()
+        .ok_or("libferrohsm_pkcs11.so not found next to this program: build it with `cargo build --release -p ferrohsm-pkcs11`")?;
+    println!("FerroHSM demo");
+    println!("  module: {}", module.display());
+    match std::env::var("FERROHSM_DIR") {
+        Ok(d) => println!("  data directory: {d}"),
+        Err(_) => println!(
+            "  data directory: default ($XDG_DATA_HOME/ferrohsm or ~/.local/share/ferrohsm)"
+        ),
+    }
+    println!();
+
+    let p11 = step("load the module (dlopen)", || {
+        Pkcs11::new(&module).map_err(e)
+    })?;
+    step("C_Initialize (OS locking)", || {
+        p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(e)
+    })?;
+    let info = step("C_GetInfo", || p11.get_library_info().map_err(e))?;
+    println!(
+        "      {} {} — Cryptoki {}",
+        info.manufacturer_id(),
+        info.library_description(),
+        info.cryptoki_version()
+    );
+    let slots = step("C_GetSlotList", || p11.get_all_slots().map_err(e))?;
+    let mut slot = None;
+    for s in &slots {
+        let ti = p11.get_token_info(*s).map_err(e)?;
+        if ti.token_initialized() && ti.label() == DEMO_LABEL {
+            slot = Some(*s);
+        }
+    }
+    let slot = match slot {
+        Some(s) => {
+            println!("      reusing token {DEMO_LABEL:?} in slot {}", s.id());
+            s
+        }
+        None => {
+            // The last slot holds the spare, uninitialised token.
+            let spare = *slots.last().ok_or("the module offers no slot")?;
+            let so = AuthPin::new(DEMO_SO_PIN.into());
+            step(
+                &format!("C_InitToken {DEMO_LABEL:?} in slot {}", spare.id()),
+                || p11.init_token(spare, &so, DEMO_LABEL).map_err(e),
+            )?;
+            let s = p11.open_rw_session(spare).map_err(e)?;
+            step("C_Login (SO) + C_InitPIN", || {
+                s.login(UserType::So, Some(&so)).map_err(e)?;
+                s.init_pin(&AuthPin::new(DEMO_USER_PIN.into())).map_err(e)?;
+                s.logout().map_err(e)
+            })?;
+            spare
+        }
+    };
+    let session = step("C_OpenSession (read/write)", || {
+        p11.open_rw_session(slot).map_err(e)
+    })?;
+    step("C_Login (user)", || {
+        session
+            .login(UserType::User, Some(&AuthPin::new(DEMO_USER_PIN.into())))
+            .map_err(e)
+    })?;
+    let ti = p11.get_token_info(slot).map_err(e)?;
+    println!(
+        "      token {:?}, serial {}, {} session(s) open",
+        ti.label(),
+        ti.serial_number(),
+        ti.session_count().map_or(0, |n| n)
+    );
+
+    let mut random = [0u8; 16];
+    step("C_GenerateRandom (16 bytes)", || {
+        session.generate_random_slice(&mut random).map_err(e)
+    })?;
+    println!("      {}", hex(&random));
+    let message = b"FerroHSM keeps keys inside";
+    let digest = step("C_Digest SHA-256", || {
+        session.digest(&Mechanism::Sha256, message).map_err(e)
+    })?;
+    println!(
+        "      sha256({:?}) = {}",
+        String::from_utf8_lossy(message),
+        hex(&digest)
+    );
+
+    let label = format!("demo note {}", hex(&random[..4]));
+    step(
+        "C_CreateObject (a private data object on the token)",
+        || {
+            session
+                .create_object(&[
+                    Attribute::Class(ObjectClass::DATA),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Label(label.clone().into_bytes()),
+                    Attribute::Value(b"hello from the demo".to_vec()),
+                ])
+                .map_err(e)
+        },
+    )?;
+    let found = step("C_FindObjects (all objects visible to the user)", || {
+        session.find_objects(&[]).map_err(e)
+    })?;
+    for h in &found {
+        let attrs = session
+            .get_attributes(
+                *h,
+                &[
+                    cryptoki::object::AttributeType::Class,
+                    cryptoki::object::AttributeType::Label,
+                ],
+            )
+            .map_err(e)?;
+        let mut class = String::new();
+        let mut lab = String::new();
+        for a in attrs {
+            match a {
+                Attribute::Class(c) => class = c.to_string(),
+                Attribute::Label(l) => lab = String::from_utf8_lossy(&l).into_owned(),
+                _ => {}
+            }
+        }
+        println!("      {class:<16} {lab:?}");
+    }
+    let mechs = step("C_GetMechanismList", || {
+        p11.get_mechanism_list(slot).map_err(e)
+    })?;
+    println!(
+        "      {}",
+        mechs
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    step("C_Logout + C_CloseSession + C_Finalize", || {
+        session.logout().map_err(e)?;
+        drop(session);
+        p11.finalize().map_err(e)
+    })?;
+
+    println!();
+    println!("Next, try the module with OpenSC's pkcs11-tool (apt-get install opensc):");
+    println!("  pkcs11-tool --module {} -L", module.display());
+    println!("  pkcs11-tool --module {} -M", module.display());
+    println!(
+        "  echo hello | pkcs11-tool --module {} --hash -m SHA256 | xxd",
+        module.display()
+    );
+    println!(
+        "Tokens live in this process's memory until the encrypted store lands; keys, signatures"
+    );
+    println!("and encryption arrive with the mechanism issues.");
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
