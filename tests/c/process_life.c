@@ -15,6 +15,9 @@
  *                 library must not run), reload, use again, dlclose, fork
  *   cycles        200 C_Initialize/C_Finalize cycles; no fd or thread leak
  *   init-race     two threads call C_Initialize at once, 100 rounds
+ *   two-copies    the module loaded twice in one process: from a copy of the
+ *                 file (two independent instances, both work) and through a
+ *                 symlink (the same instance: already initialised)
  *
  * Prints "FAIL: ..." per failed check and exits 1 if any; otherwise prints
  * "MODE <mode> PASSED" and exits 0. Children of fork() arm alarm() so they
@@ -401,6 +404,70 @@ static int mode_dlclose_fork(void)
 	return finish("dlclose-fork");
 }
 
+/* ---- two copies in one process ------------------------------------------------ */
+
+static int copy_file(const char *from, const char *to)
+{
+	FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+	if (!in || !out) {
+		if (in)
+			fclose(in);
+		if (out)
+			fclose(out);
+		return 0;
+	}
+	char buf[65536];
+	size_t n;
+	int ok = 1;
+	while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+		ok &= fwrite(buf, 1, n, out) == n;
+	fclose(in);
+	ok &= fclose(out) == 0;
+	return ok;
+}
+
+static int mode_two_copies(void)
+{
+	const char *copy = "./copy-of-module.so", *link = "./link-to-module.so";
+	unlink(link);
+	CHECK(copy_file(g_path, copy), "copying %s to %s", g_path, copy);
+	CHECK(symlink(g_path, link) == 0, "symlink: %s", strerror(errno));
+	void *h1, *h2;
+	CK_SLOT_ID s1, s2;
+	CK_FUNCTION_LIST_PTR f1 = setup(&h1, &s1, "first copy");
+	CK_FUNCTION_LIST_PTR f2 = NULL;
+	h2 = load_module(copy, &f2);
+	if (!f1 || !f2)
+		return finish("two-copies");
+	CHECK((void *)f1->C_Initialize != (void *)f2->C_Initialize,
+	      "a copy under another path must be a separate instance");
+	CK_C_INITIALIZE_ARGS a = os_locking_args();
+	EXPECT_RV(f2->C_Initialize(&a), CKR_OK);
+	s2 = make_token(f2, "second copy", g_so_pin, g_user_pin);
+	CK_SESSION_HANDLE x, y;
+	EXPECT_RV(f1->C_OpenSession(s1, CKF_SERIAL_SESSION, NULL, NULL, &x), CKR_OK);
+	EXPECT_RV(f2->C_OpenSession(s2, CKF_SERIAL_SESSION, NULL, NULL, &y), CKR_OK);
+	digest_abc(f1, x, KAT_SHA256, "first copy");
+	digest_abc(f2, y, KAT_SHA256, "second copy");
+	/* Finalising one instance leaves the other working. */
+	EXPECT_RV(f2->C_Finalize(NULL), CKR_OK);
+	digest_abc(f1, x, KAT_SHA256, "first copy after the second finalised");
+	/* Through a symlink, the dynamic loader hands back the same instance. */
+	CK_FUNCTION_LIST_PTR f3 = NULL;
+	void *h3 = load_module(link, &f3);
+	if (f3) {
+		CHECK((void *)f3->C_Initialize == (void *)f1->C_Initialize,
+		      "a symlink to the same file is the same instance");
+		EXPECT_RV(f3->C_Initialize(&a), CKR_CRYPTOKI_ALREADY_INITIALIZED);
+	}
+	EXPECT_RV(f1->C_Finalize(NULL), CKR_OK);
+	if (h3)
+		dlclose(h3);
+	dlclose(h2);
+	dlclose(h1);
+	return finish("two-copies");
+}
+
 /* ---- many init/finalize cycles ---------------------------------------------------- */
 
 static int count_threads(void)
@@ -546,6 +613,8 @@ int main(int argc, char **argv)
 	const char *mode = argv[2];
 	if (!strcmp(mode, "fork"))
 		return mode_fork();
+	if (!strcmp(mode, "two-copies"))
+		return mode_two_copies();
 	if (!strcmp(mode, "exit-open"))
 		return mode_exit_open();
 	if (!strcmp(mode, "exit-busy"))

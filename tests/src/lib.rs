@@ -67,7 +67,10 @@ impl TestEnv {
         vec![
             ("FERROHSM_DIR", self.data_dir().display().to_string()),
             ("FERROHSM_CONF", self.conf_path().display().to_string()),
-            ("FERROHSM_LOG", format!("debug:{}", self.log_path().display())),
+            (
+                "FERROHSM_LOG",
+                format!("debug:{}", self.log_path().display()),
+            ),
         ]
     }
 

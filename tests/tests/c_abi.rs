@@ -101,7 +101,10 @@ fn abi_check_program_passes() {
     let module = module_path();
     let exe = compile_c("abi_check", env.dir.path());
     let mut cmd = Command::new(&exe);
-    cmd.arg(&module).arg(SO_PIN).arg(USER_PIN).envs(env.env_vars());
+    cmd.arg(&module)
+        .arg(SO_PIN)
+        .arg(USER_PIN)
+        .envs(env.env_vars());
     let run = run_with_timeout(cmd, env.dir.path(), Duration::from_secs(120), "abi_check");
     let failures: Vec<&str> = run
         .stdout

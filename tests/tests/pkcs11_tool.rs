@@ -283,7 +283,12 @@ fn init_token_then_so_login_in_one_invocation() {
         run.show()
     );
     let got = std::fs::read(&output).unwrap_or_default();
-    assert_eq!(got.len(), 16, "random bytes after SO login:\n{}", run.show());
+    assert_eq!(
+        got.len(),
+        16,
+        "random bytes after SO login:\n{}",
+        run.show()
+    );
 }
 
 #[test]

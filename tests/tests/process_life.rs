@@ -107,7 +107,8 @@ fn run_mode(mode: &str, extra: &[&str]) {
         .arg(mode)
         .arg(SO_PIN)
         .arg(USER_PIN)
-        .envs(env.env_vars());
+        .envs(env.env_vars())
+        .current_dir(env.dir.path());
     let run = run_with_timeout(cmd, env.dir.path(), Duration::from_secs(60), mode);
     let failures: Vec<&str> = run
         .stdout
@@ -195,4 +196,12 @@ fn many_initialize_finalize_cycles() {
 #[test]
 fn concurrent_initialize() {
     run_mode("init-race", &[]);
+}
+
+/// Two copies of the library in one process (a copied file: independent
+/// instances that both work, finalising one leaves the other running) and the
+/// same file through a symlink (one instance: `CKR_CRYPTOKI_ALREADY_INITIALIZED`).
+#[test]
+fn two_copies_in_one_process() {
+    run_mode("two-copies", &[]);
 }
