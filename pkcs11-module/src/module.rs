@@ -20,10 +20,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::logging::{Level, Logger};
-use crate::mechanism::{self, MechanismArg};
+use crate::mechanism::{self, Dir, Mechanism, MechanismArg};
 use crate::object::policy::{self, Actor, Edit, Origin};
 use crate::object::{Object, RawAttr, Reading, unique_id};
-use crate::session::{self, After, DigestState, FindOp, Login, OutBuf, Session, drive};
+use crate::session::{
+    self, After, CipherState, DigestState, FindOp, Login, MacState, OutBuf, Session, drive,
+};
 
 /// `manufacturerID` of the library, slots and tokens.
 pub const MANUFACTURER: &str = "FerroHSM project";
@@ -845,6 +847,18 @@ impl Module {
         if flags & CKF_FIND_OBJECTS != 0 {
             ops.find = None;
         }
+        if flags & CKF_ENCRYPT != 0 {
+            ops.encrypt = None;
+        }
+        if flags & CKF_DECRYPT != 0 {
+            ops.decrypt = None;
+        }
+        if flags & CKF_SIGN != 0 {
+            ops.sign = None;
+        }
+        if flags & CKF_VERIFY != 0 {
+            ops.verify = None;
+        }
         Ok(())
     }
 
@@ -872,6 +886,7 @@ impl Module {
             store_id,
             owner: if token_obj { None } else { Some(s.handle) },
             attrs,
+            cache: Default::default(),
         };
         if token_obj && !s.rw {
             return Err(Error::SessionReadOnly);
@@ -1045,6 +1060,7 @@ impl Module {
             store_id: o.store_id,
             owner: o.owner,
             attrs,
+            cache: Default::default(),
         };
         if new.is_token() {
             self.store
@@ -1187,6 +1203,306 @@ impl Module {
             d.op.finish(buf);
             Ok(((), After::End))
         })
+    }
+
+    // ---- Keys and their use ------------------------------------------------------------
+
+    /// The key named by an `*Init` call, checked against the mechanism row and
+    /// the key's own rules: handle, key type, usage flag, allowed mechanisms.
+    fn usable_key(
+        &self,
+        s: &Session,
+        key: CK_OBJECT_HANDLE,
+        mech: &MechanismArg,
+        row: &Mechanism,
+        usage: CK_ATTRIBUTE_TYPE,
+        func: &str,
+    ) -> Result<Arc<Object>> {
+        let k = s
+            .slot
+            .token
+            .read()
+            .object(key)
+            .map_err(|_| Error::KeyHandleInvalid)?;
+        let check = || -> Result<()> {
+            let kt = k.ulong(CKA_KEY_TYPE).ok_or(Error::KeyTypeInconsistent)?;
+            if !row.key_types.contains(&kt) {
+                return Err(Error::KeyTypeInconsistent);
+            }
+            if !k.flag(usage) {
+                return Err(Error::KeyFunctionNotPermitted);
+            }
+            if let Some(ferrohsm_store::AttrValue::Mechanisms(allowed)) =
+                k.attrs.get(&CKA_ALLOWED_MECHANISMS)
+            {
+                if !allowed.is_empty() && !allowed.contains(&mech.ty) {
+                    return Err(Error::MechanismInvalid);
+                }
+            }
+            Ok(())
+        };
+        check().inspect_err(|e| {
+            log!(
+                self.log,
+                Level::Info,
+                "session {}: {func} with {} refused for {}: {e}",
+                s.handle,
+                row.name,
+                k.describe()
+            );
+        })?;
+        Ok(k)
+    }
+
+    /// `C_EncryptInit` / `C_DecryptInit`.
+    pub fn cipher_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        key: CK_OBJECT_HANDLE,
+        dir: Dir,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        if s.ops.lock().cipher(dir).is_some() {
+            return Err(Error::OperationActive);
+        }
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row.cipher.ok_or(Error::MechanismInvalid)?;
+        let (usage, func) = match dir {
+            Dir::Encrypt => (CKA_ENCRYPT, "C_EncryptInit"),
+            Dir::Decrypt => (CKA_DECRYPT, "C_DecryptInit"),
+        };
+        let k = self.usable_key(&s, key, mech, row, usage, func)?;
+        let op = build(&mech.param, &k, dir)?;
+        let mut ops = s.ops.lock();
+        let slot = ops.cipher(dir);
+        if slot.is_some() {
+            return Err(Error::OperationActive);
+        }
+        *slot = Some(CipherState {
+            op,
+            multipart: false,
+        });
+        Ok(())
+    }
+
+    /// `C_Encrypt` / `C_Decrypt`: single-part.
+    pub fn cipher(
+        &self,
+        h: CK_SESSION_HANDLE,
+        dir: Dir,
+        input: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(ops.cipher(dir), |c| {
+            if c.multipart {
+                return Err(Error::OperationActive);
+            }
+            let n = match out.offer(c.op.single_len(input.len()))? {
+                Some(buf) => c.op.single(input, buf)?,
+                None => return Ok(((), After::Keep)),
+            };
+            out.truncate(n);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_EncryptUpdate` / `C_DecryptUpdate`.
+    pub fn cipher_update(
+        &self,
+        h: CK_SESSION_HANDLE,
+        dir: Dir,
+        input: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(ops.cipher(dir), |c| {
+            c.multipart = true;
+            let n = match out.offer(c.op.update_len(input.len()))? {
+                Some(buf) => c.op.update(input, buf)?,
+                None => return Ok(((), After::Keep)),
+            };
+            out.truncate(n);
+            Ok(((), After::Keep))
+        })
+    }
+
+    /// `C_EncryptFinal` / `C_DecryptFinal`.
+    pub fn cipher_final(&self, h: CK_SESSION_HANDLE, dir: Dir, out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(ops.cipher(dir), |c| {
+            let n = match out.offer(c.op.final_len())? {
+                Some(buf) => c.op.finish(buf)?,
+                None => return Ok(((), After::Keep)),
+            };
+            out.truncate(n);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_SignInit` / `C_VerifyInit` for MAC mechanisms.
+    pub fn mac_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        key: CK_OBJECT_HANDLE,
+        verify: bool,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let busy = |ops: &mut session::Ops| {
+            if verify {
+                ops.verify.is_some()
+            } else {
+                ops.sign.is_some()
+            }
+        };
+        if busy(&mut s.ops.lock()) {
+            return Err(Error::OperationActive);
+        }
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row.mac.ok_or(Error::MechanismInvalid)?;
+        let (usage, func) = if verify {
+            (CKA_VERIFY, "C_VerifyInit")
+        } else {
+            (CKA_SIGN, "C_SignInit")
+        };
+        let k = self.usable_key(&s, key, mech, row, usage, func)?;
+        let op = build(&mech.param, &k)?;
+        let mut ops = s.ops.lock();
+        if busy(&mut ops) {
+            return Err(Error::OperationActive);
+        }
+        let state = Some(MacState {
+            op,
+            multipart: false,
+        });
+        if verify {
+            ops.verify = state;
+        } else {
+            ops.sign = state;
+        }
+        Ok(())
+    }
+
+    /// `C_Sign`: single-part MAC.
+    pub fn sign(&self, h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.sign, |m| {
+            if m.multipart {
+                return Err(Error::OperationActive);
+            }
+            let Some(buf) = out.offer(m.op.mac_len())? else {
+                return Ok(((), After::Keep));
+            };
+            m.op.update(data);
+            m.op.sign(buf);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_SignUpdate` / `C_VerifyUpdate`.
+    pub fn mac_update(&self, h: CK_SESSION_HANDLE, verify: bool, data: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        let slot = if verify {
+            &mut ops.verify
+        } else {
+            &mut ops.sign
+        };
+        drive(slot, |m| {
+            m.multipart = true;
+            m.op.update(data);
+            Ok(((), After::Keep))
+        })
+    }
+
+    /// `C_SignFinal`.
+    pub fn sign_final(&self, h: CK_SESSION_HANDLE, out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.sign, |m| {
+            let Some(buf) = out.offer(m.op.mac_len())? else {
+                return Ok(((), After::Keep));
+            };
+            m.op.sign(buf);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_Verify`: single-part; a wrong MAC is `CKR_SIGNATURE_INVALID`.
+    pub fn verify(&self, h: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.verify, |m| {
+            if m.multipart {
+                return Err(Error::OperationActive);
+            }
+            m.op.update(data);
+            m.op.verify(signature)?;
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_VerifyFinal`.
+    pub fn verify_final(&self, h: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.verify, |m| {
+            m.op.verify(signature)?;
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_GenerateKey`: a secret key born in the token.
+    pub fn generate_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let row = mechanism::lookup(mech.ty)?;
+        let kg = row.keygen.ok_or(Error::MechanismInvalid)?;
+        if mech.param != mechanism::Param::None {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let mut t = s.slot.token.write();
+        let actor = Self::actor(&t)?;
+        let id = Self::new_store_id()?;
+        let implied = [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, kg.key_type)];
+        let mut attrs = policy::build(
+            template,
+            &implied,
+            Origin::Generate(mech.ty),
+            actor,
+            &unique_id(id),
+        )
+        .and_then(|a| match a.get(&CKA_VALUE_LEN) {
+            Some(ferrohsm_store::AttrValue::Ulong(n)) if (kg.value_len)(*n as usize) => Ok(a),
+            Some(_) => Err(Error::AttributeValueInvalid),
+            None => Err(Error::TemplateIncomplete),
+        })
+        .inspect_err(|e| self.refused(&s, actor.policy, "C_GenerateKey", *e, template))?;
+        let len = match attrs.get(&CKA_VALUE_LEN) {
+            Some(ferrohsm_store::AttrValue::Ulong(n)) => *n as usize,
+            _ => return Err(Error::TemplateIncomplete),
+        };
+        let mut value = zeroize::Zeroizing::new(vec![0u8; len]);
+        getrandom::fill(&mut value).map_err(|_| Error::DeviceError)?;
+        policy::set_secret_value(&mut attrs, kg.key_type, &value)?;
+        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        log!(
+            self.log,
+            Level::Debug,
+            "session {h}: generated {} key {handle}",
+            row.name
+        );
+        Ok(handle)
     }
 
     /// `C_GenerateRandom`: bytes from the OS CSPRNG.

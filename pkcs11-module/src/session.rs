@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
+use crate::mechanism::{CipherOp, Dir, MacOp};
 use crate::module::Slot;
 
 /// Who is logged in to a token (login is per application, for all its sessions).
@@ -49,6 +50,22 @@ pub struct DigestState {
     pub multipart: bool,
 }
 
+/// An encryption or decryption and whether it went multi-part.
+pub struct CipherState {
+    /// The running cipher.
+    pub op: Box<dyn CipherOp>,
+    /// An update was made: only the final call may end it.
+    pub multipart: bool,
+}
+
+/// A MAC signing or verification and whether it went multi-part.
+pub struct MacState {
+    /// The running MAC.
+    pub op: Box<dyn MacOp>,
+    /// An update was made: only the final call may end it.
+    pub multipart: bool,
+}
+
 /// The active operations of a session, at most one of each kind.
 #[derive(Default)]
 pub struct Ops {
@@ -56,6 +73,24 @@ pub struct Ops {
     pub find: Option<FindOp>,
     /// `C_Digest*`.
     pub digest: Option<DigestState>,
+    /// `C_Encrypt*`.
+    pub encrypt: Option<CipherState>,
+    /// `C_Decrypt*`.
+    pub decrypt: Option<CipherState>,
+    /// `C_Sign*`.
+    pub sign: Option<MacState>,
+    /// `C_Verify*`.
+    pub verify: Option<MacState>,
+}
+
+impl Ops {
+    /// The encrypt or decrypt slot.
+    pub fn cipher(&mut self, dir: Dir) -> &mut Option<CipherState> {
+        match dir {
+            Dir::Encrypt => &mut self.encrypt,
+            Dir::Decrypt => &mut self.decrypt,
+        }
+    }
 }
 
 /// An open session.

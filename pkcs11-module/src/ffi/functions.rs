@@ -13,6 +13,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::Error;
+use crate::mechanism::Dir;
 use crate::module::Module;
 use crate::object::Reading;
 
@@ -394,6 +395,121 @@ entry!(C_DigestFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut 
     unsafe { with_outbuf(p_out, p_out_len, |o| m.digest_final(h, o)) }
 });
 
+// ---- encryption and decryption --------------------------------------------------------------
+
+macro_rules! cipher_functions {
+    ($init:ident, $single:ident, $update:ident, $final:ident, $dir:expr) => {
+        entry!($init(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+            let m = module()?;
+            // SAFETY: caller promise for pMechanism.
+            let mech = unsafe { mechanism(p_mech) }?;
+            m.cipher_init(h, &mech, key, $dir)
+        });
+
+        entry!($single(h: CK_SESSION_HANDLE, p_in: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
+            let m = module()?;
+            // SAFETY: caller promise for the input.
+            let data = unsafe { input(p_in, len) }?;
+            // SAFETY: caller promise for the output buffer and its length.
+            unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher(h, $dir, data, o)) }
+        });
+
+        entry!($update(h: CK_SESSION_HANDLE, p_in: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
+            let m = module()?;
+            // SAFETY: caller promise for the input.
+            let data = unsafe { input(p_in, len) }?;
+            // SAFETY: caller promise for the output buffer and its length.
+            unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher_update(h, $dir, data, o)) }
+        });
+
+        entry!($final(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
+            let m = module()?;
+            // SAFETY: caller promise for the output buffer and its length.
+            unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher_final(h, $dir, o)) }
+        });
+    };
+}
+
+cipher_functions!(
+    C_EncryptInit,
+    C_Encrypt,
+    C_EncryptUpdate,
+    C_EncryptFinal,
+    Dir::Encrypt
+);
+cipher_functions!(
+    C_DecryptInit,
+    C_Decrypt,
+    C_DecryptUpdate,
+    C_DecryptFinal,
+    Dir::Decrypt
+);
+
+// ---- signatures (MACs) -----------------------------------------------------------------------------
+
+entry!(C_SignInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism.
+    let mech = unsafe { mechanism(p_mech) }?;
+    m.mac_init(h, &mech, key, false)
+});
+
+entry!(C_Sign(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pData.
+    let data = unsafe { input(p_data, len) }?;
+    // SAFETY: caller promise for pSignature/pulSignatureLen.
+    unsafe { with_outbuf(p_sig, p_sig_len, |o| m.sign(h, data, o)) }
+});
+
+entry!(C_SignUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pPart.
+    m.mac_update(h, false, unsafe { input(p_part, len) }?)
+});
+
+entry!(C_SignFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pSignature/pulSignatureLen.
+    unsafe { with_outbuf(p_sig, p_sig_len, |o| m.sign_final(h, o)) }
+});
+
+entry!(C_VerifyInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism.
+    let mech = unsafe { mechanism(p_mech) }?;
+    m.mac_init(h, &mech, key, true)
+});
+
+entry!(C_Verify(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pData and pSignature.
+    let (data, sig) = unsafe { (input(p_data, len)?, input(p_sig, sig_len)?) };
+    m.verify(h, data, sig)
+});
+
+entry!(C_VerifyUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pPart.
+    m.mac_update(h, true, unsafe { input(p_part, len) }?)
+});
+
+entry!(C_VerifyFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pSignature.
+    m.verify_final(h, unsafe { input(p_sig, sig_len) }?)
+});
+
+// ---- key generation ------------------------------------------------------------------------------
+
+entry!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism, pTemplate and phKey.
+    let (mech, t, ph) = unsafe { (mechanism(p_mech)?, template(p_template, count)?, out(ph)?) };
+    *ph = m.generate_key(h, &mech, &t)?;
+    Ok(())
+});
+
 // ---- random --------------------------------------------------------------------------------------
 
 entry!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
@@ -431,28 +547,8 @@ entry!(C_CancelFunction(_h: CK_SESSION_HANDLE) {
 });
 
 // ---- not yet implemented: later mechanism families plug in here ------------------------------------
-unsupported!(C_EncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_Encrypt(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(
-    C_EncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
-);
-unsupported!(C_EncryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_DecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_Decrypt(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(
-    C_DecryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
-);
-unsupported!(C_DecryptFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_SignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_Sign(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_SignUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
-unsupported!(C_SignFinal(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
 unsupported!(C_SignRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
 unsupported!(C_SignRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_VerifyInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_Verify(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG));
-unsupported!(C_VerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
-unsupported!(C_VerifyFinal(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG));
 unsupported!(C_VerifyRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
 unsupported!(
     C_VerifyRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
@@ -468,15 +564,6 @@ unsupported!(
 );
 unsupported!(
     C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
-);
-unsupported!(
-    C_GenerateKey(
-        CK_SESSION_HANDLE,
-        *mut CK_MECHANISM,
-        *mut CK_ATTRIBUTE,
-        CK_ULONG,
-        *mut CK_OBJECT_HANDLE,
-    )
 );
 unsupported!(
     C_GenerateKeyPair(

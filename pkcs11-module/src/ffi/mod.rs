@@ -260,16 +260,21 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<RawAttr>> 
         .collect()
 }
 
-/// A mechanism and its parameter bytes.
+/// A mechanism and its parameter: flat parameters as bytes, parameters that
+/// hold pointers (`CK_GCM_PARAMS`) with the pointed-to data copied.
 ///
 /// # Safety
 /// `p` must be NULL or point to a `CK_MECHANISM` whose `pParameter` is NULL or
-/// valid for `ulParameterLen` bytes.
+/// valid for `ulParameterLen` bytes, and whose embedded pointers are valid as
+/// the parameter's type says.
 unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
     // SAFETY: `as_ref` checks for NULL; validity is the caller's promise.
     let m = unsafe { p.as_ref() }.ok_or(Error::ArgumentsBad)?;
     let param = if m.pParameter.is_null() && m.ulParameterLen == 0 {
         Param::None
+    } else if m.mechanism == CKM_AES_GCM {
+        // SAFETY: forwarded caller promise about the GCM parameter.
+        unsafe { gcm_params(m.pParameter as *const u8, m.ulParameterLen) }?
     } else {
         // SAFETY: forwarded caller promise about `pParameter`.
         let bytes = unsafe { input(m.pParameter as *const u8, m.ulParameterLen) }
@@ -283,5 +288,47 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
     Ok(MechanismArg {
         ty: m.mechanism,
         param,
+    })
+}
+
+/// `CK_GCM_PARAMS` in either layout, told apart by size: v3.0 (48 bytes:
+/// pIv, ulIvLen, ulIvBits, pAAD, ulAADLen, ulTagBits) or the older one (40
+/// bytes, without ulIvBits). `ulIvBits` is informative only and ignored.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
+unsafe fn gcm_params(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    const W: usize = std::mem::size_of::<usize>();
+    let words = match len as usize {
+        l if l == 6 * W => 6,
+        l if l == 5 * W => 5,
+        _ => return Err(Error::MechanismParamInvalid),
+    };
+    if p.is_null() {
+        return Err(Error::MechanismParamInvalid);
+    }
+    let mut w = [0usize; 6];
+    for (i, slot) in w.iter_mut().take(words).enumerate() {
+        // SAFETY: `p` is valid for `words * W` bytes; the read is unaligned-safe.
+        *slot = unsafe { (p.add(i * W) as *const usize).read_unaligned() };
+    }
+    let (iv_p, iv_len, aad_p, aad_len, tag_bits) = if words == 6 {
+        (w[0], w[1], w[3], w[4], w[5])
+    } else {
+        (w[0], w[1], w[2], w[3], w[4])
+    };
+    // SAFETY: the caller promises pIv/pAAD valid for ulIvLen/ulAADLen bytes.
+    let (iv, aad) = unsafe {
+        (
+            input(iv_p as *const u8, iv_len as CK_ULONG)
+                .map_err(|_| Error::MechanismParamInvalid)?,
+            input(aad_p as *const u8, aad_len as CK_ULONG)
+                .map_err(|_| Error::MechanismParamInvalid)?,
+        )
+    };
+    Ok(Param::Gcm {
+        iv: iv.to_vec(),
+        aad: aad.to_vec(),
+        tag_bits: tag_bits as u64,
     })
 }

@@ -4,11 +4,16 @@
 //! lists mechanisms. Each family lives in its own file.
 #![forbid(unsafe_code)]
 
+pub mod aes;
 pub mod digest;
+pub mod mac;
+
+use std::sync::Arc;
 
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
+use crate::object::Object;
 use digest::DigestOp;
 
 /// A mechanism parameter as the C caller gave it, made safe by `ffi`.
@@ -18,6 +23,99 @@ pub enum Param {
     None,
     /// A flat parameter: the bytes at `pParameter`.
     Raw(Vec<u8>),
+    /// `CK_GCM_PARAMS` (either layout), with the pointed-to IV and AAD copied.
+    Gcm {
+        /// The IV.
+        iv: Vec<u8>,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// Tag length in bits.
+        tag_bits: u64,
+    },
+}
+
+/// Direction of a cipher operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// `C_Encrypt*`.
+    Encrypt,
+    /// `C_Decrypt*`.
+    Decrypt,
+}
+
+/// A running encryption or decryption. Length functions give the exact or
+/// maximum output of the next call, for the size-query rules.
+pub trait CipherOp: Send {
+    /// Output of a single-part call on `len` input bytes.
+    fn single_len(&self, len: usize) -> usize;
+    /// Single-part: all input at once; returns the bytes written.
+    fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize>;
+    /// Output of an update with `len` more input bytes.
+    fn update_len(&self, len: usize) -> usize;
+    /// Multi-part update; returns the bytes written.
+    fn update(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize>;
+    /// Output of the final call.
+    fn final_len(&self) -> usize;
+    /// Multi-part final; returns the bytes written.
+    fn finish(&mut self, out: &mut [u8]) -> Result<usize>;
+}
+
+/// A running MAC (sign or verify).
+pub trait MacOp: Send {
+    /// Length of the MAC in bytes.
+    fn mac_len(&self) -> usize;
+    /// Absorbs more data.
+    fn update(&mut self, data: &[u8]);
+    /// Writes the MAC (`out.len() == mac_len()`).
+    fn sign(&mut self, out: &mut [u8]);
+    /// Checks a MAC in constant time.
+    fn verify(&mut self, signature: &[u8]) -> Result<()>;
+}
+
+/// Builds a cipher operation for a key.
+pub type CipherBuilder = fn(&Param, &Object, Dir) -> Result<Box<dyn CipherOp>>;
+/// Builds a MAC operation for a key.
+pub type MacBuilder = fn(&Param, &Object) -> Result<Box<dyn MacOp>>;
+
+/// What `C_GenerateKey` makes with a key-generation mechanism.
+#[derive(Clone, Copy)]
+pub struct KeyGen {
+    /// `CKA_KEY_TYPE` of the new key.
+    pub key_type: CK_KEY_TYPE,
+    /// Allowed `CKA_VALUE_LEN` values, in bytes.
+    pub value_len: fn(usize) -> bool,
+}
+
+/// The key's secret value (internal use only: operations, never callers).
+pub fn key_value(key: &Object) -> Result<&[u8]> {
+    key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)
+}
+
+/// The expanded AES key of an object, built once and cached with it.
+pub fn aes_key(key: &Object) -> Result<Arc<aes::AesKey>> {
+    if let Some(k) = key
+        .cache
+        .get()
+        .and_then(|c| c.clone().downcast::<aes::AesKey>().ok())
+    {
+        return Ok(k);
+    }
+    let k = Arc::new(aes::AesKey::new(key_value(key)?)?);
+    let _ = key.cache.set(k.clone());
+    Ok(k)
+}
+
+/// `CKA_CHECK_VALUE` of a secret key (v3.0 §4.10): AES: first 3 bytes of
+/// E_K(0); generic secret: first 3 bytes of SHA-1(value).
+pub fn check_value(key_type: CK_KEY_TYPE, value: &[u8]) -> Result<[u8; 3]> {
+    match key_type {
+        CKK_AES => aes::check_value(value),
+        _ => {
+            use sha1::Digest as _;
+            let h = sha1::Sha1::digest(value);
+            Ok([h[0], h[1], h[2]])
+        }
+    }
 }
 
 /// A mechanism request: type and parameter.
@@ -30,6 +128,7 @@ pub struct MechanismArg {
 }
 
 /// One row of the table.
+#[derive(Clone, Copy)]
 pub struct Mechanism {
     /// `CKM_*`.
     pub ty: CK_MECHANISM_TYPE,
@@ -41,8 +140,16 @@ pub struct Mechanism {
     pub max_key: CK_ULONG,
     /// `CKF_*` capabilities; always includes `CKF_HW` (this token is the hardware).
     pub flags: CK_FLAGS,
+    /// Key types the mechanism accepts.
+    pub key_types: &'static [CK_KEY_TYPE],
     /// Builds a digest operation (mechanisms with `CKF_DIGEST`).
     pub digest: Option<fn() -> Box<dyn DigestOp>>,
+    /// Builds encrypt/decrypt operations (`CKF_ENCRYPT`/`CKF_DECRYPT`).
+    pub cipher: Option<CipherBuilder>,
+    /// Builds sign/verify MAC operations (`CKF_SIGN`/`CKF_VERIFY`).
+    pub mac: Option<MacBuilder>,
+    /// Key generation (`CKF_GENERATE`).
+    pub keygen: Option<KeyGen>,
 }
 
 impl Mechanism {
@@ -56,20 +163,85 @@ impl Mechanism {
     }
 }
 
+const fn row(ty: CK_MECHANISM_TYPE, name: &'static str, flags: CK_FLAGS) -> Mechanism {
+    Mechanism {
+        ty,
+        name,
+        min_key: 0,
+        max_key: 0,
+        flags: CKF_HW | flags,
+        key_types: &[],
+        digest: None,
+        cipher: None,
+        mac: None,
+        keygen: None,
+    }
+}
+
 const fn digest_row(
     ty: CK_MECHANISM_TYPE,
     name: &'static str,
     build: fn() -> Box<dyn DigestOp>,
 ) -> Mechanism {
     Mechanism {
-        ty,
-        name,
-        min_key: 0,
-        max_key: 0,
-        flags: CKF_HW | CKF_DIGEST,
         digest: Some(build),
+        ..row(ty, name, CKF_DIGEST)
     }
 }
+
+const AES: &[CK_KEY_TYPE] = &[CKK_AES];
+const HMAC_KEYS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
+/// Largest generic secret / HMAC key, in bytes.
+pub const MAX_SECRET_LEN: usize = 512;
+
+const fn aes_cipher(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    extra: CK_FLAGS,
+    build: CipherBuilder,
+) -> Mechanism {
+    Mechanism {
+        min_key: 16,
+        max_key: 32,
+        key_types: AES,
+        cipher: Some(build),
+        ..row(ty, name, CKF_ENCRYPT | CKF_DECRYPT | extra)
+    }
+}
+
+const fn mac_row(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    keys: &'static [CK_KEY_TYPE],
+    min: CK_ULONG,
+    max: CK_ULONG,
+    build: MacBuilder,
+) -> Mechanism {
+    Mechanism {
+        min_key: min,
+        max_key: max,
+        key_types: keys,
+        mac: Some(build),
+        ..row(ty, name, CKF_SIGN | CKF_VERIFY)
+    }
+}
+
+macro_rules! hmac_rows {
+    ($($full:ident, $general:ident, $d:ty;)*) => {
+        [$(
+            mac_row($full, stringify!($full), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k| mac::hmac::<$d>(p, key_value(k)?, false)),
+            mac_row($general, stringify!($general), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k| mac::hmac::<$d>(p, key_value(k)?, true)),
+        )*]
+    };
+}
+
+const HMACS: [Mechanism; 10] = hmac_rows! {
+    CKM_SHA_1_HMAC, CKM_SHA_1_HMAC_GENERAL, sha1::Sha1;
+    CKM_SHA224_HMAC, CKM_SHA224_HMAC_GENERAL, sha2::Sha224;
+    CKM_SHA256_HMAC, CKM_SHA256_HMAC_GENERAL, sha2::Sha256;
+    CKM_SHA384_HMAC, CKM_SHA384_HMAC_GENERAL, sha2::Sha384;
+    CKM_SHA512_HMAC, CKM_SHA512_HMAC_GENERAL, sha2::Sha512;
+};
 
 /// THE table.
 pub static MECHANISMS: &[Mechanism] = &[
@@ -78,6 +250,74 @@ pub static MECHANISMS: &[Mechanism] = &[
     digest_row(CKM_SHA256, "CKM_SHA256", digest::new::<sha2::Sha256>),
     digest_row(CKM_SHA384, "CKM_SHA384", digest::new::<sha2::Sha384>),
     digest_row(CKM_SHA512, "CKM_SHA512", digest::new::<sha2::Sha512>),
+    Mechanism {
+        min_key: 16,
+        max_key: 32,
+        keygen: Some(KeyGen {
+            key_type: CKK_AES,
+            value_len: |n| matches!(n, 16 | 24 | 32),
+        }),
+        ..row(CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", CKF_GENERATE)
+    },
+    Mechanism {
+        // Generic secret key sizes are in bits (PKCS#11 v3.0 §6.43).
+        min_key: 8,
+        max_key: (MAX_SECRET_LEN * 8) as CK_ULONG,
+        keygen: Some(KeyGen {
+            key_type: CKK_GENERIC_SECRET,
+            value_len: |n| (1..=MAX_SECRET_LEN).contains(&n),
+        }),
+        ..row(
+            CKM_GENERIC_SECRET_KEY_GEN,
+            "CKM_GENERIC_SECRET_KEY_GEN",
+            CKF_GENERATE,
+        )
+    },
+    aes_cipher(CKM_AES_ECB, "CKM_AES_ECB", 0, |p, k, d| {
+        aes::ecb(p, aes_key(k)?, d)
+    }),
+    aes_cipher(CKM_AES_CBC, "CKM_AES_CBC", 0, |p, k, d| {
+        aes::cbc(p, aes_key(k)?, d)
+    }),
+    aes_cipher(CKM_AES_CBC_PAD, "CKM_AES_CBC_PAD", 0, |p, k, d| {
+        aes::cbc_pad(p, aes_key(k)?, d)
+    }),
+    aes_cipher(CKM_AES_CTR, "CKM_AES_CTR", 0, |p, k, d| {
+        aes::ctr(p, aes_key(k)?, d)
+    }),
+    aes_cipher(CKM_AES_GCM, "CKM_AES_GCM", 0, |p, k, d| {
+        aes::gcm(p, aes_key(k)?, d)
+    }),
+    aes_cipher(CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP", 0, |p, k, d| {
+        aes::kw(p, key_value(k)?, d)
+    }),
+    aes_cipher(
+        CKM_AES_KEY_WRAP_KWP,
+        "CKM_AES_KEY_WRAP_KWP",
+        0,
+        |p, k, d| aes::kwp(p, key_value(k)?, d),
+    ),
+    mac_row(CKM_AES_CMAC, "CKM_AES_CMAC", AES, 16, 32, |p, k| {
+        mac::cmac(p, key_value(k)?, false)
+    }),
+    mac_row(
+        CKM_AES_CMAC_GENERAL,
+        "CKM_AES_CMAC_GENERAL",
+        AES,
+        16,
+        32,
+        |p, k| mac::cmac(p, key_value(k)?, true),
+    ),
+    HMACS[0],
+    HMACS[1],
+    HMACS[2],
+    HMACS[3],
+    HMACS[4],
+    HMACS[5],
+    HMACS[6],
+    HMACS[7],
+    HMACS[8],
+    HMACS[9],
 ];
 
 /// The row of a mechanism, or `CKR_MECHANISM_INVALID`.

@@ -588,9 +588,12 @@ fn mechanisms_come_from_the_table() {
     assert_ne!(info.flags & CKF_DIGEST, 0);
     assert_ne!(info.flags & CKF_HW, 0);
     assert_eq!(
-        m.mechanism_info(0, CKM_AES_GCM).err(),
+        m.mechanism_info(0, CKM_RSA_PKCS).err(),
         Some(Error::MechanismInvalid)
     );
+    let gcm = m.mechanism_info(0, CKM_AES_GCM).unwrap();
+    assert_eq!((gcm.ulMinKeySize, gcm.ulMaxKeySize), (16, 32));
+    assert_ne!(gcm.flags & CKF_ENCRYPT, 0);
 }
 
 #[test]

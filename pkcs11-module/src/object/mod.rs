@@ -21,6 +21,35 @@ pub struct Object {
     pub owner: Option<CK_SESSION_HANDLE>,
     /// All attributes, as the policy built them.
     pub attrs: Attrs,
+    /// Cipher state derived from the key value (e.g. an AES key schedule),
+    /// built at first use and kept with this version of the object.
+    pub cache: KeyCache,
+}
+
+/// Per-object cache of derived key state; empty for a new object version.
+#[derive(Default)]
+pub struct KeyCache(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl KeyCache {
+    /// The cached value, if built.
+    pub fn get(&self) -> Option<&std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        self.0.get()
+    }
+
+    /// Stores a value unless another thread stored one first.
+    pub fn set(&self, v: std::sync::Arc<dyn std::any::Any + Send + Sync>) -> bool {
+        self.0.set(v).is_ok()
+    }
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "KeyCache(<built>)"
+        } else {
+            "KeyCache(<empty>)"
+        })
+    }
 }
 
 impl Object {
@@ -89,6 +118,7 @@ impl Object {
                 .iter()
                 .map(|(k, v)| (*k as CK_ATTRIBUTE_TYPE, v.clone()))
                 .collect(),
+            cache: KeyCache::default(),
         }
     }
 

@@ -466,6 +466,9 @@ pub static RULES: &[Rule] = &[
         .generate(Give::Never)
         .secret(),
     rule(CKA_VALUE_LEN, "CKA_VALUE_LEN", Ulong, SECRET, "§4.10").keys(SYM),
+    rule(CKA_CHECK_VALUE, "CKA_CHECK_VALUE", Bytes, SECRET, "§4.10")
+        .keys(SYM)
+        .generate(Give::Never),
     // RSA (§6.1.2, §6.1.3).
     rule(CKA_MODULUS, "CKA_MODULUS", Bytes, PUB | PRIV, "§6.1")
         .keys(RSA)
@@ -832,7 +835,18 @@ fn check_imported_key(attrs: &mut Attrs, cls: u8, kt: Option<CK_KEY_TYPE>) -> Re
             if get_ulong(attrs, CKA_VALUE_LEN).is_some_and(|v| v as usize != len) {
                 return Err(Error::TemplateInconsistent);
             }
-            attrs.insert(CKA_VALUE_LEN, AttrValue::Ulong(len as u64));
+            let given = bytes_len(attrs, CKA_CHECK_VALUE)
+                .filter(|&n| n > 0)
+                .map(|_| attrs[&CKA_CHECK_VALUE].clone());
+            let value = match attrs.get(&CKA_VALUE) {
+                Some(AttrValue::Bytes(v)) => zeroize::Zeroizing::new(v.clone()),
+                _ => return Err(Error::TemplateIncomplete),
+            };
+            set_secret_value(attrs, kt, &value)?;
+            // A caller-supplied check value must match the key (v3.0 §4.10).
+            if given.is_some_and(|g| Some(&g) != attrs.get(&CKA_CHECK_VALUE)) {
+                return Err(Error::AttributeValueInvalid);
+            }
         }
         (PUB, Some(CKK_RSA)) => {
             let n = match attrs.get(&CKA_MODULUS) {
@@ -848,6 +862,16 @@ fn check_imported_key(attrs: &mut Attrs, cls: u8, kt: Option<CK_KEY_TYPE>) -> Re
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Stores a secret key's value with the attributes derived from it
+/// (`CKA_VALUE_LEN`, `CKA_CHECK_VALUE`).
+pub fn set_secret_value(attrs: &mut Attrs, kt: CK_KEY_TYPE, value: &[u8]) -> Result<()> {
+    let kcv = crate::mechanism::check_value(kt, value)?;
+    attrs.insert(CKA_VALUE, AttrValue::Bytes(value.to_vec()));
+    attrs.insert(CKA_VALUE_LEN, AttrValue::Ulong(value.len() as u64));
+    attrs.insert(CKA_CHECK_VALUE, AttrValue::Bytes(kcv.to_vec()));
     Ok(())
 }
 
