@@ -135,6 +135,57 @@ pub fn run(temp: bool) -> Result<(), String> {
         hex(&digest)
     );
 
+    let key_label = format!("demo aes {}", hex(&random[..4]));
+    let aes = step("C_GenerateKey AES-256 (sensitive, non-extractable)", || {
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Label(key_label.clone().into_bytes()),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                ],
+            )
+            .map_err(e)
+    })?;
+    let mut iv = [0u8; 12];
+    session.generate_random_slice(&mut iv).map_err(e)?;
+    let aad = b"demo header";
+    let plaintext = b"attack at dawn";
+    let sealed = step(
+        "C_Encrypt AES-256-GCM (12-byte IV, AAD, 128-bit tag)",
+        || gcm(&session, aes, &mut iv, aad, plaintext, true),
+    )?;
+    println!("      ciphertext||tag = {}", hex(&sealed));
+    let opened = step("C_Decrypt AES-256-GCM", || {
+        gcm(&session, aes, &mut iv, aad, &sealed, false)
+    })?;
+    if opened != plaintext {
+        return Err("GCM round trip returned different bytes".into());
+    }
+    println!("      {:?}", String::from_utf8_lossy(&opened));
+    let mut tampered = sealed.clone();
+    tampered[0] ^= 1;
+    step("C_Decrypt of tampered data is refused", || {
+        match gcm(&session, aes, &mut iv, aad, &tampered, false) {
+            Err(m) if m.contains("EncryptedDataInvalid") => Ok(()),
+            other => Err(format!(
+                "expected CKR_ENCRYPTED_DATA_INVALID, got {other:?}"
+            )),
+        }
+    })?;
+    let value = step(
+        "C_GetAttributeValue CKA_VALUE of the key is refused",
+        || match session.get_attributes(aes, &[cryptoki::object::AttributeType::Value]) {
+            Ok(attrs) if attrs.is_empty() => Ok("not revealed"),
+            Ok(_) => Err("the key value was revealed".to_string()),
+            Err(_) => Ok("not revealed"),
+        },
+    )?;
+    println!("      {value}");
+
     let label = format!("demo note {}", hex(&random[..4]));
     step(
         "C_CreateObject (a private data object on the token)",
@@ -204,6 +255,28 @@ pub fn run(temp: bool) -> Result<(), String> {
     );
     println!("and encryption arrive with the mechanism issues.");
     Ok(())
+}
+
+/// One AES-GCM encryption or decryption with a 128-bit tag.
+fn gcm(
+    session: &cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+    iv: &mut [u8],
+    aad: &[u8],
+    data: &[u8],
+    encrypt: bool,
+) -> Result<Vec<u8>, String> {
+    let params = cryptoki::mechanism::aead::GcmParams::new(iv, aad, 128.into()).map_err(e)?;
+    let mech = Mechanism::AesGcm(params);
+    if encrypt {
+        session
+            .encrypt(&mech, key, data)
+            .map_err(|x| format!("{x:?}"))
+    } else {
+        session
+            .decrypt(&mech, key, data)
+            .map_err(|x| format!("{x:?}"))
+    }
 }
 
 fn hex(b: &[u8]) -> String {
