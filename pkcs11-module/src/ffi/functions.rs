@@ -8,8 +8,8 @@ use cryptoki_sys::*;
 use ferrohsm_store::MemoryStore;
 
 use super::{
-    STATE, entry, input, mechanism, module, out, register_fork_handlers, template, unsupported,
-    with_outbuf, write_list,
+    STATE, ending, entry, input, mechanism, module, out, register_fork_handlers, template,
+    unsupported, with_outbuf, write_list,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -374,15 +374,16 @@ entry!(C_DigestInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM) {
 entry!(C_Digest(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pData.
-    let data = unsafe { input(p_data, len) }?;
+    let data = ending(&m, h, CKF_DIGEST, unsafe { input(p_data, len) })?;
     // SAFETY: caller promise for pDigest/pulDigestLen.
-    unsafe { with_outbuf(p_out, p_out_len, |o| m.digest(h, data, o)) }
+    ending(&m, h, CKF_DIGEST, unsafe { with_outbuf(p_out, p_out_len, |o| m.digest(h, data, o)) })
 });
 
 entry!(C_DigestUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pPart.
-    m.digest_update(h, unsafe { input(p_part, len) }?)
+    let data = ending(&m, h, CKF_DIGEST, unsafe { input(p_part, len) })?;
+    m.digest_update(h, data)
 });
 
 entry!(C_DigestKey(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
@@ -392,13 +393,13 @@ entry!(C_DigestKey(h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
 entry!(C_DigestFinal(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pDigest/pulDigestLen.
-    unsafe { with_outbuf(p_out, p_out_len, |o| m.digest_final(h, o)) }
+    ending(&m, h, CKF_DIGEST, unsafe { with_outbuf(p_out, p_out_len, |o| m.digest_final(h, o)) })
 });
 
 // ---- encryption and decryption --------------------------------------------------------------
 
 macro_rules! cipher_functions {
-    ($init:ident, $single:ident, $update:ident, $final:ident, $dir:expr) => {
+    ($init:ident, $single:ident, $update:ident, $final:ident, $dir:expr, $flag:expr) => {
         entry!($init(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
             let m = module()?;
             // SAFETY: caller promise for pMechanism.
@@ -409,23 +410,23 @@ macro_rules! cipher_functions {
         entry!($single(h: CK_SESSION_HANDLE, p_in: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
             let m = module()?;
             // SAFETY: caller promise for the input.
-            let data = unsafe { input(p_in, len) }?;
+            let data = ending(&m, h, $flag, unsafe { input(p_in, len) })?;
             // SAFETY: caller promise for the output buffer and its length.
-            unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher(h, $dir, data, o)) }
+            ending(&m, h, $flag, unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher(h, $dir, data, o)) })
         });
 
         entry!($update(h: CK_SESSION_HANDLE, p_in: *mut CK_BYTE, len: CK_ULONG, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
             let m = module()?;
             // SAFETY: caller promise for the input.
-            let data = unsafe { input(p_in, len) }?;
+            let data = ending(&m, h, $flag, unsafe { input(p_in, len) })?;
             // SAFETY: caller promise for the output buffer and its length.
-            unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher_update(h, $dir, data, o)) }
+            ending(&m, h, $flag, unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher_update(h, $dir, data, o)) })
         });
 
         entry!($final(h: CK_SESSION_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
             let m = module()?;
             // SAFETY: caller promise for the output buffer and its length.
-            unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher_final(h, $dir, o)) }
+            ending(&m, h, $flag, unsafe { with_outbuf(p_out, p_out_len, |o| m.cipher_final(h, $dir, o)) })
         });
     };
 }
@@ -435,14 +436,16 @@ cipher_functions!(
     C_Encrypt,
     C_EncryptUpdate,
     C_EncryptFinal,
-    Dir::Encrypt
+    Dir::Encrypt,
+    CKF_ENCRYPT
 );
 cipher_functions!(
     C_DecryptInit,
     C_Decrypt,
     C_DecryptUpdate,
     C_DecryptFinal,
-    Dir::Decrypt
+    Dir::Decrypt,
+    CKF_DECRYPT
 );
 
 // ---- signatures (MACs) -----------------------------------------------------------------------------
@@ -457,21 +460,22 @@ entry!(C_SignInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJEC
 entry!(C_Sign(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pData.
-    let data = unsafe { input(p_data, len) }?;
+    let data = ending(&m, h, CKF_SIGN, unsafe { input(p_data, len) })?;
     // SAFETY: caller promise for pSignature/pulSignatureLen.
-    unsafe { with_outbuf(p_sig, p_sig_len, |o| m.sign(h, data, o)) }
+    ending(&m, h, CKF_SIGN, unsafe { with_outbuf(p_sig, p_sig_len, |o| m.sign(h, data, o)) })
 });
 
 entry!(C_SignUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pPart.
-    m.mac_update(h, false, unsafe { input(p_part, len) }?)
+    let data = ending(&m, h, CKF_SIGN, unsafe { input(p_part, len) })?;
+    m.mac_update(h, false, data)
 });
 
 entry!(C_SignFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pSignature/pulSignatureLen.
-    unsafe { with_outbuf(p_sig, p_sig_len, |o| m.sign_final(h, o)) }
+    ending(&m, h, CKF_SIGN, unsafe { with_outbuf(p_sig, p_sig_len, |o| m.sign_final(h, o)) })
 });
 
 entry!(C_VerifyInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
@@ -484,20 +488,22 @@ entry!(C_VerifyInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJ
 entry!(C_Verify(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pData and pSignature.
-    let (data, sig) = unsafe { (input(p_data, len)?, input(p_sig, sig_len)?) };
+    let (data, sig) = ending(&m, h, CKF_VERIFY, unsafe { input(p_data, len).and_then(|d| Ok((d, input(p_sig, sig_len)?))) })?;
     m.verify(h, data, sig)
 });
 
 entry!(C_VerifyUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pPart.
-    m.mac_update(h, true, unsafe { input(p_part, len) }?)
+    let data = ending(&m, h, CKF_VERIFY, unsafe { input(p_part, len) })?;
+    m.mac_update(h, true, data)
 });
 
 entry!(C_VerifyFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pSignature.
-    m.verify_final(h, unsafe { input(p_sig, sig_len) }?)
+    let sig = ending(&m, h, CKF_VERIFY, unsafe { input(p_sig, sig_len) })?;
+    m.verify_final(h, sig)
 });
 
 // ---- key generation ------------------------------------------------------------------------------

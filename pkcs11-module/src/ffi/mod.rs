@@ -146,6 +146,18 @@ macro_rules! unsupported {
 }
 pub(crate) use unsupported;
 
+/// An error in a step of an operation (single-part, update, final) ends the
+/// operation (PKCS#11 §5.x), including a bad pointer caught here, before the
+/// module saw the call. `kind` is the operation's `CKF_*` flag.
+fn ending<T>(m: &Module, h: CK_SESSION_HANDLE, kind: CK_FLAGS, r: Result<T>) -> Result<T> {
+    if let Err(Error::ArgumentsBad) = r {
+        // The session may itself be invalid: that answer is for the caller's
+        // next call, not this one.
+        let _ = m.session_cancel(h, kind);
+    }
+    r
+}
+
 // ---- pointer helpers -------------------------------------------------------------------
 
 fn len_of(n: CK_ULONG) -> Result<usize> {
