@@ -1074,12 +1074,13 @@ impl Module {
     /// `C_FindObjectsInit`: snapshots the visible objects matching `template`.
     pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Result<()> {
         let s = self.session(h)?;
+        let query = policy::Query::new(template);
         let mut found: Vec<CK_OBJECT_HANDLE> = {
             let t = s.slot.token.read();
             t.objects
                 .values()
                 .filter(|o| !o.is_private() || t.login == Login::User)
-                .filter(|o| policy::matches(&o.attrs, template))
+                .filter(|o| query.matches(&o.attrs))
                 .map(|o| o.handle)
                 .collect()
         };

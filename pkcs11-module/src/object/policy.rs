@@ -973,19 +973,38 @@ pub fn read(attrs: &Attrs, ty: CK_ATTRIBUTE_TYPE) -> Reading {
     Reading::Value(zeroize::Zeroizing::new(encode(v)))
 }
 
-/// True when every template attribute equals the object's; key material of a
-/// protected key never matches (a find must not be an oracle for its value).
-pub fn matches(attrs: &Attrs, template: &[RawAttr]) -> bool {
-    template.iter().all(|t| match read(attrs, t.ty) {
-        Reading::Value(v) => {
-            if let Some(AttrValue::Bool(b)) = attrs.get(&t.ty) {
-                t.value.len() == 1 && (t.value[0] != 0) == *b
-            } else {
-                *v == *t.value
+/// A find template decoded once, so objects are compared by typed value in
+/// place rather than by encoding each of their attributes.
+pub struct Query(Vec<(CK_ATTRIBUTE_TYPE, Option<AttrValue>, bool)>);
+
+impl Query {
+    /// Decodes a template. An attribute the module does not know, or a value
+    /// not of its type, can match no object.
+    pub fn new(template: &[RawAttr]) -> Query {
+        Query(
+            template
+                .iter()
+                .map(|t| {
+                    let rule = RULES.iter().find(|r| r.ty == t.ty);
+                    let value = rule.and_then(|r| decode(r.kind, &t.value).ok());
+                    let secret = RULES.iter().any(|r| r.ty == t.ty && r.secret);
+                    (t.ty, value, secret)
+                })
+                .collect(),
+        )
+    }
+
+    /// True when every template attribute equals the object's. Key material of
+    /// a protected key never matches: a find must not be an oracle for it.
+    pub fn matches(&self, attrs: &Attrs) -> bool {
+        self.0.iter().all(|(ty, want, secret)| {
+            let Some(want) = want else { return false };
+            if attrs.get(ty) != Some(want) {
+                return false;
             }
-        }
-        _ => false,
-    })
+            !*secret || read(attrs, *ty) != Reading::Sensitive
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1241,6 +1260,19 @@ mod tests {
         assert_eq!(l.get(&CKA_LABEL), Some(&AttrValue::Bytes(b"new".to_vec())));
     }
 
+    fn matches(attrs: &Attrs, template: &[RawAttr]) -> bool {
+        Query::new(template).matches(attrs)
+    }
+
+    #[test]
+    fn every_type_has_one_encoding() {
+        for a in RULES {
+            for b in RULES.iter().filter(|b| b.ty == a.ty) {
+                assert_eq!(a.kind, b.kind, "{} has two encodings", a.name);
+            }
+        }
+    }
+
     #[test]
     fn find_never_matches_on_protected_key_material() {
         let a = build(
@@ -1265,6 +1297,16 @@ mod tests {
             "value of a sensitive key must not match"
         );
         assert!(matches(&a, &[]));
+        assert!(!matches(&a, &[RawAttr::new(0x7fff_0001, b"unknown type")]));
+        assert!(
+            !matches(&a, &[RawAttr::new(CKA_TOKEN, &[1, 0])]),
+            "a badly sized boolean matches nothing"
+        );
+        let spec = build(&aes_template(&[]), &[], Origin::Create, SPEC, "u").unwrap();
+        assert!(
+            matches(&spec, &[RawAttr::new(CKA_VALUE, &[7u8; 32])]),
+            "readable values do match"
+        );
     }
 
     #[test]
