@@ -39,16 +39,17 @@ entry!(C_Initialize(p_init_args: *mut c_void) {
         // creates threads of its own.
     }
     let mut state = STATE.write();
-    if state.is_some() {
+    if state.module.is_some() {
         return Err(Error::CryptokiAlreadyInitialized);
     }
     let config = Config::from_env().map_err(|e| {
         eprintln!("ferrohsm: C_Initialize failed: {e}");
         Error::FunctionFailed
     })?;
-    let module = Module::new(config, Arc::new(MemoryStore::new()))?;
+    let store = state.store.get_or_insert_with(|| Arc::new(MemoryStore::new())).clone();
+    let module = Module::new(config, store)?;
     register_fork_handlers();
-    *state = Some(Arc::new(module));
+    state.module = Some(Arc::new(module));
     Ok(())
 });
 
@@ -56,7 +57,7 @@ entry!(C_Finalize(p_reserved: *mut c_void) {
     if !p_reserved.is_null() {
         return Err(Error::ArgumentsBad);
     }
-    let old = STATE.write().take().ok_or(Error::CryptokiNotInitialized)?;
+    let old = STATE.write().module.take().ok_or(Error::CryptokiNotInitialized)?;
     // Dropped outside the global lock; calls still running keep their own Arc.
     drop(old);
     Ok(())

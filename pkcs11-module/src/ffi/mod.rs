@@ -21,14 +21,32 @@ use crate::mechanism::{MechanismArg, Param};
 use crate::module::Module;
 use crate::object::RawAttr;
 use crate::session::OutBuf;
+use ferrohsm_store::Store;
 
-/// The one global: the module C callers see, `None` until `C_Initialize`.
-static STATE: RwLock<Option<Arc<Module>>> = parking_lot::const_rwlock(None);
+/// What C callers see: the module (`None` until `C_Initialize`) and the store
+/// behind it, which outlives `C_Finalize` so that a client resetting the library
+/// with `C_Finalize` + `C_Initialize` finds its tokens again.
+pub(super) struct State {
+    /// The initialised module.
+    module: Option<Arc<Module>>,
+    /// The token store, opened at the first `C_Initialize` of this process.
+    store: Option<Arc<dyn Store>>,
+}
+
+/// The one global.
+static STATE: RwLock<State> = parking_lot::const_rwlock(State {
+    module: None,
+    store: None,
+});
 
 /// The initialised module, or `CKR_CRYPTOKI_NOT_INITIALIZED`. The lock is held
 /// only to clone the `Arc`, so no call ever holds it while working.
 fn module() -> Result<Arc<Module>> {
-    STATE.read().clone().ok_or(Error::CryptokiNotInitialized)
+    STATE
+        .read()
+        .module
+        .clone()
+        .ok_or(Error::CryptokiNotInitialized)
 }
 
 // ---- fork safety -------------------------------------------------------------------
@@ -36,7 +54,8 @@ fn module() -> Result<Arc<Module>> {
 // `pthread_atfork` handlers keep `STATE` consistent across fork(): the global
 // lock is taken before the fork and released on both sides, and the child drops
 // its copy of the parent's module without running its destructor (its locks may
-// be held by threads that do not exist in the child). The child then sees
+// be held by threads that do not exist in the child), and its store handle
+// likewise: a child never shares the parent's open store. The child then sees
 // `CKR_CRYPTOKI_NOT_INITIALIZED` and may call `C_Initialize` again.
 
 extern "C" fn before_fork() {
@@ -54,7 +73,9 @@ extern "C" fn after_fork_child() {
     // SAFETY: `before_fork` took the exclusive lock before the fork, so no other
     // thread of the child (there is none) can touch the value behind it.
     unsafe {
-        std::mem::forget((*STATE.data_ptr()).take());
+        let state = &mut *STATE.data_ptr();
+        std::mem::forget(state.module.take());
+        std::mem::forget(state.store.take());
         STATE.raw().unlock_exclusive();
     }
 }
@@ -87,7 +108,7 @@ fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
     match std::panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
         Ok(Err(e)) => {
-            if let Some(m) = STATE.try_read().and_then(|g| g.clone()) {
+            if let Some(m) = STATE.try_read().and_then(|g| g.module.clone()) {
                 log!(m.log, Level::Debug, "{name}: {e}");
             }
             e.rv()
@@ -98,7 +119,7 @@ fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            match STATE.try_read().and_then(|g| g.clone()) {
+            match STATE.try_read().and_then(|g| g.module.clone()) {
                 Some(m) => log!(
                     m.log,
                     Level::Error,

@@ -305,7 +305,11 @@ impl Ctr {
         for (i, (x, k)) in rest.iter().zip(stream.iter()).enumerate() {
             out[from_spare + i] = x ^ k;
         }
-        self.spare = Zeroizing::new(stream[rest.len()..].to_vec());
+        // Keystream left over from a partial block serves the next update;
+        // an update served wholly from the old leftover keeps the rest of it.
+        if !rest.is_empty() {
+            self.spare = Zeroizing::new(stream[rest.len()..].to_vec());
+        }
         Ok(input.len())
     }
 }
@@ -812,6 +816,23 @@ mod tests {
                 &[&want[..3], &want[3..17], &want[17..]]
             )
             .unwrap(),
+            P
+        );
+        // Updates smaller than the leftover keystream of a partial block.
+        let ones: Vec<&[u8]> = want.chunks(1).collect();
+        assert_eq!(
+            run_parts(ctr(&p, key(&K), Dir::Decrypt).unwrap(), &ones).unwrap(),
+            P
+        );
+        let cuts: [&[u8]; 5] = [
+            &want[..3],
+            &want[3..3],
+            &want[3..5],
+            &want[5..7],
+            &want[7..],
+        ];
+        assert_eq!(
+            run_parts(ctr(&p, key(&K), Dir::Decrypt).unwrap(), &cuts).unwrap(),
             P
         );
         // An 8-bit counter at 0xfe has two blocks left: a third would wrap.
