@@ -71,6 +71,16 @@ pub fn check_value(key: &[u8]) -> Result<[u8; 3]> {
     Ok([b[0], b[1], b[2]])
 }
 
+/// `data ^= keystream`, a block at a time (16-byte chunks vectorise; a
+/// byte-wise iterator chain was the bottleneck of GCM).
+fn xor_blocks(data: &mut [u8], keystream: &[Block]) {
+    for (d, k) in data.chunks_mut(16).zip(keystream) {
+        for (x, y) in d.iter_mut().zip(k.iter()) {
+            *x ^= y;
+        }
+    }
+}
+
 fn blocks_mut(buf: &mut [u8]) -> &mut [Block] {
     Block::slice_as_chunks_mut(buf).0
 }
@@ -302,9 +312,9 @@ impl Ctr {
         }
         self.remaining -= needed;
         self.key.encrypt_blocks(blocks_mut(&mut stream));
-        for (i, (x, k)) in rest.iter().zip(stream.iter()).enumerate() {
-            out[from_spare + i] = x ^ k;
-        }
+        let dst = &mut out[from_spare..input.len()];
+        dst.copy_from_slice(rest);
+        xor_blocks(dst, Block::slice_as_chunks_mut(&mut stream).0);
         // Keystream left over from a partial block serves the next update;
         // an update served wholly from the old leftover keeps the rest of it.
         if !rest.is_empty() {
@@ -406,25 +416,26 @@ impl Gcm {
         (GHash::new(&h), j0)
     }
 
-    /// CTR from inc32(J0) over `data`, in place, 16 blocks at a time on the
-    /// stack (no allocation; the batch keeps AES-NI's parallel path busy).
+    /// GCTR from inc32(J0) over `data`, in place: exactly CTR with a 32-bit
+    /// big-endian counter, which the `ctr` crate runs on the cipher's parallel
+    /// blocks.
     fn gctr(&self, j0: &Block, data: &mut [u8]) {
-        let mut counter = u32::from_be_bytes([j0[12], j0[13], j0[14], j0[15]]);
-        let mut stream = [Block::default(); 16];
-        for chunk in data.chunks_mut(16 * 16) {
-            let n = chunk.len().div_ceil(16);
-            for b in stream[..n].iter_mut() {
-                counter = counter.wrapping_add(1);
-                b[..12].copy_from_slice(&j0[..12]);
-                b[12..].copy_from_slice(&counter.to_be_bytes());
-            }
-            self.key.encrypt_blocks(&mut stream[..n]);
-            for (x, k) in chunk.iter_mut().zip(stream.iter().flat_map(|b| b.iter())) {
-                *x ^= k;
-            }
+        use ctr::cipher::{InnerIvInit, StreamCipher, StreamCipherCoreWrapper};
+        let mut icb = *j0;
+        let c = u32::from_be_bytes([icb[12], icb[13], icb[14], icb[15]]).wrapping_add(1);
+        icb[12..].copy_from_slice(&c.to_be_bytes());
+        macro_rules! run {
+            ($k:expr) => {
+                StreamCipherCoreWrapper::from_core(
+                    ctr::CtrCore::<_, ctr::flavors::Ctr32BE>::inner_iv_init($k.clone(), &icb),
+                )
+                .apply_keystream(data)
+            };
         }
-        for b in stream.iter_mut() {
-            zeroize::Zeroize::zeroize(b.as_mut_slice());
+        match &*self.key {
+            AesKey::K128(k) => run!(k),
+            AesKey::K192(k) => run!(k),
+            AesKey::K256(k) => run!(k),
         }
     }
 
