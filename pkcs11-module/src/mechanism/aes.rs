@@ -142,12 +142,22 @@ impl BlockMode {
             (Chain::Ecb, Dir::Encrypt) => self.key.encrypt_blocks(blocks),
             (Chain::Ecb, Dir::Decrypt) => self.key.decrypt_blocks(blocks),
             (_, Dir::Encrypt) => {
-                for b in blocks {
-                    for (x, v) in b.iter_mut().zip(self.iv) {
-                        *x ^= v;
-                    }
-                    self.key.encrypt_block(b);
-                    self.iv.copy_from_slice(b);
+                // CBC encryption is one long chain: the `cbc` crate runs it
+                // without a dispatch per block.
+                use aes::cipher::{BlockModeEncrypt, InnerIvInit};
+                let iv = Block::from(self.iv);
+                macro_rules! chain {
+                    ($k:expr) => {
+                        cbc::Encryptor::inner_iv_init($k.clone(), &iv).encrypt_blocks(blocks)
+                    };
+                }
+                match &*self.key {
+                    AesKey::K128(k) => chain!(k),
+                    AesKey::K192(k) => chain!(k),
+                    AesKey::K256(k) => chain!(k),
+                }
+                if let Some(last) = blocks.last() {
+                    self.iv.copy_from_slice(last);
                 }
             }
             (_, Dir::Decrypt) => {
