@@ -8,12 +8,14 @@
 
 pub mod memory;
 pub mod seal;
+pub mod sled_store;
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub use memory::MemoryStore;
-pub use seal::{KdfParams, PinWrap, SealError, StorageKey};
+pub use seal::{KdfParams, PinWrap, SealError, StorageKey, open_record, seal_record};
+pub use sled_store::{BrokenToken, SledOptions, SledStore, TokenScan};
 
 /// The key policy of a token, fixed at initialisation (see DESIGN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

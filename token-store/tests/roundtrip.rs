@@ -1,0 +1,368 @@
+//! Round trips through a reopened `SledStore`, the public index, scale, no
+//! plaintext on disk, several stores on one directory.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrohsm_store::{AttrValue, ObjectRecord, PinWrap, SledOptions, SledStore, Store, StoreError};
+
+fn open(dir: &std::path::Path) -> SledStore {
+    SledStore::open(dir, SledOptions::default()).unwrap()
+}
+
+#[test]
+fn round_trip_every_record_kind_through_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let (t1, k1) = token(1, 1);
+    let (mut t2, k2) = token(7, 2);
+    t2.user_pin = None;
+    let public = object(10, false, "pub");
+    let private = object(11, true, "priv");
+    let empty = ObjectRecord {
+        id: 12,
+        private: false,
+        attrs: vec![],
+    };
+    let all_kinds = ObjectRecord {
+        id: 13,
+        private: true,
+        attrs: vec![
+            (1, AttrValue::Bool(false)),
+            (2, AttrValue::Ulong(0)),
+            (3, AttrValue::Bytes(vec![])),
+            (4, AttrValue::Mechanisms(vec![])),
+            (5, AttrValue::Ulong(u64::MAX)),
+            (6, AttrValue::Bytes(vec![0; 5000])),
+        ],
+    };
+    {
+        let s = open(d.path());
+        assert_eq!(s.tokens().unwrap().len(), 0);
+        s.init_token(&t1).unwrap();
+        s.init_token(&t2).unwrap();
+        s.put_object(1, &public, None).unwrap();
+        s.put_object(1, &private, Some(&k1)).unwrap();
+        s.put_object(1, &empty, Some(&k1)).unwrap();
+        s.put_object(1, &all_kinds, Some(&k1)).unwrap();
+        s.put_object(7, &object(1, true, "other"), Some(&k2))
+            .unwrap();
+        t2.so_failures = 3;
+        s.update_token(&t2).unwrap();
+    }
+    let s = open(d.path());
+    let toks = s.tokens().unwrap();
+    assert_eq!(toks.len(), 2);
+    assert_eq!(toks[0].slot_id, 1);
+    assert_eq!(toks[0].token_id, t1.token_id);
+    assert_eq!(toks[0].so_pin, t1.so_pin);
+    assert_eq!(toks[0].user_pin, t1.user_pin);
+    assert_eq!(toks[1].so_failures, 3);
+    assert_eq!(toks[1].user_pin, None);
+    // The stored wrap still opens with the PIN.
+    let k = toks[0]
+        .user_pin
+        .as_ref()
+        .unwrap()
+        .open(USER_PIN, b"user")
+        .unwrap();
+    assert_eq!(k.bytes(), k1.bytes());
+
+    assert_eq!(
+        s.objects(1, None).unwrap(),
+        vec![public.clone(), empty.clone()]
+    );
+    assert_eq!(
+        s.objects(1, Some(&k1)).unwrap(),
+        vec![public, private, empty, all_kinds]
+    );
+    assert_eq!(
+        s.objects(7, Some(&k2)).unwrap(),
+        vec![object(1, true, "other")]
+    );
+    assert_eq!(s.objects(99, None), Err(StoreError::NotFound));
+    assert!(s.broken_tokens().unwrap().is_empty());
+}
+
+#[test]
+fn rules_init_delete_and_generation() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (t, k) = token(3, 0);
+    assert_eq!(s.generation(3).unwrap(), 0);
+    assert_eq!(s.update_token(&t), Err(StoreError::NotFound));
+    assert_eq!(
+        s.put_object(3, &object(1, false, "x"), None),
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(s.delete_object(3, 1), Err(StoreError::NotFound));
+    s.init_token(&t).unwrap();
+    let g0 = s.generation(3).unwrap();
+    assert!(g0 > 0);
+    // Private without key; public carrying a secret value: refused.
+    assert_eq!(
+        s.put_object(3, &object(1, true, "x"), None),
+        Err(StoreError::KeyRequired)
+    );
+    let mut leaky = object(2, false, "leak");
+    leaky.attrs[0].1 = AttrValue::Ulong(4);
+    leaky.attrs.push((0x11, AttrValue::Bytes(vec![1; 16])));
+    assert_eq!(
+        s.put_object(3, &leaky, Some(&k)),
+        Err(StoreError::KeyRequired)
+    );
+    leaky.attrs[0].1 = AttrValue::Ulong(3);
+    assert_eq!(s.put_object(3, &leaky, None), Err(StoreError::KeyRequired));
+    assert_eq!(s.generation(3).unwrap(), g0);
+    s.put_object(3, &object(1, true, "x"), Some(&k)).unwrap();
+    s.put_object(3, &object(2, false, "y"), None).unwrap();
+    let g1 = s.generation(3).unwrap();
+    assert!(g1 > g0);
+    s.delete_object(3, 99).unwrap();
+    assert_eq!(s.generation(3).unwrap(), g1);
+    s.delete_object(3, 1).unwrap();
+    assert!(s.generation(3).unwrap() > g1);
+    assert_eq!(s.objects(3, Some(&k)).unwrap(), vec![object(2, false, "y")]);
+    // Re-init removes every object and the manifest; the new key works.
+    let g2 = s.generation(3).unwrap();
+    let (t_new, k_new) = token(3, 1);
+    s.init_token(&t_new).unwrap();
+    assert!(s.generation(3).unwrap() > g2);
+    assert!(s.objects(3, Some(&k_new)).unwrap().is_empty());
+    assert!(
+        s.find_public(3, 0x3, &AttrValue::Bytes(b"y".to_vec()))
+            .unwrap()
+            .is_empty()
+    );
+    s.put_object(3, &object(5, true, "z"), Some(&k_new))
+        .unwrap();
+    assert_eq!(
+        s.objects(3, Some(&k_new)).unwrap(),
+        vec![object(5, true, "z")]
+    );
+    // A wrong key is not silently accepted.
+    assert!(matches!(
+        s.objects(3, Some(&k)),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn public_index_finds_without_decrypting() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (t, k) = token(1, 0);
+    s.init_token(&t).unwrap();
+    s.put_object(1, &object(1, false, "alpha"), None).unwrap();
+    s.put_object(1, &object(2, false, "beta"), Some(&k))
+        .unwrap();
+    s.put_object(1, &object(3, false, "alpha"), None).unwrap();
+    s.put_object(1, &object(4, true, "alpha"), Some(&k))
+        .unwrap();
+    let label = |l: &str| AttrValue::Bytes(l.as_bytes().to_vec());
+    assert_eq!(s.find_public(1, 0x3, &label("alpha")).unwrap(), vec![1, 3]);
+    assert_eq!(
+        s.find_public(1, 0x3, &label("alph")).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        s.find_public(1, 0x0, &AttrValue::Ulong(2)).unwrap(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        s.find_public(1, 0x102, &AttrValue::Bytes(2u64.to_be_bytes().to_vec()))
+            .unwrap(),
+        vec![2]
+    );
+    // Rewrites and deletes keep it exact.
+    s.put_object(1, &object(3, false, "gamma"), None).unwrap();
+    s.delete_object(1, 1).unwrap();
+    assert_eq!(
+        s.find_public(1, 0x3, &label("alpha")).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(s.find_public(1, 0x3, &label("gamma")).unwrap(), vec![3]);
+    // A public object turned private leaves the index.
+    s.put_object(1, &object(3, true, "gamma"), Some(&k))
+        .unwrap();
+    assert_eq!(
+        s.find_public(1, 0x3, &label("gamma")).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert!(matches!(
+        s.find_public(1, 0x11, &label("x")),
+        Err(StoreError::Io(_))
+    ));
+    assert_eq!(
+        s.find_public(2, 0x3, &label("x")),
+        Err(StoreError::NotFound)
+    );
+}
+
+#[test]
+fn ten_thousand_objects() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (t, k) = token(1, 0);
+    s.init_token(&t).unwrap();
+    let t0 = std::time::Instant::now();
+    let all: Vec<ObjectRecord> = (0..10_000u64)
+        .map(|i| object(i, i % 2 == 0, &format!("label-{}", i % 100)))
+        .collect();
+    for chunk in all.chunks(1000) {
+        s.put_objects(1, chunk, Some(&k)).unwrap();
+    }
+    let put = t0.elapsed();
+    // Single puts still work at that size.
+    s.put_object(1, &object(10_001, true, "one more"), Some(&k))
+        .unwrap();
+    s.put_object(1, &object(10_003, false, "label-7"), None)
+        .unwrap();
+    let t1 = std::time::Instant::now();
+    let objs = s.objects(1, Some(&k)).unwrap();
+    let read = t1.elapsed();
+    assert_eq!(objs.len(), 10_002);
+    assert_eq!(objs[..10_000], all[..]);
+    assert_eq!(s.objects(1, None).unwrap().len(), 5001);
+    let t2 = std::time::Instant::now();
+    let found = s
+        .find_public(1, 0x3, &AttrValue::Bytes(b"label-7".to_vec()))
+        .unwrap();
+    let find = t2.elapsed();
+    let mut expect: Vec<u64> = (0..10_000).filter(|i| i % 100 == 7).collect();
+    expect.push(10_003);
+    assert_eq!(found, expect);
+    eprintln!("10k: put {put:?}, objects(key) {read:?}, find_public {find:?}");
+}
+
+#[test]
+fn no_plaintext_secret_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let key_value: Vec<u8> = (0..32u8).map(|i| 0xc0 ^ i.wrapping_mul(37)).collect();
+    let pin = b"Distinctive-PIN-8841-zq";
+    let (mut t, k) = token(1, 0);
+    t.so_pin = PinWrap::seal(pin, &k, CHEAP, b"so").unwrap();
+    t.user_pin = Some(PinWrap::seal(pin, &k, CHEAP, b"user").unwrap());
+    s.init_token(&t).unwrap();
+    let mut secret = object(1, true, "Distinctive-Private-Label");
+    secret.attrs.retain(|(ty, _)| *ty != 0x11);
+    secret
+        .attrs
+        .push((0x11, AttrValue::Bytes(key_value.clone())));
+    s.put_object(1, &secret, Some(&k)).unwrap();
+    s.put_object(1, &object(2, false, "public-label"), Some(&k))
+        .unwrap();
+    // Rewrite it a few times so old versions could linger in the log.
+    for i in 0..5u64 {
+        s.put_object(
+            1,
+            &ObjectRecord {
+                id: 3 + i,
+                ..secret.clone()
+            },
+            Some(&k),
+        )
+        .unwrap();
+    }
+    assert_eq!(s.objects(1, Some(&k)).unwrap()[0], secret);
+    drop(s);
+    let needles: [(&str, &[u8]); 4] = [
+        ("key value", &key_value),
+        ("PIN", pin),
+        ("storage key", k.bytes()),
+        ("private label", b"Distinctive-Private-Label"),
+    ];
+    let mut files = 0;
+    let mut found_public = false;
+    let mut stack = vec![d.path().to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            let bytes = std::fs::read(e.path()).unwrap();
+            files += 1;
+            for (what, n) in needles {
+                assert!(
+                    !bytes.windows(n.len()).any(|w| w == n),
+                    "{what} found in {}",
+                    e.path().display()
+                );
+            }
+            found_public |= bytes.windows(12).any(|w| w == b"public-label");
+        }
+    }
+    assert!(files >= 3, "scanned {files} files");
+    // The scan does see record bytes: the public label is there in the clear.
+    assert!(found_public);
+}
+
+#[test]
+fn two_stores_on_one_directory_interleave() {
+    let d = tempfile::tempdir().unwrap();
+    let a = open(d.path());
+    let b = SledStore::open(
+        d.path(),
+        SledOptions {
+            lock_deadline: Duration::from_secs(5),
+            ..SledOptions::default()
+        },
+    )
+    .unwrap();
+    let (t, k) = token(1, 0);
+    a.init_token(&t).unwrap();
+    let mut last = b.generation(1).unwrap();
+    for i in 0..20u64 {
+        let (w, r) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        w.put_object(1, &object(i, i % 3 == 0, "x"), Some(&k))
+            .unwrap();
+        let g = r.generation(1).unwrap();
+        assert!(g > last, "the other store sees the change");
+        last = g;
+        assert_eq!(r.objects(1, Some(&k)).unwrap().len() as u64, i + 1);
+    }
+    // Concurrent writers from two threads, one store each: both finish.
+    std::thread::scope(|sc| {
+        for (n, st) in [(0u64, &a), (1u64, &b)] {
+            let k = k.clone();
+            sc.spawn(move || {
+                for i in 0..15u64 {
+                    st.put_object(1, &object(100 + n * 100 + i, i % 2 == 0, "c"), Some(&k))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(a.objects(1, Some(&k)).unwrap().len(), 50);
+    assert_eq!(b.objects(1, Some(&k)).unwrap().len(), 50);
+}
+
+#[test]
+fn lock_held_past_deadline_is_io_error() {
+    let d = tempfile::tempdir().unwrap();
+    let s = SledStore::open(
+        d.path(),
+        SledOptions {
+            lock_deadline: Duration::from_millis(300),
+            ..SledOptions::default()
+        },
+    )
+    .unwrap();
+    let (t, _) = token(1, 0);
+    s.init_token(&t).unwrap();
+    let g = s.generation(1).unwrap();
+    let holder = raw_db(d.path(), 1);
+    let t0 = std::time::Instant::now();
+    match s.objects(1, None) {
+        Err(StoreError::Io(m)) => assert!(m.contains("locked by another process"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    // generation() does not need the database.
+    assert_eq!(s.generation(1).unwrap(), g);
+    drop(holder);
+    assert!(s.objects(1, None).unwrap().is_empty());
+}
