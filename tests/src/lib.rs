@@ -8,6 +8,8 @@
 //! This crate may use `unsafe`: its job includes calling the C ABI with raw
 //! (and deliberately bad) pointers. Every block says why it is sound.
 
+pub mod raw;
+
 use std::path::PathBuf;
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};

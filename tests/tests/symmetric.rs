@@ -11,109 +11,13 @@ use std::process::Command;
 use std::ptr;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path};
+use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck};
 use sha1::Digest;
 
 // ---------------------------------------------------------------------------
 // loading and calling
 // ---------------------------------------------------------------------------
-
-/// The module's 2.40 function list; the library is leaked so it stays valid.
-struct Module {
-    f: &'static CK_FUNCTION_LIST,
-}
-
-impl Module {
-    fn load() -> Module {
-        // SAFETY: loading the module under test runs its initialisers, which have
-        // no special requirements.
-        let lib = unsafe { libloading::Library::new(module_path()) }.expect("dlopen module");
-        let lib: &'static libloading::Library = Box::leak(Box::new(lib));
-        // SAFETY: the symbol has the C_GetFunctionList signature described by
-        // `CK_C_GetFunctionList`.
-        let gfl = unsafe { lib.get::<CK_C_GetFunctionList>(b"C_GetFunctionList\0") }
-            .expect("C_GetFunctionList exported")
-            .expect("C_GetFunctionList non-NULL");
-        let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
-        // SAFETY: `list` is a valid out-pointer.
-        let rv = unsafe { gfl(&mut list) };
-        check(rv, CKR_OK, "C_GetFunctionList");
-        assert!(!list.is_null(), "C_GetFunctionList returned NULL");
-        // SAFETY: on CKR_OK the list is static data of a library that is never unloaded.
-        let f = unsafe { &*list };
-        Module { f }
-    }
-}
-
-/// Calls a function of the module's list.
-macro_rules! ck {
-    ($m:expr, $f:ident ( $($a:expr),* $(,)? )) => {{
-        let func = $m.f.$f.expect(concat!(stringify!($f), " missing from CK_FUNCTION_LIST"));
-        // SAFETY: the function comes from the module's own list; every pointer
-        // argument is NULL on purpose or points to a live local buffer whose length
-        // is the one passed alongside it.
-        unsafe { func($($a),*) }
-    }};
-}
-
-const RV_NAMES: &[(CK_RV, &str)] = &[
-    (CKR_OK, "CKR_OK"),
-    (CKR_HOST_MEMORY, "CKR_HOST_MEMORY"),
-    (CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"),
-    (CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED"),
-    (CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD"),
-    (CKR_ATTRIBUTE_READ_ONLY, "CKR_ATTRIBUTE_READ_ONLY"),
-    (CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"),
-    (CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"),
-    (CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID"),
-    (CKR_DATA_INVALID, "CKR_DATA_INVALID"),
-    (CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE"),
-    (CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID"),
-    (CKR_ENCRYPTED_DATA_LEN_RANGE, "CKR_ENCRYPTED_DATA_LEN_RANGE"),
-    (CKR_AEAD_DECRYPT_FAILED, "CKR_AEAD_DECRYPT_FAILED"),
-    (CKR_FUNCTION_NOT_SUPPORTED, "CKR_FUNCTION_NOT_SUPPORTED"),
-    (CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID"),
-    (CKR_KEY_SIZE_RANGE, "CKR_KEY_SIZE_RANGE"),
-    (CKR_KEY_TYPE_INCONSISTENT, "CKR_KEY_TYPE_INCONSISTENT"),
-    (
-        CKR_KEY_FUNCTION_NOT_PERMITTED,
-        "CKR_KEY_FUNCTION_NOT_PERMITTED",
-    ),
-    (CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"),
-    (CKR_MECHANISM_PARAM_INVALID, "CKR_MECHANISM_PARAM_INVALID"),
-    (CKR_OBJECT_HANDLE_INVALID, "CKR_OBJECT_HANDLE_INVALID"),
-    (CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE"),
-    (
-        CKR_OPERATION_NOT_INITIALIZED,
-        "CKR_OPERATION_NOT_INITIALIZED",
-    ),
-    (CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID"),
-    (CKR_SIGNATURE_INVALID, "CKR_SIGNATURE_INVALID"),
-    (CKR_SIGNATURE_LEN_RANGE, "CKR_SIGNATURE_LEN_RANGE"),
-    (CKR_TEMPLATE_INCOMPLETE, "CKR_TEMPLATE_INCOMPLETE"),
-    (CKR_TEMPLATE_INCONSISTENT, "CKR_TEMPLATE_INCONSISTENT"),
-    (CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"),
-    (CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL"),
-    (CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED"),
-];
-
-fn rv_name(rv: CK_RV) -> String {
-    RV_NAMES
-        .iter()
-        .find(|(v, _)| *v == rv)
-        .map(|(_, n)| n.to_string())
-        .unwrap_or_else(|| format!("CKR_0x{rv:x}"))
-}
-
-#[track_caller]
-fn check(rv: CK_RV, want: CK_RV, what: &str) {
-    assert!(
-        rv == want,
-        "{what}: expected {}, got {}",
-        rv_name(want),
-        rv_name(rv)
-    );
-}
 
 /// Unwraps an operation result, naming the CKR on failure.
 #[track_caller]

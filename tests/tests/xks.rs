@@ -11,109 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use cryptoki_sys::*;
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path};
+use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck};
 use sha2::Digest;
 
 // ---------------------------------------------------------------------------
 // loading, calling, return codes
 // ---------------------------------------------------------------------------
-
-/// The module's function list (the library is leaked, so it stays valid).
-#[derive(Clone, Copy)]
-struct Module {
-    f: &'static CK_FUNCTION_LIST,
-}
-
-impl Module {
-    fn load() -> Module {
-        // SAFETY: loading the module under test runs its initialisers, which have
-        // no special requirements.
-        let lib = unsafe { libloading::Library::new(module_path()) }.expect("dlopen module");
-        let lib: &'static libloading::Library = Box::leak(Box::new(lib));
-        // SAFETY: the symbol has the C_GetFunctionList signature.
-        let gfl = unsafe { lib.get::<CK_C_GetFunctionList>(b"C_GetFunctionList\0") }
-            .expect("C_GetFunctionList exported")
-            .expect("C_GetFunctionList non-NULL");
-        let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
-        // SAFETY: `list` is a valid out-pointer.
-        let rv = unsafe { gfl(&mut list) };
-        check(rv, CKR_OK, "C_GetFunctionList");
-        assert!(!list.is_null());
-        // SAFETY: on CKR_OK the list is static data of a library never unloaded.
-        let f = unsafe { &*list };
-        Module { f }
-    }
-}
-
-/// Calls a function of the module's list.
-macro_rules! ck {
-    ($m:expr, $f:ident ( $($a:expr),* $(,)? )) => {{
-        let func = $m.f.$f.expect(concat!(stringify!($f), " missing from CK_FUNCTION_LIST"));
-        // SAFETY: the function comes from the module's own list; every pointer
-        // argument is NULL on purpose or points to a live local buffer whose length
-        // is the one passed alongside it.
-        unsafe { func($($a),*) }
-    }};
-}
-
-const RV_NAMES: &[(CK_RV, &str)] = &[
-    (CKR_OK, "CKR_OK"),
-    (CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"),
-    (CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED"),
-    (CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD"),
-    (CKR_CANT_LOCK, "CKR_CANT_LOCK"),
-    (CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"),
-    (CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID"),
-    (CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID"),
-    (CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE"),
-    (CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID"),
-    (CKR_ENCRYPTED_DATA_LEN_RANGE, "CKR_ENCRYPTED_DATA_LEN_RANGE"),
-    (CKR_AEAD_DECRYPT_FAILED, "CKR_AEAD_DECRYPT_FAILED"),
-    (CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID"),
-    (CKR_KEY_TYPE_INCONSISTENT, "CKR_KEY_TYPE_INCONSISTENT"),
-    (
-        CKR_KEY_FUNCTION_NOT_PERMITTED,
-        "CKR_KEY_FUNCTION_NOT_PERMITTED",
-    ),
-    (CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"),
-    (CKR_MECHANISM_PARAM_INVALID, "CKR_MECHANISM_PARAM_INVALID"),
-    (CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE"),
-    (
-        CKR_OPERATION_NOT_INITIALIZED,
-        "CKR_OPERATION_NOT_INITIALIZED",
-    ),
-    (CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED"),
-    (CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID"),
-    (CKR_TEMPLATE_INCOMPLETE, "CKR_TEMPLATE_INCOMPLETE"),
-    (CKR_USER_ALREADY_LOGGED_IN, "CKR_USER_ALREADY_LOGGED_IN"),
-    (CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"),
-    (CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL"),
-    (CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED"),
-    (
-        CKR_CRYPTOKI_ALREADY_INITIALIZED,
-        "CKR_CRYPTOKI_ALREADY_INITIALIZED",
-    ),
-    (CKR_MUTEX_BAD, "CKR_MUTEX_BAD"),
-    (CKR_MUTEX_NOT_LOCKED, "CKR_MUTEX_NOT_LOCKED"),
-];
-
-fn rv_name(rv: CK_RV) -> String {
-    RV_NAMES
-        .iter()
-        .find(|(v, _)| *v == rv)
-        .map(|(_, n)| n.to_string())
-        .unwrap_or_else(|| format!("CKR_0x{rv:x}"))
-}
-
-#[track_caller]
-fn check(rv: CK_RV, want: CK_RV, what: &str) {
-    assert!(
-        rv == want,
-        "{what}: expected {}, got {}",
-        rv_name(want),
-        rv_name(rv)
-    );
-}
 
 // ---------------------------------------------------------------------------
 // mutex callbacks (a lock built from std's Mutex + Condvar, boxed)
