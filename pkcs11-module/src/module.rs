@@ -113,9 +113,9 @@ pub struct Slot {
 }
 
 /// Associated data binding a PIN wrap to its token and role.
-fn wrap_aad(rec: &TokenRecord, who: Login) -> Vec<u8> {
+fn wrap_aad(token_id: &[u8; 16], who: Login) -> Vec<u8> {
     let mut aad = b"ferrohsm pin wrap v1/".to_vec();
-    aad.extend_from_slice(&rec.token_id);
+    aad.extend_from_slice(token_id);
     aad.extend_from_slice(if who == Login::So { b"/so" } else { b"/user" });
     aad
 }
@@ -407,18 +407,17 @@ impl Module {
         let serial = pad::<16>(hex(&random_bytes::<8>()?).as_bytes());
         let key = StorageKey::generate().map_err(|_| Error::DeviceError)?;
         let policy = self.config.default_policy;
-        let mut rec = TokenRecord {
+        let rec = TokenRecord {
             slot_id: id,
             token_id,
             label,
             serial,
             policy,
-            so_pin: placeholder_wrap(),
+            so_pin: self.seal_pin(so_pin, &key, &token_id, Login::So)?,
             user_pin: None,
             so_failures: 0,
             user_failures: 0,
         };
-        rec.so_pin = self.seal_pin(so_pin, &key, &rec, Login::So)?;
         {
             let mut t = slot.token.write();
             if t.sessions > 0 {
@@ -458,10 +457,10 @@ impl Module {
         &self,
         pin: &[u8],
         key: &StorageKey,
-        rec: &TokenRecord,
+        token_id: &[u8; 16],
         who: Login,
     ) -> Result<PinWrap> {
-        PinWrap::seal(pin, key, self.config.kdf, &wrap_aad(rec, who)).map_err(|e| {
+        PinWrap::seal(pin, key, self.config.kdf, &wrap_aad(token_id, who)).map_err(|e| {
             log!(
                 self.log,
                 Level::Error,
@@ -484,7 +483,7 @@ impl Module {
             Login::So => rec.so_pin.clone(),
             _ => rec.user_pin.clone().ok_or(Error::UserPinNotInitialized)?,
         };
-        let opened = wrap.open(pin, &wrap_aad(rec, who));
+        let opened = wrap.open(pin, &wrap_aad(&rec.token_id, who));
         let mut t = slot.token.write();
         let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
         if cur.token_id != rec.token_id {
@@ -557,7 +556,7 @@ impl Module {
         if !wrap.is_some_and(|w| w.kdf.weaker_than(&self.config.kdf)) {
             return;
         }
-        let Ok(new) = self.seal_pin(pin, key, &rec, who) else {
+        let Ok(new) = self.seal_pin(pin, key, &rec.token_id, who) else {
             return;
         };
         let mut t = slot.token.write();
@@ -601,7 +600,7 @@ impl Module {
                 t.key.clone().ok_or(Error::UserNotLoggedIn)?,
             )
         };
-        let wrap = self.seal_pin(pin, &key, &rec, Login::User)?;
+        let wrap = self.seal_pin(pin, &key, &rec.token_id, Login::User)?;
         let mut t = s.slot.token.write();
         let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
         cur.user_pin = Some(wrap);
@@ -649,7 +648,7 @@ impl Module {
         };
         check_pin_len(new)?;
         let key = self.verify_pin(&s.slot, &rec, who, old)?;
-        let wrap = self.seal_pin(new, &key, &rec, who)?;
+        let wrap = self.seal_pin(new, &key, &rec.token_id, who)?;
         let mut t = s.slot.token.write();
         let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
         if who == Login::So {
@@ -1537,17 +1536,6 @@ fn pin_flags(failures: u32, max: u32, [low, final_try, locked]: [CK_FLAGS; 3]) -
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Stands in for the SO wrap while the record that the wrap's associated data
-/// names is being built.
-fn placeholder_wrap() -> PinWrap {
-    PinWrap {
-        kdf: ferrohsm_store::KdfParams::PRODUCTION,
-        salt: [0; 16],
-        nonce: [0; 12],
-        sealed: Vec::new(),
-    }
 }
 
 #[cfg(test)]
