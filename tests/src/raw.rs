@@ -1,11 +1,14 @@
 //! Raw calls through the module's function lists, for tests that need NULL
 //! pointers, odd lengths and exact `CK_RV`s (which the `cryptoki` crate hides).
+// `ck!`/`ck3!` evaluate their arguments inside the `unsafe` call on purpose: the
+// tests write the raw pointers the call is made with, NULL and bad ones included.
+#![allow(clippy::macro_metavars_in_unsafe)]
 
 use std::ptr;
 
 use cryptoki_sys::*;
 
-use crate::module_path;
+use crate::{SO_PIN, USER_PIN, module_path};
 
 /// The loaded module's 2.40 and 3.0 function lists. The library is leaked, so
 /// the lists stay valid for the whole process.
@@ -62,6 +65,72 @@ impl RawModule {
     }
 }
 
+impl RawModule {
+    /// Opens a session on `slot` (read/write if `rw`), asserting success.
+    pub fn open(&self, slot: CK_SLOT_ID, rw: bool) -> CK_SESSION_HANDLE {
+        let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
+        let mut s = CK_INVALID_HANDLE;
+        let rv = crate::ck!(
+            self,
+            C_OpenSession(slot, flags, ptr::null_mut(), None, &mut s)
+        );
+        check(rv, CKR_OK, "C_OpenSession");
+        s
+    }
+
+    /// `C_Login` with a PIN; returns the answer.
+    pub fn login(&self, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) -> CK_RV {
+        let mut p = pin.as_bytes().to_vec();
+        crate::ck!(self, C_Login(s, user, p.as_mut_ptr(), p.len() as CK_ULONG))
+    }
+
+    /// On an initialised module, turns the spare token (the last slot) into a
+    /// token labelled `label` with the test SO PIN and user PIN set, as an
+    /// administrator would; returns its slot. No session is left open.
+    pub fn make_token(&self, label: &str) -> CK_SLOT_ID {
+        let mut n: CK_ULONG = 0;
+        check(
+            crate::ck!(self, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
+            CKR_OK,
+            "C_GetSlotList count",
+        );
+        let mut slots = vec![0; n as usize];
+        check(
+            crate::ck!(self, C_GetSlotList(CK_FALSE, slots.as_mut_ptr(), &mut n)),
+            CKR_OK,
+            "C_GetSlotList",
+        );
+        let slot = *slots[..n as usize].last().expect("a slot");
+        let mut so = SO_PIN.as_bytes().to_vec();
+        let mut padded = [b' '; 32];
+        padded[..label.len()].copy_from_slice(label.as_bytes());
+        let rv = crate::ck!(
+            self,
+            C_InitToken(
+                slot,
+                so.as_mut_ptr(),
+                so.len() as CK_ULONG,
+                padded.as_mut_ptr()
+            )
+        );
+        check(rv, CKR_OK, "C_InitToken");
+        let s = self.open(slot, true);
+        check(self.login(s, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
+        let mut up = USER_PIN.as_bytes().to_vec();
+        check(
+            crate::ck!(self, C_InitPIN(s, up.as_mut_ptr(), up.len() as CK_ULONG)),
+            CKR_OK,
+            "C_InitPIN",
+        );
+        check(
+            crate::ck!(self, C_CloseSession(s)),
+            CKR_OK,
+            "C_CloseSession",
+        );
+        slot
+    }
+}
+
 /// Calls a function of the 2.40 list: `ck!(m, C_Foo(args…))`.
 #[macro_export]
 macro_rules! ck {
@@ -74,7 +143,7 @@ macro_rules! ck {
     }};
 }
 
-/// Calls a function of the 3.0 list: `ck3!(m, C_Foo(args…))`.
+/// Calls a function of the 3.0 list: `ck3!(m, C_Foo(args…))` (see `ck!`).
 #[macro_export]
 macro_rules! ck3 {
     ($m:expr, $f:ident ( $($a:expr),* $(,)? )) => {{

@@ -70,32 +70,7 @@ fn login(m: &Module, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) -> CK_
 /// C_Initialize, initialise the spare token with SO and user PINs; returns the slot.
 fn ready(m: &Module) -> CK_SLOT_ID {
     initialize(m);
-    let slot = *slot_list(m).last().expect("a slot");
-    let mut so = SO_PIN.as_bytes().to_vec();
-    let mut label = padded32("raw-abi");
-    check(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
-        CKR_OK,
-        "C_InitToken",
-    );
-    let s = open(m, slot, true);
-    check(login(m, s, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
-    let mut up = USER_PIN.as_bytes().to_vec();
-    check(
-        ck!(m, C_InitPIN(s, up.as_mut_ptr(), up.len() as CK_ULONG)),
-        CKR_OK,
-        "C_InitPIN",
-    );
-    check(ck!(m, C_CloseSession(s)), CKR_OK, "C_CloseSession");
-    slot
+    m.make_token("raw-abi")
 }
 
 /// A R/W user session on a ready token.

@@ -12,7 +12,7 @@ use std::ptr;
 
 use cryptoki_sys::*;
 use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck};
+use ferrohsm_tests::{TestEnv, USER_PIN, ck};
 use sha1::Digest;
 
 // ---------------------------------------------------------------------------
@@ -271,70 +271,9 @@ impl Hsm {
             CKR_OK,
             "C_Initialize",
         );
-        let mut n: CK_ULONG = 0;
-        check(
-            ck!(m, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
-            CKR_OK,
-            "C_GetSlotList count",
-        );
-        let mut slots = vec![0; n as usize];
-        check(
-            ck!(m, C_GetSlotList(CK_FALSE, slots.as_mut_ptr(), &mut n)),
-            CKR_OK,
-            "C_GetSlotList",
-        );
-        let slot = *slots[..n as usize].last().expect("a slot");
-        let mut so = SO_PIN.as_bytes().to_vec();
-        let mut label = [b' '; 32];
-        label[..9].copy_from_slice(b"symmetric");
-        check(
-            ck!(
-                m,
-                C_InitToken(
-                    slot,
-                    so.as_mut_ptr(),
-                    so.len() as CK_ULONG,
-                    label.as_mut_ptr()
-                )
-            ),
-            CKR_OK,
-            "C_InitToken",
-        );
-        let mut s = CK_INVALID_HANDLE;
-        check(
-            ck!(
-                m,
-                C_OpenSession(
-                    slot,
-                    CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                    ptr::null_mut(),
-                    None,
-                    &mut s
-                )
-            ),
-            CKR_OK,
-            "C_OpenSession",
-        );
-        check(
-            ck!(m, C_Login(s, CKU_SO, so.as_mut_ptr(), so.len() as CK_ULONG)),
-            CKR_OK,
-            "C_Login SO",
-        );
-        let mut up = USER_PIN.as_bytes().to_vec();
-        check(
-            ck!(m, C_InitPIN(s, up.as_mut_ptr(), up.len() as CK_ULONG)),
-            CKR_OK,
-            "C_InitPIN",
-        );
-        check(ck!(m, C_Logout(s)), CKR_OK, "C_Logout SO");
-        check(
-            ck!(
-                m,
-                C_Login(s, CKU_USER, up.as_mut_ptr(), up.len() as CK_ULONG)
-            ),
-            CKR_OK,
-            "C_Login user",
-        );
+        let slot = m.make_token("symmetric");
+        let s = m.open(slot, true);
+        check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
         Hsm { m, slot, s }
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Condvar, Mutex};
 
 use cryptoki_sys::*;
 use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck};
+use ferrohsm_tests::{TestEnv, USER_PIN, ck};
 use sha2::Digest;
 
 // ---------------------------------------------------------------------------
@@ -477,56 +477,9 @@ fn expect_data_invalid(r: Result<Vec<u8>, CK_RV>, what: &str) {
 /// Initialises the spare token (SO PIN, user PIN) and generates the XKS keys as
 /// sensitive, non-extractable token objects. Returns the token's slot.
 fn setup_token(m: Module) -> CK_SLOT_ID {
-    let mut n: CK_ULONG = 0;
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList",
-    );
-    let mut v = vec![0; n as usize];
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, v.as_mut_ptr(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList",
-    );
-    let slot = v[n as usize - 1];
-    let mut so = SO_PIN.as_bytes().to_vec();
-    let mut label = [b' '; 32];
-    label[..3].copy_from_slice(b"xks");
-    check(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
-        CKR_OK,
-        "C_InitToken",
-    );
+    let slot = m.make_token("xks");
     let s = open_rw(m, slot);
-    check(
-        ck!(m, C_Login(s, CKU_SO, so.as_mut_ptr(), so.len() as CK_ULONG)),
-        CKR_OK,
-        "C_Login SO",
-    );
-    let mut up = USER_PIN.as_bytes().to_vec();
-    check(
-        ck!(m, C_InitPIN(s, up.as_mut_ptr(), up.len() as CK_ULONG)),
-        CKR_OK,
-        "C_InitPIN",
-    );
-    check(ck!(m, C_Logout(s)), CKR_OK, "C_Logout");
-    check(
-        ck!(
-            m,
-            C_Login(s, CKU_USER, up.as_mut_ptr(), up.len() as CK_ULONG)
-        ),
-        CKR_OK,
-        "C_Login user",
-    );
+    check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     // (label, encrypt, decrypt, explicit FALSE for sign/verify/wrap/unwrap)
     for (lab, enc, dec, explicit) in [
         (KEY, true, true, true),
