@@ -394,6 +394,53 @@ pub fn ctr(param: &Param, key: Arc<AesKey>, _dir: Dir) -> Result<Box<dyn CipherO
     }))
 }
 
+// ---- one-shot modes -------------------------------------------------------------------
+
+/// A mode that must see its whole input at once (GCM, key wrap).
+trait OneShot: Send {
+    /// Output length for `len` bytes of input.
+    fn out_len(&self, len: usize) -> usize;
+    /// Processes the whole input.
+    fn process(&self, input: &[u8], out: &mut [u8]) -> Result<usize>;
+}
+
+/// Runs a one-shot mode under PKCS#11's multi-part calls: updates only buffer
+/// (and output nothing), the final call processes everything.
+struct Buffered<T> {
+    mode: T,
+    buffered: Zeroizing<Vec<u8>>,
+}
+
+fn buffered<T: OneShot + 'static>(mode: T) -> Box<dyn CipherOp> {
+    Box::new(Buffered {
+        mode,
+        buffered: Zeroizing::new(Vec::new()),
+    })
+}
+
+impl<T: OneShot> CipherOp for Buffered<T> {
+    fn single_len(&self, len: usize) -> usize {
+        self.mode.out_len(len)
+    }
+    fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
+        self.mode.process(input, out)
+    }
+    fn update_len(&self, _len: usize) -> usize {
+        0
+    }
+    fn update(&mut self, input: &[u8], _out: &mut [u8]) -> Result<usize> {
+        self.buffered.extend_from_slice(input);
+        Ok(0)
+    }
+    fn final_len(&self) -> usize {
+        self.mode.out_len(self.buffered.len())
+    }
+    fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
+        let data = Zeroizing::new(std::mem::take(&mut *self.buffered));
+        self.mode.process(&data, out)
+    }
+}
+
 // ---- GCM ------------------------------------------------------------------------------
 
 /// GCM per SP 800-38D for IVs of any length. Multi-part calls buffer: nothing
@@ -404,7 +451,6 @@ struct Gcm {
     iv: Vec<u8>,
     aad: Vec<u8>,
     tag_len: usize,
-    buffered: Zeroizing<Vec<u8>>,
 }
 
 impl Gcm {
@@ -464,7 +510,9 @@ impl Gcm {
         }
         tag
     }
+}
 
+impl OneShot for Gcm {
     fn out_len(&self, len: usize) -> usize {
         match self.dir {
             Dir::Encrypt => len + self.tag_len,
@@ -500,30 +548,6 @@ impl Gcm {
     }
 }
 
-impl CipherOp for Gcm {
-    fn single_len(&self, len: usize) -> usize {
-        self.out_len(len)
-    }
-    fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
-        self.process(input, out)
-    }
-    fn update_len(&self, _len: usize) -> usize {
-        0
-    }
-    fn update(&mut self, input: &[u8], _out: &mut [u8]) -> Result<usize> {
-        self.buffered.extend_from_slice(input);
-        Ok(0)
-    }
-    fn final_len(&self) -> usize {
-        self.out_len(self.buffered.len())
-    }
-    fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
-        let data = std::mem::take(&mut *self.buffered);
-        let data = Zeroizing::new(data);
-        self.process(&data, out)
-    }
-}
-
 /// Builds `CKM_AES_GCM` from a parsed `CK_GCM_PARAMS`: IV 1–256 bytes, tag
 /// 32–128 bits in whole bytes, AAD of any size.
 pub fn gcm(param: &Param, key: Arc<AesKey>, dir: Dir) -> Result<Box<dyn CipherOp>> {
@@ -533,13 +557,12 @@ pub fn gcm(param: &Param, key: Arc<AesKey>, dir: Dir) -> Result<Box<dyn CipherOp
     if iv.is_empty() || iv.len() > 256 || !(32..=128).contains(tag_bits) || tag_bits % 8 != 0 {
         return Err(Error::MechanismParamInvalid);
     }
-    Ok(Box::new(Gcm {
+    Ok(buffered(Gcm {
         key,
         dir,
         iv: iv.clone(),
         aad: aad.clone(),
         tag_len: (*tag_bits / 8) as usize,
-        buffered: Zeroizing::new(Vec::new()),
     }))
 }
 
@@ -550,10 +573,9 @@ struct KeyWrap {
     key: Zeroizing<Vec<u8>>,
     dir: Dir,
     padded: bool,
-    buffered: Zeroizing<Vec<u8>>,
 }
 
-impl KeyWrap {
+impl OneShot for KeyWrap {
     fn out_len(&self, len: usize) -> usize {
         match (self.dir, self.padded) {
             (Dir::Encrypt, false) => len + 8,
@@ -643,29 +665,6 @@ fn apply<W: Wrapper>(w: W, encrypt: bool, input: &[u8], out: &mut [u8]) -> Resul
     Ok(n)
 }
 
-impl CipherOp for KeyWrap {
-    fn single_len(&self, len: usize) -> usize {
-        self.out_len(len)
-    }
-    fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
-        self.process(input, out)
-    }
-    fn update_len(&self, _len: usize) -> usize {
-        0
-    }
-    fn update(&mut self, input: &[u8], _out: &mut [u8]) -> Result<usize> {
-        self.buffered.extend_from_slice(input);
-        Ok(0)
-    }
-    fn final_len(&self) -> usize {
-        self.out_len(self.buffered.len())
-    }
-    fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
-        let data = Zeroizing::new(std::mem::take(&mut *self.buffered));
-        self.process(&data, out)
-    }
-}
-
 fn key_wrap(param: &Param, raw_key: &[u8], dir: Dir, padded: bool) -> Result<Box<dyn CipherOp>> {
     // Only the default initial values of RFC 3394 / RFC 5649 are supported.
     let default_iv: &[u8] = if padded {
@@ -678,11 +677,10 @@ fn key_wrap(param: &Param, raw_key: &[u8], dir: Dir, padded: bool) -> Result<Box
         Param::Raw(iv) if iv.as_slice() == default_iv => {}
         _ => return Err(Error::MechanismParamInvalid),
     }
-    Ok(Box::new(KeyWrap {
+    Ok(buffered(KeyWrap {
         key: Zeroizing::new(raw_key.to_vec()),
         dir,
         padded,
-        buffered: Zeroizing::new(Vec::new()),
     }))
 }
 
