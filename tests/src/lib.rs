@@ -112,3 +112,56 @@ impl Default for TestEnv {
         Self::new()
     }
 }
+
+/// A small seeded generator (SplitMix64) for property tests; a failing run is
+/// replayed by setting `FERROHSM_SEED` to the seed it printed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator with a fixed seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// Seeded from `FERROHSM_SEED`, else the clock; prints the seed under `what`.
+    pub fn seeded(what: &str) -> Rng {
+        let seed = std::env::var("FERROHSM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        println!("{what}: seed {seed} (set FERROHSM_SEED={seed} to replay)");
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
+    /// Sorted random cut points in `0..=len` (0 to 5 of them, duplicates allowed).
+    pub fn cuts(&mut self, len: usize) -> Vec<usize> {
+        let k = self.below(6);
+        let mut v: Vec<usize> = (0..k).map(|_| self.below(len + 1)).collect();
+        v.sort_unstable();
+        v
+    }
+}

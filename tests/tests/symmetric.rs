@@ -12,7 +12,7 @@ use std::ptr;
 
 use cryptoki_sys::*;
 use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
-use ferrohsm_tests::{TestEnv, USER_PIN, ck};
+use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck};
 use sha1::Digest;
 
 // ---------------------------------------------------------------------------
@@ -703,45 +703,6 @@ fn vectors(file: &str) -> Vec<Rec> {
     }
     assert!(!recs.is_empty(), "{file}: no vectors");
     recs
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded(what: &str) -> Rng {
-        let seed = std::env::var("FERROHSM_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        println!("{what}: seed {seed} (set FERROHSM_SEED={seed} to replay)");
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-    /// Sorted random cut points in 0..=len (0 to 5 of them, duplicates allowed).
-    fn cuts(&mut self, len: usize) -> Vec<usize> {
-        let k = self.below(6);
-        let mut v: Vec<usize> = (0..k).map(|_| self.below(len + 1)).collect();
-        v.sort_unstable();
-        v
-    }
 }
 
 /// Runs `openssl` with `input` in a file given as `-in`; returns stdout.

@@ -12,7 +12,7 @@ use std::sync::{Condvar, Mutex};
 
 use cryptoki_sys::*;
 use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
-use ferrohsm_tests::{TestEnv, USER_PIN, ck};
+use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck};
 use sha2::Digest;
 
 // ---------------------------------------------------------------------------
@@ -553,28 +553,6 @@ fn start() -> (Module, CK_SLOT_ID) {
     );
     health(m, slot);
     (m, slot)
-}
-
-/// Small SplitMix64 PRNG for sizes and choices (IVs come from the module).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 fn seed(what: &str) -> u64 {
