@@ -80,19 +80,16 @@
 //! `StoreError::Io("… locked by another process …")`.
 //!
 //! sled 0.34 is opened with `flush_every_ms(None)`, so it starts no flusher
-//! thread. It does however start a process-global I/O thread pool on first
-//! use: 7 threads named `sled-io-N` that never exit (plus short-lived extra
-//! ones under load, which exit after about 5 s idle). They outlive the `Db`
-//! and cannot be stopped. After `fork()`, sled's pool state is copied into the
-//! child without its threads, and the child would hang on its first sled call;
-//! this store therefore refuses to use sled in a process other than the one
-//! that first used it (`StoreError::Io`). See the crate report for details.
+//! thread, and FerroHSM builds it with the inline I/O "pool" (upstream's miri
+//! mode, see `vendor/sled/FERROHSM-PATCH.md`), so it starts no thread at all:
+//! nothing outlives a call, and a forked child opens the database like any
+//! other process (it never inherits an open `Db`: there is none between calls).
+//! `tests/threads.rs` checks that no thread appears.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -313,9 +310,6 @@ fn index_key(attr_type: u64, value: &AttrValue, id: Option<u64>) -> Result<Vec<u
     Ok(k)
 }
 
-/// The pid of the process that first used sled; see the module docs on fork.
-static SLED_PID: OnceLock<u32> = OnceLock::new();
-
 fn map_sled(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Io(e) => StoreError::Io(e.to_string()),
@@ -373,14 +367,6 @@ impl SledStore {
         create: bool,
         f: impl FnOnce(&sled::Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let first = *SLED_PID.get_or_init(std::process::id);
-        if first != std::process::id() {
-            return Err(StoreError::Io(
-                "token store used in a forked child after the parent used it: \
-                 sled's I/O threads do not survive fork; re-exec or use it before forking"
-                    .into(),
-            ));
-        }
         let path = self.db_path(slot_id);
         if !create && !path.join("conf").exists() {
             return Err(StoreError::NotFound);
