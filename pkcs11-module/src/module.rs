@@ -72,6 +72,9 @@ pub struct Token {
     objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
     /// Handles already given to public token objects, by store id.
     handles: HashMap<u64, CK_OBJECT_HANDLE>,
+    /// The store's generation this cache reflects; `None` when unknown (then
+    /// the next `refresh` reloads).
+    generation: Option<u64>,
     /// Sessions open on this token.
     sessions: u64,
     /// Of which read/write.
@@ -86,6 +89,7 @@ impl Token {
             key: None,
             objects: HashMap::new(),
             handles: HashMap::new(),
+            generation: None,
             sessions: 0,
             rw_sessions: 0,
         }
@@ -183,28 +187,7 @@ impl Module {
             sessions: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
         };
-        let mut records = module
-            .store
-            .tokens()
-            .map_err(|e| module.store_error("listing tokens", e))?;
-        records.sort_by_key(|r| r.slot_id);
-        let mut slots = Vec::with_capacity(records.len() + 1);
-        for rec in records {
-            let id = rec.slot_id as CK_SLOT_ID;
-            let mut token = Token::spare();
-            token.record = Some(rec);
-            module.load_objects(id, &mut token, None)?;
-            slots.push(Arc::new(Slot {
-                id,
-                token: RwLock::new(token),
-            }));
-        }
-        let spare_id = slots.last().map_or(0, |s| s.id + 1);
-        slots.push(Arc::new(Slot {
-            id: spare_id,
-            token: RwLock::new(Token::spare()),
-        }));
-        *module.slots.write() = slots;
+        module.adopt_tokens()?;
         log!(
             module.log,
             Level::Info,
@@ -231,8 +214,10 @@ impl Module {
         }
     }
 
-    /// Loads a token's objects into its cache: public ones, and private ones
-    /// too when `key` is given.
+    /// Makes the token cache equal to the store: public objects, and private
+    /// ones too when `key` is given. Unchanged objects keep their handle and
+    /// their cached key schedule; changed ones keep their handle; objects gone
+    /// from the store vanish; session objects are untouched.
     fn load_objects(
         &self,
         slot_id: CK_SLOT_ID,
@@ -243,17 +228,131 @@ impl Module {
             .store
             .objects(slot_id, key)
             .map_err(|e| self.store_error("loading objects", e))?;
-        for rec in records.iter().filter(|r| key.is_none() || r.private) {
-            let handle = match token.handles.get(&rec.id) {
-                Some(h) if !rec.private => *h,
-                _ => self.new_handle(),
+        let mut old: HashMap<u64, Arc<Object>> = HashMap::new();
+        token.objects.retain(|_, o| {
+            if o.owner.is_none() {
+                old.insert(o.store_id, o.clone());
+                false
+            } else {
+                true
+            }
+        });
+        token.handles.clear();
+        for rec in &records {
+            let obj = match old.remove(&rec.id) {
+                Some(o) if o.to_record() == *rec => o,
+                Some(o) => Arc::new(Object::from_record(o.handle, rec)),
+                None => Arc::new(Object::from_record(self.new_handle(), rec)),
             };
             if !rec.private {
-                token.handles.insert(rec.id, handle);
+                token.handles.insert(rec.id, obj.handle);
             }
-            token
-                .objects
-                .insert(handle, Arc::new(Object::from_record(handle, rec)));
+            token.objects.insert(obj.handle, obj);
+        }
+        Ok(())
+    }
+
+    /// Brings a slot's cache up to date when the store changed behind it
+    /// (another process wrote, or created a token in this slot). Costs one
+    /// small file read when nothing changed.
+    fn refresh(&self, slot: &Slot) -> Result<()> {
+        let stamp = slot.token.read().generation;
+        let now = self
+            .store
+            .generation(slot.id)
+            .map_err(|e| self.store_error("reading the token generation", e))?;
+        if stamp == Some(now) {
+            return Ok(());
+        }
+        let mut t = slot.token.write();
+        if t.generation == Some(now) {
+            return Ok(());
+        }
+        let rec = self
+            .store
+            .token(slot.id)
+            .map_err(|e| self.store_error(&format!("slot {}: reading the token", slot.id), e))?;
+        let same = matches!((&t.record, &rec), (Some(a), Some(b)) if a.token_id == b.token_id);
+        if !same {
+            if t.record.is_some() {
+                log!(
+                    self.log,
+                    Level::Info,
+                    "slot {}: token re-initialised or removed by another process",
+                    slot.id
+                );
+            }
+            Self::logout_token(&mut t);
+            t.objects.retain(|_, o| o.owner.is_some());
+            t.handles.clear();
+        }
+        t.record = rec;
+        if t.record.is_some() {
+            let key = if t.login == Login::User {
+                t.key.clone()
+            } else {
+                None
+            };
+            self.load_objects(slot.id, &mut t, key.as_ref())?;
+        }
+        t.generation = Some(now);
+        Ok(())
+    }
+
+    /// Records that this process just wrote the token: the cache stays valid
+    /// if the store's generation moved by exactly our one write.
+    fn wrote(&self, slot_id: CK_SLOT_ID, t: &mut Token) {
+        let before = t.generation.take();
+        if let (Some(g), Ok(now)) = (before, self.store.generation(slot_id))
+            && now == g + 1
+        {
+            t.generation = Some(now);
+        }
+    }
+
+    /// Gives every token in the store a slot (tokens created by other
+    /// processes appear here), refreshes slots whose token changed, and keeps
+    /// one spare slot, above every used ID, for `C_InitToken`. A token that
+    /// cannot be read keeps its slot (its calls fail with `CKR_DEVICE_ERROR`)
+    /// and never hides the others.
+    fn adopt_tokens(&self) -> Result<()> {
+        let ids = self
+            .store
+            .slot_ids()
+            .map_err(|e| self.store_error("listing tokens", e))?;
+        {
+            let mut slots = self.slots.write();
+            for id in &ids {
+                let id = *id;
+                if !slots.iter().any(|s| s.id == id) {
+                    slots.push(Arc::new(Slot {
+                        id,
+                        token: RwLock::new(Token::spare()),
+                    }));
+                }
+            }
+            slots.sort_by_key(|s| s.id);
+        }
+        let all: Vec<Arc<Slot>> = self.slots.read().clone();
+        for slot in &all {
+            if ids.contains(&slot.id) {
+                // A damaged token was logged by `refresh`; the others go on.
+                let _ = self.refresh(slot);
+            }
+        }
+        let mut slots = self.slots.write();
+        let top = slots
+            .last()
+            .map(|s| (s.id, s.token.read().record.is_none()));
+        match top {
+            Some((id, true)) if !ids.contains(&id) => {}
+            _ => {
+                let next = slots.last().map_or(0, |s| s.id + 1);
+                slots.push(Arc::new(Slot {
+                    id: next,
+                    token: RwLock::new(Token::spare()),
+                }));
+            }
         }
         Ok(())
     }
@@ -289,9 +388,11 @@ impl Module {
     }
 
     /// All slot IDs: initialised tokens first, the spare last. Every slot has a
-    /// token present, so the `tokenPresent` filter changes nothing.
-    pub fn slot_list(&self) -> Vec<CK_SLOT_ID> {
-        self.slots.read().iter().map(|s| s.id).collect()
+    /// token present, so the `tokenPresent` filter changes nothing. Tokens
+    /// created by other processes since the last call appear here.
+    pub fn slot_list(&self) -> Result<Vec<CK_SLOT_ID>> {
+        self.adopt_tokens()?;
+        Ok(self.slots.read().iter().map(|s| s.id).collect())
     }
 
     /// `CK_SLOT_INFO`.
@@ -309,6 +410,7 @@ impl Module {
     /// `CK_TOKEN_INFO`, with truthful flags and counters.
     pub fn token_info(&self, id: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
         let slot = self.slot(id)?;
+        self.refresh(&slot)?;
         let t = slot.token.read();
         let max = self.config.max_login_failures;
         let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_CLOCK_ON_TOKEN;
@@ -386,6 +488,9 @@ impl Module {
     pub fn init_token(&self, id: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
         check_pin_len(so_pin)?;
         let slot = self.slot(id)?;
+        // A token another process created in this (spare) slot is not ours to
+        // overwrite without its SO PIN.
+        self.refresh(&slot)?;
         let old = {
             let t = slot.token.read();
             if t.sessions > 0 {
@@ -485,33 +590,56 @@ impl Module {
         };
         let opened = wrap.open(pin, &wrap_aad(&rec.token_id, who));
         let mut t = slot.token.write();
-        let cur = t.record.as_mut().ok_or(Error::TokenNotRecognized)?;
+        let cur = t.record.as_ref().ok_or(Error::TokenNotRecognized)?;
         if cur.token_id != rec.token_id {
             return Err(Error::PinIncorrect);
         }
-        let counter = if who == Login::So {
-            &mut cur.so_failures
-        } else {
-            &mut cur.user_failures
-        };
-        match opened {
-            Ok(key) => {
-                if *counter != 0 {
-                    *counter = 0;
-                    let snapshot = cur.clone();
-                    self.store
-                        .update_token(&snapshot)
-                        .map_err(|e| self.store_error("saving login counter", e))?;
-                }
-                Ok(key)
+        let failures_of = |r: &TokenRecord| {
+            if who == Login::So {
+                r.so_failures
+            } else {
+                r.user_failures
             }
+        };
+        let good = opened.is_ok();
+        let bad = matches!(opened, Err(SealError::BadPin));
+        let max = self.config.max_login_failures;
+        if bad || (good && failures_of(cur) != 0) {
+            // Read-modify-write in the store, so that failures counted by other
+            // processes meanwhile add up instead of being overwritten.
+            let token_id = rec.token_id;
+            let mut count = |r: &mut TokenRecord| {
+                if r.token_id != token_id {
+                    return;
+                }
+                let c = if who == Login::So {
+                    &mut r.so_failures
+                } else {
+                    &mut r.user_failures
+                };
+                // Locked by another process while the KDF ran: a right PIN
+                // no longer unlocks; only the SO's C_InitPIN does.
+                if *c < max || !good {
+                    *c = if good { 0 } else { c.saturating_add(1) };
+                }
+            };
+            let stored = self
+                .store
+                .modify_token(slot.id, &mut count)
+                .map_err(|e| self.store_error("saving login counter", e))?;
+            self.wrote(slot.id, &mut t);
+            if stored.token_id != token_id {
+                // Re-initialised by another process while the KDF ran.
+                t.generation = None;
+                return Err(Error::PinIncorrect);
+            }
+            t.record = Some(stored);
+        }
+        let failures = t.record.as_ref().map_or(0, failures_of);
+        match opened {
+            Ok(_) if failures >= max => Err(Error::PinLocked),
+            Ok(key) => Ok(key),
             Err(SealError::BadPin) => {
-                *counter = counter.saturating_add(1);
-                let failures = *counter;
-                let snapshot = cur.clone();
-                self.store
-                    .update_token(&snapshot)
-                    .map_err(|e| self.store_error("saving login counter", e))?;
                 let role = if who == Login::So { "SO" } else { "user" };
                 log!(
                     self.log,
@@ -519,7 +647,7 @@ impl Module {
                     "slot {}: wrong {role} PIN ({failures} consecutive)",
                     slot.id
                 );
-                if failures >= self.config.max_login_failures {
+                if failures >= max {
                     log!(
                         self.log,
                         Level::Warn,
@@ -570,7 +698,9 @@ impl Module {
             cur.user_pin = Some(new);
         }
         let snapshot = cur.clone();
-        match self.store.update_token(&snapshot) {
+        let saved = self.store.update_token(&snapshot);
+        self.wrote(slot.id, &mut t);
+        match saved {
             Ok(()) => log!(
                 self.log,
                 Level::Info,
@@ -589,6 +719,7 @@ impl Module {
     /// `C_InitPIN`: the SO sets the user PIN (and unlocks it).
     pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
         let s = self.session(h)?;
+        self.refresh(&s.slot)?;
         let (rec, key) = {
             let t = s.slot.token.read();
             if t.login != Login::So || !s.rw {
@@ -609,6 +740,7 @@ impl Module {
         self.store
             .update_token(&snapshot)
             .map_err(|e| self.store_error("saving user PIN", e))?;
+        self.wrote(s.slot.id, &mut t);
         log!(
             self.log,
             Level::Info,
@@ -625,6 +757,7 @@ impl Module {
         if !s.rw {
             return Err(Error::SessionReadOnly);
         }
+        self.refresh(&s.slot)?;
         let (rec, who) = {
             let t = s.slot.token.read();
             let who = if t.login == Login::So {
@@ -660,6 +793,7 @@ impl Module {
         self.store
             .update_token(&snapshot)
             .map_err(|e| self.store_error("saving PIN", e))?;
+        self.wrote(s.slot.id, &mut t);
         log!(
             self.log,
             Level::Info,
@@ -678,6 +812,7 @@ impl Module {
             return Err(Error::SessionParallelNotSupported);
         }
         let slot = self.slot(id)?;
+        self.refresh(&slot)?;
         let rw = flags & CKF_RW_SESSION != 0;
         let handle = self.new_handle();
         {
@@ -768,6 +903,8 @@ impl Module {
             CKU_CONTEXT_SPECIFIC => return Err(Error::OperationNotInitialized),
             _ => return Err(Error::UserTypeInvalid),
         };
+        // Counters and PINs as other processes left them.
+        self.refresh(&s.slot)?;
         let rec = {
             let t = s.slot.token.read();
             let rec = t.record()?.clone();
@@ -897,6 +1034,7 @@ impl Module {
             self.store
                 .put_object(s.slot.id, &obj.to_record(), t.key.as_ref())
                 .map_err(|e| self.store_error("writing object", e))?;
+            self.wrote(s.slot.id, t);
             if !obj.is_private() {
                 t.handles.insert(store_id, handle);
             }
@@ -995,6 +1133,7 @@ impl Module {
             self.store
                 .delete_object(s.slot.id, o.store_id)
                 .map_err(|e| self.store_error("deleting object", e))?;
+            self.wrote(s.slot.id, &mut t);
             t.handles.remove(&o.store_id);
         }
         t.objects.remove(&obj);
@@ -1065,6 +1204,7 @@ impl Module {
             self.store
                 .put_object(s.slot.id, &new.to_record(), t.key.as_ref())
                 .map_err(|e| self.store_error("updating object", e))?;
+            self.wrote(s.slot.id, &mut t);
         }
         t.objects.insert(obj, Arc::new(new));
         Ok(())
@@ -1073,6 +1213,7 @@ impl Module {
     /// `C_FindObjectsInit`: snapshots the visible objects matching `template`.
     pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Result<()> {
         let s = self.session(h)?;
+        self.refresh(&s.slot)?;
         let query = policy::Query::new(template);
         let mut found: Vec<CK_OBJECT_HANDLE> = {
             let t = s.slot.token.read();

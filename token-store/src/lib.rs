@@ -141,11 +141,28 @@ impl std::error::Error for StoreError {}
 pub trait Store: Send + Sync {
     /// All initialised tokens.
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The slot IDs that hold a token or the remains of one (a damaged token
+    /// still occupies its slot), cheaply: without reading any token.
+    fn slot_ids(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.tokens()?.iter().map(|t| t.slot_id).collect())
+    }
+    /// The token in `slot_id`, `None` if there is none.
+    fn token(&self, slot_id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.tokens()?.into_iter().find(|t| t.slot_id == slot_id))
+    }
     /// Creates a token, or replaces one with the same slot ID, removing all its
     /// objects: the whole of `C_InitToken`, atomically.
     fn init_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// Rewrites a token's record (PIN wraps, counters) without touching objects.
     fn update_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Reads the token's record, applies `edit` and writes it back, as one
+    /// step that no other process can interleave with (the failed-login
+    /// counters of several processes add up). Returns the record written.
+    fn modify_token(
+        &self,
+        slot_id: u64,
+        edit: &mut dyn FnMut(&mut TokenRecord),
+    ) -> Result<TokenRecord, StoreError>;
     /// The objects of a token: public ones always, private ones only with `key`.
     fn objects(
         &self,
@@ -162,6 +179,8 @@ pub trait Store: Send + Sync {
     /// Deletes an object; deleting a missing object is not an error.
     fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError>;
     /// A stamp that changes whenever anything in the token changes, so a cache
-    /// can tell cheaply whether another process wrote.
+    /// can tell cheaply whether another process wrote. Each mutating call that
+    /// changes something raises it by exactly one, so a writer that sees
+    /// `before + 1` after its own write knows nobody else wrote in between.
     fn generation(&self, slot_id: u64) -> Result<u64, StoreError>;
 }

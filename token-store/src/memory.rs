@@ -54,6 +54,19 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn modify_token(
+        &self,
+        slot_id: u64,
+        edit: &mut dyn FnMut(&mut TokenRecord),
+    ) -> Result<TokenRecord, StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        let rec = data.record.as_mut().ok_or(StoreError::NotFound)?;
+        edit(rec);
+        data.generation += 1;
+        Ok(rec.clone())
+    }
+
     fn objects(
         &self,
         slot_id: u64,

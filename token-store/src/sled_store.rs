@@ -468,24 +468,8 @@ impl SledStore {
     /// on its slot replaces it. A `token-N` directory without a database is
     /// ignored.
     pub fn scan_tokens(&self) -> Result<TokenScan, StoreError> {
+        let slots = self.token_dirs()?;
         let _g = self.serial.lock();
-        let rd = std::fs::read_dir(&self.dir)
-            .map_err(|e| StoreError::Io(format!("cannot list {}: {e}", self.dir.display())))?;
-        let mut slots = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name();
-            let Some(slot) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("token-"))
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            slots.push(slot);
-        }
-        slots.sort_unstable();
         let mut scan = TokenScan::default();
         for slot in slots {
             match self.with_db(slot, false, |db| load_token(db, slot)) {
@@ -507,6 +491,31 @@ impl SledStore {
             }
         }
         Ok(scan)
+    }
+
+    /// Slot IDs of the `token-N` directories holding a database, ascending;
+    /// reads no database.
+    fn token_dirs(&self) -> Result<Vec<u64>, StoreError> {
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(|e| StoreError::Io(format!("cannot list {}: {e}", self.dir.display())))?;
+        let mut slots = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some(slot) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("token-"))
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if self.db_path(slot).join("conf").exists() {
+                slots.push(slot);
+            }
+        }
+        slots.sort_unstable();
+        Ok(slots)
     }
 
     /// The token directories that exist but cannot be read, with the reason
@@ -837,6 +846,25 @@ impl Store for SledStore {
         Ok(self.scan_tokens()?.tokens)
     }
 
+    fn slot_ids(&self) -> Result<Vec<u64>, StoreError> {
+        self.token_dirs()
+    }
+
+    /// Reads one token's record. A database without a record (interrupted
+    /// first initialisation) is reported as `Corrupt`, as `scan_tokens` does.
+    fn token(&self, slot_id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        let _g = self.serial.lock();
+        match self.with_db(slot_id, false, |db| load_token(db, slot_id)) {
+            Ok(Some(t)) => Ok(Some(t)),
+            Err(StoreError::NotFound) => Ok(None),
+            Ok(None) => Err(corrupt(format!(
+                "token {slot_id}: database holds no token record \
+                 (first initialisation interrupted, or damaged)"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
     fn init_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let slot = token.slot_id;
         let _g = self.serial.lock();
@@ -873,6 +901,25 @@ impl Store for SledStore {
             batch.insert(K_TOKEN, encode(token)?);
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
             commit(db, batch)
+        })
+    }
+
+    fn modify_token(
+        &self,
+        slot_id: u64,
+        edit: &mut dyn FnMut(&mut TokenRecord),
+    ) -> Result<TokenRecord, StoreError> {
+        let _g = self.serial.lock();
+        // The database lock excludes other processes from read to commit.
+        self.with_db(slot_id, false, |db| {
+            let mut token = load_token(db, slot_id)?.ok_or(StoreError::NotFound)?;
+            edit(&mut token);
+            let seq = read_u64(db, K_SEQ)? + 1;
+            let mut batch = sled::Batch::default();
+            batch.insert(K_TOKEN, encode(&token)?);
+            batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
+            commit(db, batch)?;
+            Ok(token)
         })
     }
 

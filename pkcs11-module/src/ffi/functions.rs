@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cryptoki_sys::*;
-use ferrohsm_store::MemoryStore;
+use ferrohsm_store::{SledOptions, SledStore};
 
 use super::{
     STATE, ending, entry, input, mechanism, module, out, register_fork_handlers, template,
@@ -46,8 +46,11 @@ entry!(C_Initialize(p_init_args: *mut c_void) {
         eprintln!("ferrohsm: C_Initialize failed: {e}");
         Error::FunctionFailed
     })?;
-    let store = state.store.get_or_insert_with(|| Arc::new(MemoryStore::new())).clone();
-    let module = Module::new(config, store)?;
+    let store = SledStore::open(&config.data_dir, SledOptions::default()).map_err(|e| {
+        eprintln!("ferrohsm: C_Initialize failed: {e}");
+        Error::DeviceError
+    })?;
+    let module = Module::new(config, Arc::new(store))?;
     register_fork_handlers();
     state.module = Some(Arc::new(module));
     Ok(())
@@ -114,7 +117,7 @@ entry!(C_GetInterface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: 
 entry!(C_GetSlotList(_token_present: CK_BBOOL, p_list: *mut CK_SLOT_ID, p_count: *mut CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pSlotList/pulCount.
-    unsafe { write_list(p_list, p_count, &m.slot_list()) }
+    unsafe { write_list(p_list, p_count, &m.slot_list()?) }
 });
 
 entry!(C_GetSlotInfo(slot: CK_SLOT_ID, p_info: *mut CK_SLOT_INFO) {

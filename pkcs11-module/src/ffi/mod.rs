@@ -21,23 +21,16 @@ use crate::mechanism::{MechanismArg, Param};
 use crate::module::Module;
 use crate::object::RawAttr;
 use crate::session::OutBuf;
-use ferrohsm_store::Store;
 
-/// What C callers see: the module (`None` until `C_Initialize`) and the store
-/// behind it, which outlives `C_Finalize` so that a client resetting the library
-/// with `C_Finalize` + `C_Initialize` finds its tokens again.
+/// What C callers see: the module, `None` until `C_Initialize` (its store
+/// lives on disk, so `C_Finalize` + `C_Initialize` finds the tokens again).
 pub(super) struct State {
     /// The initialised module.
     module: Option<Arc<Module>>,
-    /// The token store, opened at the first `C_Initialize` of this process.
-    store: Option<Arc<dyn Store>>,
 }
 
 /// The one global.
-static STATE: RwLock<State> = parking_lot::const_rwlock(State {
-    module: None,
-    store: None,
-});
+static STATE: RwLock<State> = parking_lot::const_rwlock(State { module: None });
 
 /// The initialised module, or `CKR_CRYPTOKI_NOT_INITIALIZED`. The lock is held
 /// only to clone the `Arc`, so no call ever holds it while working.
@@ -54,9 +47,11 @@ fn module() -> Result<Arc<Module>> {
 // `pthread_atfork` handlers keep `STATE` consistent across fork(): the global
 // lock is taken before the fork and released on both sides, and the child drops
 // its copy of the parent's module without running its destructor (its locks may
-// be held by threads that do not exist in the child), and its store handle
-// likewise: a child never shares the parent's open store. The child then sees
-// `CKR_CRYPTOKI_NOT_INITIALIZED` and may call `C_Initialize` again.
+// be held by threads that do not exist in the child), store handle included: a
+// child never shares the parent's store. The child then sees
+// `CKR_CRYPTOKI_NOT_INITIALIZED` and may call `C_Initialize` again, which opens
+// the store afresh (no database is held open between calls, and sled is built
+// without threads: see vendor/sled/FERROHSM-PATCH.md).
 
 extern "C" fn before_fork() {
     // SAFETY: the raw lock is only used in these three handlers, which glibc
@@ -75,7 +70,6 @@ extern "C" fn after_fork_child() {
     unsafe {
         let state = &mut *STATE.data_ptr();
         std::mem::forget(state.module.take());
-        std::mem::forget(state.store.take());
         STATE.raw().unlock_exclusive();
     }
 }

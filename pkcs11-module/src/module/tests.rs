@@ -50,7 +50,7 @@ fn data_object(token: bool, private: bool, label: &[u8]) -> Vec<RawAttr> {
 #[test]
 fn fresh_module_has_only_the_spare_slot() {
     let m = module();
-    assert_eq!(m.slot_list(), vec![0]);
+    assert_eq!(m.slot_list().unwrap(), vec![0]);
     let info = m.token_info(0).unwrap();
     assert_eq!(info.flags & CKF_TOKEN_INITIALIZED, 0);
     assert_eq!(info.label, [b' '; 32]);
@@ -65,7 +65,7 @@ fn fresh_module_has_only_the_spare_slot() {
 fn init_token_makes_a_new_spare_and_keeps_the_slot_id() {
     let m = module();
     m.init_token(0, SO, &label("first")).unwrap();
-    assert_eq!(m.slot_list(), vec![0, 1]);
+    assert_eq!(m.slot_list().unwrap(), vec![0, 1]);
     let info = m.token_info(0).unwrap();
     assert_ne!(info.flags & CKF_TOKEN_INITIALIZED, 0);
     assert_eq!(info.flags & CKF_USER_PIN_INITIALIZED, 0);
@@ -102,7 +102,11 @@ fn reinit_needs_the_so_pin_wipes_objects_and_refuses_with_sessions_open() {
         Err(Error::PinIncorrect)
     );
     m.init_token(0, SO, &label("again")).unwrap();
-    assert_eq!(m.slot_list(), vec![0, 1], "re-init does not add a spare");
+    assert_eq!(
+        m.slot_list().unwrap(),
+        vec![0, 1],
+        "re-init does not add a spare"
+    );
     let info = m.token_info(0).unwrap();
     assert_eq!(&info.label[..5], b"again");
     assert_eq!(
@@ -648,4 +652,91 @@ fn many_threads_share_one_session_safely() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+/// Handles of the objects `template` finds in session `h`.
+fn find_all(m: &Module, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Vec<CK_OBJECT_HANDLE> {
+    m.find_init(h, template).unwrap();
+    let found = m.find(h, 1000).unwrap();
+    m.find_final(h).unwrap();
+    found
+}
+
+/// Two modules over one store behave as two processes over one data directory.
+fn two_processes() -> (Module, Module) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let a = Module::new(Config::for_tests(), store.clone()).unwrap();
+    a.init_token(0, SO, &label("shared")).unwrap();
+    let h = rw(&a);
+    a.login(h, CKU_SO, SO).unwrap();
+    a.init_pin(h, USER).unwrap();
+    a.close_session(h).unwrap();
+    let b = Module::new(Config::for_tests(), store).unwrap();
+    (a, b)
+}
+
+#[test]
+fn another_process_sees_created_changed_and_destroyed_objects() {
+    let (a, b) = two_processes();
+    let ha = rw(&a);
+    let hb = rw(&b);
+    a.login(ha, CKU_USER, USER).unwrap();
+    b.login(hb, CKU_USER, USER).unwrap();
+    let by_label = [RawAttr::new(CKA_LABEL, b"from-a")];
+    assert!(find_all(&b, hb, &by_label).is_empty());
+    let oa = a
+        .create_object(ha, &data_object(true, true, b"from-a"))
+        .unwrap();
+    let found = find_all(&b, hb, &by_label);
+    assert_eq!(found.len(), 1, "b sees a's new private token object");
+    let ob = found[0];
+    // A's own cache stayed valid across its write: same handle, no reload.
+    assert_eq!(find_all(&a, ha, &by_label), vec![oa]);
+    a.set_attributes(ha, oa, &[RawAttr::new(CKA_LABEL, b"renamed")])
+        .unwrap();
+    assert!(find_all(&b, hb, &by_label).is_empty());
+    assert_eq!(
+        find_all(&b, hb, &[RawAttr::new(CKA_LABEL, b"renamed")]),
+        vec![ob],
+        "a changed object keeps its handle"
+    );
+    b.destroy_object(hb, ob).unwrap();
+    assert!(find_all(&a, ha, &[RawAttr::new(CKA_LABEL, b"renamed")]).is_empty());
+    assert_eq!(
+        a.get_attributes(ha, oa, &[CKA_LABEL]).err(),
+        Some(Error::ObjectHandleInvalid)
+    );
+}
+
+#[test]
+fn failed_logins_of_two_processes_add_up() {
+    let (a, b) = two_processes();
+    let max = Config::for_tests().max_login_failures;
+    let ha = ro(&a);
+    let hb = ro(&b);
+    for i in 0..max {
+        let (m, h) = if i % 2 == 0 { (&a, ha) } else { (&b, hb) };
+        assert_eq!(m.login(h, CKU_USER, b"wrong-pin"), Err(Error::PinIncorrect));
+    }
+    for (m, h) in [(&a, ha), (&b, hb)] {
+        assert_ne!(m.token_info(0).unwrap().flags & CKF_USER_PIN_LOCKED, 0);
+        assert_eq!(m.login(h, CKU_USER, USER), Err(Error::PinLocked));
+    }
+}
+
+#[test]
+fn a_token_made_by_another_process_gets_a_slot_and_the_spare_moves_up() {
+    let (a, b) = two_processes();
+    assert_eq!(a.slot_list().unwrap(), vec![0, 1]);
+    assert_eq!(b.slot_list().unwrap(), vec![0, 1]);
+    a.init_token(1, SO, &label("second")).unwrap();
+    assert_eq!(b.slot_list().unwrap(), vec![0, 1, 2]);
+    let info = b.token_info(1).unwrap();
+    assert_eq!(info.label, label("second"));
+    // b's stale spare was slot 1: C_InitToken there now needs that token's SO PIN.
+    assert_eq!(
+        b.init_token(1, b"other-so-pin", &label("clobber")),
+        Err(Error::PinIncorrect)
+    );
+    assert_eq!(b.token_info(1).unwrap().label, label("second"));
 }
