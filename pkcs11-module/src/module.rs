@@ -98,7 +98,7 @@ impl Token {
     /// An object the current login may see, or `CKR_OBJECT_HANDLE_INVALID`.
     fn object(&self, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
         match self.objects.get(&handle) {
-            Some(o) if !o.is_private() || self.login == Login::User => Ok(o.clone()),
+            Some(o) if !o.needs_user() || self.login == Login::User => Ok(o.clone()),
             _ => Err(Error::ObjectHandleInvalid),
         }
     }
@@ -954,12 +954,13 @@ impl Module {
         Ok(())
     }
 
-    /// Forgets the login: storage key, private token objects (handles to them
-    /// become invalid for good) and private session objects.
+    /// Forgets the login: storage key, and the objects only a user may see
+    /// (private ones, sealed token keys; handles to them become invalid for
+    /// good).
     fn logout_token(t: &mut Token) {
         t.login = Login::Public;
         t.key = None;
-        t.objects.retain(|_, o| !o.is_private());
+        t.objects.retain(|_, o| !o.needs_user());
     }
 
     /// `C_Logout`.
@@ -1027,7 +1028,7 @@ impl Module {
         if token_obj && !s.rw {
             return Err(Error::SessionReadOnly);
         }
-        if obj.is_private() && t.login != Login::User {
+        if obj.needs_user() && t.login != Login::User {
             return Err(Error::UserNotLoggedIn);
         }
         if token_obj {
@@ -1035,7 +1036,7 @@ impl Module {
                 .put_object(s.slot.id, &obj.to_record(), t.key.as_ref())
                 .map_err(|e| self.store_error("writing object", e))?;
             self.wrote(s.slot.id, t);
-            if !obj.is_private() {
+            if !obj.needs_user() {
                 t.handles.insert(store_id, handle);
             }
         }
@@ -1219,7 +1220,7 @@ impl Module {
             let t = s.slot.token.read();
             t.objects
                 .values()
-                .filter(|o| !o.is_private() || t.login == Login::User)
+                .filter(|o| !o.needs_user() || t.login == Login::User)
                 .filter(|o| query.matches(&o.attrs))
                 .map(|o| o.handle)
                 .collect()

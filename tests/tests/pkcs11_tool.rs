@@ -1,7 +1,8 @@
 //! Interoperability with OpenSC's `pkcs11-tool`, a stock PKCS#11 client.
 //!
-//! Tokens live only in process memory for now, so every check that needs an
-//! initialised token does `--init-token` in the same invocation as the action.
+//! Each check here initialises its token in the same invocation as the action,
+//! so the checks stay independent of each other; `persistence.rs` runs
+//! `pkcs11-tool` in separate invocations against one data directory.
 //! `pkcs11-tool` must be installed (Debian package `opensc`); the tests fail,
 //! not skip, without it.
 

@@ -169,7 +169,9 @@ pub trait Store: Send + Sync {
         slot_id: u64,
         key: Option<&StorageKey>,
     ) -> Result<Vec<ObjectRecord>, StoreError>;
-    /// Writes (creates or replaces) an object; private objects need `key`.
+    /// Writes (creates or replaces) an object; private objects need `key`. A
+    /// public record carrying a secret or private key's `CKA_VALUE` is refused
+    /// (`KeyRequired`): key material is only ever stored sealed.
     fn put_object(
         &self,
         slot_id: u64,

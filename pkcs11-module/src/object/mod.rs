@@ -63,6 +63,25 @@ impl Object {
         policy::get_bool(&self.attrs, CKA_PRIVATE)
     }
 
+    /// Whether the stored record is sealed under the storage key: private
+    /// objects, and secret and private keys whatever their `CKA_PRIVATE`, since
+    /// no key material rests on disk in the clear.
+    pub fn is_sealed(&self) -> bool {
+        self.is_private()
+            || matches!(
+                self.ulong(CKA_CLASS),
+                Some(CKO_SECRET_KEY) | Some(CKO_PRIVATE_KEY)
+            )
+    }
+
+    /// Whether only a user session may see it: private objects, and sealed
+    /// token objects, which exist in memory only while the storage key does
+    /// (a public token secret key is visible, and usable, once the user has
+    /// logged in; SoftHSMv2 likewise cannot use it before).
+    pub fn needs_user(&self) -> bool {
+        self.is_private() || (self.is_token() && self.is_sealed())
+    }
+
     /// A boolean attribute (FALSE when absent).
     pub fn flag(&self, ty: CK_ATTRIBUTE_TYPE) -> bool {
         policy::get_bool(&self.attrs, ty)
@@ -102,7 +121,7 @@ impl Object {
     pub fn to_record(&self) -> ObjectRecord {
         ObjectRecord {
             id: self.store_id,
-            private: self.is_private(),
+            private: self.is_sealed(),
             attrs: self.attrs.iter().map(|(k, v)| ((*k), v.clone())).collect(),
         }
     }
