@@ -23,6 +23,13 @@ pub struct Config {
     pub kdf: KdfParams,
     /// Maximum sessions per token (`ulMaxSessionCount`).
     pub max_sessions: u64,
+    /// Slots presented at least (`slots`): the initialised tokens, then
+    /// uninitialised ones for `C_InitToken` up to this count; there is always
+    /// at least one uninitialised slot.
+    pub slots: u64,
+    /// How long a store call waits for a token database another process holds
+    /// (`store_lock_timeout_ms`) before `CKR_DEVICE_ERROR`.
+    pub store_lock_timeout: std::time::Duration,
     /// Log threshold.
     pub log_level: Level,
     /// Where log lines go.
@@ -36,6 +43,8 @@ struct FileConfig {
     default_policy: Option<String>,
     max_login_failures: Option<u32>,
     max_sessions: Option<u64>,
+    slots: Option<u64>,
+    store_lock_timeout_ms: Option<u64>,
     kdf: Option<FileKdf>,
     log: Option<FileLog>,
 }
@@ -64,6 +73,11 @@ struct FileLog {
 pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 10;
 /// Default session limit per token.
 pub const DEFAULT_MAX_SESSIONS: u64 = 4096;
+/// Default of `store_lock_timeout_ms`: long enough for another process's
+/// write (a few ms) under load, short enough that a stuck holder is reported.
+pub const DEFAULT_STORE_LOCK_TIMEOUT_MS: u64 = 10_000;
+/// Upper bound of `slots`, so a typo cannot make slot lists huge.
+pub const MAX_SLOTS: u64 = 256;
 
 impl Config {
     /// Reads the configuration from the process environment and, if named,
@@ -139,6 +153,11 @@ impl Config {
             max_login_failures,
             kdf,
             max_sessions: file.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS).max(1),
+            slots: file.slots.unwrap_or(1).clamp(1, MAX_SLOTS),
+            store_lock_timeout: std::time::Duration::from_millis(
+                file.store_lock_timeout_ms
+                    .unwrap_or(DEFAULT_STORE_LOCK_TIMEOUT_MS),
+            ),
             log_level,
             log_target,
         })
@@ -156,6 +175,8 @@ impl Config {
                 lanes: 1,
             },
             max_sessions: 16,
+            slots: 1,
+            store_lock_timeout: std::time::Duration::from_millis(DEFAULT_STORE_LOCK_TIMEOUT_MS),
             log_level: Level::Debug,
             log_target: LogTarget::Memory,
         }
@@ -218,5 +239,20 @@ mod tests {
         assert_eq!(c.kdf.memory_kib, 64);
         assert_eq!(c.log_level, Level::Debug);
         assert_eq!(c.log_target, LogTarget::File(PathBuf::from("/tmp/x.log")));
+    }
+
+    #[test]
+    fn slots_and_store_lock_timeout_from_file() {
+        let env = env_of(&[("HOME", "/h")]);
+        let c = Config::build(Some("slots = 4\nstore_lock_timeout_ms = 250\n"), &env).unwrap();
+        assert_eq!(c.slots, 4);
+        assert_eq!(c.store_lock_timeout, std::time::Duration::from_millis(250));
+        let c = Config::build(None, &env).unwrap();
+        assert_eq!(c.slots, 1);
+        assert_eq!(
+            c.store_lock_timeout,
+            std::time::Duration::from_millis(DEFAULT_STORE_LOCK_TIMEOUT_MS)
+        );
+        assert_eq!(Config::build(Some("slots = 0"), &env).unwrap().slots, 1);
     }
 }

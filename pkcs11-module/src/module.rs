@@ -340,21 +340,26 @@ impl Module {
                 let _ = self.refresh(slot);
             }
         }
-        let mut slots = self.slots.write();
-        let top = slots
-            .last()
-            .map(|s| (s.id, s.token.read().record.is_none()));
-        match top {
-            Some((id, true)) if !ids.contains(&id) => {}
-            _ => {
-                let next = slots.last().map_or(0, |s| s.id + 1);
-                slots.push(Arc::new(Slot {
-                    id: next,
-                    token: RwLock::new(Token::spare()),
-                }));
-            }
-        }
+        self.add_spares(&mut self.slots.write(), &ids);
         Ok(())
+    }
+
+    /// Appends uninitialised slots until the top one is a spare above every
+    /// slot ID the store uses and the configured slot count is reached.
+    fn add_spares(&self, slots: &mut Vec<Arc<Slot>>, used: &[u64]) {
+        loop {
+            let top_is_spare = slots
+                .last()
+                .is_some_and(|s| !used.contains(&s.id) && s.token.read().record.is_none());
+            if top_is_spare && slots.len() as u64 >= self.config.slots {
+                return;
+            }
+            let next = slots.last().map_or(0, |s| s.id + 1);
+            slots.push(Arc::new(Slot {
+                id: next,
+                token: RwLock::new(Token::spare()),
+            }));
+        }
     }
 
     fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
@@ -540,12 +545,7 @@ impl Module {
             t.record = Some(rec);
             drop(t);
             if is_spare {
-                let mut slots = self.slots.write();
-                let next = slots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
-                slots.push(Arc::new(Slot {
-                    id: next,
-                    token: RwLock::new(Token::spare()),
-                }));
+                self.add_spares(&mut self.slots.write(), &[id]);
             }
         }
         log!(

@@ -46,7 +46,11 @@ entry!(C_Initialize(p_init_args: *mut c_void) {
         eprintln!("ferrohsm: C_Initialize failed: {e}");
         Error::FunctionFailed
     })?;
-    let store = SledStore::open(&config.data_dir, SledOptions::default()).map_err(|e| {
+    let options = SledOptions {
+        lock_deadline: config.store_lock_timeout,
+        ..SledOptions::default()
+    };
+    let store = SledStore::open(&config.data_dir, options).map_err(|e| {
         eprintln!("ferrohsm: C_Initialize failed: {e}");
         Error::DeviceError
     })?;

@@ -740,3 +740,18 @@ fn a_token_made_by_another_process_gets_a_slot_and_the_spare_moves_up() {
     );
     assert_eq!(b.token_info(1).unwrap().label, label("second"));
 }
+
+#[test]
+fn configured_slot_count_is_kept_with_a_spare_on_top() {
+    let config = Config {
+        slots: 3,
+        ..Config::for_tests()
+    };
+    let m = Module::new(config, Arc::new(MemoryStore::new())).unwrap();
+    assert_eq!(m.slot_list().unwrap(), vec![0, 1, 2]);
+    m.init_token(2, SO, &label("top")).unwrap();
+    assert_eq!(m.slot_list().unwrap(), vec![0, 1, 2, 3]);
+    m.init_token(0, SO, &label("bottom")).unwrap();
+    assert_eq!(m.slot_list().unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(m.token_info(1).unwrap().flags & CKF_TOKEN_INITIALIZED, 0);
+}
