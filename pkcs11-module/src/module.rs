@@ -1506,14 +1506,14 @@ impl Module {
             return Err(Error::OperationActive);
         }
         let row = mechanism::lookup(mech.ty)?;
-        let build = row.mac.ok_or(Error::MechanismInvalid)?;
+        let build = row.sign.ok_or(Error::MechanismInvalid)?;
         let (usage, func) = if verify {
             (CKA_VERIFY, "C_VerifyInit")
         } else {
             (CKA_SIGN, "C_SignInit")
         };
         let k = self.usable_key(&s, key, mech, row, usage, func)?;
-        let op = build(&mech.param, &k)?;
+        let op = build(&mech.param, &k, verify)?;
         let mut ops = s.ops.lock();
         if busy(&mut ops) {
             return Err(Error::OperationActive);
@@ -1538,11 +1538,11 @@ impl Module {
             if m.multipart {
                 return Err(Error::OperationActive);
             }
-            let Some(buf) = out.offer(m.op.mac_len())? else {
+            let Some(buf) = out.offer(m.op.sig_len())? else {
                 return Ok(((), After::Keep));
             };
-            m.op.update(data);
-            m.op.sign(buf);
+            m.op.update(data)?;
+            m.op.sign(buf)?;
             Ok(((), After::End))
         })
     }
@@ -1557,8 +1557,11 @@ impl Module {
             &mut ops.sign
         };
         drive(slot, |m| {
+            if !m.op.multi_part() {
+                return Err(Error::FunctionNotSupported);
+            }
             m.multipart = true;
-            m.op.update(data);
+            m.op.update(data)?;
             Ok(((), After::Keep))
         })
     }
@@ -1568,10 +1571,13 @@ impl Module {
         let s = self.session(h)?;
         let mut ops = s.ops.lock();
         drive(&mut ops.sign, |m| {
-            let Some(buf) = out.offer(m.op.mac_len())? else {
+            if !m.op.multi_part() {
+                return Err(Error::FunctionNotSupported);
+            }
+            let Some(buf) = out.offer(m.op.sig_len())? else {
                 return Ok(((), After::Keep));
             };
-            m.op.sign(buf);
+            m.op.sign(buf)?;
             Ok(((), After::End))
         })
     }
@@ -1584,7 +1590,7 @@ impl Module {
             if m.multipart {
                 return Err(Error::OperationActive);
             }
-            m.op.update(data);
+            m.op.update(data)?;
             m.op.verify(signature)?;
             Ok(((), After::End))
         })
@@ -1595,6 +1601,9 @@ impl Module {
         let s = self.session(h)?;
         let mut ops = s.ops.lock();
         drive(&mut ops.verify, |m| {
+            if !m.op.multi_part() {
+                return Err(Error::FunctionNotSupported);
+            }
             m.op.verify(signature)?;
             Ok(((), After::End))
         })
@@ -1643,6 +1652,162 @@ impl Module {
             Level::Debug,
             "session {h}: generated {} key {handle}",
             row.name
+        );
+        Ok(handle)
+    }
+
+    /// `C_GenerateKeyPair`: a public/private key pair born in the token. Both
+    /// templates go through the attribute policy; the mechanism family makes
+    /// the pair (with a pairwise consistency check) outside the token lock.
+    pub fn generate_key_pair(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        public_template: &[RawAttr],
+        private_template: &[RawAttr],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let s = self.session(h)?;
+        let row = mechanism::lookup(mech.ty)?;
+        let kp = row.keypair.ok_or(Error::MechanismInvalid)?;
+        if mech.param != mechanism::Param::None {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let (actor, pub_id, priv_id) = {
+            let t = s.slot.token.read();
+            (
+                Self::actor(&t)?,
+                Self::new_store_id()?,
+                Self::new_store_id()?,
+            )
+        };
+        let origin = Origin::Generate(mech.ty);
+        let mut public = policy::build(
+            public_template,
+            &[(CKA_CLASS, CKO_PUBLIC_KEY), (CKA_KEY_TYPE, kp.key_type)],
+            origin,
+            actor,
+            &unique_id(pub_id),
+        )
+        .inspect_err(|e| {
+            self.refused(&s, actor.policy, "C_GenerateKeyPair", *e, public_template)
+        })?;
+        let mut private = policy::build(
+            private_template,
+            &[(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_KEY_TYPE, kp.key_type)],
+            origin,
+            actor,
+            &unique_id(priv_id),
+        )
+        .inspect_err(|e| {
+            self.refused(&s, actor.policy, "C_GenerateKeyPair", *e, private_template)
+        })?;
+        // Key generation (RSA-4096 takes seconds) runs with no lock held.
+        let (pub_extra, priv_extra) = (kp.generate)(&public).inspect_err(|e| {
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: {} refused: {e}",
+                row.name
+            );
+        })?;
+        public.extend(pub_extra);
+        private.extend(priv_extra);
+        let mut t = s.slot.token.write();
+        // Check both can be stored before storing either.
+        for obj in [&public, &private] {
+            let token_obj = policy::get_bool(obj, CKA_TOKEN);
+            if token_obj && !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+        }
+        let ph = self.insert_object(&s, &mut t, public, pub_id)?;
+        let kh = match self.insert_object(&s, &mut t, private, priv_id) {
+            Ok(kh) => kh,
+            Err(e) => {
+                // Do not leave half a pair behind.
+                if let Some(o) = t.objects.remove(&ph)
+                    && o.is_token()
+                {
+                    let _ = self.store.delete_object(s.slot.id, o.store_id);
+                    t.handles.remove(&o.store_id);
+                    self.wrote(s.slot.id, &mut t);
+                }
+                return Err(e);
+            }
+        };
+        log!(
+            self.log,
+            Level::Debug,
+            "session {h}: generated {} key pair {ph}/{kh}",
+            row.name
+        );
+        Ok((ph, kh))
+    }
+
+    /// `C_DeriveKey`: a secret key from a base key and the mechanism's
+    /// parameters. The new key is sensitive/extractable as its template and
+    /// the token policy say; `CKA_ALWAYS_SENSITIVE`/`CKA_NEVER_EXTRACTABLE`
+    /// hold only if they held for the base key.
+    pub fn derive_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        base: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let row = mechanism::lookup(mech.ty)?;
+        let derive = row.derive.ok_or(Error::MechanismInvalid)?;
+        let k = self.usable_key(&s, base, mech, row, CKA_DERIVE, "C_DeriveKey")?;
+        let (actor, id) = {
+            let t = s.slot.token.read();
+            (Self::actor(&t)?, Self::new_store_id()?)
+        };
+        let mut attrs = policy::build(
+            template,
+            &[(CKA_CLASS, CKO_SECRET_KEY)],
+            Origin::Derive(mech.ty),
+            actor,
+            &unique_id(id),
+        )
+        .inspect_err(|e| self.refused(&s, actor.policy, "C_DeriveKey", *e, template))?;
+        let kt = match attrs.get(&CKA_KEY_TYPE) {
+            Some(ferrohsm_store::AttrValue::Ulong(kt)) => *kt as CK_KEY_TYPE,
+            _ => return Err(Error::TemplateIncomplete),
+        };
+        let len = match (attrs.get(&CKA_VALUE_LEN), kt) {
+            (Some(ferrohsm_store::AttrValue::Ulong(n)), _) => *n as usize,
+            (None, CKK_AES) => return Err(Error::TemplateIncomplete),
+            (None, _) => (derive.default_len)(&k)?,
+            (Some(_), _) => return Err(Error::AttributeValueInvalid),
+        };
+        let valid = match kt {
+            CKK_AES => matches!(len, 16 | 24 | 32),
+            CKK_GENERIC_SECRET => (1..=mechanism::MAX_SECRET_LEN).contains(&len),
+            _ => return Err(Error::TemplateInconsistent),
+        };
+        if !valid {
+            return Err(Error::TemplateInconsistent);
+        }
+        let value = (derive.derive)(&mech.param, &k, len).inspect_err(|e| {
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: {} from {} refused: {e}",
+                row.name,
+                k.describe()
+            );
+        })?;
+        policy::set_secret_value(&mut attrs, kt, &value)?;
+        policy::inherit_sensitivity(&mut attrs, &k.attrs);
+        let mut t = s.slot.token.write();
+        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        log!(
+            self.log,
+            Level::Debug,
+            "session {h}: derived key {handle} with {} from {}",
+            row.name,
+            k.describe()
         );
         Ok(handle)
     }

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
-use crate::mechanism::{CipherOp, Dir, MacOp};
+use crate::mechanism::{CipherOp, Dir, SignOp};
 use crate::module::Slot;
 
 /// Who is logged in to a token (login is per application, for all its sessions).
@@ -61,7 +61,7 @@ pub struct CipherState {
 /// A MAC signing or verification and whether it went multi-part.
 pub struct MacState {
     /// The running MAC.
-    pub op: Box<dyn MacOp>,
+    pub op: Box<dyn SignOp>,
     /// An update was made: only the final call may end it.
     pub multipart: bool,
 }

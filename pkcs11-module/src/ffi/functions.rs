@@ -524,6 +524,32 @@ entry!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_template
     Ok(())
 });
 
+entry!(C_GenerateKeyPair(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_pub: *mut CK_ATTRIBUTE, pub_count: CK_ULONG, p_priv: *mut CK_ATTRIBUTE, priv_count: CK_ULONG, ph_pub: *mut CK_OBJECT_HANDLE, ph_priv: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism, both templates and both handles.
+    let (mech, tp, tk, ph_pub, ph_priv) = unsafe {
+        (
+            mechanism(p_mech)?,
+            template(p_pub, pub_count)?,
+            template(p_priv, priv_count)?,
+            out(ph_pub)?,
+            out(ph_priv)?,
+        )
+    };
+    let (p, k) = m.generate_key_pair(h, &mech, &tp, &tk)?;
+    *ph_pub = p;
+    *ph_priv = k;
+    Ok(())
+});
+
+entry!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism, pTemplate and phKey.
+    let (mech, t, ph) = unsafe { (mechanism(p_mech)?, template(p_template, count)?, out(ph)?) };
+    *ph = m.derive_key(h, &mech, base, &t)?;
+    Ok(())
+});
+
 // ---- random --------------------------------------------------------------------------------------
 
 entry!(C_SeedRandom(h: CK_SESSION_HANDLE, p_seed: *mut CK_BYTE, len: CK_ULONG) {
@@ -580,18 +606,6 @@ unsupported!(
     C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
 );
 unsupported!(
-    C_GenerateKeyPair(
-        CK_SESSION_HANDLE,
-        *mut CK_MECHANISM,
-        *mut CK_ATTRIBUTE,
-        CK_ULONG,
-        *mut CK_ATTRIBUTE,
-        CK_ULONG,
-        *mut CK_OBJECT_HANDLE,
-        *mut CK_OBJECT_HANDLE,
-    )
-);
-unsupported!(
     C_WrapKey(
         CK_SESSION_HANDLE,
         *mut CK_MECHANISM,
@@ -608,16 +622,6 @@ unsupported!(
         CK_OBJECT_HANDLE,
         *mut CK_BYTE,
         CK_ULONG,
-        *mut CK_ATTRIBUTE,
-        CK_ULONG,
-        *mut CK_OBJECT_HANDLE,
-    )
-);
-unsupported!(
-    C_DeriveKey(
-        CK_SESSION_HANDLE,
-        *mut CK_MECHANISM,
-        CK_OBJECT_HANDLE,
         *mut CK_ATTRIBUTE,
         CK_ULONG,
         *mut CK_OBJECT_HANDLE,

@@ -302,6 +302,37 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
     } else if m.mechanism == CKM_AES_GCM {
         // SAFETY: forwarded caller promise about the GCM parameter.
         unsafe { gcm_params(m.pParameter as *const u8, m.ulParameterLen) }?
+    } else if m.mechanism == CKM_RSA_PKCS_OAEP {
+        // SAFETY: forwarded caller promise: CK_RSA_PKCS_OAEP_PARAMS.
+        let [hash, mgf, source, label_p, label_len] =
+            unsafe { words::<5>(m.pParameter as *const u8, m.ulParameterLen) }?;
+        // SAFETY: the caller promises pSourceData valid for ulSourceDataLen.
+        let label = unsafe { input(label_p as *const u8, label_len as CK_ULONG) }
+            .map_err(|_| Error::MechanismParamInvalid)?;
+        Param::Oaep {
+            hash: hash as CK_ULONG,
+            mgf: mgf as CK_ULONG,
+            source: source as CK_ULONG,
+            label: label.to_vec(),
+        }
+    } else if m.mechanism == CKM_ECDH1_DERIVE {
+        // SAFETY: forwarded caller promise: CK_ECDH1_DERIVE_PARAMS.
+        let [kdf, shared_len, shared_p, public_len, public_p] =
+            unsafe { words::<5>(m.pParameter as *const u8, m.ulParameterLen) }?;
+        // SAFETY: the caller promises each pointer valid for its length.
+        let (shared, public) = unsafe {
+            (
+                input(shared_p as *const u8, shared_len as CK_ULONG)
+                    .map_err(|_| Error::MechanismParamInvalid)?,
+                input(public_p as *const u8, public_len as CK_ULONG)
+                    .map_err(|_| Error::MechanismParamInvalid)?,
+            )
+        };
+        Param::Ecdh {
+            kdf: kdf as CK_ULONG,
+            shared: shared.to_vec(),
+            public: public.to_vec(),
+        }
     } else {
         // SAFETY: forwarded caller promise about `pParameter`.
         let bytes = unsafe { input(m.pParameter as *const u8, m.ulParameterLen) }
@@ -316,6 +347,24 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
         ty: m.mechanism,
         param,
     })
+}
+
+/// A parameter structure made of `N` pointer-sized words (`CK_ULONG` and
+/// pointers alike on the LP64 and ILP32 ABIs), read unaligned.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes.
+unsafe fn words<const N: usize>(p: *const u8, len: CK_ULONG) -> Result<[usize; N]> {
+    const W: usize = std::mem::size_of::<usize>();
+    if p.is_null() || len as usize != N * W {
+        return Err(Error::MechanismParamInvalid);
+    }
+    let mut w = [0usize; N];
+    for (i, slot) in w.iter_mut().enumerate() {
+        // SAFETY: `p` is valid for `N * W` bytes; the read is unaligned-safe.
+        *slot = unsafe { (p.add(i * W) as *const usize).read_unaligned() };
+    }
+    Ok(w)
 }
 
 /// `CK_GCM_PARAMS` in either layout, told apart by size: v3.0 (48 bytes:

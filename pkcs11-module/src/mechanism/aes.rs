@@ -16,7 +16,7 @@ use ghash::universal_hash::UniversalHash;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{CipherOp, Dir, Param};
+use super::{CipherOp, Dir, OneShot, Param, buffered};
 use crate::error::{Error, Result};
 
 /// An expanded AES key of any of the three sizes.
@@ -395,51 +395,6 @@ pub fn ctr(param: &Param, key: Arc<AesKey>, _dir: Dir) -> Result<Box<dyn CipherO
 }
 
 // ---- one-shot modes -------------------------------------------------------------------
-
-/// A mode that must see its whole input at once (GCM, key wrap).
-trait OneShot: Send {
-    /// Output length for `len` bytes of input.
-    fn out_len(&self, len: usize) -> usize;
-    /// Processes the whole input.
-    fn process(&self, input: &[u8], out: &mut [u8]) -> Result<usize>;
-}
-
-/// Runs a one-shot mode under PKCS#11's multi-part calls: updates only buffer
-/// (and output nothing), the final call processes everything.
-struct Buffered<T> {
-    mode: T,
-    buffered: Zeroizing<Vec<u8>>,
-}
-
-fn buffered<T: OneShot + 'static>(mode: T) -> Box<dyn CipherOp> {
-    Box::new(Buffered {
-        mode,
-        buffered: Zeroizing::new(Vec::new()),
-    })
-}
-
-impl<T: OneShot> CipherOp for Buffered<T> {
-    fn single_len(&self, len: usize) -> usize {
-        self.mode.out_len(len)
-    }
-    fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
-        self.mode.process(input, out)
-    }
-    fn update_len(&self, _len: usize) -> usize {
-        0
-    }
-    fn update(&mut self, input: &[u8], _out: &mut [u8]) -> Result<usize> {
-        self.buffered.extend_from_slice(input);
-        Ok(0)
-    }
-    fn final_len(&self) -> usize {
-        self.mode.out_len(self.buffered.len())
-    }
-    fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
-        let data = Zeroizing::new(std::mem::take(&mut *self.buffered));
-        self.mode.process(&data, out)
-    }
-}
 
 // ---- GCM ------------------------------------------------------------------------------
 

@@ -34,6 +34,29 @@ pub fn new<D: Digest + FixedOutputReset + Send + 'static>() -> Box<dyn DigestOp>
     Box::new(Hash(D::new()))
 }
 
+/// The digest of a hash mechanism (`CKM_SHA_1`, `CKM_SHA224` … `CKM_SHA512`),
+/// as used inside signature, OAEP and KDF parameters.
+pub fn for_mechanism(hash: cryptoki_sys::CK_MECHANISM_TYPE) -> Option<Box<dyn DigestOp>> {
+    use cryptoki_sys::*;
+    Some(match hash {
+        CKM_SHA_1 => new::<sha1::Sha1>(),
+        CKM_SHA224 => new::<sha2::Sha224>(),
+        CKM_SHA256 => new::<sha2::Sha256>(),
+        CKM_SHA384 => new::<sha2::Sha384>(),
+        CKM_SHA512 => new::<sha2::Sha512>(),
+        _ => return None,
+    })
+}
+
+/// One-shot digest of `data` with a hash mechanism.
+pub fn digest_of(hash: cryptoki_sys::CK_MECHANISM_TYPE, data: &[u8]) -> Option<Vec<u8>> {
+    let mut d = for_mechanism(hash)?;
+    d.update(data);
+    let mut out = vec![0; d.output_len()];
+    d.finish(&mut out);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

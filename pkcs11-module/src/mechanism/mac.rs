@@ -7,7 +7,7 @@ use digest::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{MacOp, Param};
+use super::{Param, SignOp};
 use crate::error::{Error, Result};
 
 /// A keyed MAC truncated to `len` bytes.
@@ -16,18 +16,20 @@ struct Keyed<M> {
     len: usize,
 }
 
-impl<M: Mac + Clone + Send> MacOp for Keyed<M> {
-    fn mac_len(&self) -> usize {
+impl<M: Mac + Clone + Send> SignOp for Keyed<M> {
+    fn sig_len(&self) -> usize {
         self.len
     }
 
-    fn update(&mut self, data: &[u8]) {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
         Mac::update(&mut self.mac, data);
+        Ok(())
     }
 
-    fn sign(&mut self, out: &mut [u8]) {
+    fn sign(&mut self, out: &mut [u8]) -> Result<()> {
         let full = Zeroizing::new(self.mac.clone().finalize().into_bytes().to_vec());
         out.copy_from_slice(&full[..self.len]);
+        Ok(())
     }
 
     fn verify(&mut self, signature: &[u8]) -> Result<()> {
@@ -68,13 +70,13 @@ fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usiz
 fn keyed<M: Mac + KeyInit + Clone + Send + 'static>(
     key: &[u8],
     len: usize,
-) -> Result<Box<dyn MacOp>> {
+) -> Result<Box<dyn SignOp>> {
     let mac = <M as KeyInit>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
     Ok(Box::new(Keyed { mac, len }))
 }
 
 /// Builds an HMAC with digest `D`; `general` selects the `_GENERAL` form.
-pub fn hmac<D>(param: &Param, key: &[u8], general: bool) -> Result<Box<dyn MacOp>>
+pub fn hmac<D>(param: &Param, key: &[u8], general: bool) -> Result<Box<dyn SignOp>>
 where
     D: digest::Digest + digest::block_api::BlockSizeUser + Clone + Send + 'static,
     hmac::SimpleHmac<D>: Mac + KeyInit + Clone + Send,
@@ -87,7 +89,7 @@ where
 }
 
 /// Builds AES-CMAC; `general` selects `CKM_AES_CMAC_GENERAL`.
-pub fn cmac(param: &Param, key: &[u8], general: bool) -> Result<Box<dyn MacOp>> {
+pub fn cmac(param: &Param, key: &[u8], general: bool) -> Result<Box<dyn SignOp>> {
     let len = out_len(param, general, 1, 16)?;
     match key.len() {
         16 => keyed::<cmac::Cmac<aes::Aes128>>(key, len),
@@ -102,10 +104,10 @@ mod tests {
     use super::*;
     use hex_literal::hex;
 
-    fn mac(mut m: Box<dyn MacOp>, data: &[u8]) -> Vec<u8> {
-        m.update(data);
-        let mut out = vec![0; m.mac_len()];
-        m.sign(&mut out);
+    fn mac(mut m: Box<dyn SignOp>, data: &[u8]) -> Vec<u8> {
+        m.update(data).unwrap();
+        let mut out = vec![0; m.sig_len()];
+        m.sign(&mut out).unwrap();
         out
     }
 
@@ -149,7 +151,7 @@ mod tests {
             )
         );
         let mut v = hmac::<sha2::Sha256>(&Param::None, &k, false).unwrap();
-        v.update(b"Hi There");
+        v.update(b"Hi There").unwrap();
         assert_eq!(
             v.verify(&hex!(
                 "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
@@ -157,7 +159,7 @@ mod tests {
             Ok(())
         );
         let mut v = hmac::<sha2::Sha256>(&Param::None, &k, false).unwrap();
-        v.update(b"Hi There");
+        v.update(b"Hi There").unwrap();
         assert_eq!(v.verify(&[0; 32]), Err(Error::SignatureInvalid));
         let mut v = hmac::<sha2::Sha256>(&Param::None, &k, false).unwrap();
         assert_eq!(v.verify(&[0; 31]), Err(Error::SignatureLenRange));

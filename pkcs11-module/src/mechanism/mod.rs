@@ -6,15 +6,18 @@
 
 pub mod aes;
 pub mod digest;
+pub mod ec;
 pub mod mac;
+pub mod rsa;
 
 use std::sync::Arc;
 
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
-use crate::object::Object;
+use crate::object::{Object, policy};
 use digest::DigestOp;
+use zeroize::Zeroizing;
 
 /// A mechanism parameter as the C caller gave it, made safe by `ffi`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +34,26 @@ pub enum Param {
         aad: Vec<u8>,
         /// Tag length in bits.
         tag_bits: u64,
+    },
+    /// `CK_RSA_PKCS_OAEP_PARAMS`, with the pointed-to source data copied.
+    Oaep {
+        /// `hashAlg` (`CKM_SHA*`).
+        hash: CK_MECHANISM_TYPE,
+        /// `mgf` (`CKG_MGF1_*`).
+        mgf: CK_ULONG,
+        /// `source` (`CKZ_DATA_SPECIFIED` or 0).
+        source: CK_ULONG,
+        /// The label (`pSourceData`).
+        label: Vec<u8>,
+    },
+    /// `CK_ECDH1_DERIVE_PARAMS`, with the pointed-to data copied.
+    Ecdh {
+        /// `kdf` (`CKD_*`).
+        kdf: CK_ULONG,
+        /// `pSharedData`.
+        shared: Vec<u8>,
+        /// `pPublicData`: the other party's point (bare or DER OCTET STRING).
+        public: Vec<u8>,
     },
 }
 
@@ -60,22 +83,74 @@ pub trait CipherOp: Send {
     fn finish(&mut self, out: &mut [u8]) -> Result<usize>;
 }
 
-/// A running MAC (sign or verify).
-pub trait MacOp: Send {
-    /// Length of the MAC in bytes.
-    fn mac_len(&self) -> usize;
+/// A running signature or MAC operation (sign or verify). Signatures and
+/// MACs have a fixed length per key and mechanism.
+pub trait SignOp: Send {
+    /// Length of the signature or MAC in bytes.
+    fn sig_len(&self) -> usize;
+    /// Whether `C_SignUpdate`/`C_VerifyUpdate` are allowed (the raw
+    /// mechanisms such as `CKM_ECDSA` and `CKM_RSA_PKCS` are single-part).
+    fn multi_part(&self) -> bool {
+        true
+    }
     /// Absorbs more data.
-    fn update(&mut self, data: &[u8]);
-    /// Writes the MAC (`out.len() == mac_len()`).
-    fn sign(&mut self, out: &mut [u8]);
-    /// Checks a MAC in constant time.
+    fn update(&mut self, data: &[u8]) -> Result<()>;
+    /// Writes the signature (`out.len() == sig_len()`).
+    fn sign(&mut self, out: &mut [u8]) -> Result<()>;
+    /// Checks a signature; MACs are compared in constant time.
     fn verify(&mut self, signature: &[u8]) -> Result<()>;
+}
+
+/// A mode that must see its whole input at once (GCM, key wrap, RSA).
+pub trait OneShot: Send {
+    /// Output length for `len` bytes of input.
+    fn out_len(&self, len: usize) -> usize;
+    /// Processes the whole input.
+    fn process(&self, input: &[u8], out: &mut [u8]) -> Result<usize>;
+}
+
+/// Runs a one-shot mode under PKCS#11's multi-part calls: updates only buffer
+/// (and output nothing), the final call processes everything.
+pub struct Buffered<T> {
+    mode: T,
+    buffered: Zeroizing<Vec<u8>>,
+}
+
+/// Boxes a one-shot mode as a cipher operation (see `Buffered`).
+pub fn buffered<T: OneShot + 'static>(mode: T) -> Box<dyn CipherOp> {
+    Box::new(Buffered {
+        mode,
+        buffered: Zeroizing::new(Vec::new()),
+    })
+}
+
+impl<T: OneShot> CipherOp for Buffered<T> {
+    fn single_len(&self, len: usize) -> usize {
+        self.mode.out_len(len)
+    }
+    fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
+        self.mode.process(input, out)
+    }
+    fn update_len(&self, _len: usize) -> usize {
+        0
+    }
+    fn update(&mut self, input: &[u8], _out: &mut [u8]) -> Result<usize> {
+        self.buffered.extend_from_slice(input);
+        Ok(0)
+    }
+    fn final_len(&self) -> usize {
+        self.mode.out_len(self.buffered.len())
+    }
+    fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
+        let data = Zeroizing::new(std::mem::take(&mut *self.buffered));
+        self.mode.process(&data, out)
+    }
 }
 
 /// Builds a cipher operation for a key.
 pub type CipherBuilder = fn(&Param, &Object, Dir) -> Result<Box<dyn CipherOp>>;
-/// Builds a MAC operation for a key.
-pub type MacBuilder = fn(&Param, &Object) -> Result<Box<dyn MacOp>>;
+/// Builds a sign (`false`) or verify (`true`) operation for a key.
+pub type SignBuilder = fn(&Param, &Object, bool) -> Result<Box<dyn SignOp>>;
 
 /// What `C_GenerateKey` makes with a key-generation mechanism.
 #[derive(Clone, Copy)]
@@ -86,23 +161,51 @@ pub struct KeyGen {
     pub value_len: fn(usize) -> bool,
 }
 
+/// What `C_GenerateKeyPair` makes with a key-pair mechanism.
+#[derive(Clone, Copy)]
+pub struct KeyPairGen {
+    /// `CKA_KEY_TYPE` of both keys.
+    pub key_type: CK_KEY_TYPE,
+    /// Makes a pair from the (policy-checked) public attributes: returns the
+    /// attributes to add to the public and to the private key.
+    pub generate: fn(&policy::Attrs) -> Result<(policy::Attrs, policy::Attrs)>,
+}
+
+/// Derives `len` bytes of key value from a mechanism parameter and a base key.
+pub type DeriveFn = fn(&Param, &Object, usize) -> Result<Zeroizing<Vec<u8>>>;
+
+/// What `C_DeriveKey` does with a derivation mechanism.
+#[derive(Clone, Copy)]
+pub struct Derive {
+    /// The derived value, `len` bytes, from the parameter and the base key.
+    pub derive: DeriveFn,
+    /// The length of a generic secret whose template gives no `CKA_VALUE_LEN`.
+    pub default_len: fn(&Object) -> Result<usize>,
+}
+
 /// The key's secret value (internal use only: operations, never callers).
 pub fn key_value(key: &Object) -> Result<&[u8]> {
     key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)
 }
 
-/// The expanded AES key of an object, built once and cached with it.
-pub fn aes_key(key: &Object) -> Result<Arc<aes::AesKey>> {
-    if let Some(k) = key
-        .cache
-        .get()
-        .and_then(|c| c.clone().downcast::<aes::AesKey>().ok())
-    {
+/// A parsed form of a key object (expanded AES key, parsed RSA or EC key),
+/// built once by `make` and cached with the object, so that the hot path
+/// parses nothing. Objects are immutable: a changed key is a new object.
+pub fn cached<T: std::any::Any + Send + Sync>(
+    key: &Object,
+    make: impl FnOnce() -> Result<T>,
+) -> Result<Arc<T>> {
+    if let Some(k) = key.cache.get().and_then(|c| c.clone().downcast::<T>().ok()) {
         return Ok(k);
     }
-    let k = Arc::new(aes::AesKey::new(key_value(key)?)?);
+    let k = Arc::new(make()?);
     let _ = key.cache.set(k.clone());
     Ok(k)
+}
+
+/// The expanded AES key of an object, built once and cached with it.
+pub fn aes_key(key: &Object) -> Result<Arc<aes::AesKey>> {
+    cached(key, || aes::AesKey::new(key_value(key)?))
 }
 
 /// `CKA_CHECK_VALUE` of a secret key (v3.0 §4.10): AES: first 3 bytes of
@@ -146,10 +249,14 @@ pub struct Mechanism {
     pub digest: Option<fn() -> Box<dyn DigestOp>>,
     /// Builds encrypt/decrypt operations (`CKF_ENCRYPT`/`CKF_DECRYPT`).
     pub cipher: Option<CipherBuilder>,
-    /// Builds sign/verify MAC operations (`CKF_SIGN`/`CKF_VERIFY`).
-    pub mac: Option<MacBuilder>,
+    /// Builds sign/verify operations (`CKF_SIGN`/`CKF_VERIFY`).
+    pub sign: Option<SignBuilder>,
     /// Key generation (`CKF_GENERATE`).
     pub keygen: Option<KeyGen>,
+    /// Key-pair generation (`CKF_GENERATE_KEY_PAIR`).
+    pub keypair: Option<KeyPairGen>,
+    /// Key derivation (`CKF_DERIVE`).
+    pub derive: Option<Derive>,
 }
 
 impl Mechanism {
@@ -173,8 +280,10 @@ const fn row(ty: CK_MECHANISM_TYPE, name: &'static str, flags: CK_FLAGS) -> Mech
         key_types: &[],
         digest: None,
         cipher: None,
-        mac: None,
+        sign: None,
         keygen: None,
+        keypair: None,
+        derive: None,
     }
 }
 
@@ -215,13 +324,13 @@ const fn mac_row(
     keys: &'static [CK_KEY_TYPE],
     min: CK_ULONG,
     max: CK_ULONG,
-    build: MacBuilder,
+    build: SignBuilder,
 ) -> Mechanism {
     Mechanism {
         min_key: min,
         max_key: max,
         key_types: keys,
-        mac: Some(build),
+        sign: Some(build),
         ..row(ty, name, CKF_SIGN | CKF_VERIFY)
     }
 }
@@ -229,8 +338,8 @@ const fn mac_row(
 macro_rules! hmac_rows {
     ($($full:ident, $general:ident, $d:ty;)*) => {
         [$(
-            mac_row($full, stringify!($full), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k| mac::hmac::<$d>(p, key_value(k)?, false)),
-            mac_row($general, stringify!($general), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k| mac::hmac::<$d>(p, key_value(k)?, true)),
+            mac_row($full, stringify!($full), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k, _| mac::hmac::<$d>(p, key_value(k)?, false)),
+            mac_row($general, stringify!($general), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k, _| mac::hmac::<$d>(p, key_value(k)?, true)),
         )*]
     };
 }
@@ -241,6 +350,70 @@ const HMACS: [Mechanism; 10] = hmac_rows! {
     CKM_SHA256_HMAC, CKM_SHA256_HMAC_GENERAL, sha2::Sha256;
     CKM_SHA384_HMAC, CKM_SHA384_HMAC_GENERAL, sha2::Sha384;
     CKM_SHA512_HMAC, CKM_SHA512_HMAC_GENERAL, sha2::Sha512;
+};
+
+const RSA: &[CK_KEY_TYPE] = &[CKK_RSA];
+const EC: &[CK_KEY_TYPE] = &[CKK_EC];
+const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+
+const fn rsa_row(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    flags: CK_FLAGS,
+    cipher: Option<CipherBuilder>,
+    sign: Option<SignBuilder>,
+) -> Mechanism {
+    Mechanism {
+        min_key: rsa::MIN_BITS as CK_ULONG,
+        max_key: rsa::MAX_BITS as CK_ULONG,
+        key_types: RSA,
+        cipher,
+        sign,
+        ..row(ty, name, flags)
+    }
+}
+
+const fn ec_row(ty: CK_MECHANISM_TYPE, name: &'static str, sign: SignBuilder) -> Mechanism {
+    Mechanism {
+        min_key: 256,
+        max_key: 384,
+        key_types: EC,
+        sign: Some(sign),
+        ..row(ty, name, CKF_SIGN | CKF_VERIFY | EC_FLAGS)
+    }
+}
+
+macro_rules! rsa_hash_rows {
+    ($($pkcs:ident, $pss:ident, $h:ident;)*) => {
+        [$(
+            rsa_row($pkcs, stringify!($pkcs), CKF_SIGN | CKF_VERIFY, None,
+                Some(|p, k, v| rsa::sign_op(p, k, v, $pkcs, Some($h)))),
+            rsa_row($pss, stringify!($pss), CKF_SIGN | CKF_VERIFY, None,
+                Some(|p, k, v| rsa::sign_op(p, k, v, $pss, Some($h)))),
+        )*]
+    };
+}
+
+const RSA_HASHED: [Mechanism; 10] = rsa_hash_rows! {
+    CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA_1;
+    CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_SHA224;
+    CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA256;
+    CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384;
+    CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_SHA512;
+};
+
+macro_rules! ecdsa_rows {
+    ($($m:ident, $h:ident;)*) => {
+        [$( ec_row($m, stringify!($m), |p, k, v| ec::ecdsa(p, k, v, Some($h))), )*]
+    };
+}
+
+const ECDSA_HASHED: [Mechanism; 5] = ecdsa_rows! {
+    CKM_ECDSA_SHA1, CKM_SHA_1;
+    CKM_ECDSA_SHA224, CKM_SHA224;
+    CKM_ECDSA_SHA256, CKM_SHA256;
+    CKM_ECDSA_SHA384, CKM_SHA384;
+    CKM_ECDSA_SHA512, CKM_SHA512;
 };
 
 /// THE table.
@@ -297,7 +470,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         0,
         |p, k, d| aes::kwp(p, key_value(k)?, d),
     ),
-    mac_row(CKM_AES_CMAC, "CKM_AES_CMAC", AES, 16, 32, |p, k| {
+    mac_row(CKM_AES_CMAC, "CKM_AES_CMAC", AES, 16, 32, |p, k, _| {
         mac::cmac(p, key_value(k)?, false)
     }),
     mac_row(
@@ -306,7 +479,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         AES,
         16,
         32,
-        |p, k| mac::cmac(p, key_value(k)?, true),
+        |p, k, _| mac::cmac(p, key_value(k)?, true),
     ),
     HMACS[0],
     HMACS[1],
@@ -318,6 +491,86 @@ pub static MECHANISMS: &[Mechanism] = &[
     HMACS[7],
     HMACS[8],
     HMACS[9],
+    Mechanism {
+        min_key: rsa::MIN_BITS as CK_ULONG,
+        max_key: rsa::MAX_BITS as CK_ULONG,
+        keypair: Some(KeyPairGen {
+            key_type: CKK_RSA,
+            generate: rsa::generate,
+        }),
+        ..row(
+            CKM_RSA_PKCS_KEY_PAIR_GEN,
+            "CKM_RSA_PKCS_KEY_PAIR_GEN",
+            CKF_GENERATE_KEY_PAIR,
+        )
+    },
+    rsa_row(
+        CKM_RSA_PKCS,
+        "CKM_RSA_PKCS",
+        CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY,
+        Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS)),
+        Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS, None)),
+    ),
+    rsa_row(
+        CKM_RSA_X_509,
+        "CKM_RSA_X_509",
+        CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY,
+        Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_X_509)),
+        Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_X_509, None)),
+    ),
+    rsa_row(
+        CKM_RSA_PKCS_OAEP,
+        "CKM_RSA_PKCS_OAEP",
+        CKF_ENCRYPT | CKF_DECRYPT,
+        Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS_OAEP)),
+        None,
+    ),
+    rsa_row(
+        CKM_RSA_PKCS_PSS,
+        "CKM_RSA_PKCS_PSS",
+        CKF_SIGN | CKF_VERIFY,
+        None,
+        Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS_PSS, None)),
+    ),
+    RSA_HASHED[0],
+    RSA_HASHED[1],
+    RSA_HASHED[2],
+    RSA_HASHED[3],
+    RSA_HASHED[4],
+    RSA_HASHED[5],
+    RSA_HASHED[6],
+    RSA_HASHED[7],
+    RSA_HASHED[8],
+    RSA_HASHED[9],
+    Mechanism {
+        min_key: 256,
+        max_key: 384,
+        keypair: Some(KeyPairGen {
+            key_type: CKK_EC,
+            generate: ec::generate,
+        }),
+        ..row(
+            CKM_EC_KEY_PAIR_GEN,
+            "CKM_EC_KEY_PAIR_GEN",
+            CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+        )
+    },
+    ec_row(CKM_ECDSA, "CKM_ECDSA", |p, k, v| ec::ecdsa(p, k, v, None)),
+    ECDSA_HASHED[0],
+    ECDSA_HASHED[1],
+    ECDSA_HASHED[2],
+    ECDSA_HASHED[3],
+    ECDSA_HASHED[4],
+    Mechanism {
+        min_key: 256,
+        max_key: 384,
+        key_types: EC,
+        derive: Some(Derive {
+            derive: ec::ecdh,
+            default_len: ec::field_len,
+        }),
+        ..row(CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE", CKF_DERIVE | EC_FLAGS)
+    },
 ];
 
 /// The row of a mechanism, or `CKR_MECHANISM_INVALID`.

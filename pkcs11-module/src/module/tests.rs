@@ -592,7 +592,7 @@ fn mechanisms_come_from_the_table() {
     assert_ne!(info.flags & CKF_DIGEST, 0);
     assert_ne!(info.flags & CKF_HW, 0);
     assert_eq!(
-        m.mechanism_info(0, CKM_RSA_PKCS).err(),
+        m.mechanism_info(0, CKM_DSA).err(),
         Some(Error::MechanismInvalid)
     );
     let gcm = m.mechanism_info(0, CKM_AES_GCM).unwrap();
@@ -754,4 +754,162 @@ fn configured_slot_count_is_kept_with_a_spare_on_top() {
     m.init_token(0, SO, &label("bottom")).unwrap();
     assert_eq!(m.slot_list().unwrap(), vec![0, 1, 2, 3]);
     assert_eq!(m.token_info(1).unwrap().flags & CKF_TOKEN_INITIALIZED, 0);
+}
+
+fn mech(ty: CK_MECHANISM_TYPE) -> MechanismArg {
+    MechanismArg {
+        ty,
+        param: crate::mechanism::Param::None,
+    }
+}
+
+fn sign_verify(
+    m: &Module,
+    h: CK_SESSION_HANDLE,
+    ty: CK_MECHANISM_TYPE,
+    private: CK_OBJECT_HANDLE,
+    public: CK_OBJECT_HANDLE,
+    data: &[u8],
+) -> Vec<u8> {
+    m.mac_init(h, &mech(ty), private, false).unwrap();
+    let mut sig = vec![0u8; 1024];
+    let mut out = OutBuf::new(Some(&mut sig[..]));
+    m.sign(h, data, &mut out).unwrap();
+    let n = out.len();
+    sig.truncate(n);
+    m.mac_init(h, &mech(ty), public, true).unwrap();
+    m.verify(h, data, &sig).unwrap();
+    let mut bad = sig.clone();
+    bad[n / 2] ^= 1;
+    m.mac_init(h, &mech(ty), public, true).unwrap();
+    assert_eq!(m.verify(h, data, &bad), Err(Error::SignatureInvalid));
+    sig
+}
+
+#[test]
+fn ec_key_pairs_sign_verify_and_derive() {
+    let m = ready();
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    let public = [RawAttr::new(
+        CKA_EC_PARAMS,
+        crate::mechanism::ec::P256_PARAMS,
+    )];
+    let private = [RawAttr::bool(CKA_DERIVE, true)];
+    let (pk, sk) = m
+        .generate_key_pair(h, &mech(CKM_EC_KEY_PAIR_GEN), &public, &private)
+        .unwrap();
+    let sig = sign_verify(&m, h, CKM_ECDSA_SHA256, sk, pk, b"message");
+    assert_eq!(sig.len(), 64);
+    sign_verify(&m, h, CKM_ECDSA, sk, pk, &[7; 32]);
+    // The private value never comes out; the public point does, as DER.
+    let r = m.get_attributes(h, sk, &[CKA_VALUE, CKA_EC_POINT]).unwrap();
+    assert_eq!(r[0], Reading::Sensitive);
+    let r = m.get_attributes(h, pk, &[CKA_EC_POINT]).unwrap();
+    let Reading::Value(point) = &r[0] else {
+        panic!("no point: {r:?}")
+    };
+    assert_eq!(&point[..3], &[0x04, 65, 0x04]);
+    // Unknown curve.
+    let k1 = [RawAttr::new(
+        CKA_EC_PARAMS,
+        &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a],
+    )];
+    assert_eq!(
+        m.generate_key_pair(h, &mech(CKM_EC_KEY_PAIR_GEN), &k1, &private)
+            .err(),
+        Some(Error::CurveNotSupported)
+    );
+    // ECDH with our own public point: a generic secret, sensitive under hsm.
+    let param = crate::mechanism::Param::Ecdh {
+        kdf: CKD_NULL,
+        shared: vec![],
+        public: point.to_vec(),
+    };
+    let t = [
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        RawAttr::bool(CKA_TOKEN, false),
+    ];
+    let d = m
+        .derive_key(
+            h,
+            &MechanismArg {
+                ty: CKM_ECDH1_DERIVE,
+                param,
+            },
+            sk,
+            &t,
+        )
+        .unwrap();
+    let r = m
+        .get_attributes(h, d, &[CKA_VALUE_LEN, CKA_ALWAYS_SENSITIVE, CKA_LOCAL])
+        .unwrap();
+    assert_eq!(
+        r[0],
+        Reading::Value(zeroize::Zeroizing::new(32u64.to_ne_bytes().to_vec()))
+    );
+    assert_eq!(
+        r[1],
+        Reading::Value(zeroize::Zeroizing::new(vec![1])),
+        "the base key was always sensitive"
+    );
+    assert_eq!(
+        r[2],
+        Reading::Value(zeroize::Zeroizing::new(vec![0])),
+        "derived keys are not local"
+    );
+}
+
+#[test]
+fn rsa_key_pair_sign_and_encrypt() {
+    let m = ready();
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    let public = [RawAttr::ulong(CKA_MODULUS_BITS, 2048)];
+    let (pk, sk) = m
+        .generate_key_pair(h, &mech(CKM_RSA_PKCS_KEY_PAIR_GEN), &public, &[])
+        .unwrap();
+    let sig = sign_verify(&m, h, CKM_SHA256_RSA_PKCS, sk, pk, b"message");
+    assert_eq!(sig.len(), 256);
+    let r = m
+        .get_attributes(h, pk, &[CKA_PUBLIC_EXPONENT, CKA_MODULUS_BITS])
+        .unwrap();
+    assert_eq!(r[0], Reading::Value(zeroize::Zeroizing::new(vec![1, 0, 1])));
+    let r = m
+        .get_attributes(h, sk, &[CKA_PRIVATE_EXPONENT, CKA_PRIME_1])
+        .unwrap();
+    assert_eq!(r, vec![Reading::Sensitive, Reading::Sensitive]);
+    // PKCS#1 v1.5 encryption round trip; a wrong ciphertext decrypts to a
+    // synthetic message with CKR_OK (implicit rejection), never an error.
+    m.cipher_init(h, &mech(CKM_RSA_PKCS), pk, Dir::Encrypt)
+        .unwrap();
+    let mut ct = vec![0u8; 256];
+    let mut out = OutBuf::new(Some(&mut ct[..]));
+    m.cipher(h, Dir::Encrypt, b"secret", &mut out).unwrap();
+    let decrypt = |c: &[u8]| {
+        m.cipher_init(h, &mech(CKM_RSA_PKCS), sk, Dir::Decrypt)
+            .unwrap();
+        let mut pt = vec![0u8; 256];
+        let mut out = OutBuf::new(Some(&mut pt[..]));
+        m.cipher(h, Dir::Decrypt, c, &mut out).unwrap();
+        let n = out.len();
+        pt.truncate(n);
+        pt
+    };
+    assert_eq!(decrypt(&ct), b"secret");
+    let mut bad = ct.clone();
+    bad[100] ^= 0x40;
+    assert_ne!(decrypt(&bad), b"secret");
+    // Size limits.
+    assert_eq!(
+        m.generate_key_pair(
+            h,
+            &mech(CKM_RSA_PKCS_KEY_PAIR_GEN),
+            &[RawAttr::ulong(CKA_MODULUS_BITS, 1024)],
+            &[]
+        )
+        .err(),
+        Some(Error::KeySizeRange)
+    );
 }

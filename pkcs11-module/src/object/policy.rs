@@ -641,6 +641,8 @@ pub enum Origin {
     Create,
     /// Generated inside the token by this mechanism.
     Generate(CK_MECHANISM_TYPE),
+    /// Derived inside the token from another key by this mechanism.
+    Derive(CK_MECHANISM_TYPE),
 }
 
 /// Who is asking, and under which token policy.
@@ -743,7 +745,7 @@ pub fn build(
     for (r, v) in decode_template(template, cls, kt)? {
         let give = match origin {
             Origin::Create => r.create,
-            Origin::Generate(_) => r.generate,
+            Origin::Generate(_) | Origin::Derive(_) => r.generate,
         };
         if give == Give::Never && !(r.ty == CKA_CLASS || r.ty == CKA_KEY_TYPE) {
             return Err(Error::AttributeReadOnly);
@@ -759,7 +761,7 @@ pub fn build(
         }
         let give = match origin {
             Origin::Create => r.create,
-            Origin::Generate(_) => r.generate,
+            Origin::Generate(_) | Origin::Derive(_) => r.generate,
         };
         if give == Give::Required {
             return Err(Error::TemplateIncomplete);
@@ -795,14 +797,16 @@ pub fn build(
         attrs.insert(CKA_LOCAL, AttrValue::Bool(local));
         let mech = match origin {
             Origin::Generate(m) => m,
-            Origin::Create => CK_UNAVAILABLE_INFORMATION,
+            Origin::Create | Origin::Derive(_) => CK_UNAVAILABLE_INFORMATION,
         };
         attrs.insert(CKA_KEY_GEN_MECHANISM, AttrValue::Ulong(mech));
     }
     if cls & (PRIV | SECRET) != 0 {
         // An imported key was outside the token in the clear: it was never
         // "always sensitive", and it has been "extracted" already.
-        let generated = matches!(origin, Origin::Generate(_));
+        // Derived keys start like generated ones; `inherit_sensitivity` then
+        // takes the base key's history into account.
+        let generated = matches!(origin, Origin::Generate(_) | Origin::Derive(_));
         let always_sensitive = generated && get_bool(&attrs, CKA_SENSITIVE);
         let never_extractable = generated && !get_bool(&attrs, CKA_EXTRACTABLE);
         attrs.insert(CKA_ALWAYS_SENSITIVE, AttrValue::Bool(always_sensitive));
@@ -819,8 +823,9 @@ fn bytes_len(attrs: &Attrs, ty: CK_ATTRIBUTE_TYPE) -> Option<usize> {
 }
 
 /// Consistency of imported key values, and the lengths the token derives from
-/// them (`CKA_VALUE_LEN`, `CKA_MODULUS_BITS`). Deep validation of RSA and EC
-/// components belongs to their mechanism families.
+/// them (`CKA_VALUE_LEN`, `CKA_MODULUS_BITS`, `CKA_PUBLIC_KEY_INFO`, RSA CRT
+/// components). RSA and EC keys are parsed and checked by their mechanism
+/// families (`mechanism::rsa`, `mechanism::ec`).
 fn check_imported_key(attrs: &mut Attrs, cls: u8, kt: Option<CK_KEY_TYPE>) -> Result<()> {
     match (cls, kt) {
         (SECRET, Some(kt)) => {
@@ -859,10 +864,23 @@ fn check_imported_key(attrs: &mut Attrs, cls: u8, kt: Option<CK_KEY_TYPE>) -> Re
                 .ok_or(Error::AttributeValueInvalid)?;
             let bits = (n.len() - first) * 8 - n[first].leading_zeros() as usize;
             attrs.insert(CKA_MODULUS_BITS, AttrValue::Ulong(bits as u64));
+            crate::mechanism::rsa::check_public_import(attrs)?;
         }
+        (PRIV, Some(CKK_RSA)) => crate::mechanism::rsa::check_private_import(attrs)?,
+        (PUB, Some(CKK_EC)) => crate::mechanism::ec::check_public_import(attrs)?,
+        (PRIV, Some(CKK_EC)) => crate::mechanism::ec::check_private_import(attrs)?,
         _ => {}
     }
     Ok(())
+}
+
+/// A derived key was always sensitive / never extractable only if its base
+/// key was (PKCS#11 v3.0 §4.10): ANDs the base key's history into `attrs`.
+pub fn inherit_sensitivity(attrs: &mut Attrs, base: &Attrs) {
+    for ty in [CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE] {
+        let v = get_bool(attrs, ty) && get_bool(base, ty);
+        attrs.insert(ty, AttrValue::Bool(v));
+    }
 }
 
 /// Stores a secret key's value with the attributes derived from it
@@ -1336,8 +1354,11 @@ mod tests {
             RawAttr::new(CKA_MODULUS, &[0x00, 0x01, 0xff, 0xff]),
             RawAttr::new(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
         ];
-        let a = build(&rsa, &[], Origin::Create, SPEC, "u").unwrap();
-        assert_eq!(a.get(&CKA_MODULUS_BITS), Some(&AttrValue::Ulong(17)));
+        // A 17-bit modulus is no RSA key the rsa crate accepts.
+        assert_eq!(
+            build(&rsa, &[], Origin::Create, SPEC, "u").unwrap_err(),
+            Error::AttributeValueInvalid
+        );
     }
 
     #[test]
