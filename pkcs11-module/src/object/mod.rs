@@ -3,6 +3,7 @@
 //! holding any lock.
 #![forbid(unsafe_code)]
 
+pub mod cert;
 pub mod policy;
 
 use cryptoki_sys::*;
