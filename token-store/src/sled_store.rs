@@ -413,6 +413,9 @@ impl SledStore {
                 }
             }
         };
+        // Temp files of the generation file are written only under this lock,
+        // so any left now belong to a process killed before its rename.
+        remove_stale_generation_temps(&self.token_dir(slot_id));
         // The generation file is written while the database lock is held, so
         // writers in several processes update it in commit order.
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -653,6 +656,21 @@ impl SledStore {
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
             commit(db, batch)
         })
+    }
+}
+
+/// Removes `generation.tmp.<pid>` files (see `with_db`); best effort.
+fn remove_stale_generation_temps(token_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(token_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("generation.tmp.")
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
