@@ -1744,10 +1744,12 @@ impl Module {
         Ok((ph, kh))
     }
 
-    /// `C_DeriveKey`: a secret key from a base key and the mechanism's
-    /// parameters. The new key is sensitive/extractable as its template and
-    /// the token policy say; `CKA_ALWAYS_SENSITIVE`/`CKA_NEVER_EXTRACTABLE`
-    /// hold only if they held for the base key.
+    /// `C_DeriveKey`: a secret key (or, for `CKM_HKDF_DATA`, a data object)
+    /// from a base key, and a second key when the parameter names one. The
+    /// new key is at least as protected as its bases: sensitive if any base
+    /// is, unextractable if any base is (a template asking otherwise is
+    /// `CKR_TEMPLATE_INCONSISTENT`), and `CKA_ALWAYS_SENSITIVE`/
+    /// `CKA_NEVER_EXTRACTABLE` only if they held for every base.
     pub fn derive_key(
         &self,
         h: CK_SESSION_HANDLE,
@@ -1759,37 +1761,85 @@ impl Module {
         let row = mechanism::lookup(mech.ty)?;
         let derive = row.derive.ok_or(Error::MechanismInvalid)?;
         let k = self.usable_key(&s, base, mech, row, CKA_DERIVE, "C_DeriveKey")?;
+        let second = match (derive.second_key)(&mech.param) {
+            Some(h2) => Some(
+                self.usable_key(&s, h2, mech, row, CKA_DERIVE, "C_DeriveKey")
+                    .map_err(|e| match e {
+                        Error::KeyHandleInvalid => Error::MechanismParamInvalid,
+                        e => e,
+                    })?,
+            ),
+            None => None,
+        };
+        let bases: Vec<&Object> = std::iter::once(&*k).chain(second.as_deref()).collect();
         let (actor, id) = {
             let t = s.slot.token.read();
             (Self::actor(&t)?, Self::new_store_id()?)
         };
+        // CKM_HKDF_DATA: the length comes as CKA_VALUE_LEN, which a data
+        // object does not have; take it out of the template.
+        let mut asked_len = None;
+        let template: Vec<RawAttr> = if derive.data {
+            let mut rest = Vec::new();
+            for a in template {
+                if a.ty == CKA_VALUE_LEN {
+                    asked_len = Some(a.as_ulong().ok_or(Error::AttributeValueInvalid)?);
+                } else {
+                    rest.push(a.clone());
+                }
+            }
+            rest
+        } else {
+            template.to_vec()
+        };
+        let class = if derive.data {
+            CKO_DATA
+        } else {
+            CKO_SECRET_KEY
+        };
         let mut attrs = policy::build(
-            template,
-            &[(CKA_CLASS, CKO_SECRET_KEY)],
+            &template,
+            &[(CKA_CLASS, class)],
             Origin::Derive(mech.ty),
             actor,
             &unique_id(id),
         )
-        .inspect_err(|e| self.refused(&s, actor.policy, "C_DeriveKey", *e, template))?;
+        .inspect_err(|e| self.refused(&s, actor.policy, "C_DeriveKey", *e, &template))?;
         let kt = match attrs.get(&CKA_KEY_TYPE) {
-            Some(ferrohsm_store::AttrValue::Ulong(kt)) => *kt as CK_KEY_TYPE,
+            Some(ferrohsm_store::AttrValue::Ulong(kt)) => Some(*kt as CK_KEY_TYPE),
+            _ if derive.data => None,
             _ => return Err(Error::TemplateIncomplete),
         };
-        let len = match (attrs.get(&CKA_VALUE_LEN), kt) {
-            (Some(ferrohsm_store::AttrValue::Ulong(n)), _) => *n as usize,
-            (None, CKK_AES) => return Err(Error::TemplateIncomplete),
-            (None, _) => (derive.default_len)(&k)?,
-            (Some(_), _) => return Err(Error::AttributeValueInvalid),
+        let len = match (attrs.get(&CKA_VALUE_LEN).or(None), asked_len, kt) {
+            (Some(ferrohsm_store::AttrValue::Ulong(n)), _, _) => *n as usize,
+            (Some(_), _, _) => return Err(Error::AttributeValueInvalid),
+            (None, Some(n), _) => n as usize,
+            (None, None, Some(CKK_AES)) => return Err(Error::TemplateIncomplete),
+            (None, None, _) => (derive.default_len)(&mech.param, &k, second.as_deref())?,
         };
         let valid = match kt {
-            CKK_AES => matches!(len, 16 | 24 | 32),
-            CKK_GENERIC_SECRET => (1..=mechanism::MAX_SECRET_LEN).contains(&len),
-            _ => return Err(Error::TemplateInconsistent),
+            Some(CKK_AES) => matches!(len, 16 | 24 | 32),
+            Some(CKK_GENERIC_SECRET) | None => (1..=mechanism::MAX_SECRET_LEN).contains(&len),
+            Some(_) => return Err(Error::TemplateInconsistent),
         };
         if !valid {
             return Err(Error::TemplateInconsistent);
         }
-        let value = (derive.derive)(&mech.param, &k, len).inspect_err(|e| {
+        if !derive.data {
+            policy::protect_like_bases(&mut attrs, &template, &bases)
+                .inspect_err(|e| self.refused(&s, actor.policy, "C_DeriveKey", *e, &template))?;
+        } else if bases.iter().any(|b| policy::is_protected(&b.attrs)) {
+            // A data object's value is readable by anyone: never from a
+            // protected key.
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: {} refused: a data object cannot hold what a sensitive key derives",
+                row.name
+            );
+            return Err(Error::KeyFunctionNotPermitted);
+        }
+        let value = (derive.derive)(&mech.param, &k, second.as_deref(), len).inspect_err(|e| {
             log!(
                 self.log,
                 Level::Info,
@@ -1798,16 +1848,223 @@ impl Module {
                 k.describe()
             );
         })?;
-        policy::set_secret_value(&mut attrs, kt, &value)?;
-        policy::inherit_sensitivity(&mut attrs, &k.attrs);
+        match kt {
+            Some(kt) => {
+                policy::set_secret_value(&mut attrs, kt, &value)?;
+                for b in &bases {
+                    policy::inherit_sensitivity(&mut attrs, &b.attrs);
+                }
+            }
+            None => {
+                attrs.insert(CKA_VALUE, ferrohsm_store::AttrValue::Bytes(value.to_vec()));
+            }
+        }
         let mut t = s.slot.token.write();
         let handle = self.insert_object(&s, &mut t, attrs, id)?;
         log!(
             self.log,
-            Level::Debug,
-            "session {h}: derived key {handle} with {} from {}",
+            Level::Info,
+            "session {h}: derived object {handle} with {} from {}",
             row.name,
             k.describe()
+        );
+        Ok(handle)
+    }
+
+    /// The key material `C_WrapKey` encrypts: a secret key's value, or a
+    /// private key as PKCS#8 `PrivateKeyInfo`.
+    fn wrappable_material(key: &Object) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        match (key.ulong(CKA_CLASS), key.ulong(CKA_KEY_TYPE)) {
+            (Some(CKO_SECRET_KEY), _) => {
+                Ok(zeroize::Zeroizing::new(mechanism::key_value(key)?.to_vec()))
+            }
+            (Some(CKO_PRIVATE_KEY), Some(CKK_RSA)) => mechanism::rsa::to_pkcs8(key),
+            (Some(CKO_PRIVATE_KEY), Some(CKK_EC)) => mechanism::ec::to_pkcs8(key),
+            _ => Err(Error::KeyNotWrappable),
+        }
+    }
+
+    /// `C_WrapKey`: a key encrypted under a wrapping key, never in the clear.
+    /// The wrapped key must be `CKA_EXTRACTABLE`; one marked
+    /// `CKA_WRAP_WITH_TRUSTED` only under a `CKA_TRUSTED` wrapping key.
+    pub fn wrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row
+            .cipher
+            .filter(|_| row.flags & CKF_WRAP != 0)
+            .ok_or(Error::MechanismInvalid)?;
+        let wk = self
+            .usable_key(&s, wrapping, mech, row, CKA_WRAP, "C_WrapKey")
+            .map_err(|e| match e {
+                Error::KeyHandleInvalid => Error::WrappingKeyHandleInvalid,
+                Error::KeyTypeInconsistent => Error::WrappingKeyTypeInconsistent,
+                e => e,
+            })?;
+        let target = s
+            .slot
+            .token
+            .read()
+            .object(key)
+            .map_err(|_| Error::KeyHandleInvalid)?;
+        let refuse = |e: Error, why: &str| {
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: C_WrapKey of {} under {} refused: {why}",
+                target.describe(),
+                wk.describe()
+            );
+            e
+        };
+        if !matches!(
+            target.ulong(CKA_CLASS),
+            Some(CKO_SECRET_KEY) | Some(CKO_PRIVATE_KEY)
+        ) {
+            return Err(refuse(
+                Error::KeyNotWrappable,
+                "not a secret or private key",
+            ));
+        }
+        if !target.flag(CKA_EXTRACTABLE) {
+            return Err(refuse(
+                Error::KeyUnextractable,
+                "the key is not extractable",
+            ));
+        }
+        if target.flag(CKA_WRAP_WITH_TRUSTED) && !wk.flag(CKA_TRUSTED) {
+            return Err(refuse(
+                Error::KeyNotWrappable,
+                "the key may only be wrapped by a trusted key",
+            ));
+        }
+        if mech.ty == CKM_RSA_PKCS_OAEP && target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
+            return Err(refuse(
+                Error::KeyNotWrappable,
+                "RSA-OAEP wraps secret keys only",
+            ));
+        }
+        let material = Self::wrappable_material(&target)?;
+        let mut op = build(&mech.param, &wk, Dir::Encrypt)?;
+        let Some(buf) = out.offer(op.single_len(material.len()))? else {
+            return Ok(());
+        };
+        let n = op.single(&material, buf).map_err(|e| match e {
+            Error::DataLenRange => refuse(
+                Error::KeyNotWrappable,
+                "the mechanism cannot take a key of this length",
+            ),
+            e => e,
+        })?;
+        out.truncate(n);
+        log!(
+            self.log,
+            Level::Info,
+            "session {h}: wrapped {} under {} with {}",
+            target.describe(),
+            wk.describe(),
+            row.name
+        );
+        Ok(())
+    }
+
+    /// `C_UnwrapKey`: decrypts a wrapped secret key or PKCS#8 private key
+    /// into a new key object described by the template. Unwrapped keys are
+    /// never local nor "always sensitive", and unextractable unless the
+    /// template asks otherwise.
+    pub fn unwrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row
+            .cipher
+            .filter(|_| row.flags & CKF_UNWRAP != 0)
+            .ok_or(Error::MechanismInvalid)?;
+        let uk = self
+            .usable_key(&s, unwrapping, mech, row, CKA_UNWRAP, "C_UnwrapKey")
+            .map_err(|e| match e {
+                Error::KeyHandleInvalid => Error::UnwrappingKeyHandleInvalid,
+                Error::KeyTypeInconsistent => Error::UnwrappingKeyTypeInconsistent,
+                e => e,
+            })?;
+        let (actor, id) = {
+            let t = s.slot.token.read();
+            (Self::actor(&t)?, Self::new_store_id()?)
+        };
+        let mut attrs = policy::build(template, &[], Origin::Unwrap, actor, &unique_id(id))
+            .inspect_err(|e| self.refused(&s, actor.policy, "C_UnwrapKey", *e, template))?;
+        let mut op = build(&mech.param, &uk, Dir::Decrypt)?;
+        let mut plain = zeroize::Zeroizing::new(vec![0u8; op.single_len(wrapped.len())]);
+        let n = op.single(wrapped, &mut plain).map_err(|e| {
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: C_UnwrapKey with {} under {} failed: {e}",
+                row.name,
+                uk.describe()
+            );
+            match e {
+                Error::EncryptedDataLenRange | Error::DataLenRange => Error::WrappedKeyLenRange,
+                Error::EncryptedDataInvalid => Error::WrappedKeyInvalid,
+                e => e,
+            }
+        })?;
+        plain.truncate(n);
+        let class = attrs.get(&CKA_CLASS).cloned();
+        let kt = attrs.get(&CKA_KEY_TYPE).cloned();
+        use ferrohsm_store::AttrValue as V;
+        match (class, kt) {
+            (Some(V::Ulong(c)), Some(V::Ulong(kt))) if c as CK_ULONG == CKO_SECRET_KEY => {
+                let kt = kt as CK_KEY_TYPE;
+                let ok = match kt {
+                    CKK_AES => matches!(plain.len(), 16 | 24 | 32),
+                    _ => (1..=mechanism::MAX_SECRET_LEN).contains(&plain.len()),
+                };
+                if !ok {
+                    return Err(Error::WrappedKeyInvalid);
+                }
+                if matches!(attrs.get(&CKA_VALUE_LEN), Some(V::Ulong(l)) if *l as usize != plain.len())
+                {
+                    return Err(Error::TemplateInconsistent);
+                }
+                policy::set_secret_value(&mut attrs, kt, &plain)?;
+            }
+            (Some(V::Ulong(c)), Some(V::Ulong(kt))) if c as CK_ULONG == CKO_PRIVATE_KEY => {
+                let parsed = match kt as CK_KEY_TYPE {
+                    CKK_RSA => mechanism::rsa::from_pkcs8(&plain)?,
+                    CKK_EC => mechanism::ec::from_pkcs8(&plain)?,
+                    _ => return Err(Error::TemplateInconsistent),
+                };
+                for (ty, v) in parsed {
+                    if ty == CKA_EC_PARAMS && attrs.get(&ty).is_some_and(|given| *given != v) {
+                        return Err(Error::TemplateInconsistent);
+                    }
+                    attrs.insert(ty, v);
+                }
+            }
+            _ => return Err(Error::TemplateInconsistent),
+        }
+        let mut t = s.slot.token.write();
+        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        log!(
+            self.log,
+            Level::Info,
+            "session {h}: unwrapped key {handle} with {} under {}",
+            row.name,
+            uk.describe()
         );
         Ok(handle)
     }

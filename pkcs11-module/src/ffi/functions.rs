@@ -542,6 +542,29 @@ entry!(C_GenerateKeyPair(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_pub:
     Ok(())
 });
 
+entry!(C_WrapKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, wrapping: CK_OBJECT_HANDLE, key: CK_OBJECT_HANDLE, p_out: *mut CK_BYTE, p_out_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism.
+    let mech = unsafe { mechanism(p_mech) }?;
+    // SAFETY: caller promise for pWrappedKey/pulWrappedKeyLen.
+    unsafe { with_outbuf(p_out, p_out_len, |o| m.wrap_key(h, &mech, wrapping, key, o)) }
+});
+
+entry!(C_UnwrapKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, unwrapping: CK_OBJECT_HANDLE, p_wrapped: *mut CK_BYTE, wrapped_len: CK_ULONG, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism, pWrappedKey, pTemplate and phKey.
+    let (mech, wrapped, t, ph) = unsafe {
+        (
+            mechanism(p_mech)?,
+            input(p_wrapped, wrapped_len)?,
+            template(p_template, count)?,
+            out(ph)?,
+        )
+    };
+    *ph = m.unwrap_key(h, &mech, unwrapping, wrapped, &t)?;
+    Ok(())
+});
+
 entry!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJECT_HANDLE, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
     let m = module()?;
     // SAFETY: caller promise for pMechanism, pTemplate and phKey.
@@ -604,28 +627,6 @@ unsupported!(
 );
 unsupported!(
     C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
-);
-unsupported!(
-    C_WrapKey(
-        CK_SESSION_HANDLE,
-        *mut CK_MECHANISM,
-        CK_OBJECT_HANDLE,
-        CK_OBJECT_HANDLE,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-    )
-);
-unsupported!(
-    C_UnwrapKey(
-        CK_SESSION_HANDLE,
-        *mut CK_MECHANISM,
-        CK_OBJECT_HANDLE,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_ATTRIBUTE,
-        CK_ULONG,
-        *mut CK_OBJECT_HANDLE,
-    )
 );
 unsupported!(C_MessageEncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
 unsupported!(

@@ -333,6 +333,20 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
             shared: shared.to_vec(),
             public: public.to_vec(),
         }
+    } else if m.mechanism == CKM_HKDF_DERIVE || m.mechanism == CKM_HKDF_DATA {
+        // SAFETY: forwarded caller promise: CK_HKDF_PARAMS.
+        unsafe { hkdf_params(m.pParameter as *const u8, m.ulParameterLen) }?
+    } else if m.mechanism == CKM_AES_ECB_ENCRYPT_DATA {
+        // SAFETY: forwarded caller promise: CK_KEY_DERIVATION_STRING_DATA.
+        let [data_p, data_len] =
+            unsafe { words::<2>(m.pParameter as *const u8, m.ulParameterLen) }?;
+        // SAFETY: the caller promises pData valid for ulLen bytes.
+        let data = unsafe { input(data_p as *const u8, data_len as CK_ULONG) }
+            .map_err(|_| Error::MechanismParamInvalid)?;
+        Param::Raw(data.to_vec())
+    } else if m.mechanism == CKM_AES_CBC_ENCRYPT_DATA {
+        // SAFETY: forwarded caller promise: CK_AES_CBC_ENCRYPT_DATA_PARAMS.
+        unsafe { cbc_data_params(m.pParameter as *const u8, m.ulParameterLen) }?
     } else {
         // SAFETY: forwarded caller promise about `pParameter`.
         let bytes = unsafe { input(m.pParameter as *const u8, m.ulParameterLen) }
@@ -365,6 +379,64 @@ unsafe fn words<const N: usize>(p: *const u8, len: CK_ULONG) -> Result<[usize; N
         *slot = unsafe { (p.add(i * W) as *const usize).read_unaligned() };
     }
     Ok(w)
+}
+
+/// `CK_HKDF_PARAMS`: two `CK_BBOOL`s padded to a word, then prfHashMechanism,
+/// ulSaltType, pSalt, ulSaltLen, hSaltKey, pInfo, ulInfoLen.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
+unsafe fn hkdf_params(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    const W: usize = std::mem::size_of::<usize>();
+    if p.is_null() || len as usize != 8 * W {
+        return Err(Error::MechanismParamInvalid);
+    }
+    // SAFETY: `p` is valid for 8 words; the flags are its first two bytes.
+    let (extract, expand) = unsafe { (*p, *p.add(1)) };
+    // SAFETY: the remaining 7 words follow the padded flags.
+    let [prf, salt_type, salt_p, salt_len, salt_key, info_p, info_len] =
+        unsafe { words::<7>(p.add(W), (7 * W) as CK_ULONG) }?;
+    // SAFETY: the caller promises pSalt and pInfo valid for their lengths.
+    let (salt, info) = unsafe {
+        (
+            input(salt_p as *const u8, salt_len as CK_ULONG)
+                .map_err(|_| Error::MechanismParamInvalid)?,
+            input(info_p as *const u8, info_len as CK_ULONG)
+                .map_err(|_| Error::MechanismParamInvalid)?,
+        )
+    };
+    Ok(Param::Hkdf {
+        extract: extract != 0,
+        expand: expand != 0,
+        prf: prf as CK_ULONG,
+        salt_type: salt_type as CK_ULONG,
+        salt: salt.to_vec(),
+        salt_key: salt_key as CK_OBJECT_HANDLE,
+        info: info.to_vec(),
+    })
+}
+
+/// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`: iv[16], pData, length.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and pData valid for its length.
+unsafe fn cbc_data_params(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    const W: usize = std::mem::size_of::<usize>();
+    if p.is_null() || len as usize != 16 + 2 * W {
+        return Err(Error::MechanismParamInvalid);
+    }
+    let mut iv = [0u8; 16];
+    // SAFETY: `p` is valid for 16 + 2 words; the IV is its first 16 bytes.
+    iv.copy_from_slice(unsafe { std::slice::from_raw_parts(p, 16) });
+    // SAFETY: the two words follow the IV.
+    let [data_p, data_len] = unsafe { words::<2>(p.add(16), (2 * W) as CK_ULONG) }?;
+    // SAFETY: the caller promises pData valid for length bytes.
+    let data = unsafe { input(data_p as *const u8, data_len as CK_ULONG) }
+        .map_err(|_| Error::MechanismParamInvalid)?;
+    Ok(Param::AesCbcData {
+        iv,
+        data: data.to_vec(),
+    })
 }
 
 /// `CK_GCM_PARAMS` in either layout, told apart by size: v3.0 (48 bytes:

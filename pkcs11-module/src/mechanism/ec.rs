@@ -432,7 +432,12 @@ pub fn ecdsa(
 
 /// `CKM_ECDH1_DERIVE`: the shared secret with the other party's point, run
 /// through the KDF of the parameters, `len` bytes long.
-pub fn ecdh(param: &Param, base: &Object, len: usize) -> Result<Zeroizing<Vec<u8>>> {
+pub fn ecdh(
+    param: &Param,
+    base: &Object,
+    _: Option<&Object>,
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
     let Param::Ecdh {
         kdf,
         shared,
@@ -493,9 +498,38 @@ pub fn ecdh(param: &Param, base: &Object, len: usize) -> Result<Zeroizing<Vec<u8
     Ok(out)
 }
 
+/// A private key object as PKCS#8 `PrivateKeyInfo` DER, for `C_WrapKey`.
+pub fn to_pkcs8(key: &Object) -> Result<Zeroizing<Vec<u8>>> {
+    use p256::pkcs8::EncodePrivateKey;
+    let der = match &*private_key(key)? {
+        EcPrivate::P256(k) => p256::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
+        EcPrivate::P384(k) => p384::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
+    }
+    .map_err(|_| Error::KeyNotWrappable)?;
+    Ok(Zeroizing::new(der.as_bytes().to_vec()))
+}
+
+/// The key attributes of a PKCS#8 P-256 or P-384 private key, for
+/// `C_UnwrapKey`.
+pub fn from_pkcs8(der: &[u8]) -> Result<Attrs> {
+    use p256::pkcs8::DecodePrivateKey;
+    let (curve, scalar) = if let Ok(k) = p256::SecretKey::from_pkcs8_der(der) {
+        (Curve::P256, Zeroizing::new(k.to_bytes().to_vec()))
+    } else if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
+        (Curve::P384, Zeroizing::new(k.to_bytes().to_vec()))
+    } else {
+        return Err(Error::WrappedKeyInvalid);
+    };
+    let mut attrs = Attrs::new();
+    attrs.insert(CKA_EC_PARAMS, AttrValue::Bytes(curve.params().to_vec()));
+    attrs.insert(CKA_VALUE, AttrValue::Bytes(scalar.to_vec()));
+    check_private_import(&mut attrs)?;
+    Ok(attrs)
+}
+
 /// The field size in bytes of an EC key (the default `CKA_VALUE_LEN` of an
 /// ECDH-derived generic secret).
-pub fn field_len(key: &Object) -> Result<usize> {
+pub fn field_len(_: &Param, key: &Object, _: Option<&Object>) -> Result<usize> {
     Ok(Curve::of(key)?.size())
 }
 

@@ -7,6 +7,7 @@
 pub mod aes;
 pub mod digest;
 pub mod ec;
+pub mod kdf;
 pub mod mac;
 pub mod rsa;
 
@@ -54,6 +55,30 @@ pub enum Param {
         shared: Vec<u8>,
         /// `pPublicData`: the other party's point (bare or DER OCTET STRING).
         public: Vec<u8>,
+    },
+    /// `CK_HKDF_PARAMS` (v3.0), with the pointed-to data copied.
+    Hkdf {
+        /// `bExtract`.
+        extract: bool,
+        /// `bExpand`.
+        expand: bool,
+        /// `prfHashMechanism` (`CKM_SHA*`).
+        prf: CK_MECHANISM_TYPE,
+        /// `ulSaltType` (`CKF_HKDF_SALT_*`).
+        salt_type: CK_ULONG,
+        /// `pSalt`.
+        salt: Vec<u8>,
+        /// `hSaltKey`.
+        salt_key: CK_OBJECT_HANDLE,
+        /// `pInfo`.
+        info: Vec<u8>,
+    },
+    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`, with the data copied.
+    AesCbcData {
+        /// The IV.
+        iv: [u8; 16],
+        /// The data to encrypt (whole blocks).
+        data: Vec<u8>,
     },
 }
 
@@ -171,16 +196,22 @@ pub struct KeyPairGen {
     pub generate: fn(&policy::Attrs) -> Result<(policy::Attrs, policy::Attrs)>,
 }
 
-/// Derives `len` bytes of key value from a mechanism parameter and a base key.
-pub type DeriveFn = fn(&Param, &Object, usize) -> Result<Zeroizing<Vec<u8>>>;
+/// Derives `len` bytes of key value from a mechanism parameter, the base key
+/// and the second key the parameter names (if any).
+pub type DeriveFn = fn(&Param, &Object, Option<&Object>, usize) -> Result<Zeroizing<Vec<u8>>>;
 
 /// What `C_DeriveKey` does with a derivation mechanism.
 #[derive(Clone, Copy)]
 pub struct Derive {
-    /// The derived value, `len` bytes, from the parameter and the base key.
+    /// The derived value, `len` bytes.
     pub derive: DeriveFn,
     /// The length of a generic secret whose template gives no `CKA_VALUE_LEN`.
-    pub default_len: fn(&Object) -> Result<usize>,
+    pub default_len: fn(&Param, &Object, Option<&Object>) -> Result<usize>,
+    /// A second key named by the parameter (HKDF salt key, concatenated key),
+    /// which the module looks up and checks like the base key.
+    pub second_key: fn(&Param) -> Option<CK_OBJECT_HANDLE>,
+    /// Makes a data object (`CKM_HKDF_DATA`) instead of a secret key.
+    pub data: bool,
 }
 
 /// The key's secret value (internal use only: operations, never callers).
@@ -299,6 +330,24 @@ const fn digest_row(
 }
 
 const AES: &[CK_KEY_TYPE] = &[CKK_AES];
+/// `C_WrapKey`/`C_UnwrapKey` with a cipher mechanism.
+const WRAPS: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
+const SECRETS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
+
+const fn derive_row(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    keys: &'static [CK_KEY_TYPE],
+    derive: Derive,
+) -> Mechanism {
+    Mechanism {
+        min_key: 1,
+        max_key: MAX_SECRET_LEN as CK_ULONG,
+        key_types: keys,
+        derive: Some(derive),
+        ..row(ty, name, CKF_DERIVE)
+    }
+}
 const HMAC_KEYS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
 /// Largest generic secret / HMAC key, in bytes.
 pub const MAX_SECRET_LEN: usize = 512;
@@ -452,22 +501,22 @@ pub static MECHANISMS: &[Mechanism] = &[
     aes_cipher(CKM_AES_CBC, "CKM_AES_CBC", 0, |p, k, d| {
         aes::cbc(p, aes_key(k)?, d)
     }),
-    aes_cipher(CKM_AES_CBC_PAD, "CKM_AES_CBC_PAD", 0, |p, k, d| {
+    aes_cipher(CKM_AES_CBC_PAD, "CKM_AES_CBC_PAD", WRAPS, |p, k, d| {
         aes::cbc_pad(p, aes_key(k)?, d)
     }),
     aes_cipher(CKM_AES_CTR, "CKM_AES_CTR", 0, |p, k, d| {
         aes::ctr(p, aes_key(k)?, d)
     }),
-    aes_cipher(CKM_AES_GCM, "CKM_AES_GCM", 0, |p, k, d| {
+    aes_cipher(CKM_AES_GCM, "CKM_AES_GCM", WRAPS, |p, k, d| {
         aes::gcm(p, aes_key(k)?, d)
     }),
-    aes_cipher(CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP", 0, |p, k, d| {
+    aes_cipher(CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP", WRAPS, |p, k, d| {
         aes::kw(p, key_value(k)?, d)
     }),
     aes_cipher(
         CKM_AES_KEY_WRAP_KWP,
         "CKM_AES_KEY_WRAP_KWP",
-        0,
+        WRAPS,
         |p, k, d| aes::kwp(p, key_value(k)?, d),
     ),
     mac_row(CKM_AES_CMAC, "CKM_AES_CMAC", AES, 16, 32, |p, k, _| {
@@ -521,7 +570,7 @@ pub static MECHANISMS: &[Mechanism] = &[
     rsa_row(
         CKM_RSA_PKCS_OAEP,
         "CKM_RSA_PKCS_OAEP",
-        CKF_ENCRYPT | CKF_DECRYPT,
+        CKF_ENCRYPT | CKF_DECRYPT | WRAPS,
         Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS_OAEP)),
         None,
     ),
@@ -568,9 +617,66 @@ pub static MECHANISMS: &[Mechanism] = &[
         derive: Some(Derive {
             derive: ec::ecdh,
             default_len: ec::field_len,
+            second_key: |_| None,
+            data: false,
         }),
         ..row(CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE", CKF_DERIVE | EC_FLAGS)
     },
+    derive_row(
+        CKM_HKDF_DERIVE,
+        "CKM_HKDF_DERIVE",
+        SECRETS,
+        Derive {
+            derive: kdf::hkdf,
+            default_len: kdf::hkdf_len,
+            second_key: kdf::hkdf_salt_key,
+            data: false,
+        },
+    ),
+    derive_row(
+        CKM_HKDF_DATA,
+        "CKM_HKDF_DATA",
+        SECRETS,
+        Derive {
+            derive: kdf::hkdf,
+            default_len: kdf::hkdf_len,
+            second_key: kdf::hkdf_salt_key,
+            data: true,
+        },
+    ),
+    derive_row(
+        CKM_AES_ECB_ENCRYPT_DATA,
+        "CKM_AES_ECB_ENCRYPT_DATA",
+        AES,
+        Derive {
+            derive: kdf::encrypt_data,
+            default_len: kdf::encrypt_data_len,
+            second_key: |_| None,
+            data: false,
+        },
+    ),
+    derive_row(
+        CKM_AES_CBC_ENCRYPT_DATA,
+        "CKM_AES_CBC_ENCRYPT_DATA",
+        AES,
+        Derive {
+            derive: kdf::encrypt_data,
+            default_len: kdf::encrypt_data_len,
+            second_key: |_| None,
+            data: false,
+        },
+    ),
+    derive_row(
+        CKM_CONCATENATE_BASE_AND_KEY,
+        "CKM_CONCATENATE_BASE_AND_KEY",
+        SECRETS,
+        Derive {
+            derive: kdf::concatenate,
+            default_len: kdf::concatenate_len,
+            second_key: kdf::concatenated_key,
+            data: false,
+        },
+    ),
 ];
 
 /// The row of a mechanism, or `CKR_MECHANISM_INVALID`.

@@ -226,6 +226,25 @@ pub fn check_public_import(attrs: &mut Attrs) -> Result<()> {
     Ok(())
 }
 
+/// A private key object as PKCS#8 `PrivateKeyInfo` DER, for `C_WrapKey`.
+pub fn to_pkcs8(key: &Object) -> Result<Zeroizing<Vec<u8>>> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let der = private_key(key)?
+        .to_pkcs8_der()
+        .map_err(|_| Error::KeyNotWrappable)?;
+    Ok(Zeroizing::new(der.as_bytes().to_vec()))
+}
+
+/// The key attributes of a PKCS#8 RSA private key, for `C_UnwrapKey`.
+pub fn from_pkcs8(der: &[u8]) -> Result<Attrs> {
+    use rsa::pkcs8::DecodePrivateKey;
+    let key = PrivateKey::from_pkcs8_der(der).map_err(|_| Error::WrappedKeyInvalid)?;
+    if !(MIN_BITS..=MAX_BITS).contains(&(key.n().bit_width() as usize)) {
+        return Err(Error::WrappedKeyInvalid);
+    }
+    private_attrs(&key)
+}
+
 /// The size of a key object's modulus in bytes.
 fn modulus_len(key: &Object) -> Result<usize> {
     let n = key.bytes(CKA_MODULUS).ok_or(Error::KeyTypeInconsistent)?;

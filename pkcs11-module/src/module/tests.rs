@@ -913,3 +913,232 @@ fn rsa_key_pair_sign_and_encrypt() {
         Some(Error::KeySizeRange)
     );
 }
+
+/// A ready module whose token uses the `spec` key policy.
+fn ready_spec() -> (Module, CK_SESSION_HANDLE) {
+    let config = Config {
+        default_policy: KeyPolicy::Spec,
+        ..Config::for_tests()
+    };
+    let m = Module::new(config, Arc::new(MemoryStore::new())).unwrap();
+    m.init_token(0, SO, &label("spec")).unwrap();
+    let h = rw(&m);
+    m.login(h, CKU_SO, SO).unwrap();
+    m.init_pin(h, USER).unwrap();
+    m.logout(h).unwrap();
+    m.login(h, CKU_USER, USER).unwrap();
+    (m, h)
+}
+
+fn secret(kt: CK_KEY_TYPE, value: &[u8], extra: &[RawAttr]) -> Vec<RawAttr> {
+    let mut t = vec![
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, kt),
+        RawAttr::new(CKA_VALUE, value),
+        RawAttr::bool(CKA_DERIVE, true),
+    ];
+    t.extend_from_slice(extra);
+    t
+}
+
+fn value_of(m: &Module, h: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> Reading {
+    m.get_attributes(h, o, &[CKA_VALUE]).unwrap().remove(0)
+}
+
+fn bytes(v: &[u8]) -> Reading {
+    Reading::Value(zeroize::Zeroizing::new(v.to_vec()))
+}
+
+#[test]
+fn hkdf_rfc5869_case_1() {
+    use hex_literal::hex;
+    let (m, h) = ready_spec();
+    let ikm = m
+        .create_object(h, &secret(CKK_GENERIC_SECRET, &[0x0b; 22], &[]))
+        .unwrap();
+    let param = crate::mechanism::Param::Hkdf {
+        extract: true,
+        expand: true,
+        prf: CKM_SHA256,
+        salt_type: CKF_HKDF_SALT_DATA,
+        salt: hex!("000102030405060708090a0b0c").to_vec(),
+        salt_key: 0,
+        info: hex!("f0f1f2f3f4f5f6f7f8f9").to_vec(),
+    };
+    let t = [
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        RawAttr::ulong(CKA_VALUE_LEN, 42),
+    ];
+    let arg = MechanismArg {
+        ty: CKM_HKDF_DERIVE,
+        param,
+    };
+    let okm = m.derive_key(h, &arg, ikm, &t).unwrap();
+    assert_eq!(
+        value_of(&m, h, okm),
+        bytes(&hex!(
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        ))
+    );
+    // The same as a data object.
+    let arg = MechanismArg {
+        ty: CKM_HKDF_DATA,
+        param: arg.param,
+    };
+    let d = m
+        .derive_key(
+            h,
+            &arg,
+            ikm,
+            &[
+                RawAttr::ulong(CKA_CLASS, CKO_DATA),
+                RawAttr::ulong(CKA_VALUE_LEN, 42),
+            ],
+        )
+        .unwrap();
+    assert_eq!(value_of(&m, h, d), value_of(&m, h, okm));
+}
+
+#[test]
+fn derived_keys_stay_as_protected_as_their_bases() {
+    let (m, h) = ready_spec();
+    let sensitive = m
+        .create_object(
+            h,
+            &secret(
+                CKK_GENERIC_SECRET,
+                &[1; 16],
+                &[RawAttr::bool(CKA_SENSITIVE, true)],
+            ),
+        )
+        .unwrap();
+    let mine = m
+        .create_object(h, &secret(CKK_GENERIC_SECRET, &[2; 16], &[]))
+        .unwrap();
+    let concat = |extra: &[RawAttr]| {
+        let mut t = vec![
+            RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+            RawAttr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        ];
+        t.extend_from_slice(extra);
+        m.derive_key(
+            h,
+            &MechanismArg {
+                ty: CKM_CONCATENATE_BASE_AND_KEY,
+                param: crate::mechanism::Param::Raw(sensitive.to_ne_bytes().to_vec()),
+            },
+            mine,
+            &t,
+        )
+    };
+    // Asking for a readable copy of a sensitive key's bytes is refused...
+    assert_eq!(
+        concat(&[RawAttr::bool(CKA_SENSITIVE, false)]),
+        Err(Error::TemplateInconsistent)
+    );
+    // ...and by default the result is sensitive.
+    let d = concat(&[]).unwrap();
+    assert_eq!(value_of(&m, h, d), Reading::Sensitive);
+    let plain = m
+        .derive_key(
+            h,
+            &MechanismArg {
+                ty: CKM_CONCATENATE_BASE_AND_KEY,
+                param: crate::mechanism::Param::Raw(mine.to_ne_bytes().to_vec()),
+            },
+            mine,
+            &[
+                RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+                RawAttr::ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+            ],
+        )
+        .unwrap();
+    let mut both = vec![2u8; 16];
+    both.extend([2u8; 16]);
+    assert_eq!(value_of(&m, h, plain), bytes(&both));
+}
+
+#[test]
+fn wrap_and_unwrap_secret_and_private_keys() {
+    let (m, h) = ready_spec();
+    let kek = m.create_object(h, &secret(CKK_AES, &[9; 32], &[])).unwrap();
+    let aes = m.create_object(h, &secret(CKK_AES, &[5; 16], &[])).unwrap();
+    let kwp = mech(CKM_AES_KEY_WRAP_KWP);
+    let wrap = |key| {
+        let mut q = OutBuf::new(None);
+        m.wrap_key(h, &kwp, kek, key, &mut q).unwrap();
+        let mut buf = vec![0u8; q.len()];
+        let mut out = OutBuf::new(Some(&mut buf[..]));
+        m.wrap_key(h, &kwp, kek, key, &mut out).unwrap();
+        let n = out.len();
+        buf.truncate(n);
+        buf
+    };
+    let w = wrap(aes);
+    assert_eq!(w.len(), 24);
+    let u = m
+        .unwrap_key(
+            h,
+            &kwp,
+            kek,
+            &w,
+            &[
+                RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+                RawAttr::ulong(CKA_KEY_TYPE, CKK_AES),
+                RawAttr::bool(CKA_EXTRACTABLE, true),
+            ],
+        )
+        .unwrap();
+    assert_eq!(value_of(&m, h, u), bytes(&[5; 16]));
+    let r = m.get_attributes(h, u, &[CKA_LOCAL]).unwrap();
+    assert_eq!(r[0], bytes(&[0]), "unwrapped keys are not local");
+    // A tampered blob.
+    let mut bad = w.clone();
+    bad[3] ^= 1;
+    assert_eq!(
+        m.unwrap_key(
+            h,
+            &kwp,
+            kek,
+            &bad,
+            &[
+                RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+                RawAttr::ulong(CKA_KEY_TYPE, CKK_AES)
+            ]
+        ),
+        Err(Error::WrappedKeyInvalid)
+    );
+    // An EC private key travels as PKCS#8 and still signs.
+    let (pk, sk) = m
+        .generate_key_pair(
+            h,
+            &mech(CKM_EC_KEY_PAIR_GEN),
+            &[RawAttr::new(
+                CKA_EC_PARAMS,
+                crate::mechanism::ec::P384_PARAMS,
+            )],
+            &[RawAttr::bool(CKA_EXTRACTABLE, true)],
+        )
+        .unwrap();
+    let w = wrap(sk);
+    let sk2 = m
+        .unwrap_key(
+            h,
+            &kwp,
+            kek,
+            &w,
+            &[
+                RawAttr::ulong(CKA_CLASS, CKO_PRIVATE_KEY),
+                RawAttr::ulong(CKA_KEY_TYPE, CKK_EC),
+            ],
+        )
+        .unwrap();
+    sign_verify(&m, h, CKM_ECDSA_SHA384, sk2, pk, b"moved");
+    // The unwrapped key is unextractable by default: it cannot be wrapped again.
+    let mut q = OutBuf::new(None);
+    assert_eq!(
+        m.wrap_key(h, &kwp, kek, sk2, &mut q),
+        Err(Error::KeyUnextractable)
+    );
+}

@@ -634,6 +634,12 @@ impl RawAttr {
     pub fn ulong(ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> RawAttr {
         RawAttr::new(ty, &v.to_ne_bytes())
     }
+
+    /// The value as a `CK_ULONG`, if it has that size.
+    pub fn as_ulong(&self) -> Option<CK_ULONG> {
+        let b: [u8; std::mem::size_of::<CK_ULONG>()] = self.value.as_slice().try_into().ok()?;
+        Some(CK_ULONG::from_ne_bytes(b))
+    }
 }
 
 impl std::fmt::Debug for RawAttr {
@@ -652,6 +658,9 @@ pub enum Origin {
     Generate(CK_MECHANISM_TYPE),
     /// Derived inside the token from another key by this mechanism.
     Derive(CK_MECHANISM_TYPE),
+    /// `C_UnwrapKey`: the value came in wrapped. Never local, never "always
+    /// sensitive", and unextractable unless the template says otherwise.
+    Unwrap,
 }
 
 /// Who is asking, and under which token policy.
@@ -754,7 +763,7 @@ pub fn build(
     for (r, v) in decode_template(template, cls, kt)? {
         let give = match origin {
             Origin::Create => r.create,
-            Origin::Generate(_) | Origin::Derive(_) => r.generate,
+            Origin::Generate(_) | Origin::Derive(_) | Origin::Unwrap => r.generate,
         };
         if give == Give::Never && !(r.ty == CKA_CLASS || r.ty == CKA_KEY_TYPE) {
             return Err(Error::AttributeReadOnly);
@@ -770,7 +779,7 @@ pub fn build(
         }
         let give = match origin {
             Origin::Create => r.create,
-            Origin::Generate(_) | Origin::Derive(_) => r.generate,
+            Origin::Generate(_) | Origin::Derive(_) | Origin::Unwrap => r.generate,
         };
         if give == Give::Required {
             return Err(Error::TemplateIncomplete);
@@ -786,7 +795,9 @@ pub fn build(
             }),
             Default::PrivateIfKeyMaterial => Some(AttrValue::Bool(key_material)),
             Default::SensitiveByPolicy => Some(AttrValue::Bool(actor.policy == KeyPolicy::Hsm)),
-            Default::ExtractableByPolicy => Some(AttrValue::Bool(actor.policy == KeyPolicy::Spec)),
+            Default::ExtractableByPolicy => Some(AttrValue::Bool(
+                actor.policy == KeyPolicy::Spec && origin != Origin::Unwrap,
+            )),
         };
         if let Some(d) = d {
             attrs.insert(r.ty, d);
@@ -806,7 +817,7 @@ pub fn build(
         attrs.insert(CKA_LOCAL, AttrValue::Bool(local));
         let mech = match origin {
             Origin::Generate(m) => m,
-            Origin::Create | Origin::Derive(_) => CK_UNAVAILABLE_INFORMATION,
+            Origin::Create | Origin::Derive(_) | Origin::Unwrap => CK_UNAVAILABLE_INFORMATION,
         };
         attrs.insert(CKA_KEY_GEN_MECHANISM, AttrValue::Ulong(mech));
     }
@@ -893,6 +904,38 @@ pub fn inherit_sensitivity(attrs: &mut Attrs, base: &Attrs) {
         let v = get_bool(attrs, ty) && get_bool(base, ty);
         attrs.insert(ty, AttrValue::Bool(v));
     }
+}
+
+/// Makes a derived key at least as protected as its bases: sensitive if any
+/// base is sensitive, unextractable if any base is unextractable. A template
+/// that explicitly asks otherwise is `CKR_TEMPLATE_INCONSISTENT`; otherwise
+/// the attribute is raised silently.
+pub fn protect_like_bases(
+    attrs: &mut Attrs,
+    template: &[RawAttr],
+    bases: &[&crate::object::Object],
+) -> Result<()> {
+    let asked = |ty: CK_ATTRIBUTE_TYPE| {
+        template
+            .iter()
+            .find(|a| a.ty == ty)
+            .map(|a| a.value.first() == Some(&1))
+    };
+    if bases.iter().any(|b| get_bool(&b.attrs, CKA_SENSITIVE)) {
+        if asked(CKA_SENSITIVE) == Some(false) {
+            return Err(Error::TemplateInconsistent);
+        }
+        attrs.insert(CKA_SENSITIVE, AttrValue::Bool(true));
+    }
+    let unextractable =
+        |a: &Attrs| a.contains_key(&CKA_EXTRACTABLE) && !get_bool(a, CKA_EXTRACTABLE);
+    if bases.iter().any(|b| unextractable(&b.attrs)) {
+        if asked(CKA_EXTRACTABLE) == Some(true) {
+            return Err(Error::TemplateInconsistent);
+        }
+        attrs.insert(CKA_EXTRACTABLE, AttrValue::Bool(false));
+    }
+    Ok(())
 }
 
 /// Stores a secret key's value with the attributes derived from it
