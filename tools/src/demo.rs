@@ -186,6 +186,8 @@ pub fn run(temp: bool) -> Result<(), String> {
     )?;
     println!("      {value}");
 
+    let pems = public_key_steps(&session, &random)?;
+
     let label = format!("demo note {}", hex(&random[..4]));
     step(
         "C_CreateObject (a private data object on the token)",
@@ -251,10 +253,140 @@ pub fn run(temp: bool) -> Result<(), String> {
         module.display()
     );
     println!(
-        "Tokens live in this process's memory until the encrypted store lands; keys, signatures"
+        "  pkcs11-tool --module {} --login --pin {DEMO_USER_PIN} -O",
+        module.display()
     );
-    println!("and encryption arrive with the mechanism issues.");
+    for (name, pem) in &pems {
+        let file = std::env::temp_dir().join(format!("ferrohsm-demo-{name}.pem"));
+        if std::fs::write(&file, pem).is_ok() {
+            println!(
+                "Public {name} key written to {}; inspect it with:\n  openssl pkey -pubin -in {} -text -noout",
+                file.display(),
+                file.display()
+            );
+        }
+    }
+    println!(
+        "The token stays in the data directory: the demo reuses it, and each run adds a fresh set of demo keys."
+    );
     Ok(())
+}
+
+/// Key pairs born in the token: P-256 and RSA-2048, private halves sensitive and
+/// non-extractable; ECDSA and RSA-PSS signatures made and verified; public keys
+/// exported as PEM (SubjectPublicKeyInfo). Returns the PEMs by name.
+fn public_key_steps(
+    session: &cryptoki::session::Session,
+    random: &[u8],
+) -> Result<Vec<(&'static str, String)>, String> {
+    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+    use cryptoki::object::AttributeType;
+    let tag = hex(&random[..4]);
+    let private = |label: String| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Label(label.into_bytes()),
+        ]
+    };
+    let public = |label: String, extra: Attribute| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Verify(true),
+            Attribute::Label(label.into_bytes()),
+            extra,
+        ]
+    };
+    // DER of the namedCurve OID prime256v1.
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let (ec_pub, ec_priv) = step("C_GenerateKeyPair EC P-256 (non-extractable)", || {
+        session
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &public(format!("demo ec {tag}"), Attribute::EcParams(p256)),
+                &private(format!("demo ec {tag}")),
+            )
+            .map_err(e)
+    })?;
+    let message = b"FerroHSM signs inside";
+    let sig = step("C_Sign ECDSA with SHA-256 (r||s)", || {
+        session
+            .sign(&Mechanism::EcdsaSha256, ec_priv, message)
+            .map_err(e)
+    })?;
+    println!("      signature = {}", hex(&sig));
+    step("C_Verify ECDSA with SHA-256", || {
+        session
+            .verify(&Mechanism::EcdsaSha256, ec_pub, message, &sig)
+            .map_err(e)
+    })?;
+    let (rsa_pub, rsa_priv) = step("C_GenerateKeyPair RSA-2048 (non-extractable)", || {
+        session
+            .generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &public(
+                    format!("demo rsa {tag}"),
+                    Attribute::ModulusBits(2048.into()),
+                ),
+                &private(format!("demo rsa {tag}")),
+            )
+            .map_err(e)
+    })?;
+    let pss = Mechanism::Sha256RsaPkcsPss(PkcsPssParams {
+        hash_alg: cryptoki::mechanism::MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32.into(),
+    });
+    let sig = step("C_Sign RSA-PSS with SHA-256", || {
+        session.sign(&pss, rsa_priv, message).map_err(e)
+    })?;
+    println!("      signature = {}…", hex(&sig[..32]));
+    step("C_Verify RSA-PSS with SHA-256", || {
+        session.verify(&pss, rsa_pub, message, &sig).map_err(e)
+    })?;
+    let mut pems = Vec::new();
+    for (name, key) in [("ec", ec_pub), ("rsa", rsa_pub)] {
+        let spki = step(
+            &format!("C_GetAttributeValue CKA_PUBLIC_KEY_INFO ({name})"),
+            || match session.get_attributes(key, &[AttributeType::PublicKeyInfo]) {
+                Ok(a) => match a.into_iter().next() {
+                    Some(Attribute::PublicKeyInfo(der)) if !der.is_empty() => Ok(der),
+                    _ => Err("no public key info".to_string()),
+                },
+                Err(x) => Err(e(x)),
+            },
+        )?;
+        pems.push((name, pem("PUBLIC KEY", &spki)));
+    }
+    print!("{}", pems[0].1);
+    Ok(pems)
+}
+
+/// PEM armour (RFC 7468) around DER.
+fn pem(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// One AES-GCM encryption or decryption with a 128-bit tag.
