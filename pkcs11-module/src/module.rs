@@ -1792,6 +1792,7 @@ impl Module {
         } else {
             template.to_vec()
         };
+        let template = Self::with_key_template(&template, &k, CKA_DERIVE_TEMPLATE)?;
         let class = if derive.data {
             CKO_DATA
         } else {
@@ -1871,6 +1872,35 @@ impl Module {
         Ok(handle)
     }
 
+    /// The attribute-array value `ty` (`CKA_WRAP_TEMPLATE`, …) of a key.
+    fn key_template(key: &Object, ty: CK_ATTRIBUTE_TYPE) -> Vec<RawAttr> {
+        match key.attrs.get(&ty) {
+            Some(ferrohsm_store::AttrValue::Bytes(b)) => {
+                policy::decode_template_value(b).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A caller's template with the key's `CKA_UNWRAP_TEMPLATE` or
+    /// `CKA_DERIVE_TEMPLATE` added; a conflicting value is
+    /// `CKR_TEMPLATE_INCONSISTENT`.
+    fn with_key_template(
+        template: &[RawAttr],
+        key: &Object,
+        ty: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Vec<RawAttr>> {
+        let mut out = template.to_vec();
+        for forced in Self::key_template(key, ty) {
+            match template.iter().find(|a| a.ty == forced.ty) {
+                Some(a) if a.value != forced.value => return Err(Error::TemplateInconsistent),
+                Some(_) => {}
+                None => out.push(forced),
+            }
+        }
+        Ok(out)
+    }
+
     /// The key material `C_WrapKey` encrypts: a secret key's value, or a
     /// private key as PKCS#8 `PrivateKeyInfo`.
     fn wrappable_material(key: &Object) -> Result<zeroize::Zeroizing<Vec<u8>>> {
@@ -1945,6 +1975,12 @@ impl Module {
                 "the key may only be wrapped by a trusted key",
             ));
         }
+        if !policy::matches_template(&target.attrs, &Self::key_template(&wk, CKA_WRAP_TEMPLATE)) {
+            return Err(refuse(
+                Error::KeyNotWrappable,
+                "the key does not match the wrapping key's CKA_WRAP_TEMPLATE",
+            ));
+        }
         if mech.ty == CKM_RSA_PKCS_OAEP && target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
             return Err(refuse(
                 Error::KeyNotWrappable,
@@ -2004,6 +2040,8 @@ impl Module {
             let t = s.slot.token.read();
             (Self::actor(&t)?, Self::new_store_id()?)
         };
+        let template = Self::with_key_template(template, &uk, CKA_UNWRAP_TEMPLATE)?;
+        let template = &template[..];
         let mut attrs = policy::build(template, &[], Origin::Unwrap, actor, &unique_id(id))
             .inspect_err(|e| self.refused(&s, actor.policy, "C_UnwrapKey", *e, template))?;
         let mut op = build(&mech.param, &uk, Dir::Decrypt)?;

@@ -315,6 +315,10 @@ entry!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_templa
                 a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
                 invalid = true;
             }
+            Reading::Value(v) if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 => {
+                // SAFETY: caller promise: pValue NULL or an array of CK_ATTRIBUTE.
+                small |= !unsafe { super::write_array_attribute(a, &v) };
+            }
             Reading::Value(v) if a.pValue.is_null() => a.ulValueLen = v.len() as CK_ULONG,
             Reading::Value(v) if (a.ulValueLen as usize) < v.len() => {
                 a.ulValueLen = CK_UNAVAILABLE_INFORMATION;

@@ -277,6 +277,10 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<RawAttr>> 
             if a.ulValueLen == CK_UNAVAILABLE_INFORMATION {
                 return Err(Error::ArgumentsBad);
             }
+            if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 {
+                // SAFETY: forwarded caller promise: pValue holds CK_ATTRIBUTEs.
+                return unsafe { array_attribute(a) };
+            }
             // SAFETY: the caller promises `pValue` valid for `ulValueLen` bytes.
             let v = unsafe { input(a.pValue as *const u8, a.ulValueLen) }?;
             Ok(RawAttr {
@@ -285,6 +289,82 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<RawAttr>> 
             })
         })
         .collect()
+}
+
+/// An attribute whose value is an array of attributes (`CKA_WRAP_TEMPLATE`
+/// and friends), one level deep, in the form of `policy::encode_template`.
+///
+/// # Safety
+/// `a.pValue` must be valid for `a.ulValueLen` bytes holding `CK_ATTRIBUTE`s
+/// whose own `pValue`s are valid for their lengths.
+unsafe fn array_attribute(a: &CK_ATTRIBUTE) -> Result<RawAttr> {
+    const SZ: usize = std::mem::size_of::<CK_ATTRIBUTE>();
+    let len = len_of(a.ulValueLen)?;
+    if len % SZ != 0 || (a.pValue.is_null() && len != 0) {
+        return Err(Error::AttributeValueInvalid);
+    }
+    let inner: &[CK_ATTRIBUTE] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: non-NULL and valid for len / SZ attributes (caller promise);
+        // CK_ATTRIBUTE arrays are pointer-aligned as the caller built them.
+        unsafe { std::slice::from_raw_parts(a.pValue as *const CK_ATTRIBUTE, len / SZ) }
+    };
+    let mut list = Vec::with_capacity(inner.len());
+    for i in inner {
+        if i.type_ & CKF_ARRAY_ATTRIBUTE != 0 || i.ulValueLen == CK_UNAVAILABLE_INFORMATION {
+            return Err(Error::AttributeValueInvalid);
+        }
+        // SAFETY: the caller promises each inner pValue valid for its length.
+        let v = unsafe { input(i.pValue as *const u8, i.ulValueLen) }?;
+        list.push(RawAttr::new(i.type_, v));
+    }
+    Ok(RawAttr::new(
+        a.type_,
+        &crate::object::policy::encode_template(&list),
+    ))
+}
+
+/// Writes an attribute-array value into the caller's `CK_ATTRIBUTE` array
+/// with the usual rules one level down: NULL `pValue` → lengths only; too
+/// small → `CK_UNAVAILABLE_INFORMATION`. Returns false when something did not
+/// fit.
+///
+/// # Safety
+/// `a.pValue` must be NULL or valid for `a.ulValueLen` bytes of
+/// `CK_ATTRIBUTE`s whose `pValue`s are NULL or valid for their lengths.
+pub(super) unsafe fn write_array_attribute(a: &mut CK_ATTRIBUTE, encoded: &[u8]) -> bool {
+    const SZ: usize = std::mem::size_of::<CK_ATTRIBUTE>();
+    let list = crate::object::policy::decode_template_value(encoded).unwrap_or_default();
+    let need = list.len() * SZ;
+    if a.pValue.is_null() {
+        a.ulValueLen = need as CK_ULONG;
+        return true;
+    }
+    if (a.ulValueLen as usize) < need {
+        a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+        return false;
+    }
+    // SAFETY: pValue is valid for at least `list.len()` attributes.
+    let out = unsafe { std::slice::from_raw_parts_mut(a.pValue as *mut CK_ATTRIBUTE, list.len()) };
+    let mut fits = true;
+    for (o, v) in out.iter_mut().zip(&list) {
+        o.type_ = v.ty;
+        if o.pValue.is_null() {
+            o.ulValueLen = v.value.len() as CK_ULONG;
+        } else if (o.ulValueLen as usize) < v.value.len() {
+            o.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+            fits = false;
+        } else {
+            // SAFETY: o.pValue is valid for o.ulValueLen >= len bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(v.value.as_ptr(), o.pValue as *mut u8, v.value.len())
+            };
+            o.ulValueLen = v.value.len() as CK_ULONG;
+        }
+    }
+    a.ulValueLen = need as CK_ULONG;
+    fits
 }
 
 /// A mechanism and its parameter: flat parameters as bytes, parameters that

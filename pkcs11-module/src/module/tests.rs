@@ -1142,3 +1142,57 @@ fn wrap_and_unwrap_secret_and_private_keys() {
         Err(Error::KeyUnextractable)
     );
 }
+
+#[test]
+fn wrap_and_unwrap_templates_are_honoured() {
+    let (m, h) = ready_spec();
+    let only_aes = policy::encode_template(&[RawAttr::ulong(CKA_KEY_TYPE, CKK_AES)]);
+    let force_sensitive = policy::encode_template(&[RawAttr::bool(CKA_SENSITIVE, true)]);
+    let kek = m
+        .create_object(
+            h,
+            &secret(
+                CKK_AES,
+                &[9; 32],
+                &[
+                    RawAttr::new(CKA_WRAP_TEMPLATE, &only_aes),
+                    RawAttr::new(CKA_UNWRAP_TEMPLATE, &force_sensitive),
+                ],
+            ),
+        )
+        .unwrap();
+    // Read back as the same list.
+    let r = m.get_attributes(h, kek, &[CKA_WRAP_TEMPLATE]).unwrap();
+    assert_eq!(r[0], bytes(&only_aes));
+    let aes = m.create_object(h, &secret(CKK_AES, &[5; 16], &[])).unwrap();
+    let generic = m
+        .create_object(h, &secret(CKK_GENERIC_SECRET, &[5; 16], &[]))
+        .unwrap();
+    let kwp = mech(CKM_AES_KEY_WRAP_KWP);
+    let mut buf = [0u8; 64];
+    let mut out = OutBuf::new(Some(&mut buf[..]));
+    assert_eq!(
+        m.wrap_key(h, &kwp, kek, generic, &mut out),
+        Err(Error::KeyNotWrappable)
+    );
+    let mut out = OutBuf::new(Some(&mut buf[..]));
+    m.wrap_key(h, &kwp, kek, aes, &mut out).unwrap();
+    let n = out.len();
+    let wrapped = buf[..n].to_vec();
+    let base = [
+        RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+        RawAttr::ulong(CKA_KEY_TYPE, CKK_AES),
+    ];
+    let u = m.unwrap_key(h, &kwp, kek, &wrapped, &base).unwrap();
+    assert_eq!(
+        value_of(&m, h, u),
+        Reading::Sensitive,
+        "UNWRAP_TEMPLATE applied"
+    );
+    let mut readable = base.to_vec();
+    readable.push(RawAttr::bool(CKA_SENSITIVE, false));
+    assert_eq!(
+        m.unwrap_key(h, &kwp, kek, &wrapped, &readable),
+        Err(Error::TemplateInconsistent)
+    );
+}

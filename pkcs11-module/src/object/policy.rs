@@ -29,6 +29,9 @@ pub enum Kind {
     Date,
     /// An array of `CK_MECHANISM_TYPE`.
     Mechanisms,
+    /// An array of `CK_ATTRIBUTE` (`CKF_ARRAY_ATTRIBUTE`), held in the
+    /// `ffi`-neutral form of [`encode_template`].
+    Template,
 }
 
 /// Whether a caller may supply the attribute when an object comes into being.
@@ -198,7 +201,7 @@ impl Rule {
     }
 }
 
-use Kind::{Bool, Bytes, Date, Mechanisms, Ulong};
+use Kind::{Bool, Bytes, Date, Mechanisms, Template, Ulong};
 use class::{ALL, CERT, DATA, KEYS, PRIV, PUB, SECRET};
 
 const RSA: &[CK_KEY_TYPE] = &[CKK_RSA];
@@ -402,6 +405,30 @@ pub static RULES: &[Rule] = &[
     rule(CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER", Bool, PRIV, "§4.9")
         .editable()
         .default(Default::Bool(true)),
+    rule(
+        CKA_WRAP_TEMPLATE,
+        "CKA_WRAP_TEMPLATE",
+        Template,
+        PUB | SECRET,
+        "§4.8, §4.10",
+    )
+    .default(Default::Empty),
+    rule(
+        CKA_UNWRAP_TEMPLATE,
+        "CKA_UNWRAP_TEMPLATE",
+        Template,
+        PRIV | SECRET,
+        "§4.9, §4.10",
+    )
+    .default(Default::Empty),
+    rule(
+        CKA_DERIVE_TEMPLATE,
+        "CKA_DERIVE_TEMPLATE",
+        Template,
+        KEYS,
+        "§4.7",
+    )
+    .default(Default::Empty),
     rule(CKA_UNWRAP, "CKA_UNWRAP", Bool, PRIV | SECRET, "§4.9, §4.10")
         .editable()
         .default(Default::Bool(true)),
@@ -581,6 +608,9 @@ pub fn decode(kind: Kind, raw: &[u8]) -> Result<AttrValue> {
         Kind::Date if raw.is_empty() || (raw.len() == 8 && raw.iter().all(u8::is_ascii_digit)) => {
             Ok(AttrValue::Bytes(raw.to_vec()))
         }
+        Kind::Template if decode_template_value(raw).is_some() => {
+            Ok(AttrValue::Bytes(raw.to_vec()))
+        }
         Kind::Mechanisms if raw.len() % UL == 0 => Ok(AttrValue::Mechanisms(
             raw.chunks_exact(UL)
                 .map(|c| {
@@ -592,6 +622,40 @@ pub fn decode(kind: Kind, raw: &[u8]) -> Result<AttrValue> {
         )),
         _ => Err(Error::AttributeValueInvalid),
     }
+}
+
+/// The form in which an attribute-array value (`CKA_WRAP_TEMPLATE`, …) is
+/// passed between `ffi` and the policy and stored: for each attribute its
+/// type and length (u64, little-endian) and its C bytes.
+pub fn encode_template(attrs: &[RawAttr]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in attrs {
+        out.extend_from_slice(&a.ty.to_le_bytes());
+        out.extend_from_slice(&(a.value.len() as u64).to_le_bytes());
+        out.extend_from_slice(&a.value);
+    }
+    out
+}
+
+/// Parses the form of [`encode_template`]; `None` if malformed.
+pub fn decode_template_value(mut raw: &[u8]) -> Option<Vec<RawAttr>> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let ty = u64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
+        let len = u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?) as usize;
+        let value = raw.get(16..16usize.checked_add(len)?)?;
+        out.push(RawAttr::new(ty as CK_ATTRIBUTE_TYPE, value));
+        raw = &raw[16 + len..];
+    }
+    Some(out)
+}
+
+/// Whether the attributes of an object match an attribute-array value
+/// (`CKA_WRAP_TEMPLATE`): each listed attribute has exactly that C encoding.
+pub fn matches_template(attrs: &Attrs, template: &[RawAttr]) -> bool {
+    template
+        .iter()
+        .all(|t| attrs.get(&t.ty).is_some_and(|v| encode(v) == *t.value))
 }
 
 /// Encodes a value as the C caller expects it.
