@@ -21,7 +21,11 @@
 //! treat a wrong premaster secret that way. OAEP decryption reports
 //! `CKR_ENCRYPTED_DATA_INVALID`, as the OAEP check happens after the
 //! constant-time RSA operation and Manger's attack needs a distinguishable
-//! integer-too-large failure, which this code never gives separately.
+//! integer-too-large failure, which this code never gives separately. For
+//! the same reason the `rsa` crate ignores the leading octet of the OAEP
+//! encoding instead of branching on it (draft-irtf-cfrg-rsa-guidance §7):
+//! Wycheproof's "first byte is 1" vectors (tcId 23) decrypt, which
+//! `tests/wycheproof.rs` counts and reports rather than fails.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
