@@ -330,6 +330,101 @@ macro_rules! with_digest {
     };
 }
 
+/// MGF1 (RFC 8017 B.2.1) with a hash mechanism.
+fn mgf1(hash: CK_MECHANISM_TYPE, seed: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(len + 64));
+    let mut counter: u32 = 0;
+    while out.len() < len {
+        let mut d = for_mechanism(hash).ok_or(Error::MechanismParamInvalid)?;
+        d.update(seed);
+        d.update(&counter.to_be_bytes());
+        let mut block = vec![0u8; d.output_len()];
+        d.finish(&mut block);
+        out.extend_from_slice(&block);
+        counter += 1;
+    }
+    out.truncate(len);
+    Ok(out)
+}
+
+/// `H(0^64 || mHash || salt)`, the PSS message representative's hash.
+fn pss_h(hash: CK_MECHANISM_TYPE, mhash: &[u8], salt: &[u8]) -> Result<Vec<u8>> {
+    let mut d = for_mechanism(hash).ok_or(Error::MechanismParamInvalid)?;
+    d.update(&[0u8; 8]);
+    d.update(mhash);
+    d.update(salt);
+    let mut h = vec![0u8; d.output_len()];
+    d.finish(&mut h);
+    Ok(h)
+}
+
+/// EMSA-PSS-ENCODE (RFC 8017 §9.1.1) with any message and MGF1 hashes (the
+/// `rsa` crate ties MGF1 to the message hash; PKCS#11 does not).
+fn pss_encode(
+    mhash: &[u8],
+    em_bits: usize,
+    salt: &[u8],
+    hash: CK_MECHANISM_TYPE,
+    mgf: CK_MECHANISM_TYPE,
+) -> Result<Vec<u8>> {
+    let em_len = em_bits.div_ceil(8);
+    let h_len = mhash.len();
+    if em_len < h_len + salt.len() + 2 {
+        return Err(Error::MechanismParamInvalid);
+    }
+    let h = pss_h(hash, mhash, salt)?;
+    let db_len = em_len - h_len - 1;
+    let mut db = Zeroizing::new(vec![0u8; db_len]);
+    db[db_len - salt.len() - 1] = 0x01;
+    db[db_len - salt.len()..].copy_from_slice(salt);
+    let mask = mgf1(mgf, &h, db_len)?;
+    for (b, m) in db.iter_mut().zip(mask.iter()) {
+        *b ^= m;
+    }
+    db[0] &= 0xff >> (8 * em_len - em_bits);
+    let mut em = db.to_vec();
+    em.extend_from_slice(&h);
+    em.push(0xbc);
+    Ok(em)
+}
+
+/// EMSA-PSS-VERIFY (RFC 8017 §9.1.2); `m` is the big-endian integer s^e.
+fn pss_verify(
+    mhash: &[u8],
+    m: &[u8],
+    em_bits: usize,
+    salt_len: usize,
+    hash: CK_MECHANISM_TYPE,
+    mgf: CK_MECHANISM_TYPE,
+) -> bool {
+    let em_len = em_bits.div_ceil(8);
+    let h_len = mhash.len();
+    // The integer fits in em_len bytes, or the signature is invalid.
+    let first = m.len().saturating_sub(em_len);
+    if m[..first].iter().any(|&b| b != 0) || em_len < h_len + salt_len + 2 {
+        return false;
+    }
+    let em = left_pad(&m[first..], em_len);
+    if em[em_len - 1] != 0xbc {
+        return false;
+    }
+    let db_len = em_len - h_len - 1;
+    let (masked, h) = (&em[..db_len], &em[db_len..em_len - 1]);
+    if masked[0] & !(0xffu8 >> (8 * em_len - em_bits)) != 0 {
+        return false;
+    }
+    let Ok(mask) = mgf1(mgf, h, db_len) else {
+        return false;
+    };
+    let mut db: Vec<u8> = masked.iter().zip(mask.iter()).map(|(a, b)| a ^ b).collect();
+    db[0] &= 0xff >> (8 * em_len - em_bits);
+    let ps_len = db_len - salt_len - 1;
+    if db[..ps_len].iter().any(|&b| b != 0) || db[ps_len] != 0x01 {
+        return false;
+    }
+    pss_h(hash, mhash, &db[ps_len + 1..]).is_ok_and(|h2| h2 == h)
+}
+
 /// `CKG_MGF1_*` → the hash mechanism it uses.
 fn mgf_hash(mgf: CK_ULONG) -> Result<CK_MECHANISM_TYPE> {
     Ok(match mgf {
@@ -346,9 +441,10 @@ fn mgf_hash(mgf: CK_ULONG) -> Result<CK_MECHANISM_TYPE> {
 enum Scheme {
     /// PKCS#1 v1.5; `None`: the input is a DigestInfo (`CKM_RSA_PKCS`).
     Pkcs1(Option<CK_MECHANISM_TYPE>),
-    /// PSS with this hash (also for MGF1) and salt length.
+    /// PSS with this message hash, MGF1 hash and salt length.
     Pss {
         hash: CK_MECHANISM_TYPE,
+        mgf: CK_MECHANISM_TYPE,
         salt: usize,
     },
     /// Raw RSA (`CKM_RSA_X_509`).
@@ -443,10 +539,16 @@ impl SignOp for RsaSign {
             Scheme::Pkcs1(h) => key
                 .sign(pkcs1(h)?, &input)
                 .map_err(|_| Error::FunctionFailed)?,
-            Scheme::Pss { hash, salt } => with_digest!(hash, D => {
-                key.sign_with_rng(&mut SysRng, rsa::pss::Pss::<D>::new_with_salt(salt), &input)
-                    .map_err(|_| Error::FunctionFailed)
-            })?,
+            Scheme::Pss { hash, mgf, salt } => {
+                let mut s = Zeroizing::new(vec![0u8; salt]);
+                getrandom::fill(&mut s).map_err(|_| Error::DeviceError)?;
+                let bits = key.n().bit_width() as usize;
+                let em = pss_encode(&input, bits - 1, &s, hash, mgf)?;
+                let m = self.raw_integer(&left_pad(&em, self.k), key.n())?;
+                let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
+                    .map_err(|_| Error::FunctionFailed)?;
+                s.to_be_bytes().to_vec()
+            }
             Scheme::Raw => {
                 let m = self.raw_integer(&input, key.n())?;
                 let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
@@ -468,11 +570,17 @@ impl SignOp for RsaSign {
         };
         let ok = match self.scheme {
             Scheme::Pkcs1(h) => key.verify(pkcs1(h)?, &input, signature).is_ok(),
-            Scheme::Pss { hash, salt } => with_digest!(hash, D => {
-                Ok(key
-                    .verify(rsa::pss::Pss::<D>::new_with_salt(salt), &input, signature)
-                    .is_ok())
-            })?,
+            Scheme::Pss { hash, mgf, salt } => {
+                let s = BoxedUint::from_be_slice(signature, key.n().bits_precision())
+                    .map_err(|_| Error::SignatureInvalid)?;
+                if !bool::from(s.ct_lt(key.n())) {
+                    return Err(Error::SignatureInvalid);
+                }
+                let m =
+                    rsa::hazmat::rsa_encrypt(&**key, &s).map_err(|_| Error::SignatureInvalid)?;
+                let bits = key.n().bit_width() as usize;
+                pss_verify(&input, &m.to_be_bytes(), bits - 1, salt, hash, mgf)
+            }
             Scheme::Raw => {
                 let s = BoxedUint::from_be_slice(signature, key.n().bits_precision())
                     .map_err(|_| Error::SignatureInvalid)?;
@@ -497,7 +605,7 @@ impl SignOp for RsaSign {
 fn pss_params(
     param: &Param,
     mech_hash: Option<CK_MECHANISM_TYPE>,
-) -> Result<(CK_MECHANISM_TYPE, usize)> {
+) -> Result<(CK_MECHANISM_TYPE, CK_MECHANISM_TYPE, usize)> {
     const UL: usize = std::mem::size_of::<CK_ULONG>();
     let Param::Raw(p) = param else {
         return Err(Error::MechanismParamInvalid);
@@ -512,11 +620,11 @@ fn pss_params(
     };
     let (hash, mgf, salt) = (word(0), word(1), word(2) as usize);
     for_mechanism(hash).ok_or(Error::MechanismParamInvalid)?;
-    // The rsa crate's PSS uses the message hash for MGF1 as well.
-    if mgf_hash(mgf)? != hash || mech_hash.is_some_and(|h| h != hash) {
+    let mgf = mgf_hash(mgf)?;
+    if mech_hash.is_some_and(|h| h != hash) {
         return Err(Error::MechanismParamInvalid);
     }
-    Ok((hash, salt))
+    Ok((hash, mgf, salt))
 }
 
 /// RSA sign (private key) or verify (public key). `mech` is the mechanism;
@@ -530,8 +638,8 @@ pub fn sign_op(
 ) -> Result<Box<dyn SignOp>> {
     let scheme = match mech {
         CKM_RSA_PKCS_PSS => {
-            let (hash, salt) = pss_params(param, None)?;
-            Scheme::Pss { hash, salt }
+            let (hash, mgf, salt) = pss_params(param, None)?;
+            Scheme::Pss { hash, mgf, salt }
         }
         CKM_RSA_X_509 | CKM_RSA_PKCS if *param != Param::None => {
             return Err(Error::MechanismParamInvalid);
@@ -540,8 +648,8 @@ pub fn sign_op(
         CKM_RSA_PKCS => Scheme::Pkcs1(None),
         _ => match hash {
             Some(h) if matches!(param, Param::Raw(_)) => {
-                let (hash, salt) = pss_params(param, Some(h))?;
-                Scheme::Pss { hash, salt }
+                let (hash, mgf, salt) = pss_params(param, Some(h))?;
+                Scheme::Pss { hash, mgf, salt }
             }
             Some(h) if *param == Param::None => Scheme::Pkcs1(Some(h)),
             _ => return Err(Error::MechanismParamInvalid),
