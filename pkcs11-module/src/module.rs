@@ -197,6 +197,12 @@ impl Module {
         Ok(module)
     }
 
+    /// Closes any token database the store keeps open between calls; the
+    /// fork handler calls it so that a child inherits no database lock.
+    pub fn release_store(&self) {
+        self.store.release();
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -1798,9 +1804,14 @@ impl Module {
         } else {
             CKO_SECRET_KEY
         };
+        // Without CKA_KEY_TYPE a derived key is a generic secret.
+        let mut implied = vec![(CKA_CLASS, class)];
+        if !derive.data && !template.iter().any(|a| a.ty == CKA_KEY_TYPE) {
+            implied.push((CKA_KEY_TYPE, CKK_GENERIC_SECRET));
+        }
         let mut attrs = policy::build(
             &template,
-            &[(CKA_CLASS, class)],
+            &implied,
             Origin::Derive(mech.ty),
             actor,
             &unique_id(id),

@@ -20,8 +20,8 @@ use sha2::Digest;
 const LABEL: &str = "ferrohsm-api-test";
 
 /// 1024-bit RSA key (test material only).
-const RSA_N: &str = "e88139c9da49319508c58cf38206e4d924a3df21192e21daac6161952058741a53765ca57ba8a25e6de4e2d08e77d588a2de3dc516a5f2e58e87218b33902665cda8423357bad4d1b1c47bcdceb3f8e6899c4510a30d21f607f01ce0bd178fefb46536fa371c2d646082b501e041d2ae308f71a6fe8cdc8066320ce2f489c49f";
-const RSA_D: &str = "4f2aa92da4e8e53c14c7874de6c94824f3c7e492d58b12b5ed9a1eeaf31f8b30e79856c5760c9e74bec07fc679ac2e061f46c30b97c19baa3454a8c448235e1f07b25910905ebaf7121e622b1253ca36065381379c8d878ddd29ca56e552f846a9a73b7e08380fddbee8fba7058d3f962df2783b431f44c8a2aad26d0d5bc8f1";
+const RSA_N: &str = "a194dc77c5d5e429f63132e6a1307f45261693558bfce90f3d8d6c96c20ac0f13a0533e02cb316747312f510852791cbd15bf14307aec0af29f86bed78adaa20555b649f87a0a3f00d4772c7c3b0d3dfd44b8807d7f6d8fb027edf8997c1ac8eb0768e9b85d4466f4fcb4d6966b28ca5d9ca33a71238a00e1061eeab7bacf285bb543f3685272c13d53a01fa7c2c98f508bc9ebbe941100323ad1be5d0a49a1b2a8e856c8cde71e2739ad4aca45f0f29c2d1603e6f9d84bbc061031e98b356a6b76da856708aa91801a73c6a5207a0277f305498eb611f62e4a1bb4ae60c595126453912cd50234e7e0b6edc49f2b3ac76b5a7c4dac7773d7f30b5d5e6ad3281";
+const RSA_D: &str = "04d94558e4434800a0da46d96020a70f0d86aba6eb679c5c4857f2385f6c08706cb1eb85b87daac8b58bcdf61012d9078d59a596a1f842e0b6c1154707e2293ae568d3cf0c383c3727c4db3b46a26ba739b50708da38967808d20315fb4b74e8c6bf9605b1794660507c0caf83250c3ead57899f83b6d689b980e0d33d47ba32d01f4bba6fe9a09fa46d4ed4e3dcd7343d5e5759f421c02605153a26993a7263c6a0e11f437d840d75dd0c844056506a47b36eaaa10afd6ba8e3f665224887d2e5a87a8c4fbb4fcef792314ec1a2fd4df1ca54c46488a4718ff52c7ef940665a3691ed33628b155485d3cffe7debc140679aa257b8db2814c29bd06b79888f81";
 /// P-256 (prime256v1) named-curve OID, DER.
 const P256_PARAMS: &str = "06082a8648ce3d030107";
 const EC_PRIV: &str = "0070cc01f21752109eada1724332c45958d53fcf287793346fda7b4deb151cdf";
@@ -908,10 +908,22 @@ fn certificate_lifecycle() {
         Attribute::Id(vec![0xc1]),
         Attribute::Value(hex(CERT_DER)),
     ];
+    // Without CKA_SUBJECT: the module reads it from the certificate.
+    let filled = s
+        .create_object(&t)
+        .expect("C_CreateObject X.509 without CKA_SUBJECT");
+    assert_eq!(
+        get_bytes(&s, filled, AttributeType::Subject).unwrap(),
+        hex(CERT_SUBJECT)
+    );
+    s.destroy_object(filled).expect("C_DestroyObject");
+    // A subject that is not the certificate's is refused.
+    let mut wrong = t.clone();
+    wrong.push(Attribute::Subject(vec![0x30, 0x00]));
     expect_rv(
-        s.create_object(&t),
-        RvError::TemplateIncomplete,
-        "C_CreateObject X.509 without CKA_SUBJECT",
+        s.create_object(&wrong),
+        RvError::AttributeValueInvalid,
+        "C_CreateObject X.509 with a contradicting CKA_SUBJECT",
     );
     t.push(Attribute::Subject(hex(CERT_SUBJECT)));
     let o = s.create_object(&t).expect("C_CreateObject X.509");

@@ -6,6 +6,7 @@
 //! (see `seal`), so no backend can forget it.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod memory;
 pub mod seal;
 pub mod sled_store;
@@ -13,6 +14,7 @@ pub mod sled_store;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+pub use backup::{BackupError, BackupOptions, BackupSummary, PinRole, pin_wrap_aad};
 pub use memory::MemoryStore;
 pub use seal::{KdfParams, PinWrap, SealError, StorageKey, open_record, seal_record};
 pub use sled_store::{BrokenToken, SledOptions, SledStore, TokenScan};
@@ -180,6 +182,9 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError>;
+    /// Lets go of any database or lock kept open between calls (called
+    /// before `fork()`, so that a child never inherits one).
+    fn release(&self) {}
     /// A stamp that changes whenever anything in the token changes, so a cache
     /// can tell cheaply whether another process wrote. Each mutating call that
     /// changes something raises it by exactly one, so a writer that sees

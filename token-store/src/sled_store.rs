@@ -73,23 +73,27 @@
 //!
 //! # Processes and threads
 //!
-//! sled takes an exclusive `flock` on its database. The database is opened
-//! only for the duration of one `Store` call (calls of one `SledStore` are
-//! serialized by a mutex), and a failed open because of that lock is retried
-//! with backoff until [`SledOptions::lock_deadline`], then reported as
-//! `StoreError::Io("… locked by another process …")`.
+//! sled takes an exclusive `flock` on its database. Calls of one `SledStore`
+//! are serialized by a mutex. After a call the database stays open for
+//! [`SledOptions::linger`] (20 ms), so that a burst of calls pays sled's open
+//! cost (which grows with the number of records) once; a `ferrohsm-store`
+//! thread closes it when it has been idle that long, and exits. Another
+//! process that finds the database locked retries with backoff until
+//! [`SledOptions::lock_deadline`], then gets
+//! `StoreError::Io("… locked by another process …")`. [`SledStore::release`]
+//! closes it at once (the module calls it before `fork()`, so a child never
+//! inherits the lock); dropping the store closes it and joins the thread.
 //!
 //! sled 0.34 is opened with `flush_every_ms(None)`, so it starts no flusher
 //! thread, and FerroHSM builds it with the inline I/O "pool" (upstream's miri
-//! mode, see `vendor/sled/FERROHSM-PATCH.md`), so it starts no thread at all:
-//! nothing outlives a call, and a forked child opens the database like any
-//! other process (it never inherits an open `Db`: there is none between calls).
-//! `tests/threads.rs` checks that no thread appears.
+//! mode, see `vendor/sled/FERROHSM-PATCH.md`), so it starts no thread at all.
+//! `tests/threads.rs` checks both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -135,6 +139,10 @@ pub struct SledOptions {
     /// How long a call waits for a token database locked by another process
     /// (or another `SledStore`) before failing with `StoreError::Io`.
     pub lock_deadline: Duration,
+    /// How long the last database used stays open after a call, so that a
+    /// burst of calls opens it once (opening costs O(records) in sled 0.34).
+    /// Other processes wait at most this long for it. Zero: close at once.
+    pub linger: Duration,
     /// sled page cache size per open database, in bytes.
     pub cache_capacity: u64,
 }
@@ -143,6 +151,7 @@ impl Default for SledOptions {
     fn default() -> Self {
         SledOptions {
             lock_deadline: Duration::from_secs(10),
+            linger: Duration::from_millis(20),
             cache_capacity: 8 << 20,
         }
     }
@@ -172,11 +181,31 @@ pub struct TokenScan {
 
 /// The persistent store: one sled database per token under a data directory.
 ///
-/// Holds no database open between calls. See the module documentation.
+/// Keeps the last database it used open for [`SledOptions::linger`] after a
+/// call, then closes it. See the module documentation.
 pub struct SledStore {
     dir: PathBuf,
     options: SledOptions,
     serial: Mutex<()>,
+    held: Arc<Mutex<Held>>,
+    closer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The database kept open between calls, and when it was last used.
+#[derive(Default)]
+struct Held {
+    db: Option<(u64, sled::Db)>,
+    last_use: Option<Instant>,
+    closer_running: bool,
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.release();
+        if let Some(h) = self.closer.lock().take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SledStore {
@@ -210,6 +239,16 @@ struct Manifest {
 
 fn corrupt(m: impl Into<String>) -> StoreError {
     StoreError::Corrupt(m.into())
+}
+
+/// A token database without its token record: damaged, or its first
+/// initialisation was interrupted. Reported as corrupt (the directory exists),
+/// never as "no such token".
+fn no_record(slot_id: u64) -> StoreError {
+    corrupt(format!(
+        "token {slot_id}: database holds no token record \
+         (first initialisation interrupted, or damaged)"
+    ))
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -342,7 +381,55 @@ impl SledStore {
             dir: data_dir.to_path_buf(),
             options,
             serial: Mutex::new(()),
+            held: Arc::new(Mutex::new(Held::default())),
+            closer: Mutex::new(None),
         })
+    }
+
+    /// Closes the database kept open between calls, if any (before `fork()`,
+    /// so the child inherits no lock; at drop).
+    pub fn release(&self) {
+        self.held.lock().db = None;
+    }
+
+    /// Starts the thread that closes the held database once it has been idle
+    /// for `linger`, unless it is running; it exits when nothing is held.
+    fn ensure_closer(&self, held: &mut Held) {
+        if held.closer_running {
+            return;
+        }
+        held.closer_running = true;
+        let weak = Arc::downgrade(&self.held);
+        let linger = self.options.linger;
+        let spawned = std::thread::Builder::new()
+            .name("ferrohsm-store".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(linger / 2);
+                    let Some(held) = weak.upgrade() else { return };
+                    let mut h = held.lock();
+                    if h.last_use.is_none_or(|t| t.elapsed() >= linger) {
+                        h.db = None;
+                    }
+                    if h.db.is_none() {
+                        h.closer_running = false;
+                        return;
+                    }
+                }
+            });
+        match spawned {
+            Ok(j) => {
+                // A previous closer has exited (closer_running was false).
+                if let Some(old) = self.closer.lock().replace(j) {
+                    let _ = old.join();
+                }
+            }
+            Err(_) => {
+                // No thread: do not keep the database open.
+                held.closer_running = false;
+                held.db = None;
+            }
+        }
     }
 
     /// The data directory.
@@ -367,15 +454,42 @@ impl SledStore {
         create: bool,
         f: impl FnOnce(&sled::Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        let mut held = self.held.lock();
+        let reuse = matches!(&held.db, Some((s, _)) if *s == slot_id);
         let path = self.db_path(slot_id);
-        if !create && !path.join("conf").exists() {
+        if !reuse && !create && !path.join("conf").exists() {
             return Err(StoreError::NotFound);
         }
+        let db = match held.db.take() {
+            Some((_, db)) if reuse => db,
+            _ => self.open_db(slot_id, &path)?,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let r = f(&db)?;
+            self.sync_generation(slot_id, &db)?;
+            Ok(r)
+        }));
+        let result = result.unwrap_or_else(|_| {
+            Err(corrupt(format!(
+                "token {slot_id}: database unreadable (sled panicked)"
+            )))
+        });
+        // Keep it open for the next call, unless something went wrong with it.
+        if result.is_ok() && !self.options.linger.is_zero() {
+            held.db = Some((slot_id, db));
+            held.last_use = Some(Instant::now());
+            self.ensure_closer(&mut held);
+        }
+        result
+    }
+
+    /// Opens a token database, retrying while another process holds it.
+    fn open_db(&self, slot_id: u64, path: &Path) -> Result<sled::Db, StoreError> {
         let deadline = Instant::now() + self.options.lock_deadline;
         let mut backoff = Duration::from_millis(1);
         let mut cleaned = false;
         let config = sled::Config::new()
-            .path(&path)
+            .path(path)
             .flush_every_ms(None)
             .cache_capacity(self.options.cache_capacity);
         let db = loop {
@@ -400,7 +514,7 @@ impl SledStore {
                     backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 Ok(Err(sled::Error::Corruption { .. }))
-                    if !cleaned && remove_unfinished_snapshots(&path) =>
+                    if !cleaned && remove_unfinished_snapshots(path) =>
                 {
                     cleaned = true;
                 }
@@ -414,21 +528,11 @@ impl SledStore {
             }
         };
         // Temp files of the generation file are written only under this lock,
-        // so any left now belong to a process killed before its rename.
+        // so any left now belong to a process killed before its rename. (The
+        // generation file is written while the database lock is held, so
+        // writers in several processes update it in commit order.)
         remove_stale_generation_temps(&self.token_dir(slot_id));
-        // The generation file is written while the database lock is held, so
-        // writers in several processes update it in commit order.
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let r = f(&db)?;
-            self.sync_generation(slot_id, &db)?;
-            Ok(r)
-        }));
-        drop(db);
-        result.unwrap_or_else(|_| {
-            Err(corrupt(format!(
-                "token {slot_id}: database unreadable (sled panicked)"
-            )))
-        })
+        Ok(db)
     }
 
     fn sync_generation(&self, slot_id: u64, db: &sled::Db) -> Result<(), StoreError> {
@@ -549,7 +653,7 @@ impl SledStore {
         let prefix = index_key(attr_type, value, None)?;
         let _g = self.serial.lock();
         self.with_db(slot_id, false, |db| {
-            load_token(db, slot_id)?.ok_or(StoreError::NotFound)?;
+            load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
             let mut ids = Vec::new();
             for kv in db.scan_prefix(&prefix) {
                 let (k, _) = kv.map_err(map_sled)?;
@@ -581,7 +685,7 @@ impl SledStore {
         }
         let _g = self.serial.lock();
         self.with_db(slot_id, false, |db| {
-            let token = load_token(db, slot_id)?.ok_or(StoreError::NotFound)?;
+            let token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
             let mut seq = read_u64(db, K_SEQ)?;
             let mut batch = sled::Batch::default();
             let mut manifest = match key {
@@ -801,7 +905,7 @@ fn read_objects(
     slot_id: u64,
     key: Option<&StorageKey>,
 ) -> Result<Vec<ObjectRecord>, StoreError> {
-    let token = load_token(db, slot_id)?.ok_or(StoreError::NotFound)?;
+    let token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
     let check = match key {
         Some(k) => Some((load_manifest(db, &token, k)?, pending_ids(db)?)),
         None => None,
@@ -868,6 +972,10 @@ impl Store for SledStore {
         self.token_dirs()
     }
 
+    fn release(&self) {
+        SledStore::release(self);
+    }
+
     /// Reads one token's record. A database without a record (interrupted
     /// first initialisation) is reported as `Corrupt`, as `scan_tokens` does.
     fn token(&self, slot_id: u64) -> Result<Option<TokenRecord>, StoreError> {
@@ -913,7 +1021,7 @@ impl Store for SledStore {
         let slot = token.slot_id;
         let _g = self.serial.lock();
         self.with_db(slot, false, |db| {
-            load_token(db, slot)?.ok_or(StoreError::NotFound)?;
+            load_token(db, slot)?.ok_or_else(|| no_record(slot))?;
             let seq = read_u64(db, K_SEQ)? + 1;
             let mut batch = sled::Batch::default();
             batch.insert(K_TOKEN, encode(token)?);
@@ -930,7 +1038,7 @@ impl Store for SledStore {
         let _g = self.serial.lock();
         // The database lock excludes other processes from read to commit.
         self.with_db(slot_id, false, |db| {
-            let mut token = load_token(db, slot_id)?.ok_or(StoreError::NotFound)?;
+            let mut token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
             edit(&mut token);
             let seq = read_u64(db, K_SEQ)? + 1;
             let mut batch = sled::Batch::default();
@@ -962,7 +1070,7 @@ impl Store for SledStore {
     fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError> {
         let _g = self.serial.lock();
         self.with_db(slot_id, false, |db| {
-            load_token(db, slot_id)?.ok_or(StoreError::NotFound)?;
+            load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
             let ok = id_key(P_OBJECT, id);
             if !db.contains_key(ok).map_err(map_sled)? {
                 return Ok(());

@@ -2,9 +2,11 @@
 //!
 //! Upstream sled 0.34 starts a process-global pool of 7 immortal `sled-io-N`
 //! threads on first use; FerroHSM builds it with the inline pool
-//! (vendor/sled/FERROHSM-PATCH.md), and opens it with `flush_every_ms(None)`,
-//! so a store call must leave no thread behind. This test fails if either
-//! comes back (e.g. after a sled update that drops the patch).
+//! (vendor/sled/FERROHSM-PATCH.md), and opens it with `flush_every_ms(None)`.
+//! The only thread is the store's own `ferrohsm-store` closer, which lives
+//! while a database is kept open between calls and ends with it. This test
+//! fails if sled's threads come back (e.g. after a sled update that drops the
+//! patch) or if the closer outlives its database.
 use std::collections::BTreeMap;
 
 mod common;
@@ -46,16 +48,31 @@ fn store_calls_start_no_thread() {
     assert_eq!(s.objects(1, Some(&k)).unwrap().len(), 59 - 5);
     assert_eq!(s.objects(1, None).unwrap().len(), 30 - 5);
     let during = threads();
+    let new = |now: &BTreeMap<String, String>| -> Vec<String> {
+        now.iter()
+            .filter(|(tid, _)| !before.contains_key(*tid))
+            .map(|(_, name)| name.clone())
+            .collect()
+    };
+    assert!(
+        new(&during).iter().all(|n| n == "ferrohsm-store"),
+        "threads other than the store's closer: {:?} (sled's thread pool is back?)",
+        new(&during)
+    );
+    // Idle past the linger time: the database is closed and the closer ends.
+    std::thread::sleep(SledOptions::default().linger * 4);
+    let idle = threads();
+    assert!(
+        new(&idle).is_empty(),
+        "closer still running: {:?}",
+        new(&idle)
+    );
+    s.objects(1, None).unwrap();
     drop(s);
     let after = threads();
-    let new: Vec<&String> = during
-        .iter()
-        .chain(after.iter())
-        .filter(|(tid, _)| !before.contains_key(*tid))
-        .map(|(_, name)| name)
-        .collect();
     assert!(
-        new.is_empty(),
-        "store calls left threads behind: {new:?} (sled's thread pool is back?)"
+        new(&after).is_empty(),
+        "dropping the store left threads behind: {:?}",
+        new(&after)
     );
 }

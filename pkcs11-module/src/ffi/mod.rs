@@ -57,6 +57,12 @@ extern "C" fn before_fork() {
     // SAFETY: the raw lock is only used in these three handlers, which glibc
     // calls in matched pairs (prepare, then parent or child).
     unsafe { STATE.raw() }.lock_exclusive();
+    // SAFETY: this thread holds the exclusive lock taken just above.
+    if let Some(m) = unsafe { &*STATE.data_ptr() }.module.as_ref() {
+        // The child must not inherit the store's open database (its file
+        // lock would outlive the parent's use of it).
+        m.release_store();
+    }
 }
 
 extern "C" fn after_fork_parent() {

@@ -333,6 +333,9 @@ const AES: &[CK_KEY_TYPE] = &[CKK_AES];
 /// `C_WrapKey`/`C_UnwrapKey` with a cipher mechanism.
 const WRAPS: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
 const SECRETS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
+/// HKDF takes generic secrets (PKCS#11 v3.0 §2.43 also names CKK_HKDF, which
+/// this token does not create).
+const GENERIC: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET];
 
 const fn derive_row(
     ty: CK_MECHANISM_TYPE,
@@ -625,7 +628,7 @@ pub static MECHANISMS: &[Mechanism] = &[
     derive_row(
         CKM_HKDF_DERIVE,
         "CKM_HKDF_DERIVE",
-        SECRETS,
+        GENERIC,
         Derive {
             derive: kdf::hkdf,
             default_len: kdf::hkdf_len,
@@ -636,7 +639,7 @@ pub static MECHANISMS: &[Mechanism] = &[
     derive_row(
         CKM_HKDF_DATA,
         "CKM_HKDF_DATA",
-        SECRETS,
+        GENERIC,
         Derive {
             derive: kdf::hkdf,
             default_len: kdf::hkdf_len,

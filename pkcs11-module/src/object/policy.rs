@@ -999,6 +999,12 @@ pub fn protect_like_bases(
         }
         attrs.insert(CKA_EXTRACTABLE, AttrValue::Bool(false));
     }
+    // As for a generated key, from the final values; `inherit_sensitivity`
+    // then takes the bases' history into account.
+    let sensitive = get_bool(attrs, CKA_SENSITIVE);
+    let never_extractable = !get_bool(attrs, CKA_EXTRACTABLE);
+    attrs.insert(CKA_ALWAYS_SENSITIVE, AttrValue::Bool(sensitive));
+    attrs.insert(CKA_NEVER_EXTRACTABLE, AttrValue::Bool(never_extractable));
     Ok(())
 }
 

@@ -54,13 +54,23 @@ pub fn object(id: u64, private: bool, label: &str) -> ObjectRecord {
     ObjectRecord { id, private, attrs }
 }
 
-/// Opens a token's sled database directly, bypassing the store.
+/// Opens a token's sled database directly, bypassing the store; waits (up to
+/// 2 s) for a store that still keeps it open after its last call.
 pub fn raw_db(data_dir: &Path, slot: u64) -> sled::Db {
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(data_dir.join(format!("token-{slot}")).join("db"))
-        .flush_every_ms(None)
-        .open()
-        .unwrap()
+        .flush_every_ms(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// The sled key of object `id`.
