@@ -1998,7 +1998,13 @@ impl Module {
                 "RSA-OAEP wraps secret keys only",
             ));
         }
-        let material = Self::wrappable_material(&target)?;
+        let mut material = Self::wrappable_material(&target)?;
+        if mech.ty == CKM_AES_KEY_WRAP {
+            // "A key whose length is not a multiple of the AES Key Wrap
+            // semiblock size (8 bytes) will be zero padded to fit."
+            let padded = material.len().next_multiple_of(8);
+            material.resize(padded, 0);
+        }
         let mut op = build(&mech.param, &wk, Dir::Encrypt)?;
         let Some(buf) = out.offer(op.single_len(material.len()))? else {
             return Ok(());
@@ -2072,6 +2078,25 @@ impl Module {
             }
         })?;
         plain.truncate(n);
+        if mech.ty == CKM_AES_KEY_WRAP {
+            // Undo C_WrapKey's zero padding: to CKA_VALUE_LEN for a secret
+            // key, to the DER length for a PKCS#8 private key.
+            let private = matches!(
+                attrs.get(&CKA_CLASS),
+                Some(ferrohsm_store::AttrValue::Ulong(c)) if *c as CK_ULONG == CKO_PRIVATE_KEY
+            );
+            let keep = match attrs.get(&CKA_VALUE_LEN) {
+                _ if private => der_len(&plain),
+                Some(ferrohsm_store::AttrValue::Ulong(l)) => Some(*l as usize),
+                _ => None,
+            };
+            if let Some(keep) = keep.filter(|&k| k <= plain.len()) {
+                if plain[keep..].iter().any(|&b| b != 0) {
+                    return Err(Error::WrappedKeyInvalid);
+                }
+                plain.truncate(keep);
+            }
+        }
         let class = attrs.get(&CKA_CLASS).cloned();
         let kt = attrs.get(&CKA_KEY_TYPE).cloned();
         use ferrohsm_store::AttrValue as V;
@@ -2144,6 +2169,16 @@ fn pin_flags(failures: u32, max: u32, [low, final_try, locked]: [CK_FLAGS; 3]) -
         low
     } else {
         0
+    }
+}
+
+/// The total length of the DER SEQUENCE at the start of `b`, if it is one.
+fn der_len(b: &[u8]) -> Option<usize> {
+    match b {
+        [0x30, l, ..] if *l < 0x80 => Some(2 + *l as usize),
+        [0x30, 0x81, l, ..] => Some(3 + *l as usize),
+        [0x30, 0x82, h, l, ..] => Some(4 + (usize::from(*h) << 8 | usize::from(*l))),
+        _ => None,
     }
 }
 
