@@ -5,9 +5,17 @@
 //! would set. Run the tests with `cargo nextest` so each test is its own process:
 //! a loaded module is per process.
 //!
+//! Helpers shared by the test files: [`raw`] calls the C ABI through the
+//! function lists (templates, objects, single-part operations), [`p11`] sets
+//! tokens up through the `cryptoki` crate, and [`child`] runs other programs
+//! (the C test programs, `pkcs11-tool`, `openssl`, this test binary in a role)
+//! with captured output and a timeout.
+//!
 //! This crate may use `unsafe`: its job includes calling the C ABI with raw
 //! (and deliberately bad) pointers. Every block says why it is sound.
 
+pub mod child;
+pub mod p11;
 pub mod raw;
 
 use std::path::PathBuf;
@@ -96,6 +104,13 @@ impl TestEnv {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The last `n` lines of the module log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Loads and initialises the module (OS locking) in this process.
     pub fn load(&self) -> Pkcs11 {
         let p = Pkcs11::new(module_path()).expect("load module");
@@ -113,6 +128,21 @@ impl Default for TestEnv {
     }
 }
 
+/// Lower-case hex of `b`.
+pub fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bytes of hex text `s` (white space is ignored); panics on bad hex.
+pub fn from_hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(s.len() % 2 == 0, "odd hex length in {s:?}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
 /// A small seeded generator (SplitMix64) for property tests; a failing run is
 /// replayed by setting `FERROHSM_SEED` to the seed it printed.
 pub struct Rng(u64);
@@ -125,6 +155,12 @@ impl Rng {
 
     /// Seeded from `FERROHSM_SEED`, else the clock; prints the seed under `what`.
     pub fn seeded(what: &str) -> Rng {
+        Rng(Self::seed(what))
+    }
+
+    /// The seed of a seeded run (`FERROHSM_SEED`, else the clock), printed under
+    /// `what` so that a failing run can be replayed.
+    pub fn seed(what: &str) -> u64 {
         let seed = std::env::var("FERROHSM_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -135,7 +171,7 @@ impl Rng {
                     .as_nanos() as u64
             });
         println!("{what}: seed {seed} (set FERROHSM_SEED={seed} to replay)");
-        Rng(seed)
+        seed
     }
 
     /// The next 64 random bits.

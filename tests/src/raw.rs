@@ -4,6 +4,7 @@
 // tests write the raw pointers the call is made with, NULL and bad ones included.
 #![allow(clippy::macro_metavars_in_unsafe)]
 
+use std::ffi::c_void;
 use std::ptr;
 
 use cryptoki_sys::*;
@@ -66,6 +67,51 @@ impl RawModule {
 }
 
 impl RawModule {
+    /// Loads the module (see `load`) and calls `C_Initialize(NULL)`.
+    pub fn init() -> RawModule {
+        let m = RawModule::load();
+        m.initialize();
+        m
+    }
+
+    /// `C_Initialize(NULL)`, asserting `CKR_OK`.
+    pub fn initialize(&self) {
+        check(
+            crate::ck!(self, C_Initialize(ptr::null_mut())),
+            CKR_OK,
+            "C_Initialize(NULL)",
+        );
+    }
+
+    /// Every slot (`C_GetSlotList(CK_FALSE, …)`, count first).
+    pub fn slot_list(&self) -> Vec<CK_SLOT_ID> {
+        let mut n: CK_ULONG = 0;
+        check(
+            crate::ck!(self, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
+            CKR_OK,
+            "C_GetSlotList(NULL) count",
+        );
+        let mut v = vec![0; n as usize];
+        check(
+            crate::ck!(self, C_GetSlotList(CK_FALSE, v.as_mut_ptr(), &mut n)),
+            CKR_OK,
+            "C_GetSlotList",
+        );
+        v.truncate(n as usize);
+        v
+    }
+
+    /// `C_GetTokenInfo`, asserting `CKR_OK`.
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> CK_TOKEN_INFO {
+        let mut ti = CK_TOKEN_INFO::default();
+        check(
+            crate::ck!(self, C_GetTokenInfo(slot, &mut ti)),
+            CKR_OK,
+            "C_GetTokenInfo",
+        );
+        ti
+    }
+
     /// Opens a session on `slot` (read/write if `rw`), asserting success.
     pub fn open(&self, slot: CK_SLOT_ID, rw: bool) -> CK_SESSION_HANDLE {
         let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
@@ -88,22 +134,9 @@ impl RawModule {
     /// token labelled `label` with the test SO PIN and user PIN set, as an
     /// administrator would; returns its slot. No session is left open.
     pub fn make_token(&self, label: &str) -> CK_SLOT_ID {
-        let mut n: CK_ULONG = 0;
-        check(
-            crate::ck!(self, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
-            CKR_OK,
-            "C_GetSlotList count",
-        );
-        let mut slots = vec![0; n as usize];
-        check(
-            crate::ck!(self, C_GetSlotList(CK_FALSE, slots.as_mut_ptr(), &mut n)),
-            CKR_OK,
-            "C_GetSlotList",
-        );
-        let slot = *slots[..n as usize].last().expect("a slot");
+        let slot = *self.slot_list().last().expect("a slot");
         let mut so = SO_PIN.as_bytes().to_vec();
-        let mut padded = [b' '; 32];
-        padded[..label.len()].copy_from_slice(label.as_bytes());
+        let mut padded = padded32(label);
         let rv = crate::ck!(
             self,
             C_InitToken(
@@ -129,6 +162,268 @@ impl RawModule {
         );
         slot
     }
+}
+
+// ---------------------------------------------------------------------------
+// objects and single-part operations, answering `Result<_, CK_RV>`
+// ---------------------------------------------------------------------------
+
+impl RawModule {
+    /// `C_CreateObject` from `list`.
+    pub fn create(
+        &self,
+        s: CK_SESSION_HANDLE,
+        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
+    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+        let mut t = Tpl::new(list);
+        let mut h = CK_INVALID_HANDLE;
+        rv_result(crate::ck!(
+            self,
+            C_CreateObject(s, t.ptr(), t.len(), &mut h)
+        ))?;
+        Ok(h)
+    }
+
+    /// `C_GenerateKey` with `mech` (no parameter) from `list`.
+    pub fn generate_key(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
+    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+        let mut t = Tpl::new(list);
+        let mut mech = plain_mechanism(mech);
+        let mut h = CK_INVALID_HANDLE;
+        rv_result(crate::ck!(
+            self,
+            C_GenerateKey(s, &mut mech, t.ptr(), t.len(), &mut h)
+        ))?;
+        Ok(h)
+    }
+
+    /// One attribute's value (`C_GetAttributeValue` for the length, then the value).
+    pub fn attribute(
+        &self,
+        s: CK_SESSION_HANDLE,
+        o: CK_OBJECT_HANDLE,
+        t: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Vec<u8>, CK_RV> {
+        let mut a = CK_ATTRIBUTE {
+            type_: t,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        rv_result(crate::ck!(self, C_GetAttributeValue(s, o, &mut a, 1)))?;
+        let mut buf = vec![0u8; a.ulValueLen as usize];
+        a.pValue = buf.as_mut_ptr() as *mut c_void;
+        rv_result(crate::ck!(self, C_GetAttributeValue(s, o, &mut a, 1)))?;
+        buf.truncate(a.ulValueLen as usize);
+        Ok(buf)
+    }
+
+    /// All objects matching `list` (`C_FindObjectsInit` … `C_FindObjectsFinal`;
+    /// an empty list finds every object the session sees).
+    pub fn find(
+        &self,
+        s: CK_SESSION_HANDLE,
+        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>, CK_RV> {
+        let mut t = Tpl::new(list);
+        rv_result(crate::ck!(self, C_FindObjectsInit(s, t.ptr(), t.len())))?;
+        let mut found = Vec::new();
+        loop {
+            let mut buf = [CK_INVALID_HANDLE; 16];
+            let mut n: CK_ULONG = 0;
+            let rv = crate::ck!(
+                self,
+                C_FindObjects(s, buf.as_mut_ptr(), buf.len() as CK_ULONG, &mut n)
+            );
+            if rv != CKR_OK {
+                let _ = crate::ck!(self, C_FindObjectsFinal(s));
+                return Err(rv);
+            }
+            if n == 0 {
+                break;
+            }
+            found.extend_from_slice(&buf[..n as usize]);
+        }
+        rv_result(crate::ck!(self, C_FindObjectsFinal(s)))?;
+        Ok(found)
+    }
+
+    /// Single-part encryption (or decryption) of non-empty `data` with `mech`,
+    /// into a buffer 64 bytes longer than `data`.
+    pub fn crypt(
+        &self,
+        s: CK_SESSION_HANDLE,
+        mech: &mut CK_MECHANISM,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        encrypt: bool,
+    ) -> Result<Vec<u8>, CK_RV> {
+        let mut input = data.to_vec();
+        let mut out = vec![0u8; data.len() + 64];
+        let mut n = out.len() as CK_ULONG;
+        let (inp, inl, outp) = (
+            input.as_mut_ptr(),
+            input.len() as CK_ULONG,
+            out.as_mut_ptr(),
+        );
+        if encrypt {
+            rv_result(crate::ck!(self, C_EncryptInit(s, mech, key)))?;
+            rv_result(crate::ck!(self, C_Encrypt(s, inp, inl, outp, &mut n)))?;
+        } else {
+            rv_result(crate::ck!(self, C_DecryptInit(s, mech, key)))?;
+            rv_result(crate::ck!(self, C_Decrypt(s, inp, inl, outp, &mut n)))?;
+        }
+        out.truncate(n as usize);
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// templates
+// ---------------------------------------------------------------------------
+
+/// An attribute value for an owned template (`Tpl`).
+pub enum V {
+    /// A `CK_ULONG` (class, key type, length…).
+    U(CK_ULONG),
+    /// A `CK_BBOOL`.
+    B(bool),
+    /// A byte string; empty is passed as a NULL pointer of length 0.
+    Bytes(Vec<u8>),
+}
+
+/// A text attribute value (the bytes of `s`, no terminator).
+pub fn text(s: &str) -> V {
+    V::Bytes(s.as_bytes().to_vec())
+}
+
+/// A secret key of type `kt` holding `value`, allowed to encrypt, decrypt,
+/// sign and verify; `extra` comes right after the class and key type.
+pub fn secret_key_template(
+    kt: CK_KEY_TYPE,
+    value: &[u8],
+    extra: Vec<(CK_ATTRIBUTE_TYPE, V)>,
+) -> Vec<(CK_ATTRIBUTE_TYPE, V)> {
+    let mut t = vec![(CKA_CLASS, V::U(CKO_SECRET_KEY)), (CKA_KEY_TYPE, V::U(kt))];
+    t.extend(extra);
+    t.extend([
+        (CKA_ENCRYPT, V::B(true)),
+        (CKA_DECRYPT, V::B(true)),
+        (CKA_SIGN, V::B(true)),
+        (CKA_VERIFY, V::B(true)),
+        (CKA_VALUE, V::Bytes(value.to_vec())),
+    ]);
+    t
+}
+
+/// A template for `C_GenerateKey` with `CKM_AES_KEY_GEN`: a sensitive AES
+/// key of `len` bytes labelled `label` (a token object if `token`) that may
+/// encrypt.
+pub fn aes_keygen_template(label: &str, token: bool, len: CK_ULONG) -> Vec<(CK_ATTRIBUTE_TYPE, V)> {
+    vec![
+        (CKA_CLASS, V::U(CKO_SECRET_KEY)),
+        (CKA_KEY_TYPE, V::U(CKK_AES)),
+        (CKA_TOKEN, V::B(token)),
+        (CKA_LABEL, text(label)),
+        (CKA_VALUE_LEN, V::U(len)),
+        (CKA_SENSITIVE, V::B(true)),
+        (CKA_ENCRYPT, V::B(true)),
+    ]
+}
+
+/// A mechanism without parameter (NULL pointer, length 0).
+pub fn plain_mechanism(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+/// An owned attribute template: the values live in their own heap buffers, so
+/// the `CK_ATTRIBUTE` pointers stay valid while the template lives.
+pub struct Tpl {
+    _vals: Vec<Vec<u8>>,
+    attrs: Vec<CK_ATTRIBUTE>,
+}
+
+impl Tpl {
+    /// The template of `list`, in its order.
+    pub fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
+        let (types, mut vals): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .map(|(t, v)| {
+                let bytes = match v {
+                    V::U(u) => u.to_ne_bytes().to_vec(),
+                    V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
+                    V::Bytes(b) => b,
+                };
+                (t, bytes)
+            })
+            .unzip();
+        let attrs = types
+            .iter()
+            .zip(vals.iter_mut())
+            .map(|(t, v)| CK_ATTRIBUTE {
+                type_: *t,
+                pValue: if v.is_empty() {
+                    ptr::null_mut()
+                } else {
+                    v.as_mut_ptr() as *mut c_void
+                },
+                ulValueLen: v.len() as CK_ULONG,
+            })
+            .collect();
+        Tpl { _vals: vals, attrs }
+    }
+
+    /// The attributes for a call (NULL for an empty template).
+    pub fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
+        if self.attrs.is_empty() {
+            ptr::null_mut()
+        } else {
+            self.attrs.as_mut_ptr()
+        }
+    }
+
+    /// The number of attributes.
+    pub fn len(&self) -> CK_ULONG {
+        self.attrs.len() as CK_ULONG
+    }
+
+    /// Whether the template has no attribute.
+    pub fn is_empty(&self) -> bool {
+        self.attrs.is_empty()
+    }
+}
+
+/// A `CK_ATTRIBUTE` pointing at `v` (its size as the length), for templates
+/// written out by hand.
+pub fn attr_ref<T>(t: CK_ATTRIBUTE_TYPE, v: &mut T) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v as *mut T as *mut c_void,
+        ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}
+
+/// A `CK_ATTRIBUTE` pointing at the bytes of `v`.
+pub fn attr_bytes(t: CK_ATTRIBUTE_TYPE, v: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_mut_ptr() as *mut c_void,
+        ulValueLen: v.len() as CK_ULONG,
+    }
+}
+
+/// `s` padded with blanks to a 32-byte token label field.
+pub fn padded32(s: &str) -> [u8; 32] {
+    let mut l = [b' '; 32];
+    l[..s.len()].copy_from_slice(s.as_bytes());
+    l
 }
 
 /// Calls a function of the 2.40 list: `ck!(m, C_Foo(args…))`.
@@ -157,6 +452,30 @@ macro_rules! ck3 {
 /// The `CKR_*` name of a return value, for messages.
 pub fn rv_name(rv: CK_RV) -> String {
     ferrohsm_pkcs11::error::rv_name(rv)
+}
+
+/// `Ok(())` for `CKR_OK`, else the code as the error.
+pub fn rv_result(rv: CK_RV) -> Result<(), CK_RV> {
+    if rv == CKR_OK { Ok(()) } else { Err(rv) }
+}
+
+/// Unwraps a result, naming the CKR on failure.
+#[track_caller]
+pub fn ok<T>(r: Result<T, CK_RV>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(rv) => panic!("{what}: expected CKR_OK, got {}", rv_name(rv)),
+    }
+}
+
+/// Asserts a result failed with `want`.
+#[track_caller]
+pub fn err<T: std::fmt::Debug>(r: Result<T, CK_RV>, want: CK_RV, what: &str) {
+    match r {
+        Err(rv) if rv == want => {}
+        Err(rv) => panic!("{what}: expected {}, got {}", rv_name(want), rv_name(rv)),
+        Ok(v) => panic!("{what}: expected {}, got CKR_OK ({v:?})", rv_name(want)),
+    }
 }
 
 /// Asserts one expected return value.

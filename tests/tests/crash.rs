@@ -3,8 +3,8 @@
 //! call, never loses a change the module acknowledged with `CKR_OK`, and never
 //! leaves a half-done one.
 //!
-//! Each round re-runs this test binary as a writer child (`FERROHSM_CRASH_CHILD`
-//! holds its slot, round and seed). The child logs in and loops over random
+//! Each round re-runs this test binary as a writer child (its role,
+//! `FERROHSM_TEST_ROLE`, holds its slot, round and seed). The child logs in and loops over random
 //! token-object operations (create a data object, generate an AES key, rename
 //! or destroy an object), printing `@@ begin <op>` before each call and
 //! `@@ <op>` once it returned `CKR_OK`. The parent kills it 5–150 ms after it
@@ -13,20 +13,21 @@
 //! operation that was in flight either wholly applied or wholly absent.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::ptr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, check};
-use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck};
+use ferrohsm_tests::child::{child_command, emit, emit_line, report_line, role};
+use ferrohsm_tests::raw::{
+    RawModule, Tpl, V, aes_keygen_template, check, ok, plain_mechanism, text,
+};
+use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck, to_hex};
 
 const TEST: &str = "sigkill_at_random_moments_keeps_every_acknowledged_change";
-/// Set in a writer child: `<slot> <round> <seed>`.
-const CHILD_VAR: &str = "FERROHSM_CRASH_CHILD";
 /// Rounds run (`FERROHSM_CRASH_ROUNDS` overrides).
 const ROUNDS: u64 = 60;
 
@@ -129,134 +130,47 @@ type Model = BTreeMap<String, Obj>;
 // raw calls
 // ---------------------------------------------------------------------------
 
-/// A template pointing into `vals`, which must outlive the call it is used in.
-fn template(vals: &mut [(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_ATTRIBUTE> {
-    vals.iter_mut()
-        .map(|(t, v)| CK_ATTRIBUTE {
-            type_: *t,
-            pValue: v.as_mut_ptr().cast(),
-            ulValueLen: v.len() as CK_ULONG,
-        })
-        .collect()
-}
-
-fn ul(v: CK_ULONG) -> Vec<u8> {
-    v.to_ne_bytes().to_vec()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
+/// One attribute's value, which must be readable.
 fn attr(
     m: &RawModule,
     s: CK_SESSION_HANDLE,
     o: CK_OBJECT_HANDLE,
     ty: CK_ATTRIBUTE_TYPE,
 ) -> Vec<u8> {
-    let mut a = CK_ATTRIBUTE {
-        type_: ty,
-        pValue: ptr::null_mut(),
-        ulValueLen: 0,
-    };
-    check(
-        ck!(m, C_GetAttributeValue(s, o, &mut a, 1)),
-        CKR_OK,
-        "C_GetAttributeValue size",
-    );
-    let mut buf = vec![0u8; a.ulValueLen as usize];
-    a.pValue = buf.as_mut_ptr().cast();
-    check(
-        ck!(m, C_GetAttributeValue(s, o, &mut a, 1)),
-        CKR_OK,
-        "C_GetAttributeValue",
-    );
-    buf.truncate(a.ulValueLen as usize);
-    buf
+    ok(m.attribute(s, o, ty), "C_GetAttributeValue")
 }
 
 fn label_of(m: &RawModule, s: CK_SESSION_HANDLE, o: CK_OBJECT_HANDLE) -> String {
     String::from_utf8(attr(m, s, o, CKA_LABEL)).expect("UTF-8 label")
 }
 
-/// Every object the session sees.
-fn all_objects(m: &RawModule, s: CK_SESSION_HANDLE) -> Vec<CK_OBJECT_HANDLE> {
-    check(
-        ck!(m, C_FindObjectsInit(s, ptr::null_mut(), 0)),
-        CKR_OK,
-        "C_FindObjectsInit",
-    );
-    let mut found = Vec::new();
-    loop {
-        let mut buf = [CK_INVALID_HANDLE; 64];
-        let mut n: CK_ULONG = 0;
-        let rv = ck!(
-            m,
-            C_FindObjects(s, buf.as_mut_ptr(), buf.len() as CK_ULONG, &mut n)
-        );
-        check(rv, CKR_OK, "C_FindObjects");
-        if n == 0 {
-            break;
-        }
-        found.extend_from_slice(&buf[..n as usize]);
-    }
-    check(ck!(m, C_FindObjectsFinal(s)), CKR_OK, "C_FindObjectsFinal");
-    found
-}
-
 /// Hex of the AES-ECB encryption of one zero block under `key`.
 fn ecb_zero(m: &RawModule, s: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> String {
-    let mut mech = CK_MECHANISM {
-        mechanism: CKM_AES_ECB,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    check(
-        ck!(m, C_EncryptInit(s, &mut mech, key)),
-        CKR_OK,
-        "C_EncryptInit AES-ECB",
-    );
-    let (mut zero, mut out, mut n) = ([0u8; 16], [0u8; 16], 16 as CK_ULONG);
-    let rv = ck!(
-        m,
-        C_Encrypt(s, zero.as_mut_ptr(), 16, out.as_mut_ptr(), &mut n)
-    );
-    check(rv, CKR_OK, "C_Encrypt AES-ECB");
-    assert_eq!(n, 16, "AES-ECB output length");
-    hex(&out)
+    let mut mech = plain_mechanism(CKM_AES_ECB);
+    let out = ok(m.crypt(s, &mut mech, key, &[0u8; 16], true), "AES-ECB");
+    assert_eq!(out.len(), 16, "AES-ECB output length");
+    to_hex(&out)
 }
 
 // ---------------------------------------------------------------------------
 // the writer child
 // ---------------------------------------------------------------------------
 
-/// Tells the parent one line (`@@ ` marks it: libtest writes to stdout too).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "@@ {line}").expect("write to parent");
-    out.flush().expect("flush to parent");
-}
-
 /// Loops over random operations until killed (or, orphaned, for 30 s).
 fn writer(spec: &str) {
     let v: Vec<u64> = spec
         .split(' ')
-        .map(|x| x.parse().expect(CHILD_VAR))
+        .map(|x| x.parse().expect("writer role: <slot> <round> <seed>"))
         .collect();
     let (slot, round, mut rng) = (v[0], v[1], Rng::new(v[2]));
-    let m = RawModule::load();
-    check(
-        ck!(m, C_Initialize(ptr::null_mut())),
-        CKR_OK,
-        "C_Initialize",
-    );
+    let m = RawModule::init();
     let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-    let mut objs: BTreeMap<String, CK_OBJECT_HANDLE> = all_objects(&m, s)
+    let mut objs: BTreeMap<String, CK_OBJECT_HANDLE> = ok(m.find(s, vec![]), "find all objects")
         .into_iter()
         .map(|h| (label_of(&m, s, h), h))
         .collect();
-    say(&format!("ready {}", objs.len()));
+    emit("ready", objs.len());
     let deadline = Instant::now() + Duration::from_secs(30);
     for n in 0.. {
         assert!(Instant::now() < deadline, "writer not killed in time");
@@ -267,67 +181,51 @@ fn writer(spec: &str) {
             _ => (20, 30, 55),
         };
         let pick = rng.below(100);
-        let mut h = CK_INVALID_HANDLE;
         if pick < create {
             let private = rng.below(2) == 1;
             let len = 1 + rng.below(64);
             let value = rng.bytes(len);
-            let op = format!("create {label} {} {}", private as u8, hex(&value));
-            let mut vals = [
-                (CKA_CLASS, ul(CKO_DATA)),
-                (CKA_TOKEN, vec![CK_TRUE]),
-                (CKA_PRIVATE, vec![private as u8]),
-                (CKA_LABEL, label.clone().into_bytes()),
-                (CKA_VALUE, value),
-            ];
-            let mut t = template(&mut vals);
-            say(&format!("begin {op}"));
-            let rv = ck!(
-                m,
-                C_CreateObject(s, t.as_mut_ptr(), t.len() as CK_ULONG, &mut h)
+            let op = format!("create {label} {} {}", private as u8, to_hex(&value));
+            emit("begin", &op);
+            let h = ok(
+                m.create(
+                    s,
+                    vec![
+                        (CKA_CLASS, V::U(CKO_DATA)),
+                        (CKA_TOKEN, V::B(true)),
+                        (CKA_PRIVATE, V::B(private)),
+                        (CKA_LABEL, text(&label)),
+                        (CKA_VALUE, V::Bytes(value)),
+                    ],
+                ),
+                "C_CreateObject",
             );
-            check(rv, CKR_OK, "C_CreateObject");
-            say(&op);
+            emit_line(&op);
             objs.insert(label, h);
         } else if pick < keygen {
             let len = [16, 24, 32][rng.below(3)];
-            let mut vals = [
-                (CKA_CLASS, ul(CKO_SECRET_KEY)),
-                (CKA_KEY_TYPE, ul(CKK_AES)),
-                (CKA_TOKEN, vec![CK_TRUE]),
-                (CKA_LABEL, label.clone().into_bytes()),
-                (CKA_VALUE_LEN, ul(len)),
-                (CKA_SENSITIVE, vec![CK_TRUE]),
-                (CKA_ENCRYPT, vec![CK_TRUE]),
-            ];
-            let mut t = template(&mut vals);
-            let mut mech = CK_MECHANISM {
-                mechanism: CKM_AES_KEY_GEN,
-                pParameter: ptr::null_mut(),
-                ulParameterLen: 0,
-            };
-            say(&format!("begin keygen {label}"));
-            let n = t.len() as CK_ULONG;
-            let rv = ck!(m, C_GenerateKey(s, &mut mech, t.as_mut_ptr(), n, &mut h));
-            check(rv, CKR_OK, "C_GenerateKey");
-            say(&format!("keygen {label} {}", ecb_zero(&m, s, h)));
+            emit("begin keygen", &label);
+            let h = ok(
+                m.generate_key(s, CKM_AES_KEY_GEN, aes_keygen_template(&label, true, len)),
+                "C_GenerateKey",
+            );
+            emit_line(&format!("keygen {label} {}", ecb_zero(&m, s, h)));
             objs.insert(label, h);
         } else {
             let old = objs.keys().nth(rng.below(objs.len())).unwrap().clone();
             let h = objs.remove(&old).unwrap();
             if pick < rename {
                 let op = format!("rename {old} {label}");
-                let mut vals = [(CKA_LABEL, label.clone().into_bytes())];
-                let mut t = template(&mut vals);
-                say(&format!("begin {op}"));
-                let rv = ck!(m, C_SetAttributeValue(s, h, t.as_mut_ptr(), 1));
+                let mut t = Tpl::new(vec![(CKA_LABEL, text(&label))]);
+                emit("begin", &op);
+                let rv = ck!(m, C_SetAttributeValue(s, h, t.ptr(), t.len()));
                 check(rv, CKR_OK, "C_SetAttributeValue CKA_LABEL");
-                say(&op);
+                emit_line(&op);
                 objs.insert(label, h);
             } else {
-                say(&format!("begin destroy {old}"));
+                emit("begin destroy", &old);
                 check(ck!(m, C_DestroyObject(s, h)), CKR_OK, "C_DestroyObject");
-                say(&format!("destroy {old}"));
+                emit("destroy", &old);
             }
         }
     }
@@ -341,10 +239,7 @@ fn writer(spec: &str) {
 /// operation lines it completed before dying (after `ready`).
 fn run_writer(env: &TestEnv, spec: &str, delay: Duration) -> Vec<String> {
     let err_path = env.dir.path().join("writer.stderr");
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .args(["--exact", TEST, "--nocapture", "--test-threads", "1"])
-        .env(CHILD_VAR, spec)
-        .envs(env.env_vars())
+    let mut child = child_command(env, TEST, spec)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
@@ -359,7 +254,7 @@ fn run_writer(env: &TestEnv, spec: &str, delay: Duration) -> Vec<String> {
             // A line cut short by the kill (no newline) is not a report.
             match r.read_line(&mut line) {
                 Ok(_) if line.ends_with('\n') => {
-                    if let Some((_, rest)) = line.trim_end().split_once("@@ ") {
+                    if let Some(rest) = report_line(line.trim_end()) {
                         let _ = tx.send(rest.to_string());
                     }
                 }
@@ -373,7 +268,7 @@ fn run_writer(env: &TestEnv, spec: &str, delay: Duration) -> Vec<String> {
         panic!(
             "writer {spec}: {why}\nstderr:\n{}\nmodule log (tail):\n{}",
             std::fs::read_to_string(&err_path).unwrap_or_default(),
-            tail(&env.log(), 30)
+            env.log_tail(30)
         );
     };
     match rx.recv_timeout(Duration::from_secs(30)) {
@@ -398,27 +293,18 @@ fn run_writer(env: &TestEnv, spec: &str, delay: Duration) -> Vec<String> {
 /// Opens the store afresh (`C_Initialize` … `C_Finalize`), logs in and reads
 /// every object of the token.
 fn observe(m: &RawModule, slot: CK_SLOT_ID) -> Model {
-    check(
-        ck!(m, C_Initialize(ptr::null_mut())),
-        CKR_OK,
-        "C_Initialize",
-    );
-    let mut ti = CK_TOKEN_INFO::default();
-    check(
-        ck!(m, C_GetTokenInfo(slot, &mut ti)),
-        CKR_OK,
-        "C_GetTokenInfo",
-    );
+    m.initialize();
+    m.token_info(slot);
     let s = m.open(slot, false);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     let mut seen = Model::new();
-    for h in all_objects(m, s) {
+    for h in ok(m.find(s, vec![]), "find all objects") {
         let label = label_of(m, s, h);
         let class = CK_ULONG::from_ne_bytes(attr(m, s, h, CKA_CLASS).try_into().unwrap());
         let obj = match class {
             CKO_DATA => Obj::Data {
                 private: attr(m, s, h, CKA_PRIVATE) == [CK_TRUE],
-                value: hex(&attr(m, s, h, CKA_VALUE)),
+                value: to_hex(&attr(m, s, h, CKA_VALUE)),
             },
             CKO_SECRET_KEY => Obj::Key {
                 ecb: ecb_zero(m, s, h),
@@ -461,14 +347,9 @@ fn files(dir: &std::path::Path) -> Vec<(String, u64)> {
         .unwrap_or_default()
 }
 
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[test]
 fn sigkill_at_random_moments_keeps_every_acknowledged_change() {
-    if let Ok(spec) = std::env::var(CHILD_VAR) {
+    if let Some(spec) = role() {
         return writer(&spec);
     }
     let env = TestEnv::new();
@@ -477,12 +358,7 @@ fn sigkill_at_random_moments_keeps_every_acknowledged_change() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(ROUNDS);
     let mut rng = Rng::seeded("crash test");
-    let m = RawModule::load();
-    check(
-        ck!(m, C_Initialize(ptr::null_mut())),
-        CKR_OK,
-        "C_Initialize",
-    );
+    let m = RawModule::init();
     let slot = m.make_token("crash");
     check(ck!(m, C_Finalize(ptr::null_mut())), CKR_OK, "C_Finalize");
 
@@ -544,7 +420,7 @@ fn sigkill_at_random_moments_keeps_every_acknowledged_change() {
                     .unwrap_or_default(),
                 diff(&model, &seen),
                 lines.join("\n"),
-                tail(&env.log(), 30)
+                env.log_tail(30)
             ),
         };
         let log = env.log();

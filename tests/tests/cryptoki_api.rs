@@ -12,9 +12,9 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::{Limit, Slot};
-use cryptoki::types::AuthPin;
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN};
+use cryptoki::slot::Limit;
+use ferrohsm_tests::p11::{pin, ready_token, spare_slot, user_session};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, from_hex, to_hex};
 use sha2::Digest;
 
 const LABEL: &str = "ferrohsm-api-test";
@@ -33,22 +33,6 @@ const CERT_SUBJECT: &str = "30183116301406035504030c0d666572726f68736d2d74657374
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn pin(s: &str) -> AuthPin {
-    AuthPin::new(s.into())
-}
 
 /// Asserts that `res` failed with exactly `want`.
 #[track_caller]
@@ -70,34 +54,6 @@ fn expect_rv_any<T: std::fmt::Debug>(
         Err(Error::Pkcs11(rv, _)) if want.contains(&rv) => rv,
         other => panic!("{what}: expected one of CKR {want:?}, got {other:?}"),
     }
-}
-
-/// The only slot of a fresh process (the spare token).
-fn spare_slot(p: &Pkcs11) -> Slot {
-    let slots = p.get_all_slots().expect("C_GetSlotList");
-    assert!(!slots.is_empty(), "C_GetSlotList: no slot at all");
-    *slots.last().unwrap()
-}
-
-/// Initialises the spare token and its user PIN; returns the slot. No session stays open.
-fn ready_token(p: &Pkcs11) -> Slot {
-    let slot = spare_slot(p);
-    p.init_token(slot, &pin(SO_PIN), LABEL)
-        .expect("C_InitToken");
-    let s = p.open_rw_session(slot).expect("C_OpenSession RW");
-    s.login(UserType::So, Some(&pin(SO_PIN)))
-        .expect("C_Login SO");
-    s.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-    s.close().expect("C_CloseSession");
-    slot
-}
-
-/// A R/W session logged in as the user.
-fn user_session(p: &Pkcs11, slot: Slot) -> Session {
-    let s = p.open_rw_session(slot).expect("C_OpenSession RW");
-    s.login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("C_Login user");
-    s
 }
 
 fn state(s: &Session) -> SessionState {
@@ -371,7 +327,7 @@ fn init_token_so_pin_length_limits() {
 fn token_info_session_counts_and_max_sessions() {
     let env = TestEnv::with_config("max_sessions = 2");
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let ti = p.get_token_info(slot).expect("C_GetTokenInfo");
     assert!(
         matches!(ti.max_session_count(), Limit::Max(2)),
@@ -402,7 +358,7 @@ fn token_info_session_counts_and_max_sessions() {
 fn reinit_token_wipes_objects_and_user_pin() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     {
         let s = user_session(&p, slot);
         s.create_object(&data_template("public-data", false))
@@ -469,7 +425,7 @@ fn reinit_token_wipes_objects_and_user_pin() {
 fn login_state_machine() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
 
     let ro = p.open_ro_session(slot).expect("C_OpenSession RO");
     assert_eq!(state(&ro), SessionState::RoPublic);
@@ -548,7 +504,7 @@ fn login_state_machine() {
 fn closing_last_session_logs_out() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let a = user_session(&p, slot);
     let b = p.open_ro_session(slot).expect("C_OpenSession");
     assert_eq!(state(&b), SessionState::RoUser);
@@ -573,7 +529,7 @@ fn closing_last_session_logs_out() {
 fn init_pin_needs_rw_so_session() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = p.open_rw_session(slot).expect("C_OpenSession");
     expect_rv(
         s.init_pin(&pin("another-pin")),
@@ -615,7 +571,7 @@ fn init_pin_needs_rw_so_session() {
 fn set_pin_user_and_so() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
 
     {
         let ro = p.open_ro_session(slot).expect("C_OpenSession RO");
@@ -694,7 +650,7 @@ fn set_pin_user_and_so() {
 fn user_pin_lockout_with_flags() {
     let env = TestEnv::with_config("max_login_failures = 3");
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = p.open_rw_session(slot).expect("C_OpenSession");
     let flags = |p: &Pkcs11| {
         let ti = p.get_token_info(slot).expect("C_GetTokenInfo");
@@ -775,7 +731,7 @@ fn user_pin_lockout_with_flags() {
 fn default_lockout_limit_is_ten() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = p.open_rw_session(slot).expect("C_OpenSession");
     for i in 0..9 {
         expect_rv(
@@ -814,7 +770,7 @@ fn default_lockout_limit_is_ten() {
 fn data_object_lifecycle() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let o = s
         .create_object(&data_template("data-1", false))
@@ -898,7 +854,7 @@ fn data_object_lifecycle() {
 fn certificate_lifecycle() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let mut t = vec![
         Attribute::Class(ObjectClass::CERTIFICATE),
@@ -906,7 +862,7 @@ fn certificate_lifecycle() {
         Attribute::Token(true),
         Attribute::Label(b"cert".to_vec()),
         Attribute::Id(vec![0xc1]),
-        Attribute::Value(hex(CERT_DER)),
+        Attribute::Value(from_hex(CERT_DER)),
     ];
     // Without CKA_SUBJECT: the module reads it from the certificate.
     let filled = s
@@ -914,7 +870,7 @@ fn certificate_lifecycle() {
         .expect("C_CreateObject X.509 without CKA_SUBJECT");
     assert_eq!(
         get_bytes(&s, filled, AttributeType::Subject).unwrap(),
-        hex(CERT_SUBJECT)
+        from_hex(CERT_SUBJECT)
     );
     s.destroy_object(filled).expect("C_DestroyObject");
     // A subject that is not the certificate's is refused.
@@ -925,15 +881,15 @@ fn certificate_lifecycle() {
         RvError::AttributeValueInvalid,
         "C_CreateObject X.509 with a contradicting CKA_SUBJECT",
     );
-    t.push(Attribute::Subject(hex(CERT_SUBJECT)));
+    t.push(Attribute::Subject(from_hex(CERT_SUBJECT)));
     let o = s.create_object(&t).expect("C_CreateObject X.509");
     assert_eq!(
         get_bytes(&s, o, AttributeType::Value).unwrap(),
-        hex(CERT_DER)
+        from_hex(CERT_DER)
     );
     assert_eq!(
         get_bytes(&s, o, AttributeType::Subject).unwrap(),
-        hex(CERT_SUBJECT)
+        from_hex(CERT_SUBJECT)
     );
     let attrs = s
         .get_attributes(o, &[AttributeType::CertificateType, AttributeType::Class])
@@ -974,7 +930,7 @@ fn certificate_lifecycle() {
 fn secret_key_lifecycle_and_imported_key_attributes() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     for len in [16usize, 24, 32] {
         let k = s
@@ -1072,7 +1028,7 @@ fn secret_key_lifecycle_and_imported_key_attributes() {
 fn rsa_key_objects() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let public = s
         .create_object(&[
@@ -1081,13 +1037,13 @@ fn rsa_key_objects() {
             Attribute::Token(true),
             Attribute::Id(vec![0x01]),
             Attribute::Label(b"rsa-pub".to_vec()),
-            Attribute::Modulus(hex(RSA_N)),
+            Attribute::Modulus(from_hex(RSA_N)),
             Attribute::PublicExponent(vec![1, 0, 1]),
         ])
         .expect("C_CreateObject RSA public");
     assert_eq!(
         get_bytes(&s, public, AttributeType::Modulus).unwrap(),
-        hex(RSA_N)
+        from_hex(RSA_N)
     );
     assert_eq!(
         get_bytes(&s, public, AttributeType::PublicExponent).unwrap(),
@@ -1100,9 +1056,9 @@ fn rsa_key_objects() {
             Attribute::Token(true),
             Attribute::Id(vec![0x01]),
             Attribute::Label(b"rsa-priv".to_vec()),
-            Attribute::Modulus(hex(RSA_N)),
+            Attribute::Modulus(from_hex(RSA_N)),
             Attribute::PublicExponent(vec![1, 0, 1]),
-            Attribute::PrivateExponent(hex(RSA_D)),
+            Attribute::PrivateExponent(from_hex(RSA_D)),
         ])
         .expect("C_CreateObject RSA private");
     assert!(
@@ -1123,7 +1079,7 @@ fn rsa_key_objects() {
     );
     assert_eq!(
         get_bytes(&s, private, AttributeType::Modulus).unwrap(),
-        hex(RSA_N),
+        from_hex(RSA_N),
         "modulus of a private key stays readable"
     );
     expect_rv(
@@ -1141,7 +1097,7 @@ fn rsa_key_objects() {
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::RSA),
             Attribute::Token(true),
-            Attribute::Modulus(hex(RSA_N)),
+            Attribute::Modulus(from_hex(RSA_N)),
             Attribute::PublicExponent(vec![1, 0, 1]),
         ]),
         RvError::TemplateIncomplete,
@@ -1167,10 +1123,10 @@ fn rsa_key_objects() {
 fn ec_key_objects() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let point = {
-        let raw = hex(EC_PUB);
+        let raw = from_hex(EC_PUB);
         let mut v = vec![0x04, raw.len() as u8];
         v.extend_from_slice(&raw);
         v
@@ -1181,7 +1137,7 @@ fn ec_key_objects() {
             Attribute::KeyType(KeyType::EC),
             Attribute::Token(true),
             Attribute::Label(b"ec-pub".to_vec()),
-            Attribute::EcParams(hex(P256_PARAMS)),
+            Attribute::EcParams(from_hex(P256_PARAMS)),
             Attribute::EcPoint(point.clone()),
         ])
         .expect("C_CreateObject EC public");
@@ -1191,7 +1147,7 @@ fn ec_key_objects() {
     );
     assert_eq!(
         get_bytes(&s, public, AttributeType::EcParams).unwrap(),
-        hex(P256_PARAMS)
+        from_hex(P256_PARAMS)
     );
     let private = s
         .create_object(&[
@@ -1199,8 +1155,8 @@ fn ec_key_objects() {
             Attribute::KeyType(KeyType::EC),
             Attribute::Token(true),
             Attribute::Label(b"ec-priv".to_vec()),
-            Attribute::EcParams(hex(P256_PARAMS)),
-            Attribute::Value(hex(EC_PRIV)),
+            Attribute::EcParams(from_hex(P256_PARAMS)),
+            Attribute::Value(from_hex(EC_PRIV)),
         ])
         .expect("C_CreateObject EC private");
     assert!(
@@ -1215,7 +1171,7 @@ fn ec_key_objects() {
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::EC),
             Attribute::Token(true),
-            Attribute::Value(hex(EC_PRIV)),
+            Attribute::Value(from_hex(EC_PRIV)),
         ]),
         RvError::TemplateIncomplete,
         "C_CreateObject EC private without CKA_EC_PARAMS",
@@ -1225,7 +1181,7 @@ fn ec_key_objects() {
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(KeyType::EC),
             Attribute::Token(true),
-            Attribute::EcParams(hex(P256_PARAMS)),
+            Attribute::EcParams(from_hex(P256_PARAMS)),
         ]),
         RvError::TemplateIncomplete,
         "C_CreateObject EC public without CKA_EC_POINT",
@@ -1238,7 +1194,7 @@ fn ec_key_objects() {
 fn create_template_errors() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let mut t = data_template("bad", false);
     t.push(Attribute::VendorDefined((
@@ -1286,7 +1242,7 @@ fn create_template_errors() {
 fn modify_copy_destroy_prohibited() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let mut t = data_template("locked-mod", false);
     t.push(Attribute::Modifiable(false));
@@ -1335,7 +1291,7 @@ fn modify_copy_destroy_prohibited() {
 fn read_only_session_and_private_object_rules() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let rw = user_session(&p, slot);
     let private = rw
         .create_object(&data_template("private-data", true))
@@ -1425,7 +1381,7 @@ fn read_only_session_and_private_object_rules() {
 fn hsm_policy_keeps_keys_sensitive() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let key = [0x5au8; 32];
     let k = s
@@ -1521,7 +1477,7 @@ fn hsm_policy_keeps_keys_sensitive() {
 }
 
 fn check_spec_policy(p: &Pkcs11) {
-    let slot = ready_token(p);
+    let slot = ready_token(p, LABEL);
     let s = user_session(p, slot);
     let key = [0x3cu8; 16];
     let k = s
@@ -1622,7 +1578,7 @@ fn spec_policy_from_config() {
 fn find_by_label_id_class_and_snapshot() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let mut made = Vec::new();
     for i in 0..5u8 {
@@ -1639,8 +1595,8 @@ fn find_by_label_id_class_and_snapshot() {
             Attribute::Token(true),
             Attribute::Label(b"cert".to_vec()),
             Attribute::Id(vec![2]),
-            Attribute::Subject(hex(CERT_SUBJECT)),
-            Attribute::Value(hex(CERT_DER)),
+            Attribute::Subject(from_hex(CERT_SUBJECT)),
+            Attribute::Value(from_hex(CERT_DER)),
         ])
         .expect("C_CreateObject certificate");
 
@@ -1722,7 +1678,7 @@ fn find_by_label_id_class_and_snapshot() {
 fn session_objects_shared_and_die_with_session() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let a = user_session(&p, slot);
     let b = p.open_rw_session(slot).expect("C_OpenSession");
     let mut t = data_template("sess-obj", false);
@@ -1762,7 +1718,7 @@ fn session_objects_shared_and_die_with_session() {
 fn digest_known_answers_and_mechanism_info() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let kats = [
         "a9993e364706816aba3e25717850c26c9cd0d89d",
         "23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7",
@@ -1833,7 +1789,7 @@ fn digest_known_answers_and_mechanism_info() {
 fn digest_random_split_multipart_equals_single_part() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = p.open_ro_session(slot).expect("C_OpenSession");
     let seed_bytes = s.generate_random_vec(8).expect("C_GenerateRandom");
     let mut rng = XorShift(u64::from_le_bytes(seed_bytes.try_into().unwrap()) | 1);
@@ -1868,7 +1824,7 @@ fn digest_key_rules() {
     // hsm policy: a sensitive key is indigestible and ends the operation
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let k = s
         .create_object(&aes_template("aes", &[0x11; 16]))
@@ -1899,7 +1855,7 @@ fn digest_key_of_non_sensitive_secret() {
     let env = TestEnv::new();
     set_spec_policy_env();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let value = b"generic-secret-value".to_vec();
     let g = s
@@ -1930,7 +1886,7 @@ fn digest_key_of_non_sensitive_secret() {
 fn random_and_unsupported_functions() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let s = user_session(&p, slot);
     let a = s.generate_random_vec(64).expect("C_GenerateRandom");
     let b = s.generate_random_vec(64).expect("C_GenerateRandom");
@@ -2049,7 +2005,7 @@ unsafe impl Sync for SharedSession {}
 fn ten_threads_share_one_session() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let shared = SharedSession(user_session(&p, slot));
     let ok = std::sync::atomic::AtomicUsize::new(0);
     let busy = std::sync::atomic::AtomicUsize::new(0);
@@ -2094,7 +2050,7 @@ fn ten_threads_share_one_session() {
     assert_eq!(
         s.digest(&Mechanism::Sha1, b"abc")
             .expect("C_Digest after the threads"),
-        hex("a9993e364706816aba3e25717850c26c9cd0d89d"),
+        from_hex("a9993e364706816aba3e25717850c26c9cd0d89d"),
         "session still usable afterwards"
     );
 }
@@ -2107,7 +2063,7 @@ fn ten_threads_share_one_session() {
 fn log_never_contains_pins_or_key_bytes() {
     let env = TestEnv::new();
     let p = env.load();
-    let slot = ready_token(&p);
+    let slot = ready_token(&p, LABEL);
     let new_user = "Changed-User-PIN-77";
     let new_so = "Changed-SO-PIN-88";
     let printable_key = b"PrintableAESKeyMaterial-0123456Z";
@@ -2115,7 +2071,7 @@ fn log_never_contains_pins_or_key_bytes() {
         0xd3, 0x9a, 0x4f, 0x71, 0x08, 0xe2, 0x5c, 0xb6, 0x1d, 0x83, 0xfa, 0x2e, 0x97, 0x40, 0x6b,
         0xc5,
     ];
-    let rsa_d = hex(RSA_D);
+    let rsa_d = from_hex(RSA_D);
     {
         let s = user_session(&p, slot);
         let _ = s.login(UserType::User, Some(&pin("Wrong-User-PIN-99")));
@@ -2130,7 +2086,7 @@ fn log_never_contains_pins_or_key_bytes() {
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::RSA),
             Attribute::Token(true),
-            Attribute::Modulus(hex(RSA_N)),
+            Attribute::Modulus(from_hex(RSA_N)),
             Attribute::PublicExponent(vec![1, 0, 1]),
             Attribute::PrivateExponent(rsa_d.clone()),
         ])

@@ -25,9 +25,8 @@
 //! engine (`libengine-pkcs11-openssl`); a test whose tool is missing says so on
 //! stderr and returns (skips). `scripts/test` installs them.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,9 +38,12 @@ use cryptoki::object::{
     Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path};
+use ferrohsm_tests::child::{
+    Run, Spawned, find_in_path, init_token_args, pkcs11_tool, read_lossy, run_captured,
+    spawn_captured, wait_or_kill,
+};
+use ferrohsm_tests::p11::{pin, ready_token, user_session};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path, to_hex};
 use sha2::Digest;
 
 /// How long any child process may take before the test fails as a hang.
@@ -50,14 +52,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------
 // child processes
 // ---------------------------------------------------------------------------
-
-/// `name` from PATH, if installed.
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
 
 /// True if every tool is installed; otherwise says which is missing (and the
 /// Debian package that has it) and the test should return.
@@ -105,89 +99,18 @@ fn engine_path(test: &str) -> Option<PathBuf> {
     found
 }
 
-/// Output of a finished child process.
-struct Run {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn show(&self) -> String {
-        format!(
-            "{}: {}\nstdout:\n{}\nstderr:\n{}",
-            self.what, self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// The last `n` lines of the module log, for failure messages.
-fn log_tail(env: &TestEnv, n: usize) -> String {
-    let log = env.log();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A fresh numbered path in the test directory, for child output.
+/// A fresh numbered path in the test directory, for scratch files.
 fn scratch(env: &TestEnv, stem: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     env.dir.path().join(format!("{stem}-{n}"))
 }
 
-/// Starts `cmd` with stdin from `input` (empty if none) and stdout/stderr into
-/// files in the test directory (so no pipe can block either side). Returns the
-/// child and the two output paths.
-fn spawn(env: &TestEnv, cmd: &mut Command, input: &[u8]) -> (Child, PathBuf, PathBuf) {
-    let base = scratch(env, "child");
-    let in_path = base.with_extension("stdin");
-    let out_path = base.with_extension("stdout");
-    let err_path = base.with_extension("stderr");
-    std::fs::write(&in_path, input).expect("write child stdin");
-    let child = cmd
-        .current_dir(env.dir.path())
-        .stdin(File::open(&in_path).expect("stdin file"))
-        .stdout(File::create(&out_path).expect("stdout file"))
-        .stderr(File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    (child, out_path, err_path)
-}
-
-/// A file's contents as text (binary bytes replaced), empty if unreadable.
-fn read_lossy(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
 /// Runs `cmd` to completion with `input` on stdin, failing the test if it takes
 /// longer than `TIMEOUT`.
-fn run_with(env: &TestEnv, mut cmd: Command, input: &[u8]) -> Run {
+fn run_with(env: &TestEnv, cmd: Command, input: &[u8]) -> Run {
     let what = format!("{cmd:?}");
-    let (mut child, out_path, err_path) = spawn(env, &mut cmd, input);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} did not finish within {TIMEOUT:?} (hang); killed.\nstdout:\n{}\nstderr:\n{}\nmodule log (tail):\n{}",
-                read_lossy(&out_path),
-                read_lossy(&err_path),
-                log_tail(env, 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        what,
-        status,
-        stdout: read_lossy(&out_path),
-        stderr: read_lossy(&err_path),
-    }
+    run_captured(env, cmd, input, TIMEOUT, &what)
 }
 
 /// Runs `cmd` with empty stdin.
@@ -199,12 +122,7 @@ fn run(env: &TestEnv, cmd: Command) -> Run {
 #[track_caller]
 fn run_ok(env: &TestEnv, cmd: Command) -> Run {
     let r = run(env, cmd);
-    assert!(
-        r.status.success(),
-        "{}\nmodule log (tail):\n{}",
-        r.show(),
-        log_tail(env, 30)
-    );
+    r.assert_success(env);
     r
 }
 
@@ -225,16 +143,6 @@ fn openssl_engine(env: &TestEnv, conf: &Path, args: &[&str]) -> Command {
     cmd.args(args)
         .envs(env.env_vars())
         .env("OPENSSL_CONF", conf);
-    cmd
-}
-
-/// `pkcs11-tool --module <ferrohsm> <args>` with the test's module environment.
-fn pkcs11_tool(env: &TestEnv, args: &[&str]) -> Command {
-    let mut cmd = Command::new("pkcs11-tool");
-    cmd.arg("--module")
-        .arg(module_path())
-        .args(args)
-        .envs(env.env_vars());
     cmd
 }
 
@@ -340,15 +248,15 @@ fn bit_string(bytes: &[u8]) -> Vec<u8> {
 /// Reads one DER TLV from the front of `b`: (tag, content, rest).
 #[track_caller]
 fn der_read(b: &[u8]) -> (u8, &[u8], &[u8]) {
-    assert!(b.len() >= 2, "truncated DER: {}", hex(b));
+    assert!(b.len() >= 2, "truncated DER: {}", to_hex(b));
     let tag = b[0];
     let (len, head) = match b[1] {
         n @ 0..=0x7f => (n as usize, 2),
         0x81 => (b[2] as usize, 3),
         0x82 => (((b[2] as usize) << 8) | b[3] as usize, 4),
-        other => panic!("unexpected DER length octet {other:#x} in {}", hex(b)),
+        other => panic!("unexpected DER length octet {other:#x} in {}", to_hex(b)),
     };
-    assert!(b.len() >= head + len, "truncated DER: {}", hex(b));
+    assert!(b.len() >= head + len, "truncated DER: {}", to_hex(b));
     (tag, &b[head..head + len], &b[head + len..])
 }
 
@@ -374,13 +282,17 @@ fn ec_spki(curve_oid: &[u8], point: &[u8]) -> Vec<u8> {
 #[track_caller]
 fn spki_key_bits(spki: &[u8]) -> Vec<u8> {
     let (tag, body, rest) = der_read(spki);
-    assert!(tag == 0x30 && rest.is_empty(), "not a SPKI: {}", hex(spki));
+    assert!(
+        tag == 0x30 && rest.is_empty(),
+        "not a SPKI: {}",
+        to_hex(spki)
+    );
     let (_, _alg, rest) = der_read(body);
     let (tag, bits, rest) = der_read(rest);
     assert!(
         tag == 0x03 && rest.is_empty() && bits.first() == Some(&0),
         "SPKI without a whole-byte BIT STRING: {}",
-        hex(spki)
+        to_hex(spki)
     );
     bits[1..].to_vec()
 }
@@ -425,10 +337,6 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Deterministic test data of `n` bytes.
 fn test_data(n: usize, seed: u32) -> Vec<u8> {
     let mut x: u32 = 0x1234_5678 ^ seed;
@@ -451,39 +359,12 @@ fn flipped(data: &[u8], i: usize) -> Vec<u8> {
 // token, keys
 // ---------------------------------------------------------------------------
 
-fn pin(s: &str) -> AuthPin {
-    AuthPin::new(s.into())
-}
-
-/// Initialises the spare token (the last slot) as `label` with the test PINs;
-/// returns its slot. No session stays open.
-fn ready_token(p: &Pkcs11, label: &str) -> Slot {
-    let slots = p.get_all_slots().expect("C_GetSlotList");
-    let slot = *slots.last().expect("a slot");
-    p.init_token(slot, &pin(SO_PIN), label)
-        .expect("C_InitToken");
-    let s = p.open_rw_session(slot).expect("C_OpenSession RW");
-    s.login(UserType::So, Some(&pin(SO_PIN)))
-        .expect("C_Login SO");
-    s.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-    s.close().expect("C_CloseSession");
-    slot
-}
-
-/// A R/W session logged in as the user.
-fn user_session(p: &Pkcs11, slot: Slot) -> Session {
-    let s = p.open_rw_session(slot).expect("C_OpenSession RW");
-    s.login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("C_Login user");
-    s
-}
-
 /// One attribute's bytes, which must be readable.
 #[track_caller]
 fn attr_bytes(env: &TestEnv, s: &Session, h: ObjectHandle, t: AttributeType) -> Vec<u8> {
     let attrs = s
         .get_attributes(h, &[t])
-        .unwrap_or_else(|e| panic!("C_GetAttributeValue {t:?}: {e}\n{}", log_tail(env, 10)));
+        .unwrap_or_else(|e| panic!("C_GetAttributeValue {t:?}: {e}\n{}", env.log_tail(10)));
     match attrs.as_slice() {
         [
             Attribute::Modulus(v)
@@ -495,7 +376,7 @@ fn attr_bytes(env: &TestEnv, s: &Session, h: ObjectHandle, t: AttributeType) -> 
             | Attribute::Id(v)
             | Attribute::Label(v),
         ] => v.clone(),
-        other => panic!("{t:?} not readable: got {other:?}\n{}", log_tail(env, 10)),
+        other => panic!("{t:?} not readable: got {other:?}\n{}", env.log_tail(10)),
     }
 }
 
@@ -565,7 +446,7 @@ fn gen_rsa(env: &TestEnv, s: &Session, label: &str, id: &[u8], token: bool) -> K
         .unwrap_or_else(|e| {
             panic!(
                 "C_GenerateKeyPair(CKM_RSA_PKCS_KEY_PAIR_GEN, 2048): {e}\nmodule log (tail):\n{}",
-                log_tail(env, 20)
+                env.log_tail(20)
             )
         });
     eprintln!(
@@ -605,7 +486,7 @@ fn gen_ec(
         .unwrap_or_else(|e| {
             panic!(
                 "C_GenerateKeyPair(CKM_EC_KEY_PAIR_GEN, {curve:?}): {e}\nmodule log (tail):\n{}",
-                log_tail(env, 20)
+                env.log_tail(20)
             )
         });
     KeyPair { public, private }
@@ -619,15 +500,15 @@ fn ec_point(env: &TestEnv, s: &Session, public: ObjectHandle, curve: Curve) -> V
     assert!(
         tag == 0x04 && rest.is_empty(),
         "CKA_EC_POINT must be a DER OCTET STRING around the point, got {}",
-        hex(&wrapped)
+        to_hex(&wrapped)
     );
     assert_eq!(
         point.len(),
         1 + 2 * curve.field_len(),
         "{curve:?} point length: {}",
-        hex(point)
+        to_hex(point)
     );
-    assert_eq!(point[0], 0x04, "point not uncompressed: {}", hex(point));
+    assert_eq!(point[0], 0x04, "point not uncompressed: {}", to_hex(point));
     point.to_vec()
 }
 
@@ -650,7 +531,7 @@ fn export_public(
             assert_eq!(n.len(), 256, "RSA-2048 CKA_MODULUS length");
             assert!(n[0] & 0x80 != 0, "RSA-2048 modulus top bit clear");
             let e_trim: Vec<u8> = e.iter().copied().skip_while(|&b| b == 0).collect();
-            assert_eq!(e_trim, [1, 0, 1], "CKA_PUBLIC_EXPONENT {}", hex(&e));
+            assert_eq!(e_trim, [1, 0, 1], "CKA_PUBLIC_EXPONENT {}", to_hex(&e));
             rsa_spki(&n, &e)
         }
         Some(curve) => {
@@ -661,8 +542,8 @@ fn export_public(
         }
     };
     assert_eq!(
-        hex(&spki),
-        hex(&built),
+        to_hex(&spki),
+        to_hex(&built),
         "CKA_PUBLIC_KEY_INFO differs from the SPKI built from the key's own attributes"
     );
     let der_path = write_file(env, &format!("{name}.der"), &spki);
@@ -691,8 +572,8 @@ fn export_public(
         ),
     );
     assert_eq!(
-        hex(&std::fs::read(&again).expect("openssl re-encoding")),
-        hex(&spki),
+        to_hex(&std::fs::read(&again).expect("openssl re-encoding")),
+        to_hex(&spki),
         "OpenSSL re-encodes the module's SPKI differently (not canonical DER?)"
     );
     (pem_path, spki)
@@ -705,7 +586,7 @@ fn sign(env: &TestEnv, s: &Session, mech: &Mechanism, key: ObjectHandle, data: &
         panic!(
             "C_Sign with {:?}: {e}\nmodule log (tail):\n{}",
             mech.mechanism_type(),
-            log_tail(env, 20)
+            env.log_tail(20)
         )
     })
 }
@@ -748,7 +629,7 @@ fn assert_dgst_verify(
     assert!(
         good.status.success() && good.stdout.contains("Verified OK"),
         "{what}: OpenSSL does not verify the module's signature {}\n{}",
-        hex(sig),
+        to_hex(sig),
         good.show()
     );
     let bad = dgst_verifies(env, md, public, msg, &flipped(sig, sig.len() / 3), extra);
@@ -796,7 +677,7 @@ fn assert_pkeyutl_verify(
     assert!(
         good.status.success() && good.stdout.contains("Signature Verified Successfully"),
         "{what}: OpenSSL does not verify the module's signature {}\n{}",
-        hex(sig),
+        to_hex(sig),
         good.show()
     );
     let bad = pkeyutl_verifies(env, public, digest, &flipped(sig, sig.len() / 3), opts);
@@ -858,8 +739,8 @@ fn module_signatures_verify_with_openssl() {
     let info = [SHA256_DIGEST_INFO, &digest256].concat();
     let raw15 = sign(&env, &sess, &Mechanism::RsaPkcs, rsa.private, &info);
     assert_eq!(
-        hex(&raw15),
-        hex(&v15),
+        to_hex(&raw15),
+        to_hex(&v15),
         "CKM_RSA_PKCS over the SHA-256 DigestInfo differs from CKM_SHA256_RSA_PKCS"
     );
 
@@ -1013,7 +894,7 @@ fn openssl_oaep_ciphertext_decrypts_in_module() {
 
     // OAEP, SHA-256 / MGF1-SHA-256, with a label; a short and the longest plaintext.
     let label = b"ferrohsm OAEP label".to_vec();
-    let label_opt = format!("rsa_oaep_label:{}", hex(&label));
+    let label_opt = format!("rsa_oaep_label:{}", to_hex(&label));
     let oaep256 = [
         "rsa_padding_mode:oaep",
         "rsa_oaep_md:sha256",
@@ -1032,12 +913,12 @@ fn openssl_oaep_ciphertext_decrypts_in_module() {
             panic!(
                 "C_Decrypt(CKM_RSA_PKCS_OAEP SHA-256, label) of OpenSSL's {len}-byte ciphertext: {e}\n\
                  module log (tail):\n{}",
-                log_tail(&env, 20)
+                env.log_tail(20)
             )
         });
         assert_eq!(
-            hex(&got),
-            hex(&plaintext),
+            to_hex(&got),
+            to_hex(&plaintext),
             "OAEP-SHA256 {len}-byte plaintext"
         );
     }
@@ -1076,7 +957,7 @@ fn openssl_oaep_ciphertext_decrypts_in_module() {
     let got = decrypt(&sha1, &ct).unwrap_or_else(|e| {
         panic!(
             "C_Decrypt(CKM_RSA_PKCS_OAEP SHA-1, no label): {e}\nmodule log (tail):\n{}",
-            log_tail(&env, 20)
+            env.log_tail(20)
         )
     });
     assert_eq!(got, plaintext, "OAEP-SHA1 plaintext");
@@ -1087,7 +968,7 @@ fn openssl_oaep_ciphertext_decrypts_in_module() {
     let got = decrypt(&Mechanism::RsaPkcs, &ct).unwrap_or_else(|e| {
         panic!(
             "C_Decrypt(CKM_RSA_PKCS): {e}\nmodule log (tail):\n{}",
-            log_tail(&env, 20)
+            env.log_tail(20)
         )
     });
     assert_eq!(got, plaintext, "PKCS#1 v1.5 plaintext");
@@ -1170,7 +1051,7 @@ fn ecdh_agrees_with_openssl() {
             .unwrap_or_else(|e| {
                 panic!(
                     "C_DeriveKey(CKM_ECDH1_DERIVE, CKD_NULL, {curve:?}): {e}\nmodule log (tail):\n{}",
-                    log_tail(&env, 20)
+                    env.log_tail(20)
                 )
             });
         let ours_value = attr_bytes(&env, &sess, secret, AttributeType::Value);
@@ -1195,8 +1076,8 @@ fn ecdh_agrees_with_openssl() {
         );
         let theirs = std::fs::read(&shared).expect("openssl shared secret");
         assert_eq!(
-            hex(&ours_value),
-            hex(&theirs),
+            to_hex(&ours_value),
+            to_hex(&theirs),
             "{curve:?}: the module's ECDH secret differs from OpenSSL's"
         );
     }
@@ -1288,7 +1169,7 @@ fn openssl_engine_signs_with_token_key() {
             r.status.success(),
             "{what}: openssl dgst -engine pkcs11 -sign failed\n{}\nmodule log (tail):\n{}",
             r.show(),
-            log_tail(&env, 40)
+            env.log_tail(40)
         );
         let sig = std::fs::read(&sig).expect("engine signature");
         // Verified by plain OpenSSL (no engine) with the key exported from the token.
@@ -1323,7 +1204,7 @@ fn openssl_engine_signs_with_token_key() {
             r.status.success(),
             "openssl pkey -engine pkcs11 -pubin {uri}\n{}\nmodule log (tail):\n{}",
             r.show(),
-            log_tail(&env, 40)
+            env.log_tail(40)
         );
         assert_eq!(
             std::fs::read_to_string(&out).expect("engine public key"),
@@ -1339,16 +1220,12 @@ fn openssl_engine_signs_with_token_key() {
 
 /// A child process killed (and reaped) when dropped, so a failing test never
 /// leaves a server behind.
-struct KillOnDrop {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
+struct KillOnDrop(Spawned);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
     }
 }
 
@@ -1356,8 +1233,8 @@ impl KillOnDrop {
     fn output(&self) -> String {
         format!(
             "server stdout:\n{}\nserver stderr:\n{}",
-            read_lossy(&self.stdout),
-            read_lossy(&self.stderr)
+            read_lossy(&self.0.stdout),
+            read_lossy(&self.0.stderr)
         )
     }
 }
@@ -1395,27 +1272,22 @@ fn handshake(
             "-www",
         ],
     );
-    let (child, stdout, stderr) = spawn(env, &mut cmd, b"");
-    let mut server = KillOnDrop {
-        child,
-        stdout,
-        stderr,
-    };
+    let mut server = KillOnDrop(spawn_captured(env, &mut cmd, b""));
     // Wait (bounded) for the server to report its port.
     let start = Instant::now();
     let port = loop {
-        let out = read_lossy(&server.stdout);
+        let out = read_lossy(&server.0.stdout);
         if let Some(port) = out.lines().find_map(|l| {
             l.strip_prefix("ACCEPT 127.0.0.1:")
                 .and_then(|p| p.trim().parse::<u16>().ok())
         }) {
             break port;
         }
-        if let Some(st) = server.child.try_wait().expect("try_wait") {
+        if let Some(st) = server.0.child.try_wait().expect("try_wait") {
             panic!(
                 "{what}: s_server exited ({st}) before accepting\n{}\nmodule log (tail):\n{}",
                 server.output(),
-                log_tail(env, 40)
+                env.log_tail(40)
             );
         }
         if start.elapsed() > TIMEOUT {
@@ -1447,7 +1319,7 @@ fn handshake(
             "{what}: {why}\n{}\n{}\nmodule log (tail):\n{}",
             client.show(),
             server.output(),
-            log_tail(env, 40)
+            env.log_tail(40)
         )
     };
     if !client.status.success() {
@@ -1467,15 +1339,11 @@ fn handshake(
         fail("no HTTP answer from the server after the handshake");
     }
     // -naccept 1: the server exits by itself after the one connection.
-    let start = Instant::now();
-    while server.child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > TIMEOUT {
-            panic!(
-                "{what}: s_server did not exit after its one connection\n{}",
-                server.output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if wait_or_kill(&mut server.0.child, TIMEOUT).is_none() {
+        panic!(
+            "{what}: s_server did not exit after its one connection\n{}",
+            server.output()
+        );
     }
     client.stdout
 }
@@ -1524,12 +1392,12 @@ fn import_certificate(env: &TestEnv, p: &Pkcs11, token: &str, label: &str, id: u
         .unwrap_or_else(|e| {
             panic!(
                 "C_CreateObject(CKO_CERTIFICATE, CKC_X_509): {e}\nmodule log (tail):\n{}",
-                log_tail(env, 20)
+                env.log_tail(20)
             )
         });
     assert_eq!(
-        hex(&attr_bytes(env, &sess, cert, AttributeType::Value)),
-        hex(der),
+        to_hex(&attr_bytes(env, &sess, cert, AttributeType::Value)),
+        to_hex(der),
         "certificate CKA_VALUE read back"
     );
     sess.logout().expect("C_Logout");
@@ -1600,7 +1468,7 @@ fn tls_handshake_with_key_in_token() {
             r.status.success(),
             "openssl req -x509 with {uri}\n{}\nmodule log (tail):\n{}",
             r.show(),
-            log_tail(&env, 40)
+            env.log_tail(40)
         );
         // The certificate carries the token's public key and its signature verifies.
         let cert_pub = env.dir.path().join(format!("{object}.crt.pub.pem"));
@@ -1680,8 +1548,8 @@ fn tls_handshake_with_key_in_token() {
                 ),
             );
             assert_eq!(
-                hex(&std::fs::read(&out).expect("certificate read back")),
-                hex(&der),
+                to_hex(&std::fs::read(&out).expect("certificate read back")),
+                to_hex(&der),
                 "{object}: pkcs11-tool reads back a different certificate"
             );
         }
@@ -1739,7 +1607,7 @@ fn assert_clean(env: &TestEnv, r: &Run) {
         r.status.success() && bad.is_empty(),
         "failure lines {bad:#?}\n{}\nmodule log (tail):\n{}",
         r.show(),
-        log_tail(env, 40)
+        env.log_tail(40)
     );
 }
 
@@ -1766,18 +1634,7 @@ fn pkcs11_tool_test_suites() {
     // A `spec` token (FERROHSM_POLICY overrides the config) for the test suites.
     let mut init = pkcs11_tool(
         &env,
-        &[
-            "--slot-index",
-            "0",
-            "--init-token",
-            "--so-pin",
-            SO_PIN,
-            "--label",
-            "spec-tok",
-            "--init-pin",
-            "--pin",
-            USER_PIN,
-        ],
+        &init_token_args("spec-tok", &["--init-pin", "--pin", USER_PIN]),
     );
     init.env("FERROHSM_POLICY", "spec");
     run_ok(&env, init);
@@ -1988,8 +1845,8 @@ fn pkcs11_tool_test_suites() {
             assert_clean(&env, &r);
             let tool_der = std::fs::read(&der).expect("pkcs11-tool public key");
             assert_eq!(
-                hex(&tool_der),
-                hex(&module_der),
+                to_hex(&tool_der),
+                to_hex(&module_der),
                 "pkcs11-tool's SPKI for CKA_ID {id:02x} differs from CKA_PUBLIC_KEY_INFO"
             );
             let parsed = run_ok(

@@ -22,164 +22,44 @@
 //! report to the parent with lines `@@ <key> <value>` on stdout.
 
 use std::ffi::c_void;
-use std::fmt::Display;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, check, rv_name};
-use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, ck, module_path};
+use ferrohsm_tests::child::{
+    Run, c_program, child_command, emit, find_in_path, init_token_args, pkcs11_tool, report, role,
+    run_captured, wait_with_timeout,
+};
+use ferrohsm_tests::raw::{
+    RawModule, V, aes_keygen_template, check, ok, padded32, plain_mechanism, rv_name, rv_result,
+    secret_key_template, text,
+};
+use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, ck, to_hex};
 use sha2::Digest;
 
 // ---------------------------------------------------------------------------
 // child processes
 // ---------------------------------------------------------------------------
 
-/// Names the role a re-executed test binary plays.
-const ROLE_VAR: &str = "FERROHSM_TEST_ROLE";
 /// How long any child process may take.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The role this process plays, if it is a child started by a test.
-fn role() -> Option<String> {
-    std::env::var(ROLE_VAR).ok().filter(|r| !r.is_empty())
-}
-
-/// Reports `key value` to the parent on stdout (flushed at once).
-fn emit(key: &str, value: impl Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "@@ {key} {value}").expect("write to stdout");
-    out.flush().expect("flush stdout");
-}
-
-/// The value of an `@@ key value` report in `line`. The report may follow
-/// other text on the line: libtest prints `test <name> ... ` without a newline
-/// before the test runs.
-fn report<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let (_, rest) = line.split_once("@@ ")?;
-    rest.strip_prefix(key)?.strip_prefix(' ')
-}
-
-/// A command re-running this test binary for only `test`, in role `role`, with
-/// `env`'s data directory and config.
-fn child_command(env: &TestEnv, test: &str, role: &str) -> Command {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env(ROLE_VAR, role)
-        .envs(env.env_vars())
-        .current_dir(env.dir.path());
-    cmd
-}
-
-/// Waits for `child`, killing it and panicking after `timeout`.
-fn wait_with_timeout(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return st;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {timeout:?} (hang?); killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Output of a finished child process.
-struct Run {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn show(&self) -> String {
-        format!(
-            "{}: {}\nstdout:\n{}\nstderr:\n{}",
-            self.what, self.status, self.stdout, self.stderr
-        )
-    }
-
-    /// Values of the `@@ key value` lines.
-    fn values(&self, key: &str) -> Vec<&str> {
-        self.stdout.lines().filter_map(|l| report(l, key)).collect()
-    }
-
-    /// The value of the one `@@ key value` line.
-    #[track_caller]
-    fn value(&self, key: &str) -> &str {
-        match self.values(key).as_slice() {
-            [v] => v,
-            other => panic!(
-                "expected one '@@ {key}' line, got {}\n{}",
-                other.len(),
-                self.show()
-            ),
-        }
-    }
-
-    /// Asserts a clean exit 0.
-    #[track_caller]
-    fn assert_success(&self, env: &TestEnv) {
-        assert!(
-            self.status.success(),
-            "{}\nmodule log (tail):\n{}",
-            self.show(),
-            log_tail(env, 30)
-        );
-    }
-}
-
-/// Runs `cmd` to completion with stdout/stderr captured through files in
-/// `env`'s directory (so a stray grandchild cannot block us), with a timeout.
-fn run_captured(env: &TestEnv, mut cmd: Command, what: &str) -> Run {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = env.dir.path();
-    let out_path = dir.join(format!("child-{n}.stdout"));
-    let err_path = dir.join(format!("child-{n}.stderr"));
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("stdout file"))
-        .stderr(File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let status = wait_with_timeout(&mut child, CHILD_TIMEOUT, what);
-    Run {
-        what: what.to_string(),
-        status,
-        stdout: read_lossy(&out_path),
-        stderr: read_lossy(&err_path),
-    }
+/// Runs `cmd` to completion with captured output, failing the test after
+/// `CHILD_TIMEOUT`.
+fn run_child(env: &TestEnv, cmd: Command, what: &str) -> Run {
+    run_captured(env, cmd, b"", CHILD_TIMEOUT, what)
 }
 
 /// Re-runs this binary's `test` in role `role` and waits for it.
 fn run_role(env: &TestEnv, test: &str, role: &str) -> Run {
     let cmd = child_command(env, test, role);
-    run_captured(env, cmd, &format!("child {test}/{role}"))
-}
-
-/// A file's contents as text (binary bytes replaced), empty if unreadable.
-fn read_lossy(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
-
-/// The last `n` lines of the module log, for failure messages.
-fn log_tail(env: &TestEnv, n: usize) -> String {
-    let log = env.log();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    run_child(env, cmd, &format!("child {test}/{role}"))
 }
 
 /// A child that stays alive and answers commands: lines written to its stdin,
@@ -277,197 +157,32 @@ impl Drop for Interactive {
 // raw calls
 // ---------------------------------------------------------------------------
 
-/// An attribute value for a template.
-enum V {
-    U(CK_ULONG),
-    B(bool),
-    Bytes(Vec<u8>),
-}
-
-fn text(s: &str) -> V {
-    V::Bytes(s.as_bytes().to_vec())
-}
-
-/// An owned attribute template: values live in their own heap buffers, so the
-/// `CK_ATTRIBUTE` pointers stay valid while the template lives.
-struct Tpl {
-    _vals: Vec<Vec<u8>>,
-    attrs: Vec<CK_ATTRIBUTE>,
-}
-
-impl Tpl {
-    fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
-        let (types, mut vals): (Vec<_>, Vec<_>) = list
-            .into_iter()
-            .map(|(t, v)| {
-                let bytes = match v {
-                    V::U(u) => u.to_ne_bytes().to_vec(),
-                    V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
-                    V::Bytes(b) => b,
-                };
-                (t, bytes)
-            })
-            .unzip();
-        let attrs = types
-            .iter()
-            .zip(vals.iter_mut())
-            .map(|(t, v)| CK_ATTRIBUTE {
-                type_: *t,
-                pValue: if v.is_empty() {
-                    ptr::null_mut()
-                } else {
-                    v.as_mut_ptr() as *mut c_void
-                },
-                ulValueLen: v.len() as CK_ULONG,
-            })
-            .collect();
-        Tpl { _vals: vals, attrs }
-    }
-
-    fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
-        if self.attrs.is_empty() {
-            ptr::null_mut()
-        } else {
-            self.attrs.as_mut_ptr()
-        }
-    }
-
-    fn len(&self) -> CK_ULONG {
-        self.attrs.len() as CK_ULONG
-    }
-}
-
-fn rv_result(rv: CK_RV) -> Result<(), CK_RV> {
-    if rv == CKR_OK { Ok(()) } else { Err(rv) }
-}
-
-/// Unwraps a result, naming the CKR on failure.
-#[track_caller]
-fn ok<T>(r: Result<T, CK_RV>, what: &str) -> T {
-    match r {
-        Ok(v) => v,
-        Err(rv) => panic!("{what}: expected CKR_OK, got {}", rv_name(rv)),
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Loads the module and calls `C_Initialize(NULL)`.
-fn load() -> RawModule {
-    let m = RawModule::load();
-    check(
-        ck!(m, C_Initialize(ptr::null_mut())),
-        CKR_OK,
-        "C_Initialize",
-    );
-    m
-}
-
-fn slot_list(m: &RawModule) -> Vec<CK_SLOT_ID> {
-    let mut n: CK_ULONG = 0;
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList count",
-    );
-    let mut v = vec![0; n as usize];
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, v.as_mut_ptr(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList",
-    );
-    v.truncate(n as usize);
-    v
-}
-
-fn token_info(m: &RawModule, slot: CK_SLOT_ID) -> CK_TOKEN_INFO {
-    let mut ti = CK_TOKEN_INFO::default();
-    check(
-        ck!(m, C_GetTokenInfo(slot, &mut ti)),
-        CKR_OK,
-        "C_GetTokenInfo",
-    );
-    ti
-}
-
-fn padded32(s: &str) -> [u8; 32] {
-    let mut l = [b' '; 32];
-    l[..s.len()].copy_from_slice(s.as_bytes());
-    l
-}
-
 /// The slot whose token is labelled `label`, if any.
 fn slot_by_label(m: &RawModule, label: &str) -> Option<CK_SLOT_ID> {
-    slot_list(m)
+    m.slot_list()
         .into_iter()
-        .find(|s| token_info(m, *s).label == padded32(label))
+        .find(|s| m.token_info(*s).label == padded32(label))
 }
 
 #[track_caller]
 fn slot_of(m: &RawModule, label: &str) -> CK_SLOT_ID {
     slot_by_label(m, label).unwrap_or_else(|| {
-        let labels: Vec<String> = slot_list(m)
+        let labels: Vec<String> = m
+            .slot_list()
             .into_iter()
-            .map(|s| {
-                format!(
-                    "{s}: {:?}",
-                    String::from_utf8_lossy(&token_info(m, s).label)
-                )
-            })
+            .map(|s| format!("{s}: {:?}", String::from_utf8_lossy(&m.token_info(s).label)))
             .collect();
         panic!("no token labelled {label:?}; slots: {labels:?}")
     })
-}
-
-/// All objects matching `list` (`C_FindObjectsInit` … `C_FindObjectsFinal`).
-fn find(
-    m: &RawModule,
-    s: CK_SESSION_HANDLE,
-    list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-) -> Result<Vec<CK_OBJECT_HANDLE>, CK_RV> {
-    let mut t = Tpl::new(list);
-    rv_result(ck!(m, C_FindObjectsInit(s, t.ptr(), t.len())))?;
-    let mut found = Vec::new();
-    loop {
-        let mut buf = [CK_INVALID_HANDLE; 16];
-        let mut n: CK_ULONG = 0;
-        let rv = ck!(
-            m,
-            C_FindObjects(s, buf.as_mut_ptr(), buf.len() as CK_ULONG, &mut n)
-        );
-        if rv != CKR_OK {
-            let _ = ck!(m, C_FindObjectsFinal(s));
-            return Err(rv);
-        }
-        if n == 0 {
-            break;
-        }
-        found.extend_from_slice(&buf[..n as usize]);
-    }
-    rv_result(ck!(m, C_FindObjectsFinal(s)))?;
-    Ok(found)
 }
 
 /// The objects labelled `label`.
 #[track_caller]
 fn find_label(m: &RawModule, s: CK_SESSION_HANDLE, label: &str) -> Vec<CK_OBJECT_HANDLE> {
     ok(
-        find(m, s, vec![(CKA_LABEL, text(label))]),
+        m.find(s, vec![(CKA_LABEL, text(label))]),
         &format!("finding objects labelled {label:?}"),
     )
-}
-
-fn create(
-    m: &RawModule,
-    s: CK_SESSION_HANDLE,
-    list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-    let mut t = Tpl::new(list);
-    let mut h = CK_INVALID_HANDLE;
-    rv_result(ck!(m, C_CreateObject(s, t.ptr(), t.len(), &mut h)))?;
-    Ok(h)
 }
 
 /// A data object.
@@ -489,75 +204,9 @@ fn generate_aes(
     label: &str,
     token: bool,
 ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-    let mut t = Tpl::new(vec![
-        (CKA_CLASS, V::U(CKO_SECRET_KEY)),
-        (CKA_KEY_TYPE, V::U(CKK_AES)),
-        (CKA_TOKEN, V::B(token)),
-        (CKA_LABEL, text(label)),
-        (CKA_VALUE_LEN, V::U(32)),
-        (CKA_SENSITIVE, V::B(true)),
-        (CKA_ENCRYPT, V::B(true)),
-        (CKA_DECRYPT, V::B(true)),
-    ]);
-    let mut mech = CK_MECHANISM {
-        mechanism: CKM_AES_KEY_GEN,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    let mut h = CK_INVALID_HANDLE;
-    rv_result(ck!(
-        m,
-        C_GenerateKey(s, &mut mech, t.ptr(), t.len(), &mut h)
-    ))?;
-    Ok(h)
-}
-
-/// One attribute's value.
-fn attr(
-    m: &RawModule,
-    s: CK_SESSION_HANDLE,
-    o: CK_OBJECT_HANDLE,
-    t: CK_ATTRIBUTE_TYPE,
-) -> Result<Vec<u8>, CK_RV> {
-    let mut a = CK_ATTRIBUTE {
-        type_: t,
-        pValue: ptr::null_mut(),
-        ulValueLen: 0,
-    };
-    rv_result(ck!(m, C_GetAttributeValue(s, o, &mut a, 1)))?;
-    let mut buf = vec![0u8; a.ulValueLen as usize];
-    a.pValue = buf.as_mut_ptr() as *mut c_void;
-    rv_result(ck!(m, C_GetAttributeValue(s, o, &mut a, 1)))?;
-    buf.truncate(a.ulValueLen as usize);
-    Ok(buf)
-}
-
-/// Single-part encryption or decryption of non-empty `data`.
-fn crypt(
-    m: &RawModule,
-    s: CK_SESSION_HANDLE,
-    mech: &mut CK_MECHANISM,
-    key: CK_OBJECT_HANDLE,
-    data: &[u8],
-    encrypt: bool,
-) -> Result<Vec<u8>, CK_RV> {
-    let mut input = data.to_vec();
-    let mut out = vec![0u8; data.len() + 64];
-    let mut n = out.len() as CK_ULONG;
-    let (inp, inl, outp) = (
-        input.as_mut_ptr(),
-        input.len() as CK_ULONG,
-        out.as_mut_ptr(),
-    );
-    if encrypt {
-        rv_result(ck!(m, C_EncryptInit(s, mech, key)))?;
-        rv_result(ck!(m, C_Encrypt(s, inp, inl, outp, &mut n)))?;
-    } else {
-        rv_result(ck!(m, C_DecryptInit(s, mech, key)))?;
-        rv_result(ck!(m, C_Decrypt(s, inp, inl, outp, &mut n)))?;
-    }
-    out.truncate(n as usize);
-    Ok(out)
+    let mut t = aes_keygen_template(label, token, 32);
+    t.push((CKA_DECRYPT, V::B(true)));
+    m.generate_key(s, CKM_AES_KEY_GEN, t)
 }
 
 /// AES-ECB over whole blocks.
@@ -568,12 +217,7 @@ fn aes_ecb(
     data: &[u8],
     encrypt: bool,
 ) -> Result<Vec<u8>, CK_RV> {
-    let mut mech = CK_MECHANISM {
-        mechanism: CKM_AES_ECB,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    crypt(m, s, &mut mech, key, data, encrypt)
+    m.crypt(s, &mut plain_mechanism(CKM_AES_ECB), key, data, encrypt)
 }
 
 /// AES-GCM with a caller-chosen IV and AAD, 128-bit tag.
@@ -599,7 +243,7 @@ fn aes_gcm(
         pParameter: &mut prm as *mut CK_GCM_PARAMS as *mut c_void,
         ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
     };
-    crypt(m, s, &mut mech, key, data, encrypt)
+    m.crypt(s, &mut mech, key, data, encrypt)
 }
 
 /// Single-part `C_Sign` (HMAC here).
@@ -610,11 +254,7 @@ fn sign(
     key: CK_OBJECT_HANDLE,
     data: &[u8],
 ) -> Result<Vec<u8>, CK_RV> {
-    let mut mech = CK_MECHANISM {
-        mechanism: mech,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
+    let mut mech = plain_mechanism(mech);
     let mut input = data.to_vec();
     let mut out = vec![0u8; 128];
     let mut n = out.len() as CK_ULONG;
@@ -646,12 +286,12 @@ const GCM_PT: &[u8] = b"the same key encrypts this the same way after a restart"
 /// Process A: makes the token and objects, prints a GCM ciphertext, exits
 /// without `C_Finalize`.
 fn survive_writer() {
-    let m = load();
+    let m = RawModule::init();
     let slot = m.make_token(SURVIVE_LABEL);
     let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     ok(
-        create(&m, s, data_object("pub-data", true, SURVIVE_DATA)),
+        m.create(s, data_object("pub-data", true, SURVIVE_DATA)),
         "C_CreateObject public token data object",
     );
     let key = ok(
@@ -659,7 +299,7 @@ fn survive_writer() {
         "C_GenerateKey token AES key",
     );
     ok(
-        create(&m, s, data_object("session-obj", false, b"gone at exit")),
+        m.create(s, data_object("session-obj", false, b"gone at exit")),
         "C_CreateObject session data object",
     );
     assert_eq!(
@@ -672,7 +312,7 @@ fn survive_writer() {
         "AES-GCM encrypt in process A",
     );
     emit("slot", slot);
-    emit("ct", hex(&ct));
+    emit("ct", to_hex(&ct));
     // Exit with the session open and logged in, no C_Finalize: whatever the
     // store holds is what a crash would leave.
     std::process::exit(0);
@@ -690,13 +330,13 @@ fn token_and_objects_survive_restart() {
     let ct_a = run.value("ct").to_string();
 
     // This process has not loaded the module before: all it sees comes from disk.
-    let m = load();
+    let m = RawModule::init();
     let slot = slot_of(&m, SURVIVE_LABEL);
     assert_eq!(
         slot, slot_a,
         "the token's slot ID changed across the restart"
     );
-    let ti = token_info(&m, slot);
+    let ti = m.token_info(slot);
     let want = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
     assert_eq!(
         ti.flags & want,
@@ -710,9 +350,9 @@ fn token_and_objects_survive_restart() {
         "no failed login happened"
     );
     assert!(
-        slot_list(&m)
+        m.slot_list()
             .into_iter()
-            .any(|s| token_info(&m, s).flags & CKF_TOKEN_INITIALIZED == 0),
+            .any(|s| m.token_info(s).flags & CKF_TOKEN_INITIALIZED == 0),
         "a spare (uninitialised) slot is still offered after the restart"
     );
 
@@ -722,7 +362,7 @@ fn token_and_objects_survive_restart() {
     assert_eq!(data.len(), 1, "public token data object after restart");
     assert_eq!(
         ok(
-            attr(&m, s, data[0], CKA_VALUE),
+            m.attribute(s, data[0], CKA_VALUE),
             "CKA_VALUE of the data object"
         ),
         SURVIVE_DATA,
@@ -745,7 +385,7 @@ fn token_and_objects_survive_restart() {
         find_label(&m, s, "session-obj").is_empty(),
         "the session object of the dead process survived (after login)"
     );
-    let all = ok(find(&m, s, vec![]), "find all objects");
+    let all = ok(m.find(s, vec![]), "find all objects");
     assert_eq!(
         all.len(),
         2,
@@ -753,12 +393,12 @@ fn token_and_objects_survive_restart() {
         all.len()
     );
     assert_eq!(
-        attr(&m, s, key, CKA_VALUE),
+        m.attribute(s, key, CKA_VALUE),
         Err(CKR_ATTRIBUTE_SENSITIVE),
         "the key is still sensitive after restart"
     );
     assert_eq!(
-        ok(attr(&m, s, key, CKA_VALUE_LEN), "CKA_VALUE_LEN"),
+        ok(m.attribute(s, key, CKA_VALUE_LEN), "CKA_VALUE_LEN"),
         (32 as CK_ULONG).to_ne_bytes(),
         "key length after restart"
     );
@@ -768,7 +408,7 @@ fn token_and_objects_survive_restart() {
         "AES-GCM encrypt after restart",
     );
     assert_eq!(
-        hex(&ct),
+        to_hex(&ct),
         ct_a,
         "same IV, AAD and plaintext give another ciphertext: the reloaded key is not the same key"
     );
@@ -790,7 +430,7 @@ const BLOCK: [u8; 16] = *b"sixteen byte blk";
 /// `find` (look for "from-other", encrypt with it), `old` (use the last handle
 /// found), `make` (create a token object "from-child") until stdin closes.
 fn holder_child() {
-    let m = load();
+    let m = RawModule::init();
     let slot = slot_of(&m, SHARED_LABEL);
     let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
@@ -805,7 +445,7 @@ fn holder_child() {
                 if let [k] = found[..] {
                     last = k;
                     match aes_ecb(&m, s, k, &BLOCK, true) {
-                        Ok(ct) => emit("ct", hex(&ct)),
+                        Ok(ct) => emit("ct", to_hex(&ct)),
                         Err(rv) => emit("ct", format!("error:{}", rv_name(rv))),
                     }
                 }
@@ -814,7 +454,7 @@ fn holder_child() {
                 Ok(_) => emit("old", "CKR_OK"),
                 Err(rv) => emit("old", rv_name(rv)),
             },
-            "make" => match create(&m, s, data_object("from-child", true, b"child was here")) {
+            "make" => match m.create(s, data_object("from-child", true, b"child was here")) {
                 Ok(_) => emit("made", "CKR_OK"),
                 Err(rv) => emit("made", rv_name(rv)),
             },
@@ -831,7 +471,7 @@ fn two_processes_share_a_token() {
         return holder_child();
     }
     let env = TestEnv::new();
-    let m = load();
+    let m = RawModule::init();
     let slot = m.make_token(SHARED_LABEL);
     let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
@@ -849,7 +489,7 @@ fn two_processes_share_a_token() {
         generate_aes(&m, s, "from-other", true),
         "C_GenerateKey token key in the parent",
     );
-    let ct = hex(&ok(
+    let ct = to_hex(&ok(
         aes_ecb(&m, s, key, &BLOCK, true),
         "parent encrypts with its key",
     ));
@@ -859,7 +499,7 @@ fn two_processes_share_a_token() {
         "1",
         "the child's next C_FindObjectsInit does not find the key the parent made\n\
          module log (tail):\n{}",
-        log_tail(&env, 30)
+        env.log_tail(30)
     );
     assert_eq!(
         child.expect("ct"),
@@ -878,7 +518,7 @@ fn two_processes_share_a_token() {
         child.expect("found"),
         "0",
         "the child still finds the key the parent destroyed\nmodule log (tail):\n{}",
-        log_tail(&env, 30)
+        env.log_tail(30)
     );
     // Not asserted (the spec says nothing of handles to objects another
     // application destroyed); shown for the record with --nocapture.
@@ -915,14 +555,14 @@ const LOCK_LABEL: &str = "lockout";
 fn lockout_child(role: &str) {
     match role {
         "mktoken" => {
-            let m = load();
+            let m = RawModule::init();
             emit("slot", m.make_token(LOCK_LABEL));
             std::process::exit(0);
         }
         "wrong" => {
-            let m = load();
+            let m = RawModule::init();
             let slot = slot_of(&m, LOCK_LABEL);
-            emit("flags", token_info(&m, slot).flags);
+            emit("flags", m.token_info(slot).flags);
             let s = m.open(slot, false);
             let rv = m.login(s, CKU_USER, "wrong-user-pin");
             emit("rv", rv_name(rv));
@@ -932,9 +572,9 @@ fn lockout_child(role: &str) {
             unreachable!("SIGKILL did not end the process");
         }
         "login" => {
-            let m = load();
+            let m = RawModule::init();
             let slot = slot_of(&m, LOCK_LABEL);
-            emit("flags", token_info(&m, slot).flags);
+            emit("flags", m.token_info(slot).flags);
             let s = m.open(slot, false);
             emit("rv", rv_name(m.login(s, CKU_USER, USER_PIN)));
             std::process::exit(0);
@@ -978,20 +618,20 @@ fn lockout_survives_kill() {
             *want,
             "child {i} saw token flags {flags:#x} before its attempt: {i} earlier \
              failure(s) of killed processes were not counted\nmodule log (tail):\n{}",
-            log_tail(&env, 20)
+            env.log_tail(20)
         );
     }
 
     // A new process (this one has not loaded the module yet).
-    let m = load();
+    let m = RawModule::init();
     let slot = slot_of(&m, LOCK_LABEL);
-    let flags = token_info(&m, slot).flags;
+    let flags = m.token_info(slot).flags;
     assert_ne!(
         flags & CKF_USER_PIN_LOCKED,
         0,
         "three wrong PINs in three killed processes: token flags {flags:#x} lack CKF_USER_PIN_LOCKED\n\
          module log (tail):\n{}",
-        log_tail(&env, 20)
+        env.log_tail(20)
     );
     let s = m.open(slot, true);
     check(
@@ -1007,7 +647,7 @@ fn lockout_survives_kill() {
         "C_InitPIN by the SO",
     );
     check(ck!(m, C_Logout(s)), CKR_OK, "C_Logout SO");
-    let flags = token_info(&m, slot).flags;
+    let flags = m.token_info(slot).flags;
     assert_eq!(flags & pin_bits, 0, "C_InitPIN unlocks: flags {flags:#x}");
     check(
         m.login(s, CKU_USER, USER_PIN),
@@ -1036,28 +676,18 @@ fn lockout_survives_kill() {
 // 4. pkcs11-tool, one action per invocation
 // ---------------------------------------------------------------------------
 
-/// `pkcs11-tool` from PATH, if installed.
-fn find_pkcs11_tool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("pkcs11-tool"))
-        .find(|p| p.is_file())
-}
-
 /// Runs `pkcs11-tool --module <ferrohsm> <args>` with `env`'s data directory.
-fn tool(env: &TestEnv, exe: &Path, args: &[&str]) -> Run {
-    let mut cmd = Command::new(exe);
-    cmd.arg("--module")
-        .arg(module_path())
-        .args(args)
-        .envs(env.env_vars())
-        .current_dir(env.dir.path());
-    run_captured(env, cmd, &format!("pkcs11-tool {args:?}"))
+fn tool(env: &TestEnv, args: &[&str]) -> Run {
+    run_child(
+        env,
+        pkcs11_tool(env, args),
+        &format!("pkcs11-tool {args:?}"),
+    )
 }
 
 #[track_caller]
-fn tool_ok(env: &TestEnv, exe: &Path, args: &[&str]) -> Run {
-    let run = tool(env, exe, args);
+fn tool_ok(env: &TestEnv, args: &[&str]) -> Run {
+    let run = tool(env, args);
     run.assert_success(env);
     run
 }
@@ -1077,30 +707,17 @@ fn listed_labels(out: &str) -> Vec<String> {
 #[test]
 fn pkcs11_tool_separate_invocations() {
     let env = TestEnv::new();
-    let Some(exe) = find_pkcs11_tool() else {
+    if find_in_path("pkcs11-tool").is_none() {
         eprintln!(
             "SKIPPED pkcs11_tool_separate_invocations: pkcs11-tool not in PATH \
              (install OpenSC: `apt-get install opensc`; scripts/test does)"
         );
         return;
-    };
-    let exe = exe.as_path();
+    }
     let dir = env.dir.path();
     let path = |name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
 
-    let run = tool_ok(
-        &env,
-        exe,
-        &[
-            "--slot-index",
-            "0",
-            "--init-token",
-            "--label",
-            "t1",
-            "--so-pin",
-            SO_PIN,
-        ],
-    );
+    let run = tool_ok(&env, &init_token_args("t1", &[]));
     assert!(
         run.stdout.contains("Token successfully initialized"),
         "{}",
@@ -1109,7 +726,6 @@ fn pkcs11_tool_separate_invocations() {
     // --init-pin logs in as SO with --so-pin and sets --pin as the user PIN.
     let run = tool_ok(
         &env,
-        exe,
         &[
             "--token-label",
             "t1",
@@ -1127,7 +743,7 @@ fn pkcs11_tool_separate_invocations() {
         run.show()
     );
 
-    let run = tool_ok(&env, exe, &["-L"]);
+    let run = tool_ok(&env, &["-L"]);
     let label_line = run
         .stdout
         .lines()
@@ -1152,7 +768,7 @@ fn pkcs11_tool_separate_invocations() {
             .collect()
     };
     let list_args = with_user(&["-O"]);
-    let run = tool_ok(&env, exe, &as_strs(&list_args));
+    let run = tool_ok(&env, &as_strs(&list_args));
     assert!(
         listed_labels(&run.stdout).is_empty(),
         "a new token lists objects:\n{}",
@@ -1164,7 +780,6 @@ fn pkcs11_tool_separate_invocations() {
     std::fs::write(path("in.bin"), &input).expect("write input");
     tool_ok(
         &env,
-        exe,
         &[
             "--token-label",
             "t1",
@@ -1178,8 +793,8 @@ fn pkcs11_tool_separate_invocations() {
         ],
     );
     assert_eq!(
-        hex(&std::fs::read(path("hash.bin")).unwrap_or_default()),
-        hex(&sha2::Sha256::digest(&input)),
+        to_hex(&std::fs::read(path("hash.bin")).unwrap_or_default()),
+        to_hex(&sha2::Sha256::digest(&input)),
         "pkcs11-tool --hash -m SHA256"
     );
 
@@ -1194,11 +809,10 @@ fn pkcs11_tool_separate_invocations() {
         "--label",
         "d1",
     ]);
-    tool_ok(&env, exe, &as_strs(&write_args));
+    tool_ok(&env, &as_strs(&write_args));
     // Public data object: read without login.
     tool_ok(
         &env,
-        exe,
         &[
             "--token-label",
             "t1",
@@ -1243,7 +857,7 @@ fn pkcs11_tool_separate_invocations() {
         "--label",
         "k0",
     ]);
-    let run = tool(&env, exe, &as_strs(&keygen));
+    let run = tool(&env, &as_strs(&keygen));
     let plain_keygen_ok = run.status.success();
     if !plain_keygen_ok {
         refused_cleanly(&run, "C_GenerateKey");
@@ -1257,7 +871,7 @@ fn pkcs11_tool_separate_invocations() {
         "--label",
         "k1",
     ]);
-    tool_ok(&env, exe, &as_strs(&keygen));
+    tool_ok(&env, &as_strs(&keygen));
 
     std::fs::write(path("k2.bin"), [0x5au8; 32]).expect("write key");
     let import = |label: &str, flags: &[&str]| {
@@ -1275,18 +889,14 @@ fn pkcs11_tool_separate_invocations() {
         let more: Vec<&str> = as_strs(&more);
         with_user(&more)
     };
-    let run = tool(&env, exe, &as_strs(&import("k2", &["--private"])));
+    let run = tool(&env, &as_strs(&import("k2", &["--private"])));
     let plain_import_ok = run.status.success();
     if !plain_import_ok {
         refused_cleanly(&run, "C_CreateObject");
     }
-    tool_ok(
-        &env,
-        exe,
-        &as_strs(&import("k3", &["--private", "--sensitive"])),
-    );
+    tool_ok(&env, &as_strs(&import("k3", &["--private", "--sensitive"])));
 
-    let run = tool_ok(&env, exe, &as_strs(&list_args));
+    let run = tool_ok(&env, &as_strs(&list_args));
     let labels = listed_labels(&run.stdout);
     let mut want = vec!["d1", "k1", "k3"];
     if plain_keygen_ok {
@@ -1309,8 +919,8 @@ fn pkcs11_tool_separate_invocations() {
     );
 
     let delete = with_user(&["--delete-object", "--type", "data", "--label", "d1"]);
-    tool_ok(&env, exe, &as_strs(&delete));
-    let run = tool_ok(&env, exe, &as_strs(&list_args));
+    tool_ok(&env, &as_strs(&delete));
+    let run = tool_ok(&env, &as_strs(&list_args));
     let labels = listed_labels(&run.stdout);
     assert!(
         !labels.iter().any(|x| x == "d1"),
@@ -1341,7 +951,7 @@ fn pkcs11_tool_separate_invocations() {
         ),
         ("--write-object", import("k5", &["--sensitive"])),
     ] {
-        let run = tool(&env, exe, &as_strs(&args));
+        let run = tool(&env, &as_strs(&args));
         assert!(
             run.status.success()
                 || (run.status.code() == Some(1)
@@ -1352,7 +962,7 @@ fn pkcs11_tool_separate_invocations() {
              must be stored or refused as a template, not fail inside the module:\n{}\n\
              module log (tail):\n{}",
             run.show(),
-            log_tail(&env, 4)
+            env.log_tail(4)
         );
     }
 }
@@ -1365,7 +975,7 @@ const NOPT_LABEL: &str = "no plaintext";
 
 /// Reloads the token in a fresh process and uses both keys.
 fn nopt_child() {
-    let m = load();
+    let m = RawModule::init();
     let slot = slot_of(&m, NOPT_LABEL);
     let s = m.open(slot, false);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
@@ -1374,14 +984,14 @@ fn nopt_child() {
     assert_eq!((aes.len(), generic.len()), (1, 1), "both keys after reload");
     emit(
         "ct",
-        hex(&ok(
+        to_hex(&ok(
             aes_ecb(&m, s, aes[0], &BLOCK, true),
             "AES-ECB after reload",
         )),
     );
     emit(
         "mac",
-        hex(&ok(
+        to_hex(&ok(
             sign(&m, s, CKM_SHA256_HMAC, generic[0], &BLOCK),
             "HMAC after reload",
         )),
@@ -1417,50 +1027,43 @@ fn no_plaintext_on_disk() {
     let gen_value = rng.bytes(48);
     let marker = rng.bytes(32);
 
-    let m = load();
+    let m = RawModule::init();
     let slot = m.make_token(NOPT_LABEL);
     let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     let secret = |kt: CK_KEY_TYPE, label: &str, value: &[u8]| {
-        vec![
-            (CKA_CLASS, V::U(CKO_SECRET_KEY)),
-            (CKA_KEY_TYPE, V::U(kt)),
-            (CKA_TOKEN, V::B(true)),
-            (CKA_SENSITIVE, V::B(true)),
-            (CKA_LABEL, text(label)),
-            (CKA_ENCRYPT, V::B(true)),
-            (CKA_DECRYPT, V::B(true)),
-            (CKA_SIGN, V::B(true)),
-            (CKA_VERIFY, V::B(true)),
-            (CKA_VALUE, V::Bytes(value.to_vec())),
-        ]
+        secret_key_template(
+            kt,
+            value,
+            vec![
+                (CKA_TOKEN, V::B(true)),
+                (CKA_SENSITIVE, V::B(true)),
+                (CKA_LABEL, text(label)),
+            ],
+        )
     };
     let aes = ok(
-        create(&m, s, secret(CKK_AES, "aes-known", &aes_value)),
+        m.create(s, secret(CKK_AES, "aes-known", &aes_value)),
         "C_CreateObject AES-256 token key with a known value",
     );
     let generic = ok(
-        create(
-            &m,
-            s,
-            secret(CKK_GENERIC_SECRET, "generic-known", &gen_value),
-        ),
+        m.create(s, secret(CKK_GENERIC_SECRET, "generic-known", &gen_value)),
         "C_CreateObject generic secret token key with a known value",
     );
     // Positive control for the scan: a public value that is stored readable.
     ok(
-        create(&m, s, data_object("marker", true, &marker)),
+        m.create(s, data_object("marker", true, &marker)),
         "C_CreateObject public marker",
     );
-    let ct = hex(&ok(aes_ecb(&m, s, aes, &BLOCK, true), "AES-ECB"));
-    let mac = hex(&ok(sign(&m, s, CKM_SHA256_HMAC, generic, &BLOCK), "HMAC"));
+    let ct = to_hex(&ok(aes_ecb(&m, s, aes, &BLOCK, true), "AES-ECB"));
+    let mac = to_hex(&ok(sign(&m, s, CKM_SHA256_HMAC, generic, &BLOCK), "HMAC"));
     check(ck!(m, C_Finalize(ptr::null_mut())), CKR_OK, "C_Finalize");
 
     let mut files = Vec::new();
     files_under(&env.data_dir(), &mut files);
     let mut total = 0usize;
     let mut marker_seen = false;
-    let aes_hex = hex(&aes_value);
+    let aes_hex = to_hex(&aes_value);
     let needles: [(&str, &[u8]); 8] = [
         ("the AES key value", &aes_value),
         ("the first half of the AES key", &aes_value[..16]),
@@ -1517,14 +1120,14 @@ fn no_plaintext_on_disk() {
 #[test]
 fn public_token_secret_key_is_sealed_or_refused() {
     if role().is_some() {
-        let m = load();
+        let m = RawModule::init();
         let s = m.open(slot_of(&m, "public secret"), false);
         check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
         let k = find_label(&m, s, "public-aes");
         assert_eq!(k.len(), 1, "the key after reload");
         emit(
             "ct",
-            hex(&ok(
+            to_hex(&ok(
                 aes_ecb(&m, s, k[0], &BLOCK, true),
                 "AES-ECB after reload",
             )),
@@ -1533,12 +1136,11 @@ fn public_token_secret_key_is_sealed_or_refused() {
     }
     let env = TestEnv::new();
     let value = Rng::seeded("public_token_secret_key_is_sealed_or_refused").bytes(32);
-    let m = load();
+    let m = RawModule::init();
     let slot = m.make_token("public secret");
     let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-    let r = create(
-        &m,
+    let r = m.create(
         s,
         vec![
             (CKA_CLASS, V::U(CKO_SECRET_KEY)),
@@ -1561,10 +1163,10 @@ fn public_token_secret_key_is_sealed_or_refused() {
             "C_CreateObject of a sensitive token AES key with CKA_PRIVATE FALSE: got {}; \
              expected CKR_OK or a template refusal\nmodule log (tail):\n{}",
             rv_name(rv),
-            log_tail(&env, 4)
+            env.log_tail(4)
         ),
     };
-    let ct = hex(&ok(aes_ecb(&m, s, key, &BLOCK, true), "AES-ECB"));
+    let ct = to_hex(&ok(aes_ecb(&m, s, key, &BLOCK, true), "AES-ECB"));
     let mut files = Vec::new();
     files_under(&env.data_dir(), &mut files);
     for f in &files {
@@ -1588,64 +1190,10 @@ fn public_token_secret_key_is_sealed_or_refused() {
 // 6. fork: parent and child both use the token (C program)
 // ---------------------------------------------------------------------------
 
-const P11_KIT_INCLUDE: &str = "/usr/include/p11-kit-1";
-
-/// Compiles `tests/c/<name>.c` into `out_dir` and returns the executable's path.
-fn compile_c(name: &str, out_dir: &Path) -> PathBuf {
-    let header = Path::new(P11_KIT_INCLUDE).join("p11-kit/pkcs11.h");
-    assert!(
-        header.exists(),
-        "{} not found: install p11-kit's development files (`apt-get install libp11-kit-dev`)",
-        header.display()
-    );
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("c")
-        .join(format!("{name}.c"));
-    let exe = out_dir.join(name);
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let out = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
-        .arg(format!("-I{P11_KIT_INCLUDE}"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .args(["-lpthread", "-ldl"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run the C compiler `{cc}` ({e}): install gcc (`apt-get install gcc`)")
-        });
-    assert!(
-        out.status.success(),
-        "compiling {} failed:\n{}{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
 #[test]
 fn fork_parent_and_child_both_use_the_token() {
     let env = TestEnv::new();
-    let exe = compile_c("store_fork", env.dir.path());
-    let mut cmd = Command::new(&exe);
-    cmd.arg(module_path())
-        .arg(SO_PIN)
-        .arg(USER_PIN)
-        .envs(env.env_vars())
-        .current_dir(env.dir.path());
-    let run = run_captured(&env, cmd, "store_fork");
-    let failures: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("FAIL"))
-        .collect();
-    assert!(
-        run.status.success() && failures.is_empty() && run.stdout.contains("STORE FORK PASSED"),
-        "store_fork: {} failed check(s):\n{}\n\n{}\nmodule log (tail):\n{}",
-        failures.len(),
-        failures.join("\n"),
-        run.show(),
-        log_tail(&env, 40)
-    );
+    let cmd = c_program(&env, "store_fork", &[]);
+    let run = run_child(&env, cmd, "store_fork");
+    run.assert_c_passed(&env, &["STORE FORK PASSED"]);
 }

@@ -6,89 +6,30 @@
 //! `pkcs11-tool` must be installed (Debian package `opensc`); the tests fail,
 //! not skip, without it.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path};
+use ferrohsm_tests::child::{Run, find_in_path, init_token_args, pkcs11_tool, run_captured};
+use ferrohsm_tests::{TestEnv, USER_PIN, to_hex};
 use sha2::Digest;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Output of a finished child process.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn show(&self) -> String {
-        format!(
-            "exit: {}\nstdout:\n{}\nstderr:\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// `pkcs11-tool` from PATH; panics with install instructions if missing.
-fn pkcs11_tool() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("pkcs11-tool"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "pkcs11-tool not found in PATH: install OpenSC (`apt-get install -y opensc`); \
-                 CI installs it, so this test does not skip"
-            )
-        })
-}
-
 /// Runs `pkcs11-tool --module <ferrohsm> <args>` with this test's environment,
-/// with a timeout; output goes through files so a stray child cannot block us.
+/// with a timeout; panics with install instructions if it is missing.
 fn tool(env: &TestEnv, args: &[&str]) -> Run {
-    let dir = env.dir.path();
-    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    let out_path = dir.join(format!("tool-{n}.stdout"));
-    let err_path = dir.join(format!("tool-{n}.stderr"));
-    let mut child = Command::new(pkcs11_tool())
-        .arg("--module")
-        .arg(module_path())
-        .args(args)
-        .envs(env.env_vars())
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("stdout file"))
-        .stderr(File::create(&err_path).expect("stderr file"))
-        .spawn()
-        .expect("start pkcs11-tool");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "pkcs11-tool {args:?} did not finish within {TIMEOUT:?} (hang); killed.\nstdout:\n{}\nstderr:\n{}",
-                std::fs::read_to_string(&out_path).unwrap_or_default(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: read_lossy(&out_path),
-        stderr: read_lossy(&err_path),
+    if find_in_path("pkcs11-tool").is_none() {
+        panic!(
+            "pkcs11-tool not found in PATH: install OpenSC (`apt-get install -y opensc`); \
+             CI installs it, so this test does not skip"
+        );
     }
-}
-
-/// A file's contents as text (binary bytes replaced), empty if unreadable.
-fn read_lossy(path: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+    run_captured(
+        env,
+        pkcs11_tool(env, args),
+        b"",
+        TIMEOUT,
+        &format!("pkcs11-tool {args:?}"),
+    )
 }
 
 /// Runs and asserts exit 0.
@@ -101,21 +42,6 @@ fn tool_ok(env: &TestEnv, args: &[&str]) -> Run {
         env.log()
     );
     run
-}
-
-/// `--init-token` on the spare slot (index 0 in a fresh process), plus `more`.
-fn init_token_args<'a>(label: &'a str, more: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "--slot-index",
-        "0",
-        "--init-token",
-        "--so-pin",
-        SO_PIN,
-        "--label",
-        label,
-    ];
-    v.extend_from_slice(more);
-    v
 }
 
 /// The value after `key` on the first line starting with it (trimmed).
@@ -354,8 +280,8 @@ fn hash_matches_rust_sha_implementations() {
         );
         let got = std::fs::read(&output).unwrap_or_default();
         assert_eq!(
-            hex(&got),
-            hex(&want),
+            to_hex(&got),
+            to_hex(&want),
             "pkcs11-tool --hash -m {mech} over 5000 bytes differs from the Rust {mech}:\n{}",
             run.show()
         );
@@ -411,8 +337,4 @@ fn pkcs11_tool_fork_test_reinitializes_in_child() {
         "parent did not continue after the fork test:\n{}",
         run.show()
     );
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -8,92 +8,27 @@ use std::ffi::c_void;
 use std::ptr;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule as Module, check, check_any, rv_name};
+use ferrohsm_tests::raw::{
+    RawModule as Module, attr_bytes, attr_ref, check, check_any, padded32, rv_name,
+};
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck, ck3};
 use sha2::Digest;
-
-// ---------------------------------------------------------------------------
-// loading and calling
-// ---------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
 
-fn padded32(s: &str) -> [u8; 32] {
-    let mut l = [b' '; 32];
-    l[..s.len()].copy_from_slice(s.as_bytes());
-    l
-}
-
-fn initialize(m: &Module) {
-    check(
-        ck!(m, C_Initialize(ptr::null_mut())),
-        CKR_OK,
-        "C_Initialize(NULL)",
-    );
-}
-
-fn slot_list(m: &Module) -> Vec<CK_SLOT_ID> {
-    let mut n: CK_ULONG = 0;
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList(NULL) count",
-    );
-    let mut v = vec![0; n as usize];
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, v.as_mut_ptr(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList",
-    );
-    v.truncate(n as usize);
-    v
-}
-
-fn open(m: &Module, slot: CK_SLOT_ID, rw: bool) -> CK_SESSION_HANDLE {
-    let mut h: CK_SESSION_HANDLE = CK_INVALID_HANDLE;
-    let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
-    check(
-        ck!(m, C_OpenSession(slot, flags, ptr::null_mut(), None, &mut h)),
-        CKR_OK,
-        "C_OpenSession",
-    );
-    h
-}
-
-fn login(m: &Module, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) -> CK_RV {
-    let mut p = pin.as_bytes().to_vec();
-    ck!(m, C_Login(s, user, p.as_mut_ptr(), p.len() as CK_ULONG))
-}
-
 /// C_Initialize, initialise the spare token with SO and user PINs; returns the slot.
 fn ready(m: &Module) -> CK_SLOT_ID {
-    initialize(m);
+    m.initialize();
     m.make_token("raw-abi")
 }
 
 /// A R/W user session on a ready token.
 fn user_rw(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let s = open(m, slot, true);
-    check(login(m, s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
+    let s = m.open(slot, true);
+    check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     s
-}
-
-fn attr<T>(t: CK_ATTRIBUTE_TYPE, v: &mut T) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v as *mut T as *mut c_void,
-        ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
-    }
-}
-
-fn attr_bytes(t: CK_ATTRIBUTE_TYPE, v: &mut [u8]) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v.as_mut_ptr() as *mut c_void,
-        ulValueLen: v.len() as CK_ULONG,
-    }
 }
 
 /// Creates a token AES key (default policy: sensitive) with the given value and ID.
@@ -108,9 +43,9 @@ fn create_aes(
     let mut tok: CK_BBOOL = CK_TRUE;
     let mut label = *b"raw-aes";
     let mut t = [
-        attr(CKA_CLASS, &mut class),
-        attr(CKA_KEY_TYPE, &mut kt),
-        attr(CKA_TOKEN, &mut tok),
+        attr_ref(CKA_CLASS, &mut class),
+        attr_ref(CKA_KEY_TYPE, &mut kt),
+        attr_ref(CKA_TOKEN, &mut tok),
         attr_bytes(CKA_LABEL, &mut label),
         attr_bytes(CKA_VALUE, value),
         attr_bytes(CKA_ID, id),
@@ -133,9 +68,9 @@ fn create_data(m: &Module, s: CK_SESSION_HANDLE, token: bool) -> CK_OBJECT_HANDL
     let mut private: CK_BBOOL = CK_FALSE;
     let mut value = *b"raw data value";
     let mut t = [
-        attr(CKA_CLASS, &mut class),
-        attr(CKA_TOKEN, &mut tok),
-        attr(CKA_PRIVATE, &mut private),
+        attr_ref(CKA_CLASS, &mut class),
+        attr_ref(CKA_TOKEN, &mut tok),
+        attr_ref(CKA_PRIVATE, &mut private),
         attr_bytes(CKA_VALUE, &mut value),
     ];
     let mut h = CK_INVALID_HANDLE;
@@ -273,7 +208,7 @@ fn initialize_and_finalize_arguments() {
         CKR_CRYPTOKI_NOT_INITIALIZED,
         "second C_Finalize",
     );
-    initialize(&m);
+    m.initialize();
     check(
         ck!(m, C_GetInfo(&mut info)),
         CKR_OK,
@@ -285,7 +220,7 @@ fn initialize_and_finalize_arguments() {
 fn info_structures_are_space_padded() {
     let _env = TestEnv::new();
     let m = Module::load();
-    initialize(&m);
+    m.initialize();
     check(
         ck!(m, C_GetInfo(ptr::null_mut())),
         CKR_ARGUMENTS_BAD,
@@ -303,7 +238,7 @@ fn info_structures_are_space_padded() {
     );
     assert_eq!(info.flags, 0, "CK_INFO.flags must be 0");
 
-    let slot = slot_list(&m)[0];
+    let slot = m.slot_list()[0];
     let mut si = CK_SLOT_INFO::default();
     check(
         ck!(m, C_GetSlotInfo(slot, ptr::null_mut())),
@@ -409,8 +344,8 @@ fn info_structures_are_space_padded() {
             "{n} must be CK_UNAVAILABLE_INFORMATION"
         );
     }
-    let s = open(&m, slot, true);
-    let _r = open(&m, slot, false);
+    let s = m.open(slot, true);
+    let _r = m.open(slot, false);
     check(
         ck!(m, C_GetTokenInfo(slot, &mut ti)),
         CKR_OK,
@@ -419,7 +354,7 @@ fn info_structures_are_space_padded() {
     assert_eq!(ti.ulSessionCount, 2, "ulSessionCount");
     assert_eq!(ti.ulRwSessionCount, 1, "ulRwSessionCount");
     check(
-        login(&m, s, CKU_SO, SO_PIN),
+        m.login(s, CKU_SO, SO_PIN),
         CKR_SESSION_READ_ONLY_EXISTS,
         "SO login with RO open",
     );
@@ -433,7 +368,7 @@ fn info_structures_are_space_padded() {
 fn slot_list_size_queries() {
     let _env = TestEnv::new();
     let m = Module::load();
-    initialize(&m);
+    m.initialize();
     check(
         ck!(m, C_GetSlotList(CK_FALSE, ptr::null_mut(), ptr::null_mut())),
         CKR_ARGUMENTS_BAD,
@@ -588,8 +523,8 @@ fn mechanism_list_and_info() {
 fn open_session_and_bad_handles() {
     let _env = TestEnv::new();
     let m = Module::load();
-    initialize(&m);
-    let spare = slot_list(&m)[0];
+    m.initialize();
+    let spare = m.slot_list()[0];
     let mut h: CK_SESSION_HANDLE = CK_INVALID_HANDLE;
     check(
         ck!(
@@ -631,7 +566,7 @@ fn open_session_and_bad_handles() {
         CKR_SLOT_ID_INVALID,
         "C_OpenSession(bad slot)",
     );
-    let s = open(&m, slot, true);
+    let s = m.open(slot, true);
     let mut info = CK_SESSION_INFO::default();
     check(
         ck!(m, C_GetSessionInfo(s, ptr::null_mut())),
@@ -766,9 +701,9 @@ fn open_session_and_bad_handles() {
         CKR_SLOT_ID_INVALID,
         "C_CloseAllSessions(bad slot)",
     );
-    let a = open(&m, slot, true);
-    let b = open(&m, slot, false);
-    check(login(&m, a, CKU_USER, USER_PIN), CKR_OK, "C_Login");
+    let a = m.open(slot, true);
+    let b = m.open(slot, false);
+    check(m.login(a, CKU_USER, USER_PIN), CKR_OK, "C_Login");
     check(
         ck!(m, C_CloseAllSessions(slot)),
         CKR_OK,
@@ -781,7 +716,7 @@ fn open_session_and_bad_handles() {
             "session after C_CloseAllSessions",
         );
     }
-    let c = open(&m, slot, false);
+    let c = m.open(slot, false);
     check(
         ck!(m, C_GetSessionInfo(c, &mut info)),
         CKR_OK,
@@ -798,8 +733,8 @@ fn login_arguments_and_states() {
     let _env = TestEnv::new();
     let m = Module::load();
     let slot = ready(&m);
-    let ro = open(&m, slot, false);
-    let rw = open(&m, slot, true);
+    let ro = m.open(slot, false);
+    let rw = m.open(slot, true);
     check(
         ck!(m, C_Login(rw, CKU_USER, ptr::null_mut(), 8)),
         CKR_ARGUMENTS_BAD,
@@ -817,23 +752,23 @@ fn login_arguments_and_states() {
         "C_Logout when not logged in",
     );
     check(
-        login(&m, rw, CKU_SO, SO_PIN),
+        m.login(rw, CKU_SO, SO_PIN),
         CKR_SESSION_READ_ONLY_EXISTS,
         "SO login with a RO session",
     );
     check(
-        login(&m, rw, CKU_USER, "wrong-pin"),
+        m.login(rw, CKU_USER, "wrong-pin"),
         CKR_PIN_INCORRECT,
         "wrong user PIN",
     );
-    check(login(&m, rw, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
+    check(m.login(rw, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     check(
-        login(&m, ro, CKU_USER, USER_PIN),
+        m.login(ro, CKU_USER, USER_PIN),
         CKR_USER_ALREADY_LOGGED_IN,
         "second user login",
     );
     check(
-        login(&m, ro, CKU_SO, SO_PIN),
+        m.login(ro, CKU_SO, SO_PIN),
         CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
         "SO while user",
     );
@@ -847,7 +782,7 @@ fn login_arguments_and_states() {
     check(ck!(m, C_Logout(ro)), CKR_OK, "C_Logout");
     check(ck!(m, C_CloseSession(ro)), CKR_OK, "C_CloseSession");
 
-    check(login(&m, rw, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
+    check(m.login(rw, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
     let mut h = CK_INVALID_HANDLE;
     check(
         ck!(
@@ -858,7 +793,7 @@ fn login_arguments_and_states() {
         "RO C_OpenSession while SO logged in",
     );
     check(
-        login(&m, rw, CKU_USER, USER_PIN),
+        m.login(rw, CKU_USER, USER_PIN),
         CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
         "user while SO",
     );
@@ -895,7 +830,7 @@ fn login_arguments_and_states() {
         CKR_USER_NOT_LOGGED_IN,
         "C_InitPIN in a public session",
     );
-    let ro = open(&m, slot, false);
+    let ro = m.open(slot, false);
     let mut newp = *b"new-user-pin";
     check(
         ck!(
@@ -980,7 +915,7 @@ fn login_user_30_behaves_like_login() {
     let _env = TestEnv::new();
     let m = Module::load();
     let slot = ready(&m);
-    let s = open(&m, slot, true);
+    let s = m.open(slot, true);
     let mut name = *b"someone";
     let mut bad = *b"wrong-pin";
     check(
@@ -1059,7 +994,7 @@ fn user_pin_lockout_raw_flags() {
     let _env = TestEnv::with_config("max_login_failures = 3");
     let m = Module::load();
     let slot = ready(&m);
-    let s = open(&m, slot, true);
+    let s = m.open(slot, true);
     let flags = || {
         let mut ti = CK_TOKEN_INFO::default();
         check(
@@ -1071,13 +1006,13 @@ fn user_pin_lockout_raw_flags() {
     };
     assert_eq!(flags(), 0);
     check(
-        login(&m, s, CKU_USER, "bad-1"),
+        m.login(s, CKU_USER, "bad-1"),
         CKR_PIN_INCORRECT,
         "wrong PIN #1",
     );
     assert_eq!(flags(), CKF_USER_PIN_COUNT_LOW, "after 1 of 3 failures");
     check(
-        login(&m, s, CKU_USER, "bad-2"),
+        m.login(s, CKU_USER, "bad-2"),
         CKR_PIN_INCORRECT,
         "wrong PIN #2",
     );
@@ -1087,7 +1022,7 @@ fn user_pin_lockout_raw_flags() {
         flags()
     );
     check_any(
-        login(&m, s, CKU_USER, "bad-3"),
+        m.login(s, CKU_USER, "bad-3"),
         &[CKR_PIN_INCORRECT, CKR_PIN_LOCKED],
         "wrong PIN #3",
     );
@@ -1097,11 +1032,11 @@ fn user_pin_lockout_raw_flags() {
         flags()
     );
     check(
-        login(&m, s, CKU_USER, USER_PIN),
+        m.login(s, CKU_USER, USER_PIN),
         CKR_PIN_LOCKED,
         "right PIN when locked",
     );
-    check(login(&m, s, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
+    check(m.login(s, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
     let mut p = USER_PIN.as_bytes().to_vec();
     check(
         ck!(m, C_InitPIN(s, p.as_mut_ptr(), p.len() as CK_ULONG)),
@@ -1111,7 +1046,7 @@ fn user_pin_lockout_raw_flags() {
     check(ck!(m, C_Logout(s)), CKR_OK, "C_Logout");
     assert_eq!(flags(), 0, "flags cleared by C_InitPIN");
     check(
-        login(&m, s, CKU_USER, USER_PIN),
+        m.login(s, CKU_USER, USER_PIN),
         CKR_OK,
         "C_Login after unlock",
     );
@@ -1134,14 +1069,14 @@ fn object_function_arguments() {
         "C_CreateObject(NULL template, count 2)",
     );
     let mut class = CKO_DATA;
-    let mut t = [attr(CKA_CLASS, &mut class)];
+    let mut t = [attr_ref(CKA_CLASS, &mut class)];
     check(
         ck!(m, C_CreateObject(s, t.as_mut_ptr(), 1, ptr::null_mut())),
         CKR_ARGUMENTS_BAD,
         "C_CreateObject(NULL phObject)",
     );
     let mut t = [
-        attr(CKA_CLASS, &mut class),
+        attr_ref(CKA_CLASS, &mut class),
         CK_ATTRIBUTE {
             type_: CKA_VALUE,
             pValue: ptr::null_mut(),
@@ -1154,7 +1089,10 @@ fn object_function_arguments() {
         "C_CreateObject with pValue NULL and ulValueLen 5",
     );
     let mut wide_bool: CK_ULONG = 1;
-    let mut t = [attr(CKA_CLASS, &mut class), attr(CKA_TOKEN, &mut wide_bool)];
+    let mut t = [
+        attr_ref(CKA_CLASS, &mut class),
+        attr_ref(CKA_TOKEN, &mut wide_bool),
+    ];
     check(
         ck!(m, C_CreateObject(s, t.as_mut_ptr(), 2, &mut h)),
         CKR_ATTRIBUTE_VALUE_INVALID,
@@ -1203,7 +1141,7 @@ fn object_function_arguments() {
         "C_GetAttributeValue(NULL template)",
     );
     let mut cls: CK_OBJECT_CLASS = 0;
-    let mut t = [attr(CKA_CLASS, &mut cls)];
+    let mut t = [attr_ref(CKA_CLASS, &mut cls)];
     check(
         ck!(m, C_GetAttributeValue(s, 0xdead_beef, t.as_mut_ptr(), 1)),
         CKR_OBJECT_HANDLE_INVALID,
@@ -1230,7 +1168,7 @@ fn object_function_arguments() {
         "C_SetAttributeValue(bad object)",
     );
     let mut wide_bool: CK_ULONG = 1;
-    let mut tb = [attr(CKA_PRIVATE, &mut wide_bool)];
+    let mut tb = [attr_ref(CKA_PRIVATE, &mut wide_bool)];
     check(
         ck!(m, C_SetAttributeValue(s, o, tb.as_mut_ptr(), 1)),
         CKR_ATTRIBUTE_VALUE_INVALID,
@@ -1258,9 +1196,12 @@ fn object_function_arguments() {
     );
 
     // read-only session and token objects
-    let ro = open(&m, slot, false);
+    let ro = m.open(slot, false);
     let mut tok: CK_BBOOL = CK_TRUE;
-    let mut t = [attr(CKA_CLASS, &mut class), attr(CKA_TOKEN, &mut tok)];
+    let mut t = [
+        attr_ref(CKA_CLASS, &mut class),
+        attr_ref(CKA_TOKEN, &mut tok),
+    ];
     check(
         ck!(m, C_CreateObject(ro, t.as_mut_ptr(), 2, &mut h)),
         CKR_SESSION_READ_ONLY,
@@ -1302,13 +1243,13 @@ fn imported_key_attribute_values() {
     let mut ext: CK_BBOOL = 9;
     let mut vlen: CK_ULONG = 0;
     let mut t = [
-        attr(CKA_KEY_GEN_MECHANISM, &mut kgm),
-        attr(CKA_LOCAL, &mut local),
-        attr(CKA_ALWAYS_SENSITIVE, &mut asens),
-        attr(CKA_NEVER_EXTRACTABLE, &mut nex),
-        attr(CKA_SENSITIVE, &mut sens),
-        attr(CKA_EXTRACTABLE, &mut ext),
-        attr(CKA_VALUE_LEN, &mut vlen),
+        attr_ref(CKA_KEY_GEN_MECHANISM, &mut kgm),
+        attr_ref(CKA_LOCAL, &mut local),
+        attr_ref(CKA_ALWAYS_SENSITIVE, &mut asens),
+        attr_ref(CKA_NEVER_EXTRACTABLE, &mut nex),
+        attr_ref(CKA_SENSITIVE, &mut sens),
+        attr_ref(CKA_EXTRACTABLE, &mut ext),
+        attr_ref(CKA_VALUE_LEN, &mut vlen),
     ];
     check(
         ck!(
@@ -1388,7 +1329,7 @@ fn get_attribute_value_per_attribute_results_and_precedence() {
             attr_bytes(CKA_VALUE, val),
             attr_bytes(CKA_VENDOR_DEFINED | 0x5151, unknown),
             attr_bytes(CKA_ID, small_id),
-            attr(CKA_CLASS, class),
+            attr_ref(CKA_CLASS, class),
             CK_ATTRIBUTE {
                 type_: CKA_VALUE_LEN,
                 pValue: ptr::null_mut(),
@@ -1625,7 +1566,7 @@ fn digest_size_queries_keep_operation_alive() {
     let _env = TestEnv::new();
     let m = Module::load();
     let slot = ready(&m);
-    let s = open(&m, slot, false);
+    let s = m.open(slot, false);
     let want = sha2::Sha256::digest(b"abc").to_vec();
     let mut data = *b"abc";
     let mut mech = sha256_mech();
@@ -2023,7 +1964,7 @@ fn digest_errors_end_the_operation() {
         }
     };
 
-    let s1 = open(&m, slot, false);
+    let s1 = m.open(slot, false);
     check(ck!(m, C_DigestInit(s1, &mut mech)), CKR_OK, "C_DigestInit");
     check(
         ck!(m, C_DigestUpdate(s1, ptr::null_mut(), 5)),
@@ -2032,7 +1973,7 @@ fn digest_errors_end_the_operation() {
     );
     after(s1, "C_DigestUpdate failing with CKR_ARGUMENTS_BAD");
 
-    let s2 = open(&m, slot, false);
+    let s2 = m.open(slot, false);
     check(ck!(m, C_DigestInit(s2, &mut mech)), CKR_OK, "C_DigestInit");
     let mut tmp = [0u8; 64];
     check(
@@ -2045,7 +1986,7 @@ fn digest_errors_end_the_operation() {
     );
     after(s2, "C_Digest failing with CKR_ARGUMENTS_BAD");
 
-    let s3 = open(&m, slot, false);
+    let s3 = m.open(slot, false);
     check(ck!(m, C_DigestInit(s3, &mut mech)), CKR_OK, "C_DigestInit");
     let mut len: CK_ULONG = 64;
     check(
@@ -2058,7 +1999,7 @@ fn digest_errors_end_the_operation() {
     );
     after(s3, "C_Digest(NULL pData) failing with CKR_ARGUMENTS_BAD");
 
-    let s4 = open(&m, slot, false);
+    let s4 = m.open(slot, false);
     check(ck!(m, C_DigestInit(s4, &mut mech)), CKR_OK, "C_DigestInit");
     check(
         ck!(m, C_DigestFinal(s4, tmp.as_mut_ptr(), ptr::null_mut())),

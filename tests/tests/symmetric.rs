@@ -11,99 +11,13 @@ use std::process::Command;
 use std::ptr;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
-use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck};
+use ferrohsm_tests::raw::{RawModule as Module, V, check, err, ok, rv_name, secret_key_template};
+use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck, from_hex, to_hex};
 use sha1::Digest;
-
-// ---------------------------------------------------------------------------
-// loading and calling
-// ---------------------------------------------------------------------------
-
-/// Unwraps an operation result, naming the CKR on failure.
-#[track_caller]
-fn ok<T>(r: Result<T, CK_RV>, what: &str) -> T {
-    match r {
-        Ok(v) => v,
-        Err(rv) => panic!("{what}: expected CKR_OK, got {}", rv_name(rv)),
-    }
-}
-
-/// Asserts an operation failed with `want`.
-#[track_caller]
-fn err<T: std::fmt::Debug>(r: Result<T, CK_RV>, want: CK_RV, what: &str) {
-    match r {
-        Err(rv) if rv == want => {}
-        Err(rv) => panic!("{what}: expected {}, got {}", rv_name(want), rv_name(rv)),
-        Ok(v) => panic!("{what}: expected {}, got CKR_OK ({v:?})", rv_name(want)),
-    }
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(s.len() % 2 == 0, "odd hex length in {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 // ---------------------------------------------------------------------------
 // templates and mechanisms
 // ---------------------------------------------------------------------------
-
-/// An attribute value for a template.
-enum V {
-    U(CK_ULONG),
-    B(bool),
-    Bytes(Vec<u8>),
-}
-
-/// An owned attribute template: the values live in their own heap buffers, so the
-/// `CK_ATTRIBUTE` pointers stay valid while the template lives.
-struct Tpl {
-    _vals: Vec<Vec<u8>>,
-    attrs: Vec<CK_ATTRIBUTE>,
-}
-
-impl Tpl {
-    fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
-        let mut vals = Vec::new();
-        let mut types = Vec::new();
-        for (t, v) in list {
-            let bytes = match v {
-                V::U(u) => u.to_ne_bytes().to_vec(),
-                V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
-                V::Bytes(b) => b,
-            };
-            types.push(t);
-            vals.push(bytes);
-        }
-        let attrs = types
-            .iter()
-            .zip(vals.iter_mut())
-            .map(|(t, v)| CK_ATTRIBUTE {
-                type_: *t,
-                pValue: if v.is_empty() {
-                    ptr::null_mut()
-                } else {
-                    v.as_mut_ptr() as *mut c_void
-                },
-                ulValueLen: v.len() as CK_ULONG,
-            })
-            .collect();
-        Tpl { _vals: vals, attrs }
-    }
-    fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
-        self.attrs.as_mut_ptr()
-    }
-    fn len(&self) -> CK_ULONG {
-        self.attrs.len() as CK_ULONG
-    }
-}
 
 fn mechs_bytes(list: &[CK_MECHANISM_TYPE]) -> Vec<u8> {
     list.iter().flat_map(|m| m.to_ne_bytes()).collect()
@@ -265,12 +179,7 @@ struct Hsm {
 impl Hsm {
     /// C_Initialize, C_InitToken on the spare slot, SO login + C_InitPIN, user login.
     fn new() -> Hsm {
-        let m = Module::load();
-        check(
-            ck!(m, C_Initialize(ptr::null_mut())),
-            CKR_OK,
-            "C_Initialize",
-        );
+        let m = Module::init();
         let slot = m.make_token("symmetric");
         let s = m.open(slot, true);
         check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
@@ -278,25 +187,17 @@ impl Hsm {
     }
 
     fn create(&self, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        let rv = ck!(self.m, C_CreateObject(self.s, t.ptr(), t.len(), &mut h));
-        if rv == CKR_OK { Ok(h) } else { Err(rv) }
+        self.m.create(self.s, list)
     }
 
     /// Imports a session secret key usable for every operation.
     fn import(&self, kt: CK_KEY_TYPE, value: &[u8]) -> CK_OBJECT_HANDLE {
         ok(
-            self.create(vec![
-                (CKA_CLASS, V::U(CKO_SECRET_KEY)),
-                (CKA_KEY_TYPE, V::U(kt)),
-                (CKA_TOKEN, V::B(false)),
-                (CKA_ENCRYPT, V::B(true)),
-                (CKA_DECRYPT, V::B(true)),
-                (CKA_SIGN, V::B(true)),
-                (CKA_VERIFY, V::B(true)),
-                (CKA_VALUE, V::Bytes(value.to_vec())),
-            ]),
+            self.create(secret_key_template(
+                kt,
+                value,
+                vec![(CKA_TOKEN, V::B(false))],
+            )),
             &format!(
                 "C_CreateObject secret key type {kt:#x} of {} bytes",
                 value.len()
@@ -315,32 +216,11 @@ impl Hsm {
         mech: CK_MECHANISM_TYPE,
         list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
     ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        let rv = with_mech(&plain(mech), |mm| {
-            ck!(self.m, C_GenerateKey(self.s, mm, t.ptr(), t.len(), &mut h))
-        });
-        if rv == CKR_OK { Ok(h) } else { Err(rv) }
+        self.m.generate_key(self.s, mech, list)
     }
 
     fn attr(&self, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-        let mut a = CK_ATTRIBUTE {
-            type_: t,
-            pValue: ptr::null_mut(),
-            ulValueLen: 0,
-        };
-        let rv = ck!(self.m, C_GetAttributeValue(self.s, o, &mut a, 1));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut buf = vec![0u8; a.ulValueLen as usize];
-        a.pValue = buf.as_mut_ptr() as *mut c_void;
-        let rv = ck!(self.m, C_GetAttributeValue(self.s, o, &mut a, 1));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        buf.truncate(a.ulValueLen as usize);
-        Ok(buf)
+        self.m.attribute(self.s, o, t)
     }
     fn attr_ulong(&self, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> CK_ULONG {
         let v = ok(self.attr(o, t), &format!("C_GetAttributeValue {t:#x}"));
@@ -666,10 +546,11 @@ impl Rec {
         self.0.get("name").map(|s| s.as_str()).unwrap_or("?")
     }
     fn hex(&self, k: &str) -> Vec<u8> {
-        hex(self
-            .0
-            .get(k)
-            .unwrap_or_else(|| panic!("vector {:?} lacks field {k}", self.name())))
+        from_hex(
+            self.0
+                .get(k)
+                .unwrap_or_else(|| panic!("vector {:?} lacks field {k}", self.name())),
+        )
     }
     fn get(&self, k: &str) -> &str {
         self.0
@@ -724,14 +605,32 @@ fn openssl(env: &TestEnv, args: &[&str], input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// `openssl enc` AES-ECB of one zero block under `key` (its first three
+/// bytes are the key's `CKA_CHECK_VALUE`).
+fn openssl_aes_zero_block(env: &TestEnv, key: &[u8]) -> Vec<u8> {
+    openssl(
+        env,
+        &[
+            "enc",
+            &format!("-aes-{}-ecb", key.len() * 8),
+            "-nopad",
+            "-K",
+            &to_hex(key),
+        ],
+        &[0u8; 16],
+    )
+}
+
 /// Parses the hex line `openssl mac` prints.
 fn openssl_mac(env: &TestEnv, args: &[&str], input: &[u8]) -> Vec<u8> {
     let out = openssl(env, args, input);
-    hex(String::from_utf8(out)
-        .expect("openssl mac output is text")
-        .trim()
-        .to_lowercase()
-        .as_str())
+    from_hex(
+        String::from_utf8(out)
+            .expect("openssl mac output is text")
+            .trim()
+            .to_lowercase()
+            .as_str(),
+    )
 }
 
 const HASHES: &[(&str, CK_MECHANISM_TYPE, CK_MECHANISM_TYPE, usize)] = &[
@@ -2729,17 +2628,7 @@ fn imported_keys_get_check_value_and_value_len() {
             len as CK_ULONG,
             "imported AES CKA_VALUE_LEN"
         );
-        let want = openssl(
-            &env,
-            &[
-                "enc",
-                &format!("-aes-{}-ecb", len * 8),
-                "-nopad",
-                "-K",
-                &to_hex(&v),
-            ],
-            &[0u8; 16],
-        );
+        let want = openssl_aes_zero_block(&env, &v);
         let cv = ok(h.attr(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
         assert_eq!(
             to_hex(&cv),
@@ -2803,17 +2692,7 @@ fn generated_key_values_on_spec_token() {
         );
         let v = ok(h.attr(k, CKA_VALUE), &format!("{what}: CKA_VALUE"));
         assert_eq!(v.len(), len, "{what}: value length");
-        let want = openssl(
-            &env,
-            &[
-                "enc",
-                &format!("-aes-{}-ecb", len * 8),
-                "-nopad",
-                "-K",
-                &to_hex(&v),
-            ],
-            &[0u8; 16],
-        );
+        let want = openssl_aes_zero_block(&env, &v);
         let cv = ok(h.attr(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
         assert_eq!(
             to_hex(&cv),
@@ -2888,8 +2767,10 @@ fn generated_key_values_on_spec_token() {
 fn ctr_multipart_partial_blocks() {
     let _env = TestEnv::new();
     let h = Hsm::new();
-    let key = h.aes(&hex("2b7e151628aed2a6abf7158809cf4f3c"));
-    let cb: [u8; 16] = hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").try_into().unwrap();
+    let key = h.aes(&from_hex("2b7e151628aed2a6abf7158809cf4f3c"));
+    let cb: [u8; 16] = from_hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+        .try_into()
+        .unwrap();
     let data: Vec<u8> = (0..64u8).collect();
     let want = ok(
         h.crypt(Dir::Enc, &Mech::Ctr(128, cb), key, &data),

@@ -11,13 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule as Module, check, rv_name};
+use ferrohsm_tests::raw::{RawModule as Module, attr_bytes, attr_ref, check, rv_name};
 use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck};
 use sha2::Digest;
-
-// ---------------------------------------------------------------------------
-// loading, calling, return codes
-// ---------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------
 // mutex callbacks (a lock built from std's Mutex + Condvar, boxed)
@@ -110,50 +106,17 @@ const ENC_ONLY: &str = "xks-encrypt-only";
 const DEC_ONLY: &str = "xks-decrypt-only";
 const NO_USE: &str = "xks-no-usage";
 
+/// The first slot of `C_GetSlotList(FALSE)`.
 fn first_slot(m: Module) -> CK_SLOT_ID {
-    let mut n: CK_ULONG = 0;
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, ptr::null_mut(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList(FALSE, NULL)",
-    );
-    let mut v = vec![0; n as usize];
-    check(
-        ck!(m, C_GetSlotList(CK_FALSE, v.as_mut_ptr(), &mut n)),
-        CKR_OK,
-        "C_GetSlotList(FALSE)",
-    );
-    assert!(n > 0, "no slot");
+    let v = m.slot_list();
+    assert!(!v.is_empty(), "no slot");
     v[0]
-}
-
-fn open_rw(m: Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let mut s = CK_INVALID_HANDLE;
-    check(
-        ck!(
-            m,
-            C_OpenSession(
-                slot,
-                CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                ptr::null_mut(),
-                None,
-                &mut s
-            )
-        ),
-        CKR_OK,
-        "C_OpenSession RW",
-    );
-    s
 }
 
 /// Opens a pool session and logs it in, accepting CKR_USER_ALREADY_LOGGED_IN.
 fn pool_session(m: Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let s = open_rw(m, slot);
-    let mut pin = USER_PIN.as_bytes().to_vec();
-    let rv = ck!(
-        m,
-        C_Login(s, CKU_USER, pin.as_mut_ptr(), pin.len() as CK_ULONG)
-    );
+    let s = m.open(slot, true);
+    let rv = m.login(s, CKU_USER, USER_PIN);
     assert!(
         rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN,
         "C_Login(CKU_USER) on a pool session: expected CKR_OK or CKR_USER_ALREADY_LOGGED_IN, got {}",
@@ -164,12 +127,7 @@ fn pool_session(m: Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
 
 /// The proxy's health check.
 fn health(m: Module, slot: CK_SLOT_ID) {
-    let mut info = CK_TOKEN_INFO::default();
-    check(
-        ck!(m, C_GetTokenInfo(slot, &mut info)),
-        CKR_OK,
-        "C_GetTokenInfo (health check)",
-    );
+    let info = m.token_info(slot);
     let need = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_RNG | CKF_LOGIN_REQUIRED;
     assert_eq!(
         info.flags & need,
@@ -179,39 +137,15 @@ fn health(m: Module, slot: CK_SLOT_ID) {
     );
 }
 
-fn attr_bytes(t: CK_ATTRIBUTE_TYPE, v: &mut [u8]) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v.as_mut_ptr() as *mut c_void,
-        ulValueLen: v.len() as CK_ULONG,
-    }
-}
-
-fn attr_ulong(t: CK_ATTRIBUTE_TYPE, v: &mut CK_ULONG) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v as *mut CK_ULONG as *mut c_void,
-        ulValueLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
-    }
-}
-
-fn attr_bool(t: CK_ATTRIBUTE_TYPE, v: &mut CK_BBOOL) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: t,
-        pValue: v as *mut CK_BBOOL as *mut c_void,
-        ulValueLen: 1,
-    }
-}
-
 /// Starts the proxy's find for `label`; returns up to `max` handles, without Final.
 fn find_start(m: Module, s: CK_SESSION_HANDLE, label: &str, max: usize) -> Vec<CK_OBJECT_HANDLE> {
     let mut class = CKO_SECRET_KEY;
     let mut lab = label.as_bytes().to_vec();
     let mut tok: CK_BBOOL = CK_TRUE;
     let mut t = [
-        attr_ulong(CKA_CLASS, &mut class),
+        attr_ref(CKA_CLASS, &mut class),
         attr_bytes(CKA_LABEL, &mut lab),
-        attr_bool(CKA_TOKEN, &mut tok),
+        attr_ref(CKA_TOKEN, &mut tok),
     ];
     check(
         ck!(m, C_FindObjectsInit(s, t.as_mut_ptr(), t.len() as CK_ULONG)),
@@ -260,15 +194,15 @@ fn key_info(m: Module, s: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> KeyInfo {
     let mut b = [0xaau8; 6];
     let [e, d, sg, v, w, u] = &mut b;
     let mut t = [
-        attr_ulong(CKA_CLASS, &mut class),
-        attr_ulong(CKA_KEY_TYPE, &mut kt),
-        attr_ulong(CKA_VALUE_LEN, &mut len),
-        attr_bool(CKA_ENCRYPT, e),
-        attr_bool(CKA_DECRYPT, d),
-        attr_bool(CKA_SIGN, sg),
-        attr_bool(CKA_VERIFY, v),
-        attr_bool(CKA_WRAP, w),
-        attr_bool(CKA_UNWRAP, u),
+        attr_ref(CKA_CLASS, &mut class),
+        attr_ref(CKA_KEY_TYPE, &mut kt),
+        attr_ref(CKA_VALUE_LEN, &mut len),
+        attr_ref(CKA_ENCRYPT, e),
+        attr_ref(CKA_DECRYPT, d),
+        attr_ref(CKA_SIGN, sg),
+        attr_ref(CKA_VERIFY, v),
+        attr_ref(CKA_WRAP, w),
+        attr_ref(CKA_UNWRAP, u),
     ];
     let rv = ck!(
         m,
@@ -478,7 +412,7 @@ fn expect_data_invalid(r: Result<Vec<u8>, CK_RV>, what: &str) {
 /// sensitive, non-extractable token objects. Returns the token's slot.
 fn setup_token(m: Module) -> CK_SLOT_ID {
     let slot = m.make_token("xks");
-    let s = open_rw(m, slot);
+    let s = m.open(slot, true);
     check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
     // (label, encrypt, decrypt, explicit FALSE for sign/verify/wrap/unwrap)
     for (lab, enc, dec, explicit) in [
@@ -497,21 +431,21 @@ fn setup_token(m: Module) -> CK_SLOT_ID {
         let (mut f2, mut f3, mut f4, mut f5) = (CK_FALSE, CK_FALSE, CK_FALSE, CK_FALSE);
         let mut len: CK_ULONG = 32;
         let mut tpl = vec![
-            attr_bool(CKA_TOKEN, &mut t),
+            attr_ref(CKA_TOKEN, &mut t),
             attr_bytes(CKA_LABEL, &mut l),
-            attr_ulong(CKA_VALUE_LEN, &mut len),
-            attr_bool(CKA_EXTRACTABLE, &mut f),
-            attr_bool(CKA_ENCRYPT, &mut e),
-            attr_bool(CKA_DECRYPT, &mut d),
+            attr_ref(CKA_VALUE_LEN, &mut len),
+            attr_ref(CKA_EXTRACTABLE, &mut f),
+            attr_ref(CKA_ENCRYPT, &mut e),
+            attr_ref(CKA_DECRYPT, &mut d),
         ];
         if explicit {
-            tpl.push(attr_bool(CKA_SIGN, &mut f2));
-            tpl.push(attr_bool(CKA_VERIFY, &mut f3));
-            tpl.push(attr_bool(CKA_WRAP, &mut f4));
-            tpl.push(attr_bool(CKA_UNWRAP, &mut f5));
+            tpl.push(attr_ref(CKA_SIGN, &mut f2));
+            tpl.push(attr_ref(CKA_VERIFY, &mut f3));
+            tpl.push(attr_ref(CKA_WRAP, &mut f4));
+            tpl.push(attr_ref(CKA_UNWRAP, &mut f5));
         }
         let mut sens = CK_TRUE;
-        tpl.push(attr_bool(CKA_SENSITIVE, &mut sens));
+        tpl.push(attr_ref(CKA_SENSITIVE, &mut sens));
         let mut mech = CK_MECHANISM {
             mechanism: CKM_AES_KEY_GEN,
             pParameter: ptr::null_mut(),
@@ -553,20 +487,6 @@ fn start() -> (Module, CK_SLOT_ID) {
     );
     health(m, slot);
     (m, slot)
-}
-
-fn seed(what: &str) -> u64 {
-    let seed = std::env::var("FERROHSM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("{what}: seed {seed} (set FERROHSM_SEED={seed} to replay)");
-    seed
 }
 
 /// A random AAD as the proxy builds it.
@@ -642,7 +562,7 @@ fn xks_gcm_encrypt_decrypt_sizes() {
     let _env = TestEnv::new();
     let (m, slot) = start();
     let s = pool_session(m, slot);
-    let mut rng = Rng::new(seed("xks_gcm_encrypt_decrypt_sizes"));
+    let mut rng = Rng::seeded("xks_gcm_encrypt_decrypt_sizes");
     let key = find_key(m, s, KEY);
     let mut n = 0;
     let sizes = [
@@ -956,7 +876,7 @@ fn run_threads(m: Module, slot: CK_SLOT_ID, threads: usize, iters: usize, seed: 
 fn xks_concurrent_proxy() {
     let _env = TestEnv::new();
     let (m, slot) = start();
-    let seed = seed("xks_concurrent_proxy");
+    let seed = Rng::seed("xks_concurrent_proxy");
     let total = run_threads(m, slot, 8, 300, seed);
     health(m, slot);
     check(ck!(m, C_Finalize(ptr::null_mut())), CKR_OK, "C_Finalize");
@@ -972,7 +892,7 @@ fn xks_concurrent_proxy() {
 fn xks_finalize_initialize_reset_keeps_going() {
     let _env = TestEnv::new();
     let (m, slot) = start();
-    let seed = seed("xks_finalize_initialize_reset_keeps_going");
+    let seed = Rng::seed("xks_finalize_initialize_reset_keeps_going");
 
     // Something encrypted before the reset must decrypt after it.
     let s = pool_session(m, slot);

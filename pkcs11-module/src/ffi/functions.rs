@@ -315,7 +315,7 @@ entry!(C_GetAttributeValue(h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE, p_templa
                 a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
                 invalid = true;
             }
-            Reading::Value(v) if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 => {
+            Reading::Value(v) if super::is_template_attribute(a.type_) => {
                 // SAFETY: caller promise: pValue NULL or an array of CK_ATTRIBUTE.
                 small |= !unsafe { super::write_array_attribute(a, &v) };
             }

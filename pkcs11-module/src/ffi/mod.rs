@@ -283,7 +283,7 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<RawAttr>> 
             if a.ulValueLen == CK_UNAVAILABLE_INFORMATION {
                 return Err(Error::ArgumentsBad);
             }
-            if a.type_ & CKF_ARRAY_ATTRIBUTE != 0 {
+            if is_template_attribute(a.type_) {
                 // SAFETY: forwarded caller promise: pValue holds CK_ATTRIBUTEs.
                 return unsafe { array_attribute(a) };
             }
@@ -295,6 +295,16 @@ unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<RawAttr>> 
             })
         })
         .collect()
+}
+
+/// Whether an attribute's value is an array of `CK_ATTRIBUTE`s. (The
+/// `CKF_ARRAY_ATTRIBUTE` bit alone does not say so: `CKA_ALLOWED_MECHANISMS`
+/// carries it and holds mechanism types.)
+pub(super) fn is_template_attribute(ty: CK_ATTRIBUTE_TYPE) -> bool {
+    matches!(
+        ty,
+        CKA_WRAP_TEMPLATE | CKA_UNWRAP_TEMPLATE | CKA_DERIVE_TEMPLATE
+    )
 }
 
 /// An attribute whose value is an array of attributes (`CKA_WRAP_TEMPLATE`
@@ -318,7 +328,7 @@ unsafe fn array_attribute(a: &CK_ATTRIBUTE) -> Result<RawAttr> {
     };
     let mut list = Vec::with_capacity(inner.len());
     for i in inner {
-        if i.type_ & CKF_ARRAY_ATTRIBUTE != 0 || i.ulValueLen == CK_UNAVAILABLE_INFORMATION {
+        if is_template_attribute(i.type_) || i.ulValueLen == CK_UNAVAILABLE_INFORMATION {
             return Err(Error::AttributeValueInvalid);
         }
         // SAFETY: the caller promises each inner pValue valid for its length.
