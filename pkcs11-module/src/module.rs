@@ -116,12 +116,15 @@ pub struct Slot {
     pub token: RwLock<Token>,
 }
 
-/// Associated data binding a PIN wrap to its token and role.
+/// Associated data binding a PIN wrap to its token and role; the one
+/// definition lives in the store crate, which the backup tool shares.
 fn wrap_aad(token_id: &[u8; 16], who: Login) -> Vec<u8> {
-    let mut aad = b"ferrohsm pin wrap v1/".to_vec();
-    aad.extend_from_slice(token_id);
-    aad.extend_from_slice(if who == Login::So { b"/so" } else { b"/user" });
-    aad
+    let role = if who == Login::So {
+        ferrohsm_store::PinRole::So
+    } else {
+        ferrohsm_store::PinRole::User
+    };
+    ferrohsm_store::pin_wrap_aad(token_id, role)
 }
 
 fn check_pin_len(pin: &[u8]) -> Result<()> {

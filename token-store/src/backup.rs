@@ -391,7 +391,7 @@ pub fn open_backup(file: &[u8], so_pin: &[u8]) -> Result<OpenedBackup, BackupErr
         .open(so_pin, &backup_wrap_aad(&header.token_id))
         .map_err(|e| match e {
             SealError::BadPin => BackupError::BackupPinOrDamaged,
-            other => BackupError::Seal(other),
+            other => BackupError::Damaged(format!("the header's key wrap is unusable: {other}")),
         })?;
     let cipher = Aes256Gcm::new_from_slice(backup_key.bytes())
         .map_err(|_| BackupError::Seal(SealError::BadParams))?;

@@ -1,45 +1,420 @@
 //! `ferrohsm`: manage FerroHSM tokens and run the demo.
+//!
+//! Every command except `backup`, `restore` and `register` works through the
+//! real `libferrohsm_pkcs11.so` (loaded with the `cryptoki` crate, found as
+//! `ferrohsm_pkcs11::locate` says), exactly as any other PKCS#11 application
+//! would, so it runs safely beside other processes using the same tokens.
+//! `backup` and `restore` read and write the token store directly
+//! (`ferrohsm_store::backup`). PINs never come from the command line: from an
+//! environment variable, a file, or a prompt without echo.
+//!
+//! Exit codes: 0 success; 1 failure, with one line on stderr saying why;
+//! 2 bad usage.
 #![forbid(unsafe_code)]
 
+mod archive;
 mod demo;
+mod import;
+mod keys;
+mod out;
+mod p11;
+mod pin;
+mod register;
+mod tokens;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: ferrohsm <command> [options]
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-commands:
-  demo [--temp]   load the module, create a demo token, log in, digest, list
-                  (--temp: use a throw-away data directory instead of the default)
-  help            this text
+use crate::p11::Fail;
 
-environment: FERROHSM_DIR (data directory), FERROHSM_CONF (config file),
-FERROHSM_POLICY (hsm|spec, key policy of new tokens), FERROHSM_LOG (level[:file]),
-FERROHSM_MODULE (path of libferrohsm_pkcs11.so to load)";
+const ENVIRONMENT: &str = "\
+Environment:
+  FERROHSM_DIR     data directory (default $XDG_DATA_HOME/ferrohsm or ~/.local/share/ferrohsm)
+  FERROHSM_CONF    TOML config file
+  FERROHSM_POLICY  key policy of new tokens: hsm (default) or spec
+  FERROHSM_LOG     module log: LEVEL or LEVEL:FILE
+  FERROHSM_MODULE  path of the libferrohsm_pkcs11.so to load
+
+PINs are never given on the command line: use --pin-env VAR / --pin-file FILE
+(and the --so-pin-* / --new-pin-* forms), or type them at the prompt.
+Exit status: 0 success, 1 failure (one line on stderr), 2 bad usage.";
+
+/// Manage FerroHSM tokens through the PKCS#11 module.
+#[derive(Parser)]
+#[command(name = "ferrohsm", version, after_help = ENVIRONMENT)]
+#[command(arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Initialise a new token (in the free slot) and set its SO and user PINs
+    Init(InitArgs),
+    /// List slots and tokens: labels, serials, PIN flags, public object counts
+    Tokens(TokensArgs),
+    /// List the objects of a token (logs in as the user); never shows values
+    Objects(ObjectsArgs),
+    /// Generate a sensitive, non-extractable key or key pair in a token
+    Keygen(KeygenArgs),
+    /// Import a private key, certificate or raw AES key into a token
+    Import(ImportArgs),
+    /// Write a public key as SubjectPublicKeyInfo PEM
+    ExportPublic(ExportArgs),
+    /// Delete every object with a label (logs in as the user)
+    Delete(DeleteArgs),
+    /// Change the user PIN, or the SO PIN with --so
+    SetPin(SetPinArgs),
+    /// Write a whole token into one sealed file (needs the SO PIN)
+    Backup(BackupArgs),
+    /// Restore a token from a backup file into a new slot (needs its SO PIN)
+    Restore(RestoreArgs),
+    /// Register the module with p11-kit (writes ferrohsm.module)
+    Register(RegisterArgs),
+    /// Load the module, create a demo token and show it at work
+    Demo(DemoArgs),
+}
+
+/// Where a user PIN comes from (prompted when neither is given).
+#[derive(Args, Clone, Debug, Default)]
+struct PinArgs {
+    /// Read the user PIN from this environment variable
+    #[arg(long, value_name = "VAR")]
+    pin_env: Option<String>,
+    /// Read the user PIN from this file (one trailing newline is ignored)
+    #[arg(long, value_name = "FILE", conflicts_with = "pin_env")]
+    pin_file: Option<PathBuf>,
+}
+
+/// Where an SO PIN comes from (prompted when neither is given).
+#[derive(Args, Clone, Debug, Default)]
+struct SoPinArgs {
+    /// Read the SO PIN from this environment variable
+    #[arg(long, value_name = "VAR")]
+    so_pin_env: Option<String>,
+    /// Read the SO PIN from this file (one trailing newline is ignored)
+    #[arg(long, value_name = "FILE", conflicts_with = "so_pin_env")]
+    so_pin_file: Option<PathBuf>,
+}
+
+/// Where a new PIN comes from (prompted twice when neither is given).
+#[derive(Args, Clone, Debug, Default)]
+struct NewPinArgs {
+    /// Read the new PIN from this environment variable
+    #[arg(long, value_name = "VAR")]
+    new_pin_env: Option<String>,
+    /// Read the new PIN from this file (one trailing newline is ignored)
+    #[arg(long, value_name = "FILE", conflicts_with = "new_pin_env")]
+    new_pin_file: Option<PathBuf>,
+}
+
+/// Key policy of a new token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Policy {
+    /// Every private and secret key is sensitive; extractable defaults to false
+    Hsm,
+    /// The PKCS#11 specification's own (permissive) defaults
+    Spec,
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Token label (up to 32 bytes)
+    #[arg(long, value_name = "LABEL")]
+    label: String,
+    /// Key policy of the token (default: FERROHSM_POLICY, the config file, else hsm)
+    #[arg(long, value_enum)]
+    policy: Option<Policy>,
+    #[command(flatten)]
+    so: SoPinArgs,
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
+#[derive(Args)]
+struct TokensArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ObjectsArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    #[command(flatten)]
+    pin: PinArgs,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+/// Kinds of key `keygen` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum KeyKind {
+    /// AES, 128-bit
+    Aes128,
+    /// AES, 192-bit
+    Aes192,
+    /// AES, 256-bit
+    Aes256,
+    /// EC key pair on NIST P-256
+    EcP256,
+    /// EC key pair on NIST P-384
+    EcP384,
+    /// RSA key pair, 2048-bit modulus
+    Rsa2048,
+    /// RSA key pair, 3072-bit modulus
+    Rsa3072,
+    /// RSA key pair, 4096-bit modulus (takes a while)
+    Rsa4096,
+}
+
+/// What a key may be used for (`CKA_ENCRYPT`, `CKA_SIGN`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Usage {
+    /// CKA_ENCRYPT
+    Encrypt,
+    /// CKA_DECRYPT
+    Decrypt,
+    /// CKA_SIGN
+    Sign,
+    /// CKA_VERIFY
+    Verify,
+    /// CKA_WRAP
+    Wrap,
+    /// CKA_UNWRAP
+    Unwrap,
+    /// CKA_DERIVE
+    Derive,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Key type
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    kind: KeyKind,
+    /// Label of the new key (both halves of a pair)
+    #[arg(long, value_name = "LABEL")]
+    label: String,
+    /// CKA_ID in hex (default for pairs: SHA-1 of the public key, as X.509 key identifiers)
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    id: Option<HexId>,
+    /// Usage flags, comma separated (default: aes encrypt,decrypt,wrap,unwrap;
+    /// ec sign,verify; rsa sign,verify,encrypt,decrypt)
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    usage: Vec<Usage>,
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Label of the new object(s)
+    #[arg(long, value_name = "LABEL")]
+    label: String,
+    /// CKA_ID in hex (default: SHA-1 of the public key; none for AES keys)
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    id: Option<HexId>,
+    /// FILE is a raw AES key: exactly 16, 24 or 32 bytes
+    #[arg(long)]
+    aes: bool,
+    /// Usage flags, comma separated (defaults as for keygen)
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    usage: Vec<Usage>,
+    #[command(flatten)]
+    pin: PinArgs,
+    /// PKCS#8, PKCS#1 or SEC1 private key, or X.509 certificate (PEM or DER)
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Label of the public key (or certificate)
+    #[arg(long, value_name = "LABEL")]
+    label: String,
+    /// Only the object with this CKA_ID (hex)
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    id: Option<HexId>,
+    /// Write the PEM here instead of standard output
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DeleteArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Delete the objects with this label
+    #[arg(long, value_name = "LABEL")]
+    label: String,
+    /// Only the objects with this CKA_ID (hex)
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    id: Option<HexId>,
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
+#[derive(Args)]
+struct SetPinArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Change the SO PIN (the old one from --so-pin-env/--so-pin-file)
+    #[arg(long, conflicts_with_all = ["pin_env", "pin_file"])]
+    so: bool,
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(flatten)]
+    so_pin: SoPinArgs,
+    #[command(flatten)]
+    new_pin: NewPinArgs,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// The backup file to create (an existing file is not overwritten)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[command(flatten)]
+    so: SoPinArgs,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The backup file
+    file: PathBuf,
+    /// Label of the restored token (default: the label it had)
+    #[arg(long, value_name = "LABEL")]
+    label: Option<String>,
+    #[command(flatten)]
+    so: SoPinArgs,
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// Directory to write ferrohsm.module into (default:
+    /// $XDG_CONFIG_HOME/pkcs11/modules, else ~/.config/pkcs11/modules)
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Use a throw-away data directory instead of the default one
+    #[arg(long)]
+    temp: bool,
+}
+
+/// A `CKA_ID` given in hex on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HexId(Vec<u8>);
+
+/// Parses a hex `CKA_ID` (an optional `0x` prefix, `:` separators allowed).
+fn parse_hex(s: &str) -> Result<HexId, String> {
+    hex_bytes(s).map(HexId)
+}
+
+/// The bytes of a hex string (an optional `0x` prefix, `:` separators allowed).
+fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
+    let t = s.strip_prefix("0x").unwrap_or(s).replace(':', "");
+    if t.len() % 2 != 0 {
+        return Err("hex needs an even number of digits".into());
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| {
+            t.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or_else(|| format!("not a hex byte: {:?}", t.get(i..i + 2).unwrap_or("")))
+        })
+        .collect()
+}
+
+/// Reports a usage error of subcommand `sub` the way clap does, and exits
+/// with status 2.
+fn usage_error(sub: &str, msg: &str) -> ! {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let mut cmd = cli.find_subcommand(sub).cloned().unwrap_or(cli);
+    cmd.error(clap::error::ErrorKind::ArgumentConflict, msg)
+        .exit()
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("demo") => match &args[1..] {
-            [] => demo::run(false),
-            [t] if t == "--temp" => demo::run(true),
-            _ => return usage_error(),
-        },
-        Some("help" | "--help" | "-h") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => return usage_error(),
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => tokens::init(&a),
+        Command::Tokens(a) => tokens::list(&a),
+        Command::Objects(a) => tokens::objects(&a),
+        Command::Keygen(a) => keys::keygen(&a),
+        Command::Import(a) => keys::import(&a),
+        Command::ExportPublic(a) => keys::export_public(&a),
+        Command::Delete(a) => tokens::delete(&a),
+        Command::SetPin(a) => tokens::set_pin(&a),
+        Command::Backup(a) => archive::backup(&a),
+        Command::Restore(a) => archive::restore(&a),
+        Command::Register(a) => register::register(&a),
+        Command::Demo(a) => demo::run(a.temp).map_err(Fail::Msg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ferrohsm: {e}");
+        Err(Fail::Msg(m)) => {
+            eprintln!("ferrohsm: {m}");
             ExitCode::from(1)
         }
+        Err(Fail::Exit(code)) => ExitCode::from(code),
     }
 }
 
-fn usage_error() -> ExitCode {
-    eprintln!("{USAGE}");
-    ExitCode::from(2)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_parse_as_one_value() {
+        let cli = Cli::try_parse_from([
+            "ferrohsm", "keygen", "--token", "t", "--type", "aes128", "--label", "k", "--id",
+            "0102",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Keygen(k) => assert_eq!(k.id, Some(HexId(vec![1, 2]))),
+            _ => panic!("not keygen"),
+        }
+    }
+
+    #[test]
+    fn hex_parsing() {
+        assert_eq!(hex_bytes("0a0B").unwrap(), vec![0x0a, 0x0b]);
+        assert_eq!(parse_hex("0x01:02").unwrap(), HexId(vec![1, 2]));
+        assert_eq!(hex_bytes("").unwrap(), Vec::<u8>::new());
+        assert!(parse_hex("abc").is_err());
+        assert!(parse_hex("zz").is_err());
+        assert!(parse_hex("é1").is_err());
+    }
 }

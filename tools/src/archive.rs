@@ -1,0 +1,132 @@
+//! `backup` and `restore`: whole tokens as sealed files, through the token
+//! store itself (`ferrohsm_store::backup`), not the module.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use ferrohsm_pkcs11::config::Config;
+use ferrohsm_store::backup::{self, BackupError, BackupOptions};
+use ferrohsm_store::{SledOptions, SledStore, Store};
+
+use crate::out::{self, hex, padded};
+use crate::p11::{Fail, Result};
+use crate::pin::{self, Source};
+use crate::{BackupArgs, RestoreArgs};
+
+/// The module's configuration and its store, as the module would open them.
+pub fn open_store() -> Result<(Config, SledStore)> {
+    let config = Config::from_env().map_err(|e| format!("configuration: {e}"))?;
+    let options = SledOptions {
+        lock_deadline: config.store_lock_timeout,
+        ..SledOptions::default()
+    };
+    let store = SledStore::open(&config.data_dir, options).map_err(|e| e.to_string())?;
+    Ok((config, store))
+}
+
+/// A backup error as one line, with the PKCS#11 name where there is one.
+fn explain(e: &BackupError) -> String {
+    match e {
+        BackupError::WrongPin => format!("{e} (CKR_PIN_INCORRECT)"),
+        BackupError::PinLocked => format!("{e} (CKR_PIN_LOCKED)"),
+        _ => e.to_string(),
+    }
+}
+
+/// `ferrohsm backup`.
+pub fn backup(a: &BackupArgs) -> Result<()> {
+    let (config, store) = open_store()?;
+    let tokens = store.tokens().map_err(|e| e.to_string())?;
+    let label = out::token_label(&a.token)?;
+    let matching: Vec<_> = tokens.iter().filter(|t| t.label == label).collect();
+    let token = match matching.as_slice() {
+        [] => {
+            return Err(Fail::Msg(format!(
+                "no token labelled {:?} in {} (`ferrohsm tokens` lists them)",
+                a.token,
+                config.data_dir.display()
+            )));
+        }
+        [t] => *t,
+        _ => {
+            return Err(Fail::Msg(format!(
+                "several tokens are labelled {:?}",
+                a.token
+            )));
+        }
+    };
+    // Create the file first (new, owner-only), so a bad path costs no SO
+    // PIN attempt; it is removed again if anything after fails.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&a.out)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{} already exists: not overwriting it", a.out.display())
+            }
+            _ => format!("cannot create {}: {e}", a.out.display()),
+        })?;
+    let made = (|| -> Result<_> {
+        let so = pin::existing(
+            &format!("SO PIN for token {:?}", a.token),
+            Source::from_so(&a.so),
+        )?;
+        let options = BackupOptions {
+            kdf: config.kdf,
+            max_login_failures: config.max_login_failures,
+        };
+        let (bytes, summary) =
+            backup::create_backup(&store, token.slot_id, so.as_bytes(), &options)
+                .map_err(|e| format!("backup of token {:?}: {}", a.token, explain(&e)))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
+        Ok(summary)
+    })();
+    let summary = match made {
+        Ok(s) => s,
+        Err(e) => {
+            drop(file);
+            let _ = std::fs::remove_file(&a.out);
+            return Err(e);
+        }
+    };
+    out::stdout(&format!(
+        "backed up token {:?} (slot {}, serial {}, {} objects) to {}; restoring it needs this SO PIN\n",
+        a.token,
+        summary.slot_id,
+        padded(&summary.serial),
+        summary.objects,
+        a.out.display()
+    ))
+}
+
+/// `ferrohsm restore`.
+pub fn restore(a: &RestoreArgs) -> Result<()> {
+    let label = a.label.as_deref().map(out::token_label).transpose()?;
+    let file =
+        std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file.display()))?;
+    if !file.starts_with(backup::MAGIC) {
+        return Err(Fail::Msg(format!(
+            "{}: not a FerroHSM backup file",
+            a.file.display()
+        )));
+    }
+    let (_, store) = open_store()?;
+    let so = pin::existing(
+        &format!("SO PIN of the token in {}", a.file.display()),
+        Source::from_so(&a.so),
+    )?;
+    let summary = backup::restore_backup(&store, &file, so.as_bytes(), label)
+        .map_err(|e| format!("restore {}: {}", a.file.display(), explain(&e)))?;
+    out::stdout(&format!(
+        "restored token {:?} (serial {}, token id {}, {} objects) into slot {}\n",
+        padded(&summary.label),
+        padded(&summary.serial),
+        hex(&summary.token_id),
+        summary.objects,
+        summary.slot_id
+    ))
+}

@@ -1,0 +1,393 @@
+//! Reading key and certificate files for `ferrohsm import`: PKCS#8, PKCS#1
+//! and SEC1 private keys and X.509 certificates, PEM or DER, and raw AES
+//! keys. Parsing only; the objects are made in `keys`.
+
+use der::{Decode, Encode};
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::spki::SubjectPublicKeyInfoRef;
+use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use sha1::{Digest, Sha1};
+use zeroize::Zeroizing;
+
+/// DER of the namedCurve OID prime256v1 (1.2.840.10045.3.1.7): `CKA_EC_PARAMS`.
+pub const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of the namedCurve OID secp384r1 (1.3.132.0.34): `CKA_EC_PARAMS`.
+pub const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// What a file held, in PKCS#11 terms.
+pub enum Material {
+    /// An RSA private key: big-endian components as PKCS#11 stores them.
+    Rsa {
+        /// `CKA_MODULUS`.
+        n: Vec<u8>,
+        /// `CKA_PUBLIC_EXPONENT`.
+        e: Vec<u8>,
+        /// `CKA_PRIVATE_EXPONENT`, `CKA_PRIME_1`, `CKA_PRIME_2`,
+        /// `CKA_EXPONENT_1`, `CKA_EXPONENT_2`, `CKA_COEFFICIENT`.
+        private: [Zeroizing<Vec<u8>>; 6],
+        /// The public key as SubjectPublicKeyInfo DER.
+        spki: Vec<u8>,
+    },
+    /// An EC private key on P-256 or P-384.
+    Ec {
+        /// `CKA_EC_PARAMS`: the DER curve OID.
+        params: &'static [u8],
+        /// `CKA_VALUE`: the private scalar.
+        scalar: Zeroizing<Vec<u8>>,
+        /// `CKA_EC_POINT`: the public point as a DER OCTET STRING.
+        point: Vec<u8>,
+        /// The public key as SubjectPublicKeyInfo DER.
+        spki: Vec<u8>,
+    },
+    /// An X.509 certificate (DER).
+    Cert {
+        /// `CKA_VALUE`.
+        der: Vec<u8>,
+        /// Its subject public key as SubjectPublicKeyInfo DER.
+        spki: Vec<u8>,
+    },
+    /// A raw AES key.
+    Aes(Zeroizing<Vec<u8>>),
+}
+
+impl Material {
+    /// What it is, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Material::Rsa { .. } => "RSA private key",
+            Material::Ec { params, .. } if *params == P256_OID => "EC P-256 private key",
+            Material::Ec { .. } => "EC P-384 private key",
+            Material::Cert { .. } => "X.509 certificate",
+            Material::Aes(_) => "AES key",
+        }
+    }
+
+    /// The default `CKA_ID`: SHA-1 of the subjectPublicKey bits (the RFC 5280
+    /// §4.2.1.2 key identifier), so a key and its certificate match.
+    pub fn default_id(&self) -> Option<Vec<u8>> {
+        match self {
+            Material::Rsa { spki, .. }
+            | Material::Ec { spki, .. }
+            | Material::Cert { spki, .. } => key_id(spki),
+            Material::Aes(_) => None,
+        }
+    }
+}
+
+/// SHA-1 of the subjectPublicKey BIT STRING of a SubjectPublicKeyInfo.
+pub fn key_id(spki: &[u8]) -> Option<Vec<u8>> {
+    let info = SubjectPublicKeyInfoRef::from_der(spki).ok()?;
+    Some(Sha1::digest(info.subject_public_key.raw_bytes()).to_vec())
+}
+
+/// A big-endian integer without leading zero bytes.
+fn be(u: &rsa::BoxedUint) -> Vec<u8> {
+    let b = u.to_be_bytes();
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    b[first..].to_vec()
+}
+
+fn rsa_material(key: &rsa::PrivateKey) -> Result<Material, String> {
+    let primes = key.primes();
+    if primes.len() != 2 {
+        return Err(format!(
+            "RSA keys with {} primes are not supported (two only)",
+            primes.len()
+        ));
+    }
+    let (Some(dp), Some(dq), Some(qinv)) = (key.dp(), key.dq(), key.crt_coefficient()) else {
+        return Err("the RSA key lacks its CRT components".into());
+    };
+    let spki = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| format!("cannot encode the RSA public key: {e}"))?
+        .as_bytes()
+        .to_vec();
+    Ok(Material::Rsa {
+        n: be(key.n()),
+        e: be(key.e()),
+        private: [
+            Zeroizing::new(be(key.d())),
+            Zeroizing::new(be(&primes[0])),
+            Zeroizing::new(be(&primes[1])),
+            Zeroizing::new(be(dp)),
+            Zeroizing::new(be(dq)),
+            Zeroizing::new(be(&qinv)),
+        ],
+        spki,
+    })
+}
+
+/// The public point of a SubjectPublicKeyInfo as a DER OCTET STRING.
+fn ec_point(spki: &[u8]) -> Result<Vec<u8>, String> {
+    let info = SubjectPublicKeyInfoRef::from_der(spki).map_err(|e| e.to_string())?;
+    der::asn1::OctetString::new(info.subject_public_key.raw_bytes())
+        .and_then(|o| o.to_der())
+        .map_err(|e| e.to_string())
+}
+
+fn ec_material(
+    params: &'static [u8],
+    scalar: Vec<u8>,
+    spki: Result<der::Document, rsa::pkcs8::spki::Error>,
+) -> Result<Material, String> {
+    let spki = spki
+        .map_err(|e| format!("cannot encode the EC public key: {e}"))?
+        .as_bytes()
+        .to_vec();
+    Ok(Material::Ec {
+        params,
+        scalar: Zeroizing::new(scalar),
+        point: ec_point(&spki)?,
+        spki,
+    })
+}
+
+fn p256_material(k: &p256::SecretKey) -> Result<Material, String> {
+    ec_material(
+        P256_OID,
+        k.to_bytes().to_vec(),
+        k.public_key().to_public_key_der(),
+    )
+}
+
+fn p384_material(k: &p384::SecretKey) -> Result<Material, String> {
+    ec_material(
+        P384_OID,
+        k.to_bytes().to_vec(),
+        k.public_key().to_public_key_der(),
+    )
+}
+
+fn cert_material(der: &[u8]) -> Result<Material, String> {
+    let cert =
+        x509_cert::Certificate::from_der(der).map_err(|e| format!("bad certificate: {e}"))?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| format!("bad certificate: {e}"))?;
+    Ok(Material::Cert {
+        der: der.to_vec(),
+        spki,
+    })
+}
+
+/// A PKCS#8 `PrivateKeyInfo`.
+fn pkcs8(der: &[u8]) -> Result<Material, String> {
+    if let Ok(k) = rsa::PrivateKey::from_pkcs8_der(der) {
+        return rsa_material(&k);
+    }
+    if let Ok(k) = p256::SecretKey::from_pkcs8_der(der) {
+        return p256_material(&k);
+    }
+    if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
+        return p384_material(&k);
+    }
+    match rsa::pkcs8::PrivateKeyInfoRef::from_der(der) {
+        Ok(info) => Err(format!(
+            "unsupported private key algorithm {} (RSA and EC P-256/P-384 only){}",
+            info.algorithm.oid,
+            info.algorithm
+                .parameters
+                .as_ref()
+                .map_or_else(String::new, |p| format!(", parameters {:02x?}", p.value()))
+        )),
+        Err(e) => Err(format!("bad PKCS#8 private key: {e}")),
+    }
+}
+
+/// A SEC1 `ECPrivateKey`.
+fn sec1(der: &[u8]) -> Result<Material, String> {
+    if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
+        return p256_material(&k);
+    }
+    if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
+        return p384_material(&k);
+    }
+    Err("bad or unsupported SEC1 EC private key (P-256 and P-384 only)".into())
+}
+
+/// A PKCS#1 `RSAPrivateKey`.
+fn pkcs1(der: &[u8]) -> Result<Material, String> {
+    let k = rsa::PrivateKey::from_pkcs1_der(der)
+        .map_err(|e| format!("bad PKCS#1 RSA private key: {e}"))?;
+    rsa_material(&k)
+}
+
+/// One PEM block: its label and contents.
+type PemBlock = (String, Zeroizing<Vec<u8>>);
+
+/// The PEM blocks of a text.
+fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let block = &rest[start..];
+        let end_marker = block
+            .find("-----END ")
+            .ok_or("a PEM block has no END line")?;
+        let after = &block[end_marker + 9..];
+        let close = after.find("-----").ok_or("a PEM END line is malformed")?;
+        let len = end_marker + 9 + close + 5;
+        let pem = &block[..len];
+        if pem.contains("Proc-Type:") {
+            return Err(
+                "encrypted PEM keys are not supported: decrypt first (openssl pkey -in FILE -out plain.pem)"
+                    .into(),
+            );
+        }
+        let (label, der) =
+            der::pem::decode_vec(pem.as_bytes()).map_err(|e| format!("bad PEM block: {e}"))?;
+        out.push((label.to_string(), Zeroizing::new(der)));
+        rest = &block[len..];
+    }
+    Ok(out)
+}
+
+/// Reads a key or certificate file's contents. `aes`: the bytes are a raw
+/// AES key.
+pub fn parse(bytes: &[u8], aes: bool) -> Result<Material, String> {
+    if aes {
+        return match bytes.len() {
+            16 | 24 | 32 => Ok(Material::Aes(Zeroizing::new(bytes.to_vec()))),
+            n => Err(format!(
+                "an AES key file must hold exactly 16, 24 or 32 bytes (this one has {n})"
+            )),
+        };
+    }
+    let text = std::str::from_utf8(bytes).ok();
+    if let Some(text) = text.filter(|t| t.contains("-----BEGIN ")) {
+        let blocks = pem_blocks(text)?;
+        for (label, der) in &blocks {
+            return match label.as_str() {
+                "PRIVATE KEY" => pkcs8(der),
+                "RSA PRIVATE KEY" => pkcs1(der),
+                "EC PRIVATE KEY" => sec1(der),
+                "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" => cert_material(der),
+                "ENCRYPTED PRIVATE KEY" => Err(
+                    "encrypted PKCS#8 keys are not supported: decrypt first (openssl pkey -in FILE -out plain.pem)"
+                        .into(),
+                ),
+                // `openssl ecparam -genkey` writes the curve first.
+                "EC PARAMETERS" => continue,
+                other => Err(format!(
+                    "unsupported PEM block {other:?} (PRIVATE KEY, RSA PRIVATE KEY, EC PRIVATE KEY or CERTIFICATE)"
+                )),
+            };
+        }
+        return Err("no key or certificate in the PEM file".into());
+    }
+    // DER: the first format that parses.
+    if bytes.first() != Some(&0x30) {
+        return Err("not a PEM or DER key or certificate (use --aes for a raw AES key)".into());
+    }
+    if rsa::pkcs8::PrivateKeyInfoRef::from_der(bytes).is_ok() {
+        return pkcs8(bytes);
+    }
+    if x509_cert::Certificate::from_der(bytes).is_ok() {
+        return cert_material(bytes);
+    }
+    if let Ok(m) = pkcs1(bytes) {
+        return Ok(m);
+    }
+    if let Ok(m) = sec1(bytes) {
+        return Ok(m);
+    }
+    Err(
+        "not a supported key or certificate (PKCS#8, PKCS#1, SEC1 private keys or X.509 certificates, PEM or DER)"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::EncodePrivateKey;
+
+    fn p256_key() -> p256::SecretKey {
+        p256::SecretKey::from_bytes(&[7u8; 32].into()).unwrap()
+    }
+
+    #[test]
+    fn ec_pkcs8_and_sec1_in_pem_and_der() {
+        let k = p256_key();
+        let pk8 = k.to_pkcs8_der().unwrap();
+        let sec1 = k.to_sec1_der().unwrap();
+        for bytes in [pk8.as_bytes().to_vec(), sec1.to_vec()] {
+            match parse(&bytes, false).unwrap() {
+                Material::Ec {
+                    params,
+                    scalar,
+                    point,
+                    spki,
+                } => {
+                    assert_eq!(params, P256_OID);
+                    assert_eq!(&scalar[..], &[7u8; 32]);
+                    assert_eq!(point.len(), 2 + 65);
+                    assert_eq!(&point[..3], &[0x04, 65, 0x04]);
+                    assert!(key_id(&spki).is_some());
+                }
+                _ => panic!("not EC"),
+            }
+        }
+        let pem =
+            der::pem::encode_string("EC PRIVATE KEY", der::pem::LineEnding::LF, &sec1).unwrap();
+        let with_params = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{pem}"
+        );
+        assert_eq!(
+            parse(with_params.as_bytes(), false).unwrap().kind(),
+            "EC P-256 private key"
+        );
+    }
+
+    #[test]
+    fn rsa_pkcs1_and_pkcs8() {
+        let k = rsa::PrivateKey::new(&mut getrandom::SysRng, 1024).unwrap();
+        let p1 = k.to_pkcs1_der().unwrap();
+        let p8 = k.to_pkcs8_der().unwrap();
+        for bytes in [p1.as_bytes(), p8.as_bytes()] {
+            match parse(bytes, false).unwrap() {
+                Material::Rsa { n, e, private, .. } => {
+                    assert_eq!(e, vec![1, 0, 1]);
+                    assert_eq!(n.len(), 128);
+                    assert!(private.iter().all(|c| !c.is_empty()));
+                }
+                _ => panic!("not RSA"),
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_altered_files_are_errors_not_panics() {
+        let k = p256_key();
+        let der = k.to_pkcs8_der().unwrap().as_bytes().to_vec();
+        let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &der).unwrap();
+        for len in 0..der.len() {
+            assert!(parse(&der[..len], false).is_err(), "DER cut at {len}");
+        }
+        for len in 0..pem.len() {
+            let _ = parse(&pem.as_bytes()[..len], false);
+        }
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            let _ = parse(&bad, false);
+        }
+    }
+
+    #[test]
+    fn raw_aes_and_garbage() {
+        assert!(matches!(parse(&[1; 32], true), Ok(Material::Aes(_))));
+        assert!(parse(&[1; 31], true).is_err());
+        assert!(parse(b"hello", false).is_err());
+        assert!(parse(&[0x30, 0x03, 0x02, 0x01, 0x01], false).is_err());
+        assert!(parse(b"-----BEGIN PRIVATE KEY-----\nxx\n", false).is_err());
+        assert!(parse(b"-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n", false).is_err());
+        assert!(parse(b"", false).is_err());
+    }
+}
