@@ -69,7 +69,7 @@ pub struct Token {
     /// The storage key, present while someone is logged in.
     key: Option<StorageKey>,
     /// Visible objects by handle (token objects and session objects).
-    objects: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
+    objects: Objects,
     /// Handles already given to public token objects, by store id.
     handles: HashMap<u64, CK_OBJECT_HANDLE>,
     /// The store's generation this cache reflects; `None` when unknown (then
@@ -87,7 +87,7 @@ impl Token {
             record: None,
             login: Login::Public,
             key: None,
-            objects: HashMap::new(),
+            objects: Objects::default(),
             handles: HashMap::new(),
             generation: None,
             sessions: 0,
@@ -105,6 +105,82 @@ impl Token {
 
     fn record(&self) -> Result<&TokenRecord> {
         self.record.as_ref().ok_or(Error::TokenNotRecognized)
+    }
+}
+
+/// The attributes `C_FindObjects` can look up without scanning every object:
+/// what clients search by (v3.0 §5.7; OpenSSL, p11-kit and the XKS proxy find
+/// keys by label or id).
+const INDEXED: [CK_ATTRIBUTE_TYPE; 2] = [CKA_LABEL, CKA_ID];
+
+/// A token's objects by handle, with an index of their labels and ids so that
+/// finding one object among many costs a hash lookup, not a scan.
+#[derive(Default)]
+struct Objects {
+    map: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
+    index: HashMap<(CK_ATTRIBUTE_TYPE, Vec<u8>), std::collections::BTreeSet<CK_OBJECT_HANDLE>>,
+}
+
+impl Objects {
+    fn keys(o: &Object) -> impl Iterator<Item = (CK_ATTRIBUTE_TYPE, Vec<u8>)> + '_ {
+        INDEXED
+            .iter()
+            .filter_map(|ty| o.bytes(*ty).map(|v| (*ty, v.to_vec())))
+    }
+
+    fn unindex(&mut self, o: &Object) {
+        for k in Self::keys(o) {
+            if let Some(set) = self.index.get_mut(&k) {
+                set.remove(&o.handle);
+                if set.is_empty() {
+                    self.index.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn get(&self, h: &CK_OBJECT_HANDLE) -> Option<&Arc<Object>> {
+        self.map.get(h)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Object>> {
+        self.map.values()
+    }
+
+    fn insert(&mut self, h: CK_OBJECT_HANDLE, o: Arc<Object>) {
+        if let Some(old) = self.map.remove(&h) {
+            self.unindex(&old);
+        }
+        for k in Self::keys(&o) {
+            self.index.entry(k).or_default().insert(h);
+        }
+        self.map.insert(h, o);
+    }
+
+    fn remove(&mut self, h: &CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
+        let o = self.map.remove(h)?;
+        self.unindex(&o);
+        Some(o)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&CK_OBJECT_HANDLE, &Arc<Object>) -> bool) {
+        let gone: Vec<CK_OBJECT_HANDLE> = self
+            .map
+            .iter()
+            .filter(|(h, o)| !keep(h, o))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in gone {
+            self.remove(&h);
+        }
+    }
+
+    /// The objects whose `ty` (one of `INDEXED`) is exactly `value`.
+    fn with(&self, ty: CK_ATTRIBUTE_TYPE, value: &[u8]) -> Vec<&Arc<Object>> {
+        self.index
+            .get(&(ty, value.to_vec()))
+            .map(|set| set.iter().filter_map(|h| self.map.get(h)).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -1227,8 +1303,15 @@ impl Module {
         let query = policy::Query::new(template);
         let mut found: Vec<CK_OBJECT_HANDLE> = {
             let t = s.slot.token.read();
-            t.objects
-                .values()
+            // A label or id in the template narrows the search through the
+            // index; the query still checks every attribute of each candidate.
+            let candidates: Vec<&Arc<Object>> =
+                match template.iter().find(|a| INDEXED.contains(&a.ty)) {
+                    Some(a) => t.objects.with(a.ty, &a.value),
+                    None => t.objects.values().collect(),
+                };
+            candidates
+                .into_iter()
                 .filter(|o| !o.needs_user() || t.login == Login::User)
                 .filter(|o| query.matches(&o.attrs))
                 .map(|o| o.handle)

@@ -1196,3 +1196,43 @@ fn wrap_and_unwrap_templates_are_honoured() {
         Err(Error::TemplateInconsistent)
     );
 }
+
+#[test]
+fn find_by_label_and_id_follows_renames_and_destroys() {
+    let m = ready();
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..50u8 {
+        let t = data_object(true, i % 2 == 0, &[b'n', i]);
+        handles.push(m.create_object(h, &t).unwrap());
+    }
+    for i in 0..10u8 {
+        let t = secret(
+            CKK_AES,
+            &[i; 16],
+            &[
+                RawAttr::new(CKA_ID, &[i % 5]),
+                RawAttr::bool(CKA_TOKEN, false),
+            ],
+        );
+        m.create_object(h, &t).unwrap();
+    }
+    let label = |l: &[u8]| vec![RawAttr::new(CKA_LABEL, l)];
+    assert_eq!(find_all(&m, h, &label(&[b'n', 7])), vec![handles[7]]);
+    assert_eq!(find_all(&m, h, &[RawAttr::new(CKA_ID, &[3])]).len(), 2);
+    // Label plus another attribute: the index narrows, the query decides.
+    let mut both = label(&[b'n', 8]);
+    both.push(RawAttr::bool(CKA_PRIVATE, false));
+    assert!(find_all(&m, h, &both).is_empty(), "object 8 is private");
+    m.set_attributes(h, handles[7], &label(b"renamed")).unwrap();
+    assert!(find_all(&m, h, &label(&[b'n', 7])).is_empty());
+    assert_eq!(find_all(&m, h, &label(b"renamed")), vec![handles[7]]);
+    m.destroy_object(h, handles[7]).unwrap();
+    assert!(find_all(&m, h, &label(b"renamed")).is_empty());
+    // Private objects leave the results at logout.
+    assert_eq!(find_all(&m, h, &label(&[b'n', 8])).len(), 1);
+    m.logout(h).unwrap();
+    assert!(find_all(&m, h, &label(&[b'n', 8])).is_empty());
+    assert_eq!(find_all(&m, h, &label(&[b'n', 9])).len(), 1);
+}
