@@ -40,7 +40,7 @@ use ferrohsm_tests::raw::{
     RawModule, V, aes_keygen_template, check, ok, padded32, plain_mechanism, rv_name, rv_result,
     secret_key_template, text,
 };
-use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, ck, to_hex};
+use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, ck, from_hex, to_hex};
 use sha2::Digest;
 
 // ---------------------------------------------------------------------------
@@ -1050,6 +1050,50 @@ fn no_plaintext_on_disk() {
         m.create(s, secret(CKK_GENERIC_SECRET, "generic-known", &gen_value)),
         "C_CreateObject generic secret token key with a known value",
     );
+    // An EC P-256 and an RSA-2048 private key with known values.
+    let ec_scalar = rng.bytes(32);
+    let p256_params = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let private = |kt: CK_KEY_TYPE, label: &str, parts: Vec<(CK_ATTRIBUTE_TYPE, V)>| {
+        let mut tpl = vec![
+            (CKA_CLASS, V::U(CKO_PRIVATE_KEY)),
+            (CKA_KEY_TYPE, V::U(kt)),
+            (CKA_TOKEN, V::B(true)),
+            (CKA_SENSITIVE, V::B(true)),
+            (CKA_LABEL, text(label)),
+        ];
+        tpl.extend(parts);
+        tpl
+    };
+    ok(
+        m.create(
+            s,
+            private(
+                CKK_EC,
+                "ec-known",
+                vec![
+                    (CKA_EC_PARAMS, V::Bytes(p256_params.to_vec())),
+                    (CKA_VALUE, V::Bytes(ec_scalar.clone())),
+                ],
+            ),
+        ),
+        "C_CreateObject EC P-256 private key with a known value",
+    );
+    let rsa_d = from_hex(RSA_D);
+    ok(
+        m.create(
+            s,
+            private(
+                CKK_RSA,
+                "rsa-known",
+                vec![
+                    (CKA_MODULUS, V::Bytes(from_hex(RSA_N))),
+                    (CKA_PUBLIC_EXPONENT, V::Bytes(vec![1, 0, 1])),
+                    (CKA_PRIVATE_EXPONENT, V::Bytes(rsa_d.clone())),
+                ],
+            ),
+        ),
+        "C_CreateObject RSA-2048 private key with a known value",
+    );
     // Positive control for the scan: a public value that is stored readable.
     ok(
         m.create(s, data_object("marker", true, &marker)),
@@ -1064,7 +1108,11 @@ fn no_plaintext_on_disk() {
     let mut total = 0usize;
     let mut marker_seen = false;
     let aes_hex = to_hex(&aes_value);
-    let needles: [(&str, &[u8]); 8] = [
+    let needles: [(&str, &[u8]); 12] = [
+        ("the EC private scalar", &ec_scalar),
+        ("half of the EC private scalar", &ec_scalar[..16]),
+        ("the RSA private exponent", &rsa_d),
+        ("part of the RSA private exponent", &rsa_d[100..132]),
         ("the AES key value", &aes_value),
         ("the first half of the AES key", &aes_value[..16]),
         ("the second half of the AES key", &aes_value[16..]),
@@ -1112,6 +1160,11 @@ fn no_plaintext_on_disk() {
     assert_eq!(run.value("ct"), ct, "AES key after reload");
     assert_eq!(run.value("mac"), mac, "generic secret after reload");
 }
+
+/// A 2048-bit RSA key (openssl genrsa) for the no-plaintext scan: modulus and
+/// private exponent, hex.
+const RSA_N: &str = "a194dc77c5d5e429f63132e6a1307f45261693558bfce90f3d8d6c96c20ac0f13a0533e02cb316747312f510852791cbd15bf14307aec0af29f86bed78adaa20555b649f87a0a3f00d4772c7c3b0d3dfd44b8807d7f6d8fb027edf8997c1ac8eb0768e9b85d4466f4fcb4d6966b28ca5d9ca33a71238a00e1061eeab7bacf285bb543f3685272c13d53a01fa7c2c98f508bc9ebbe941100323ad1be5d0a49a1b2a8e856c8cde71e2739ad4aca45f0f29c2d1603e6f9d84bbc061031e98b356a6b76da856708aa91801a73c6a5207a0277f305498eb611f62e4a1bb4ae60c595126453912cd50234e7e0b6edc49f2b3ac76b5a7c4dac7773d7f30b5d5e6ad3281";
+const RSA_D: &str = "04d94558e4434800a0da46d96020a70f0d86aba6eb679c5c4857f2385f6c08706cb1eb85b87daac8b58bcdf61012d9078d59a596a1f842e0b6c1154707e2293ae568d3cf0c383c3727c4db3b46a26ba739b50708da38967808d20315fb4b74e8c6bf9605b1794660507c0caf83250c3ead57899f83b6d689b980e0d33d47ba32d01f4bba6fe9a09fa46d4ed4e3dcd7343d5e5759f421c02605153a26993a7263c6a0e11f437d840d75dd0c844056506a47b36eaaa10afd6ba8e3f665224887d2e5a87a8c4fbb4fcef792314ec1a2fd4df1ca54c46488a4718ff52c7ef940665a3691ed33628b155485d3cffe7debc140679aa257b8db2814c29bd06b79888f81";
 
 /// A secret key with `CKA_PRIVATE` FALSE (what `pkcs11-tool` asks for unless
 /// given `--private`) as a token object: the module may store it (then its
