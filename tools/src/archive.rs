@@ -77,9 +77,10 @@ pub fn backup(a: &BackupArgs) -> Result<()> {
             kdf: config.kdf,
             max_login_failures: config.max_login_failures,
         };
-        let (bytes, summary) =
+        let (bytes, summary) = crate::keys::with_progress("sealing the backup", || {
             backup::create_backup(&store, token.slot_id, so.as_bytes(), &options)
-                .map_err(|e| format!("backup of token {:?}: {}", a.token, explain(&e)))?;
+        })
+        .map_err(|e| format!("backup of token {:?}: {}", a.token, explain(&e)))?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| format!("cannot write {}: {e}", a.out.display()))?;
@@ -119,8 +120,10 @@ pub fn restore(a: &RestoreArgs) -> Result<()> {
         &format!("SO PIN of the token in {}", a.file.display()),
         Source::from_so(&a.so),
     )?;
-    let summary = backup::restore_backup(&store, &file, so.as_bytes(), label)
-        .map_err(|e| format!("restore {}: {}", a.file.display(), explain(&e)))?;
+    let summary = crate::keys::with_progress("restoring the token", || {
+        backup::restore_backup(&store, &file, so.as_bytes(), label)
+    })
+    .map_err(|e| format!("restore {}: {}", a.file.display(), explain(&e)))?;
     out::stdout(&format!(
         "restored token {:?} (serial {}, token id {}, {} objects) into slot {}\n",
         padded(&summary.label),

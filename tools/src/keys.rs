@@ -190,8 +190,9 @@ fn refuse_taken(session: &Session, label: &str, token: &str, cert: bool) -> Resu
     Ok(())
 }
 
-/// Runs `f`, showing a spinner on stderr meanwhile when stderr is a terminal.
-fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
+/// Runs `f`, showing a spinner on stderr meanwhile when stderr is a terminal
+/// (RSA key generation, backup and restore of large tokens).
+pub(crate) fn with_progress<T>(what: &str, f: impl FnOnce() -> T) -> T {
     if !std::io::stderr().is_terminal() {
         return f();
     }
