@@ -256,6 +256,22 @@ pub fn run(temp: bool) -> Result<(), String> {
         "  pkcs11-tool --module {} --login --pin {DEMO_USER_PIN} -O",
         module.display()
     );
+    let tag = hex(&random[..4]);
+    println!(
+        "Sign with the token's EC key from OpenSSL (apt-get install libengine-pkcs11-openssl; \
+         the engine finds the module through p11-kit after `ferrohsm register`, as root \
+         `ferrohsm register --config-dir /etc/pkcs11/modules`):"
+    );
+    println!(
+        "  echo hi > msg; openssl dgst -engine pkcs11 -keyform engine -sha256 -sign \
+         'pkcs11:token={DEMO_LABEL};object=demo%20ec%20{tag};type=private;pin-value={DEMO_USER_PIN}' \
+         -out msg.sig msg"
+    );
+    println!("The AWS KMS XKS proxy uses the module with, in its settings.toml:");
+    println!(
+        "  [pkcs11]\n  PKCS11_HSM_MODULE = \"{}\"\n  user_pin = \"{DEMO_USER_PIN}\"",
+        module.display()
+    );
     for (name, pem) in &pems {
         let file = std::env::temp_dir().join(format!("ferrohsm-demo-{name}.pem"));
         if std::fs::write(&file, pem).is_ok() {
