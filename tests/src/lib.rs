@@ -15,6 +15,7 @@
 //! (and deliberately bad) pointers. Every block says why it is sound.
 
 pub mod child;
+pub mod mech;
 pub mod p11;
 pub mod raw;
 

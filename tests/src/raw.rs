@@ -293,6 +293,8 @@ pub enum V {
     B(bool),
     /// A byte string; empty is passed as a NULL pointer of length 0.
     Bytes(Vec<u8>),
+    /// An attribute array (`CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, …).
+    Attrs(Vec<(CK_ATTRIBUTE_TYPE, V)>),
 }
 
 /// A text attribute value (the bytes of `s`, no terminator).
@@ -343,41 +345,57 @@ pub fn plain_mechanism(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
     }
 }
 
-/// An owned attribute template: the values live in their own heap buffers, so
-/// the `CK_ATTRIBUTE` pointers stay valid while the template lives.
+/// An owned attribute template: the values (and nested attribute arrays) live
+/// in their own heap buffers, which do not move, so the `CK_ATTRIBUTE`
+/// pointers stay valid while the template lives.
 pub struct Tpl {
     _vals: Vec<Vec<u8>>,
+    _nested: Vec<Tpl>,
     attrs: Vec<CK_ATTRIBUTE>,
 }
 
 impl Tpl {
     /// The template of `list`, in its order.
     pub fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
-        let (types, mut vals): (Vec<_>, Vec<_>) = list
-            .into_iter()
-            .map(|(t, v)| {
-                let bytes = match v {
-                    V::U(u) => u.to_ne_bytes().to_vec(),
-                    V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
-                    V::Bytes(b) => b,
-                };
-                (t, bytes)
-            })
-            .unzip();
-        let attrs = types
-            .iter()
-            .zip(vals.iter_mut())
-            .map(|(t, v)| CK_ATTRIBUTE {
-                type_: *t,
-                pValue: if v.is_empty() {
-                    ptr::null_mut()
-                } else {
-                    v.as_mut_ptr() as *mut c_void
-                },
-                ulValueLen: v.len() as CK_ULONG,
-            })
-            .collect();
-        Tpl { _vals: vals, attrs }
+        let mut vals = Vec::new();
+        let mut nested: Vec<Tpl> = Vec::new();
+        let mut attrs = Vec::new();
+        for (t, v) in list {
+            let (p, n) = match v {
+                V::Attrs(inner) => {
+                    let mut inner = Tpl::new(inner);
+                    let p = inner.ptr() as *mut c_void;
+                    let n = inner.attrs.len() * std::mem::size_of::<CK_ATTRIBUTE>();
+                    nested.push(inner);
+                    (p, n)
+                }
+                V::U(u) => Self::keep(&mut vals, u.to_ne_bytes().to_vec()),
+                V::B(b) => Self::keep(&mut vals, vec![if b { CK_TRUE } else { CK_FALSE }]),
+                V::Bytes(b) => Self::keep(&mut vals, b),
+            };
+            attrs.push(CK_ATTRIBUTE {
+                type_: t,
+                pValue: p,
+                ulValueLen: n as CK_ULONG,
+            });
+        }
+        Tpl {
+            _vals: vals,
+            _nested: nested,
+            attrs,
+        }
+    }
+
+    /// Stores a value buffer; its pointer (NULL when empty) and length.
+    fn keep(vals: &mut Vec<Vec<u8>>, mut bytes: Vec<u8>) -> (*mut c_void, usize) {
+        let p = if bytes.is_empty() {
+            ptr::null_mut()
+        } else {
+            bytes.as_mut_ptr() as *mut c_void
+        };
+        let n = bytes.len();
+        vals.push(bytes);
+        (p, n)
     }
 
     /// The attributes for a call (NULL for an empty template).

@@ -27,8 +27,9 @@ use std::ffi::c_void;
 use std::ptr;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, check, rv_name};
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck};
+use ferrohsm_tests::mech::{Mech, Salt, kwp, with_mech};
+use ferrohsm_tests::raw::{RawModule, Tpl, V, check, rv_name};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck, from_hex as hex, to_hex};
 
 type H = CK_OBJECT_HANDLE;
 
@@ -53,72 +54,9 @@ const KNOWN_KEY: &[u8; 32] = &[
 /// the table as `READABLE(one-way)` without failing; `true` makes it a failure.
 const STRICT_ONE_WAY_KDF: bool = false;
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 // ---------------------------------------------------------------------------
-// templates and mechanisms (minimal; symmetric.rs has a private `Tpl` too)
+// templates and mechanisms
 // ---------------------------------------------------------------------------
-
-/// An attribute value for a template.
-enum V {
-    U(CK_ULONG),
-    B(bool),
-    Bytes(Vec<u8>),
-}
-
-/// An owned attribute template whose pointers stay valid while it lives.
-struct Tpl {
-    _vals: Vec<Vec<u8>>,
-    attrs: Vec<CK_ATTRIBUTE>,
-}
-
-impl Tpl {
-    fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
-        let mut vals: Vec<Vec<u8>> = Vec::new();
-        let mut types = Vec::new();
-        for (t, v) in list {
-            types.push(t);
-            vals.push(match v {
-                V::U(u) => u.to_ne_bytes().to_vec(),
-                V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
-                V::Bytes(b) => b,
-            });
-        }
-        let attrs = types
-            .iter()
-            .zip(vals.iter_mut())
-            .map(|(t, v)| CK_ATTRIBUTE {
-                type_: *t,
-                pValue: if v.is_empty() {
-                    ptr::null_mut()
-                } else {
-                    v.as_mut_ptr() as *mut c_void
-                },
-                ulValueLen: v.len() as CK_ULONG,
-            })
-            .collect();
-        Tpl { _vals: vals, attrs }
-    }
-    fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
-        if self.attrs.is_empty() {
-            ptr::null_mut()
-        } else {
-            self.attrs.as_mut_ptr()
-        }
-    }
-    fn len(&self) -> CK_ULONG {
-        self.attrs.len() as CK_ULONG
-    }
-}
 
 fn u(t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, V) {
     (t, V::U(v))
@@ -130,43 +68,13 @@ fn by(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> (CK_ATTRIBUTE_TYPE, V) {
     (t, V::Bytes(v.to_vec()))
 }
 
-/// HKDF salt choice.
-#[derive(Clone, Debug)]
-enum Salt {
-    Null,
-    Data(Vec<u8>),
-    Key(H),
+/// Short names for the tables of this file.
+trait MechNames {
+    fn name(&self) -> &'static str;
+    fn is_aes_wrap(&self) -> bool;
 }
 
-/// A mechanism with its parameter, owned.
-#[derive(Clone, Debug)]
-enum Mech {
-    Plain(CK_MECHANISM_TYPE),
-    /// A flat byte-string parameter (the IV of CBC-PAD).
-    Bytes(CK_MECHANISM_TYPE, Vec<u8>),
-    /// v3.0 `CK_GCM_PARAMS`, 12-byte IV, 128-bit tag, no AAD.
-    Gcm(Vec<u8>),
-    /// `CK_RSA_PKCS_OAEP_PARAMS`: SHA-256, MGF1-SHA-256, empty label.
-    Oaep,
-    /// `CK_HKDF_PARAMS` with SHA-256 (`data`: `CKM_HKDF_DATA`).
-    Hkdf {
-        data: bool,
-        extract: bool,
-        expand: bool,
-        salt: Salt,
-        info: Vec<u8>,
-    },
-    /// `CK_KEY_DERIVATION_STRING_DATA` (`CKM_AES_ECB_ENCRYPT_DATA`).
-    StrData(CK_MECHANISM_TYPE, Vec<u8>),
-    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`.
-    CbcData([u8; 16], Vec<u8>),
-    /// `CKM_CONCATENATE_BASE_AND_KEY` with the other key's handle.
-    Concat(H),
-    /// `CK_ECDH1_DERIVE_PARAMS`, `CKD_NULL`.
-    Ecdh(Vec<u8>),
-}
-
-impl Mech {
+impl MechNames for Mech {
     fn name(&self) -> &'static str {
         match self {
             Mech::Plain(CKM_AES_KEY_WRAP_KWP) => "KWP",
@@ -192,10 +100,6 @@ impl Mech {
     }
 }
 
-fn kwp() -> Mech {
-    Mech::Plain(CKM_AES_KEY_WRAP_KWP)
-}
-
 /// The wrapping mechanisms, in table order.
 fn wrap_mechs() -> Vec<Mech> {
     vec![
@@ -205,124 +109,6 @@ fn wrap_mechs() -> Vec<Mech> {
         Mech::Gcm(vec![9; 12]),
         Mech::Oaep,
     ]
-}
-
-/// Builds the `CK_MECHANISM` for `mech` on the stack and passes it to `f`.
-fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
-    fn of<P>(ty: CK_MECHANISM_TYPE, p: &mut P) -> CK_MECHANISM {
-        CK_MECHANISM {
-            mechanism: ty,
-            pParameter: p as *mut P as *mut c_void,
-            ulParameterLen: size_of::<P>() as CK_ULONG,
-        }
-    }
-    fn opt(v: &mut [u8]) -> *mut u8 {
-        if v.is_empty() {
-            ptr::null_mut()
-        } else {
-            v.as_mut_ptr()
-        }
-    }
-    match mech {
-        Mech::Plain(t) => f(&mut CK_MECHANISM {
-            mechanism: *t,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        }),
-        Mech::Bytes(t, p) => {
-            let mut p = p.clone();
-            f(&mut CK_MECHANISM {
-                mechanism: *t,
-                pParameter: opt(&mut p) as *mut c_void,
-                ulParameterLen: p.len() as CK_ULONG,
-            })
-        }
-        Mech::Gcm(iv) => {
-            let mut iv = iv.clone();
-            let mut prm = CK_GCM_PARAMS {
-                pIv: iv.as_mut_ptr(),
-                ulIvLen: iv.len() as CK_ULONG,
-                ulIvBits: (iv.len() * 8) as CK_ULONG,
-                pAAD: ptr::null_mut(),
-                ulAADLen: 0,
-                ulTagBits: 128,
-            };
-            f(&mut of(CKM_AES_GCM, &mut prm))
-        }
-        Mech::Oaep => {
-            let mut prm = CK_RSA_PKCS_OAEP_PARAMS {
-                hashAlg: CKM_SHA256,
-                mgf: CKG_MGF1_SHA256,
-                source: CKZ_DATA_SPECIFIED,
-                pSourceData: ptr::null_mut(),
-                ulSourceDataLen: 0,
-            };
-            f(&mut of(CKM_RSA_PKCS_OAEP, &mut prm))
-        }
-        Mech::Hkdf {
-            data,
-            extract,
-            expand,
-            salt,
-            info,
-        } => {
-            let mut info = info.clone();
-            let (ty, mut sbytes, skey) = match salt {
-                Salt::Null => (CKF_HKDF_SALT_NULL, Vec::new(), CK_INVALID_HANDLE),
-                Salt::Data(s) => (CKF_HKDF_SALT_DATA, s.clone(), CK_INVALID_HANDLE),
-                Salt::Key(h) => (CKF_HKDF_SALT_KEY, Vec::new(), *h),
-            };
-            let mut prm = CK_HKDF_PARAMS {
-                bExtract: if *extract { CK_TRUE } else { CK_FALSE },
-                bExpand: if *expand { CK_TRUE } else { CK_FALSE },
-                prfHashMechanism: CKM_SHA256,
-                ulSaltType: ty,
-                pSalt: opt(&mut sbytes),
-                ulSaltLen: sbytes.len() as CK_ULONG,
-                hSaltKey: skey,
-                pInfo: opt(&mut info),
-                ulInfoLen: info.len() as CK_ULONG,
-            };
-            let t = if *data {
-                CKM_HKDF_DATA
-            } else {
-                CKM_HKDF_DERIVE
-            };
-            f(&mut of(t, &mut prm))
-        }
-        Mech::StrData(t, d) => {
-            let mut d = d.clone();
-            let mut prm = CK_KEY_DERIVATION_STRING_DATA {
-                pData: opt(&mut d),
-                ulLen: d.len() as CK_ULONG,
-            };
-            f(&mut of(*t, &mut prm))
-        }
-        Mech::CbcData(iv, d) => {
-            let mut d = d.clone();
-            let mut prm = CK_AES_CBC_ENCRYPT_DATA_PARAMS {
-                iv: *iv,
-                pData: opt(&mut d),
-                length: d.len() as CK_ULONG,
-            };
-            f(&mut of(CKM_AES_CBC_ENCRYPT_DATA, &mut prm))
-        }
-        Mech::Concat(h) => {
-            let mut h: CK_OBJECT_HANDLE = *h;
-            f(&mut of(CKM_CONCATENATE_BASE_AND_KEY, &mut h))
-        }
-        Mech::Ecdh(point) => {
-            let mut point = point.clone();
-            let mut prm = CK_ECDH1_DERIVE_PARAMS {
-                kdf: CKD_NULL,
-                ulSharedDataLen: 0,
-                pSharedData: ptr::null_mut(),
-                ulPublicDataLen: point.len() as CK_ULONG,
-                pPublicData: point.as_mut_ptr(),
-            };
-            f(&mut of(CKM_ECDH1_DERIVE, &mut prm))
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -23,8 +23,9 @@ use std::ptr;
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, rv_name};
-use ferrohsm_tests::{TestEnv, USER_PIN, ck};
+use ferrohsm_tests::mech::{Mech, Salt, kwp, with_mech};
+use ferrohsm_tests::raw::{RawModule, Tpl, V, rv_name};
+use ferrohsm_tests::{TestEnv, USER_PIN, ck, from_hex as hex, to_hex};
 
 type H = CK_OBJECT_HANDLE;
 /// A template as a list of (type, value).
@@ -34,18 +35,6 @@ type Template = Vec<(CK_ATTRIBUTE_TYPE, V)>;
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// The wrapping key imported with the same value on both tokens.
 const SHARED_KEK: [u8; 32] = [0x5a; 32];
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// The last lines of the module log (`FERROHSM_LOG` is `debug:<file>`, set by
 /// `TestEnv`), for failure messages.
@@ -94,78 +83,6 @@ fn check_any(rv: CK_RV, want: &[CK_RV], what: &str) {
 // similar private helpers)
 // ---------------------------------------------------------------------------
 
-/// An attribute value for a template.
-enum V {
-    U(CK_ULONG),
-    B(bool),
-    Bytes(Vec<u8>),
-    /// An attribute array (`CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`).
-    Attrs(Vec<(CK_ATTRIBUTE_TYPE, V)>),
-}
-
-/// An owned attribute template whose pointers stay valid while it lives (the
-/// value buffers and nested arrays are heap allocations that do not move).
-struct Tpl {
-    _vals: Vec<Vec<u8>>,
-    _nested: Vec<Tpl>,
-    attrs: Vec<CK_ATTRIBUTE>,
-}
-
-impl Tpl {
-    fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
-        let mut vals: Vec<Vec<u8>> = Vec::new();
-        let mut nested: Vec<Tpl> = Vec::new();
-        let mut attrs = Vec::new();
-        for (t, v) in list {
-            let (p, n) = match v {
-                V::Attrs(inner) => {
-                    let mut inner = Tpl::new(inner);
-                    let p = inner.ptr() as *mut c_void;
-                    let n = inner.attrs.len() * size_of::<CK_ATTRIBUTE>();
-                    nested.push(inner);
-                    (p, n)
-                }
-                v => {
-                    let mut bytes = match v {
-                        V::U(u) => u.to_ne_bytes().to_vec(),
-                        V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
-                        V::Bytes(b) => b,
-                        V::Attrs(_) => unreachable!(),
-                    };
-                    let p = if bytes.is_empty() {
-                        ptr::null_mut()
-                    } else {
-                        bytes.as_mut_ptr() as *mut c_void
-                    };
-                    let n = bytes.len();
-                    vals.push(bytes);
-                    (p, n)
-                }
-            };
-            attrs.push(CK_ATTRIBUTE {
-                type_: t,
-                pValue: p,
-                ulValueLen: n as CK_ULONG,
-            });
-        }
-        Tpl {
-            _vals: vals,
-            _nested: nested,
-            attrs,
-        }
-    }
-    fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
-        if self.attrs.is_empty() {
-            ptr::null_mut()
-        } else {
-            self.attrs.as_mut_ptr()
-        }
-    }
-    fn len(&self) -> CK_ULONG {
-        self.attrs.len() as CK_ULONG
-    }
-}
-
 fn u(t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, V) {
     (t, V::U(v))
 }
@@ -176,43 +93,12 @@ fn by(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> (CK_ATTRIBUTE_TYPE, V) {
     (t, V::Bytes(v.to_vec()))
 }
 
-/// HKDF salt choice.
-#[derive(Clone, Debug)]
-enum Salt {
-    Null,
-    Data(Vec<u8>),
-    Key(H),
+/// Full mechanism names for the messages of this file.
+trait MechName {
+    fn name(&self) -> String;
 }
 
-/// A mechanism with its parameter, owned.
-#[derive(Clone, Debug)]
-enum Mech {
-    Plain(CK_MECHANISM_TYPE),
-    /// A flat byte-string parameter (an IV).
-    Bytes(CK_MECHANISM_TYPE, Vec<u8>),
-    /// v3.0 `CK_GCM_PARAMS`, 128-bit tag, no AAD.
-    Gcm(Vec<u8>),
-    /// `CK_RSA_PKCS_OAEP_PARAMS`: SHA-256, MGF1-SHA-256, empty label.
-    Oaep,
-    /// `CK_HKDF_PARAMS` with SHA-256.
-    Hkdf {
-        data: bool,
-        extract: bool,
-        expand: bool,
-        salt: Salt,
-        info: Vec<u8>,
-    },
-    /// `CK_KEY_DERIVATION_STRING_DATA` (`CKM_AES_ECB_ENCRYPT_DATA`).
-    StrData(CK_MECHANISM_TYPE, Vec<u8>),
-    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`.
-    CbcData([u8; 16], Vec<u8>),
-    /// `CKM_CONCATENATE_BASE_AND_KEY` with the other key's handle.
-    Concat(H),
-    /// `CK_ECDH1_DERIVE_PARAMS`, `CKD_NULL`.
-    Ecdh(Vec<u8>),
-}
-
-impl Mech {
+impl MechName for Mech {
     fn name(&self) -> String {
         match self {
             Mech::Plain(CKM_AES_KEY_WRAP_KWP) => "CKM_AES_KEY_WRAP_KWP".into(),
@@ -232,10 +118,6 @@ impl Mech {
     }
 }
 
-fn kwp() -> Mech {
-    Mech::Plain(CKM_AES_KEY_WRAP_KWP)
-}
-
 fn hkdf(extract: bool, expand: bool, salt: Salt, info: &[u8]) -> Mech {
     Mech::Hkdf {
         data: false,
@@ -243,124 +125,6 @@ fn hkdf(extract: bool, expand: bool, salt: Salt, info: &[u8]) -> Mech {
         expand,
         salt,
         info: info.to_vec(),
-    }
-}
-
-/// Builds the `CK_MECHANISM` for `mech` on the stack and passes it to `f`.
-fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
-    fn of<P>(ty: CK_MECHANISM_TYPE, p: &mut P) -> CK_MECHANISM {
-        CK_MECHANISM {
-            mechanism: ty,
-            pParameter: p as *mut P as *mut c_void,
-            ulParameterLen: size_of::<P>() as CK_ULONG,
-        }
-    }
-    fn opt(v: &mut [u8]) -> *mut u8 {
-        if v.is_empty() {
-            ptr::null_mut()
-        } else {
-            v.as_mut_ptr()
-        }
-    }
-    match mech {
-        Mech::Plain(t) => f(&mut CK_MECHANISM {
-            mechanism: *t,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        }),
-        Mech::Bytes(t, p) => {
-            let mut p = p.clone();
-            f(&mut CK_MECHANISM {
-                mechanism: *t,
-                pParameter: opt(&mut p) as *mut c_void,
-                ulParameterLen: p.len() as CK_ULONG,
-            })
-        }
-        Mech::Gcm(iv) => {
-            let mut iv = iv.clone();
-            let mut prm = CK_GCM_PARAMS {
-                pIv: iv.as_mut_ptr(),
-                ulIvLen: iv.len() as CK_ULONG,
-                ulIvBits: (iv.len() * 8) as CK_ULONG,
-                pAAD: ptr::null_mut(),
-                ulAADLen: 0,
-                ulTagBits: 128,
-            };
-            f(&mut of(CKM_AES_GCM, &mut prm))
-        }
-        Mech::Oaep => {
-            let mut prm = CK_RSA_PKCS_OAEP_PARAMS {
-                hashAlg: CKM_SHA256,
-                mgf: CKG_MGF1_SHA256,
-                source: CKZ_DATA_SPECIFIED,
-                pSourceData: ptr::null_mut(),
-                ulSourceDataLen: 0,
-            };
-            f(&mut of(CKM_RSA_PKCS_OAEP, &mut prm))
-        }
-        Mech::Hkdf {
-            data,
-            extract,
-            expand,
-            salt,
-            info,
-        } => {
-            let mut info = info.clone();
-            let (ty, mut sbytes, skey) = match salt {
-                Salt::Null => (CKF_HKDF_SALT_NULL, Vec::new(), CK_INVALID_HANDLE),
-                Salt::Data(s) => (CKF_HKDF_SALT_DATA, s.clone(), CK_INVALID_HANDLE),
-                Salt::Key(h) => (CKF_HKDF_SALT_KEY, Vec::new(), *h),
-            };
-            let mut prm = CK_HKDF_PARAMS {
-                bExtract: if *extract { CK_TRUE } else { CK_FALSE },
-                bExpand: if *expand { CK_TRUE } else { CK_FALSE },
-                prfHashMechanism: CKM_SHA256,
-                ulSaltType: ty,
-                pSalt: opt(&mut sbytes),
-                ulSaltLen: sbytes.len() as CK_ULONG,
-                hSaltKey: skey,
-                pInfo: opt(&mut info),
-                ulInfoLen: info.len() as CK_ULONG,
-            };
-            let t = if *data {
-                CKM_HKDF_DATA
-            } else {
-                CKM_HKDF_DERIVE
-            };
-            f(&mut of(t, &mut prm))
-        }
-        Mech::StrData(t, d) => {
-            let mut d = d.clone();
-            let mut prm = CK_KEY_DERIVATION_STRING_DATA {
-                pData: opt(&mut d),
-                ulLen: d.len() as CK_ULONG,
-            };
-            f(&mut of(*t, &mut prm))
-        }
-        Mech::CbcData(iv, d) => {
-            let mut d = d.clone();
-            let mut prm = CK_AES_CBC_ENCRYPT_DATA_PARAMS {
-                iv: *iv,
-                pData: opt(&mut d),
-                length: d.len() as CK_ULONG,
-            };
-            f(&mut of(CKM_AES_CBC_ENCRYPT_DATA, &mut prm))
-        }
-        Mech::Concat(h) => {
-            let mut h: CK_OBJECT_HANDLE = *h;
-            f(&mut of(CKM_CONCATENATE_BASE_AND_KEY, &mut h))
-        }
-        Mech::Ecdh(point) => {
-            let mut point = point.clone();
-            let mut prm = CK_ECDH1_DERIVE_PARAMS {
-                kdf: CKD_NULL,
-                ulSharedDataLen: 0,
-                pSharedData: ptr::null_mut(),
-                ulPublicDataLen: point.len() as CK_ULONG,
-                pPublicData: point.as_mut_ptr(),
-            };
-            f(&mut of(CKM_ECDH1_DERIVE, &mut prm))
-        }
     }
 }
 

