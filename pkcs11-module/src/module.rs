@@ -1908,7 +1908,7 @@ impl Module {
             _ if derive.data => None,
             _ => return Err(Error::TemplateIncomplete),
         };
-        let len = match (attrs.get(&CKA_VALUE_LEN).or(None), asked_len, kt) {
+        let len = match (attrs.get(&CKA_VALUE_LEN), asked_len, kt) {
             (Some(ferrohsm_store::AttrValue::Ulong(n)), _, _) => *n as usize,
             (Some(_), _, _) => return Err(Error::AttributeValueInvalid),
             (None, Some(n), _) => n as usize,

@@ -585,10 +585,7 @@ impl SledStore {
                 Ok(None) => scan.broken.push(BrokenToken {
                     slot_id: slot,
                     path: self.token_dir(slot),
-                    error: corrupt(format!(
-                        "token {slot}: database holds no token record \
-                         (first initialisation interrupted, or damaged)"
-                    )),
+                    error: no_record(slot),
                 }),
                 Err(error) => scan.broken.push(BrokenToken {
                     slot_id: slot,
@@ -983,10 +980,7 @@ impl Store for SledStore {
         match self.with_db(slot_id, false, |db| load_token(db, slot_id)) {
             Ok(Some(t)) => Ok(Some(t)),
             Err(StoreError::NotFound) => Ok(None),
-            Ok(None) => Err(corrupt(format!(
-                "token {slot_id}: database holds no token record \
-                 (first initialisation interrupted, or damaged)"
-            ))),
+            Ok(None) => Err(no_record(slot_id)),
             Err(e) => Err(e),
         }
     }
