@@ -23,4 +23,10 @@
 #define FERROHSM_ENV_POLICY "FERROHSM_POLICY" /* policy of tokens made by C_InitToken */
 #define FERROHSM_ENV_LOG    "FERROHSM_LOG"    /* LEVEL or LEVEL:FILE */
 
+/* Vendor attribute holding the Unix time after which a destroyed key is purged
+ * (deletion waiting period of hsm tokens). It lives only inside the sealed
+ * record of a key scheduled for deletion; applications never see such a key,
+ * and a template naming this attribute is refused (CKR_ATTRIBUTE_TYPE_INVALID). */
+#define CKA_FERROHSM_DELETE_AT (0x80000000UL | 0x46480001UL)
+
 #endif /* FERROHSM_H */

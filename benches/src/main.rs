@@ -58,6 +58,7 @@ usage: cargo run --release -p ferrohsm-benches -- [options]
   --json FILE       also write the results as JSON
   --module PATH     FerroHSM module (default: libferrohsm_pkcs11.so next to this binary)
   --softhsm PATH    SoftHSMv2 module (default: searched in the usual places)
+  --audit on|off    FerroHSM's audit log (default on; off only to measure its cost)
   --list            list the row ids and exit
 
 Build the module first: cargo build --release -p ferrohsm-pkcs11";
@@ -71,6 +72,7 @@ struct Options {
     json: Option<PathBuf>,
     module: Option<PathBuf>,
     softhsm: Option<PathBuf>,
+    audit: bool,
     list: bool,
 }
 
@@ -83,6 +85,7 @@ impl Options {
             json: None,
             module: None,
             softhsm: None,
+            audit: true,
             list: false,
         };
         let mut it = args.iter();
@@ -137,6 +140,13 @@ impl Options {
                 "--json" => o.json = Some(PathBuf::from(value()?)),
                 "--module" => o.module = Some(PathBuf::from(value()?)),
                 "--softhsm" => o.softhsm = Some(PathBuf::from(value()?)),
+                "--audit" => {
+                    o.audit = match value()?.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        v => return Err(format!("--audit: use on or off, not {v:?}")),
+                    }
+                }
                 "--list" => o.list = true,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -190,13 +200,13 @@ fn main() -> ExitCode {
     }
     match std::env::var_os(WORKDIR_ENV) {
         Some(dir) => run(&opts, Path::new(&dir)),
-        None => reexec(&args),
+        None => reexec(&args, opts.audit),
     }
 }
 
 /// Parent side: make the scratch directory and configuration files, run
 /// this program again with the modules' environment set, clean up.
-fn reexec(args: &[String]) -> ExitCode {
+fn reexec(args: &[String], audit: bool) -> ExitCode {
     let result = (|| -> Result<ExitCode, String> {
         let tmp = tempfile::Builder::new()
             .prefix("ferrohsm-bench-")
@@ -211,7 +221,8 @@ fn reexec(args: &[String]) -> ExitCode {
         let ferro_conf = dir.join("ferrohsm.toml");
         // The production Argon2id cost, written out so the login row's cost is explicit.
         let toml = format!(
-            "data_dir = \"{}\"\n\n[kdf]\nmemory_kib = 19456\npasses = 2\nlanes = 1\n",
+            "data_dir = \"{}\"\n\n[kdf]\nmemory_kib = 19456\npasses = 2\nlanes = 1\n\n\
+             [audit]\nenabled = {audit}\n",
             toml_escape(&data.to_string_lossy())
         );
         let soft_conf = dir.join("softhsm2.conf");
@@ -406,6 +417,12 @@ fn run(opts: &Options, workdir: &Path) -> ExitCode {
          ferrohsm.toml; SoftHSMv2 derives its PIN key with its own, cheaper KDF"
             .into(),
     );
+    notes.push(if opts.audit {
+        "FerroHSM audit log on (key use counted per key and written as summaries, the default)"
+            .into()
+    } else {
+        "FerroHSM audit log OFF (--audit off): only for measuring what auditing costs".into()
+    });
     notes.push(format!(
         "total run time {:.0} s",
         started.elapsed().as_secs_f64()
@@ -572,6 +589,9 @@ mod tests {
         assert!(Options::parse(&args("--threads 0")).is_err());
         assert!(Options::parse(&args("--json")).is_err());
         assert!(Options::parse(&args("--frobnicate")).is_err());
+        assert!(Options::parse(&args("--audit maybe")).is_err());
+        assert!(!Options::parse(&args("--audit off")).unwrap().audit);
+        assert!(Options::parse(&[]).unwrap().audit);
         assert_eq!(Options::parse(&args("--help")), Err(String::new()));
     }
 }

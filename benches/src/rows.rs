@@ -675,7 +675,9 @@ fn populate(s: &Session, keys: &mut Keys, n: usize, budget: FindBudget) -> BResu
         let spent = start.elapsed().as_secs_f64();
         // After a probe of 100 objects, extrapolate; then keep watching, since
         // creation may slow down as the token fills.
-        if (made == 100 && !probe_done) || (made % 500 == 0 && spent > budget.setup_cap_s / 2.0) {
+        if (made == 100 && !probe_done)
+            || (made.is_multiple_of(500) && spent > budget.setup_cap_s / 2.0)
+        {
             probe_done = true;
             let estimate = spent / made as f64 * (n - have) as f64;
             if estimate > budget.setup_cap_s {

@@ -30,6 +30,12 @@ pub struct Config {
     /// How long a store call waits for a token database another process holds
     /// (`store_lock_timeout_ms`) before `CKR_DEVICE_ERROR`.
     pub store_lock_timeout: std::time::Duration,
+    /// The audit log settings (`[audit]`).
+    pub audit: AuditConfig,
+    /// How long a private or secret token key destroyed on an `hsm` token
+    /// waits before it is purged (`deletion_wait_seconds`, 0 to 30 days;
+    /// default 7 days, as a cloud KMS does). 0 deletes at once.
+    pub deletion_wait: std::time::Duration,
     /// Log threshold.
     pub log_level: Level,
     /// Where log lines go.
@@ -47,6 +53,52 @@ struct FileConfig {
     store_lock_timeout_ms: Option<u64>,
     kdf: Option<FileKdf>,
     log: Option<FileLog>,
+    deletion_wait_seconds: Option<u64>,
+    audit: Option<FileAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    enabled: Option<bool>,
+    key_use: Option<String>,
+    flush_seconds: Option<u64>,
+    max_file_bytes: Option<u64>,
+}
+
+/// How uses of keys (encrypt, sign, …) reach the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUseAudit {
+    /// Counted per key, function and mechanism, and written as summaries every
+    /// `flush_seconds` and at `C_Finalize`: the hot path only bumps a counter.
+    Summary,
+    /// One durable line per call (`key_use = "per-call"`): complete, slower.
+    PerCall,
+}
+
+/// The `[audit]` section.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Whether audit logs are written at all (`enabled`, default true). Off
+    /// only for measurements: a KMS-like token always keeps one.
+    pub enabled: bool,
+    /// Summaries or one line per call for key use.
+    pub key_use: KeyUseAudit,
+    /// How often summaries and queued events are written (`flush_seconds`, 1–60).
+    pub flush_every: std::time::Duration,
+    /// Size at which a log file is rotated (`max_file_bytes`, at least 64 KiB).
+    pub max_file_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            key_use: KeyUseAudit::Summary,
+            flush_every: std::time::Duration::from_secs(DEFAULT_AUDIT_FLUSH_SECONDS),
+            max_file_bytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -76,6 +128,14 @@ pub const DEFAULT_MAX_SESSIONS: u64 = 4096;
 /// Default of `store_lock_timeout_ms`: long enough for another process's
 /// write (a few ms) under load, short enough that a stuck holder is reported.
 pub const DEFAULT_STORE_LOCK_TIMEOUT_MS: u64 = 10_000;
+/// Default waiting period before a destroyed key is purged: 7 days.
+pub const DEFAULT_DELETION_WAIT_SECONDS: u64 = 7 * 86_400;
+/// Longest waiting period allowed: 30 days.
+pub const MAX_DELETION_WAIT_SECONDS: u64 = 30 * 86_400;
+/// Default interval of audit summary flushes.
+pub const DEFAULT_AUDIT_FLUSH_SECONDS: u64 = 2;
+/// Default size at which an audit log file is rotated: 16 MiB.
+pub const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 16 << 20;
 /// Upper bound of `slots`, so a typo cannot make slot lists huge.
 pub const MAX_SLOTS: u64 = 256;
 
@@ -147,6 +207,39 @@ impl Config {
         if let Some(spec) = env("FERROHSM_LOG") {
             (log_level, log_target) = crate::logging::parse_spec(&spec)?;
         }
+        let wait = file
+            .deletion_wait_seconds
+            .unwrap_or(DEFAULT_DELETION_WAIT_SECONDS);
+        if wait > MAX_DELETION_WAIT_SECONDS {
+            return Err(format!(
+                "deletion_wait_seconds must be at most {MAX_DELETION_WAIT_SECONDS} (30 days)"
+            ));
+        }
+        let mut audit = AuditConfig::default();
+        if let Some(a) = file.audit {
+            audit.enabled = a.enabled.unwrap_or(true);
+            audit.key_use = match a.key_use.as_deref() {
+                None | Some("summary") => KeyUseAudit::Summary,
+                Some("per-call") => KeyUseAudit::PerCall,
+                Some(other) => {
+                    return Err(format!(
+                        "audit.key_use {other:?}: use \"summary\" or \"per-call\""
+                    ));
+                }
+            };
+            if let Some(f) = a.flush_seconds {
+                if !(1..=60).contains(&f) {
+                    return Err("audit.flush_seconds must be between 1 and 60".into());
+                }
+                audit.flush_every = std::time::Duration::from_secs(f);
+            }
+            if let Some(m) = a.max_file_bytes {
+                if m < 64 << 10 {
+                    return Err("audit.max_file_bytes must be at least 65536".into());
+                }
+                audit.max_file_bytes = m;
+            }
+        }
         Ok(Config {
             data_dir,
             default_policy,
@@ -158,6 +251,8 @@ impl Config {
                 file.store_lock_timeout_ms
                     .unwrap_or(DEFAULT_STORE_LOCK_TIMEOUT_MS),
             ),
+            audit,
+            deletion_wait: std::time::Duration::from_secs(wait),
             log_level,
             log_target,
         })
@@ -177,6 +272,8 @@ impl Config {
             max_sessions: 16,
             slots: 1,
             store_lock_timeout: std::time::Duration::from_millis(DEFAULT_STORE_LOCK_TIMEOUT_MS),
+            audit: AuditConfig::default(),
+            deletion_wait: std::time::Duration::from_secs(DEFAULT_DELETION_WAIT_SECONDS),
             log_level: Level::Debug,
             log_target: LogTarget::Memory,
         }
@@ -225,6 +322,9 @@ mod tests {
         assert!(Config::build(Some("no_such_key = 1"), &env).is_err());
         assert!(Config::build(Some("[kdf]\nmemory_kib = 1\npasses = 1"), &env).is_err());
         assert!(Config::build(Some("max_login_failures = 0"), &env).is_err());
+        assert!(Config::build(Some("deletion_wait_seconds = 2592001"), &env).is_err());
+        assert!(Config::build(Some("[audit]\nkey_use = \"sometimes\""), &env).is_err());
+        assert!(Config::build(Some("[audit]\nflush_seconds = 0"), &env).is_err());
         assert!(
             Config::build(None, &env_of(&[])).is_err(),
             "no HOME and no FERROHSM_DIR"
@@ -239,6 +339,23 @@ mod tests {
         assert_eq!(c.kdf.memory_kib, 64);
         assert_eq!(c.log_level, Level::Debug);
         assert_eq!(c.log_target, LogTarget::File(PathBuf::from("/tmp/x.log")));
+    }
+
+    #[test]
+    fn audit_and_deletion_wait_from_file() {
+        let env = env_of(&[("HOME", "/h")]);
+        let c = Config::build(None, &env).unwrap();
+        assert_eq!(c.deletion_wait, std::time::Duration::from_secs(7 * 86_400));
+        assert!(c.audit.enabled);
+        assert_eq!(c.audit.key_use, KeyUseAudit::Summary);
+        let text = "deletion_wait_seconds = 0\n[audit]\nkey_use = \"per-call\"\n\
+                    flush_seconds = 5\nmax_file_bytes = 100000\nenabled = false\n";
+        let c = Config::build(Some(text), &env).unwrap();
+        assert_eq!(c.deletion_wait, std::time::Duration::ZERO);
+        assert_eq!(c.audit.key_use, KeyUseAudit::PerCall);
+        assert_eq!(c.audit.flush_every, std::time::Duration::from_secs(5));
+        assert_eq!(c.audit.max_file_bytes, 100_000);
+        assert!(!c.audit.enabled);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `ferrohsm_store::Store` seam.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod locate;

@@ -8,14 +8,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 use ferrohsm_store::{
-    KeyPolicy, ObjectRecord, PinWrap, SealError, StorageKey, Store, StoreError, TokenRecord,
+    AttrValue, AuditEvent, AuditKey, CKA_FERROHSM_DELETE_AT, KeyPolicy, ObjectRecord, PinWrap,
+    SealError, StorageKey, Store, StoreError, TokenRecord,
 };
 use parking_lot::RwLock;
 
+use crate::audit::{self, Auditor};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log;
@@ -190,6 +192,34 @@ pub struct Slot {
     pub id: CK_SLOT_ID,
     /// The token in it.
     pub token: RwLock<Token>,
+    /// Who is logged in, mirrored from `Token::login` (0 public, 1 user,
+    /// 2 SO) so that audit events can name it without taking the token lock.
+    login_seen: AtomicU8,
+}
+
+impl Slot {
+    fn new(id: CK_SLOT_ID) -> Slot {
+        Slot {
+            id,
+            token: RwLock::new(Token::spare()),
+            login_seen: AtomicU8::new(0),
+        }
+    }
+
+    /// Sets who is logged in, in the token and in its mirror.
+    fn set_login(&self, t: &mut Token, who: Login) {
+        t.login = who;
+        self.login_seen.store(who as u8, Ordering::Relaxed);
+    }
+
+    /// Who is logged in, for audit events: "public", "user" or "so".
+    fn user_name(&self) -> &'static str {
+        match self.login_seen.load(Ordering::Relaxed) {
+            1 => "user",
+            2 => "so",
+            _ => "public",
+        }
+    }
 }
 
 /// Associated data binding a PIN wrap to its token and role; the one
@@ -246,8 +276,10 @@ fn utc_time() -> [u8; 16] {
 pub struct Module {
     config: Config,
     /// The module's log.
-    pub log: Logger,
+    pub log: Arc<Logger>,
     store: Arc<dyn Store>,
+    /// The tokens' audit logs.
+    audit: Auditor,
     slots: RwLock<Vec<Arc<Slot>>>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
     next_handle: AtomicU64,
@@ -257,10 +289,12 @@ impl Module {
     /// Opens the token world held by `store`: one slot per initialised token in
     /// slot-ID order, then a spare slot for `C_InitToken`.
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Module> {
-        let log = Logger::new(config.log_level, &config.log_target);
+        let log = Arc::new(Logger::new(config.log_level, &config.log_target));
+        let audit = Auditor::new(store.clone(), log.clone(), config.audit.clone());
         let module = Module {
             config,
             log,
+            audit,
             store,
             slots: RwLock::new(Vec::new()),
             sessions: RwLock::new(HashMap::new()),
@@ -299,6 +333,97 @@ impl Module {
         }
     }
 
+    /// An audit event of session `s` for `function` with the outcome `r`.
+    fn event<T>(&self, s: &Session, function: &str, r: &Result<T>) -> AuditEvent {
+        let mut e = AuditEvent::now(function, &result_name(r));
+        e.session = Some(s.handle);
+        e.user = Some(s.slot.user_name().into());
+        e
+    }
+
+    /// Records the outcome of a call of session `h` (nothing if the session
+    /// is unknown: there is no token to file it under). `durable`: on disk
+    /// before the call returns.
+    fn audit_call<T>(
+        &self,
+        h: CK_SESSION_HANDLE,
+        function: &str,
+        r: &Result<T>,
+        durable: bool,
+        fill: impl FnOnce(&mut AuditEvent),
+    ) {
+        if !self.audit.enabled() {
+            return;
+        }
+        let Ok(s) = self.session(h) else { return };
+        let mut e = self.event(&s, function, r);
+        fill(&mut e);
+        self.audit.record(s.slot.id, e, durable);
+    }
+
+    /// Gives a token made before audit logs existed its audit root (sealed
+    /// under `key`) and starts its chain. A token whose root exists but whose
+    /// log is missing is NOT restarted: that is evidence, reported instead.
+    fn ensure_audit(&self, slot: &Slot, key: &StorageKey) {
+        if !self.audit.enabled() {
+            return;
+        }
+        let Some(rec) = slot.token.read().record.clone() else {
+            return;
+        };
+        if rec.audit_root.is_some() {
+            if !self.store.audit_started(slot.id) {
+                log!(
+                    self.log,
+                    Level::Error,
+                    "slot {}: the token's audit log is missing (removed?); events are not \
+                     recorded. `ferrohsm audit verify` reports it",
+                    slot.id
+                );
+            }
+            return;
+        }
+        let started = (|| -> std::result::Result<(), String> {
+            let root = AuditKey::generate().map_err(|e| e.to_string())?;
+            let sealed = root.seal(key, &rec.token_id).map_err(|e| e.to_string())?;
+            let token_id = rec.token_id;
+            let stored = self
+                .store
+                .modify_token(slot.id, &mut |r: &mut TokenRecord| {
+                    if r.token_id == token_id && r.audit_root.is_none() {
+                        r.audit_root = Some(sealed.clone());
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            if stored.audit_root.as_ref() != Some(&sealed) {
+                return Ok(()); // another process did it meanwhile
+            }
+            self.store
+                .start_audit(slot.id, &root)
+                .map_err(|e| e.to_string())?;
+            let mut t = slot.token.write();
+            self.wrote(slot.id, &mut t);
+            if t.record.as_ref().is_some_and(|r| r.token_id == token_id) {
+                t.record = Some(stored);
+            }
+            Ok(())
+        })();
+        match started {
+            Ok(()) => log!(
+                self.log,
+                Level::Info,
+                "slot {}: audit log started for a token made before audit logs existed",
+                slot.id
+            ),
+            Err(e) => log!(
+                self.log,
+                Level::Error,
+                "slot {}: cannot start the audit log: {e}",
+                slot.id
+            ),
+        }
+    }
+
     /// Makes the token cache equal to the store: public objects, and private
     /// ones too when `key` is given. Unchanged objects keep their handle and
     /// their cached key schedule; changed ones keep their handle; objects gone
@@ -323,7 +448,15 @@ impl Module {
             }
         });
         token.handles.clear();
+        let now = unix_now();
         for rec in &records {
+            if let Some(at) = delete_at(rec) {
+                // Scheduled for deletion: invisible; purged once its time came.
+                if at <= now {
+                    self.purge(slot_id, rec);
+                }
+                continue;
+            }
             let obj = match old.remove(&rec.id) {
                 Some(o) if o.to_record() == *rec => o,
                 Some(o) => Arc::new(Object::from_record(o.handle, rec)),
@@ -335,6 +468,33 @@ impl Module {
             token.objects.insert(obj.handle, obj);
         }
         Ok(())
+    }
+
+    /// Deletes for good a key whose deletion waiting period has passed, and
+    /// records it. A failure is logged; the key stays invisible and the next
+    /// load tries again.
+    fn purge(&self, slot_id: CK_SLOT_ID, rec: &ObjectRecord) {
+        let r = self
+            .store
+            .delete_object(slot_id, rec.id)
+            .map_err(|e| self.store_error("purging a key after its waiting period", e));
+        let attrs: policy::Attrs = rec
+            .attrs
+            .iter()
+            .map(|(k, v)| (*k as CK_ATTRIBUTE_TYPE, v.clone()))
+            .collect();
+        let mut e = AuditEvent::now("purge", &result_name(&r));
+        e.object = Some(audit::describe_attrs(None, &attrs));
+        e.detail = Some("deletion waiting period over: key deleted for good".into());
+        self.audit.record(slot_id, e, true);
+        if r.is_ok() {
+            log!(
+                self.log,
+                Level::Info,
+                "slot {slot_id}: purged object {:016x} after its deletion waiting period",
+                rec.id
+            );
+        }
     }
 
     /// Brings a slot's cache up to date when the store changed behind it
@@ -367,11 +527,32 @@ impl Module {
                     slot.id
                 );
             }
-            Self::logout_token(&mut t);
+            Self::logout_token(slot, &mut t);
             t.objects.retain(|_, o| o.owner.is_some());
             t.handles.clear();
         }
         t.record = rec;
+        // Another process rotated the storage key: ours no longer opens the
+        // token's records, so this login is over (log in again).
+        let rotated = match (
+            &t.key,
+            t.record.as_ref().and_then(|r| r.audit_root.as_ref()),
+        ) {
+            (Some(k), Some(sealed)) => {
+                let token_id = t.record.as_ref().map_or([0; 16], |r| r.token_id);
+                AuditKey::open(sealed, k, &token_id).is_err()
+            }
+            _ => false,
+        };
+        if rotated {
+            log!(
+                self.log,
+                Level::Warn,
+                "slot {}: the storage key was rotated by another process; logged out",
+                slot.id
+            );
+            Self::logout_token(slot, &mut t);
+        }
         if t.record.is_some() {
             let key = if t.login == Login::User {
                 t.key.clone()
@@ -410,10 +591,7 @@ impl Module {
             for id in &ids {
                 let id = *id;
                 if !slots.iter().any(|s| s.id == id) {
-                    slots.push(Arc::new(Slot {
-                        id,
-                        token: RwLock::new(Token::spare()),
-                    }));
+                    slots.push(Arc::new(Slot::new(id)));
                 }
             }
             slots.sort_by_key(|s| s.id);
@@ -440,10 +618,7 @@ impl Module {
                 return;
             }
             let next = slots.last().map_or(0, |s| s.id + 1);
-            slots.push(Arc::new(Slot {
-                id: next,
-                token: RwLock::new(Token::spare()),
-            }));
+            slots.push(Arc::new(Slot::new(next)));
         }
     }
 
@@ -576,6 +751,21 @@ impl Module {
     /// `C_InitToken`: makes the spare token a new token, or wipes and
     /// re-initialises an initialised one given its SO PIN.
     pub fn init_token(&self, id: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
+        let r = self.init_token_inner(id, so_pin, label);
+        let has_token = self.slot(id).is_ok_and(|s| s.token.read().record.is_some());
+        if self.audit.enabled() && has_token {
+            let mut e = AuditEvent::now("C_InitToken", &result_name(&r));
+            e.user = Some("so".into());
+            let shown = String::from_utf8_lossy(label)
+                .trim_end_matches([' ', '\0'])
+                .to_string();
+            e.detail = Some(format!("token label {shown:?}"));
+            self.audit.record(id, e, true);
+        }
+        r
+    }
+
+    fn init_token_inner(&self, id: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
         check_pin_len(so_pin)?;
         let slot = self.slot(id)?;
         // A token another process created in this (spare) slot is not ours to
@@ -601,6 +791,7 @@ impl Module {
         let token_id = random_bytes::<16>()?;
         let serial = pad::<16>(hex(&random_bytes::<8>()?).as_bytes());
         let key = StorageKey::generate().map_err(|_| Error::DeviceError)?;
+        let audit_root = AuditKey::generate().map_err(|_| Error::DeviceError)?;
         let policy = self.config.default_policy;
         let rec = TokenRecord {
             slot_id: id,
@@ -612,6 +803,11 @@ impl Module {
             user_pin: None,
             so_failures: 0,
             user_failures: 0,
+            audit_root: Some(
+                audit_root
+                    .seal(&key, &token_id)
+                    .map_err(|_| Error::GeneralError)?,
+            ),
         };
         {
             let mut t = slot.token.write();
@@ -625,6 +821,15 @@ impl Module {
             self.store
                 .init_token(&rec)
                 .map_err(|e| self.store_error("initialising token", e))?;
+            if self.audit.enabled()
+                && let Err(e) = self.store.start_audit(id, &audit_root)
+            {
+                log!(
+                    self.log,
+                    Level::Error,
+                    "slot {id}: cannot start the audit log: {e}"
+                );
+            }
             let is_spare = t.record.is_none();
             *t = Token::spare();
             t.record = Some(rec);
@@ -803,6 +1008,12 @@ impl Module {
 
     /// `C_InitPIN`: the SO sets the user PIN (and unlocks it).
     pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+        let r = self.init_pin_inner(h, pin);
+        self.audit_call(h, "C_InitPIN", &r, true, |_| {});
+        r
+    }
+
+    fn init_pin_inner(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
         let s = self.session(h)?;
         self.refresh(&s.slot)?;
         let (rec, key) = {
@@ -838,6 +1049,12 @@ impl Module {
     /// `C_SetPIN`: changes the PIN of whoever the session is (the user in a
     /// public or user session, the SO in an SO session).
     pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let r = self.set_pin_inner(h, old, new);
+        self.audit_call(h, "C_SetPIN", &r, true, |_| {});
+        r
+    }
+
+    fn set_pin_inner(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
         let s = self.session(h)?;
         if !s.rw {
             return Err(Error::SessionReadOnly);
@@ -941,7 +1158,7 @@ impl Module {
             t.rw_sessions -= 1;
         }
         if t.sessions == 0 && t.login != Login::Public {
-            Self::logout_token(&mut t);
+            Self::logout_token(&s.slot, &mut t);
         }
         Ok(())
     }
@@ -980,6 +1197,41 @@ impl Module {
 
     /// `C_Login` (and `C_LoginUser`, which has no user names to check here).
     pub fn login(&self, h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        let r = self.login_inner(h, user_type, pin);
+        let who = match user_type {
+            CKU_SO => "so",
+            CKU_USER => "user",
+            CKU_CONTEXT_SPECIFIC => "context-specific",
+            _ => "unknown",
+        };
+        let failures = self.session(h).ok().and_then(|s| {
+            let t = s.slot.token.read();
+            let rec = t.record.as_ref()?;
+            Some(if user_type == CKU_SO {
+                rec.so_failures
+            } else {
+                rec.user_failures
+            })
+        });
+        let max = self.config.max_login_failures;
+        let detail = match (&r, failures) {
+            (Err(Error::PinLocked), _) => Some("PIN locked: login refused".to_string()),
+            (Err(Error::PinIncorrect), Some(n)) if n >= max => Some(format!(
+                "wrong PIN; {n} consecutive failures: PIN now locked (lockout)"
+            )),
+            (Err(Error::PinIncorrect), Some(n)) => {
+                Some(format!("wrong PIN; {n} consecutive failure(s) of {max}"))
+            }
+            _ => None,
+        };
+        self.audit_call(h, "C_Login", &r, true, |e| {
+            e.user = Some(who.into());
+            e.detail = detail;
+        });
+        r
+    }
+
+    fn login_inner(&self, h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
         let s = self.session(h)?;
         let who = match user_type {
             CKU_SO => Login::So,
@@ -1025,7 +1277,7 @@ impl Module {
             if who == Login::User {
                 self.load_objects(s.slot.id, &mut t, Some(&key))?;
             }
-            t.login = who;
+            s.slot.set_login(&mut t, who);
             t.key = Some(key.clone());
         }
         log!(
@@ -1036,14 +1288,15 @@ impl Module {
             if who == Login::So { "SO" } else { "user" }
         );
         self.upgrade_kdf(&s.slot, who, pin, &key);
+        self.ensure_audit(&s.slot, &key);
         Ok(())
     }
 
     /// Forgets the login: storage key, and the objects only a user may see
     /// (private ones, sealed token keys; handles to them become invalid for
     /// good).
-    fn logout_token(t: &mut Token) {
-        t.login = Login::Public;
+    fn logout_token(slot: &Slot, t: &mut Token) {
+        slot.set_login(t, Login::Public);
         t.key = None;
         t.objects.retain(|_, o| !o.needs_user());
     }
@@ -1055,7 +1308,7 @@ impl Module {
         if t.login == Login::Public {
             return Err(Error::UserNotLoggedIn);
         }
-        Self::logout_token(&mut t);
+        Self::logout_token(&s.slot, &mut t);
         Ok(())
     }
 
@@ -1093,13 +1346,16 @@ impl Module {
         })
     }
 
-    /// Inserts a new object, writing token objects to the store first.
+    /// Inserts a new object, writing token objects to the store first, and
+    /// records its creation by `func` (with `mech`) in the audit log.
     fn insert_object(
         &self,
         s: &Session,
         t: &mut Token,
         attrs: policy::Attrs,
         store_id: u64,
+        func: &str,
+        mech: Option<CK_MECHANISM_TYPE>,
     ) -> Result<CK_OBJECT_HANDLE> {
         let handle = self.new_handle();
         let token_obj = policy::get_bool(&attrs, CKA_TOKEN);
@@ -1110,21 +1366,34 @@ impl Module {
             attrs,
             cache: Default::default(),
         };
-        if token_obj && !s.rw {
-            return Err(Error::SessionReadOnly);
-        }
-        if obj.needs_user() && t.login != Login::User {
-            return Err(Error::UserNotLoggedIn);
-        }
-        if token_obj {
-            self.store
-                .put_object(s.slot.id, &obj.to_record(), t.key.as_ref())
-                .map_err(|e| self.store_error("writing object", e))?;
-            self.wrote(s.slot.id, t);
-            if !obj.needs_user() {
-                t.handles.insert(store_id, handle);
+        let r = (|| {
+            if token_obj && !s.rw {
+                return Err(Error::SessionReadOnly);
             }
+            if obj.needs_user() && t.login != Login::User {
+                return Err(Error::UserNotLoggedIn);
+            }
+            if token_obj {
+                self.store
+                    .put_object(s.slot.id, &obj.to_record(), t.key.as_ref())
+                    .map_err(|e| self.store_error("writing object", e))?;
+                self.wrote(s.slot.id, t);
+                if !obj.needs_user() {
+                    t.handles.insert(store_id, handle);
+                }
+            }
+            Ok(handle)
+        })();
+        if self.audit.enabled() {
+            let mut e = self.event(s, func, &r);
+            e.mechanism = mech.map(audit::mechanism_name);
+            e.object = Some(audit::describe_attrs(r.as_ref().ok().copied(), &obj.attrs));
+            if !token_obj {
+                e.detail = Some("session object".into());
+            }
+            self.audit.record(s.slot.id, e, token_obj && r.is_ok());
         }
+        r?;
         t.objects.insert(handle, Arc::new(obj));
         Ok(handle)
     }
@@ -1147,7 +1416,7 @@ impl Module {
             .inspect_err(|e| {
                 self.refused(&s, actor.policy, "C_CreateObject", *e, template);
             })?;
-        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        let handle = self.insert_object(&s, &mut t, attrs, id, "C_CreateObject", None)?;
         log!(
             self.log,
             Level::Debug,
@@ -1176,6 +1445,12 @@ impl Module {
             s.handle,
             template
         );
+        if self.audit.enabled() {
+            let mut ev = self.event::<()>(s, func, &Err(e));
+            let names: Vec<String> = template.iter().map(|a| policy::attr_name(a.ty)).collect();
+            ev.detail = Some(format!("policy refusal; template {}", names.join(" ")));
+            self.audit.record(s.slot.id, ev, false);
+        }
     }
 
     /// `C_CopyObject`.
@@ -1201,35 +1476,80 @@ impl Module {
             Some(&unique_id(id)),
         )
         .inspect_err(|e| self.refused(&s, actor.policy, "C_CopyObject", *e, template))?;
-        self.insert_object(&s, &mut t, attrs, id)
+        self.insert_object(&s, &mut t, attrs, id, "C_CopyObject", None)
     }
 
-    /// `C_DestroyObject`.
+    /// `C_DestroyObject`. On an `hsm` token a private or secret token key is
+    /// not deleted at once: it is scheduled for deletion after the waiting
+    /// period (`deletion_wait_seconds`), unusable and invisible meanwhile,
+    /// and can be restored with `ferrohsm cancel-deletion`; it is purged at
+    /// the first load of the token's keys after the period.
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
-        let s = self.session(h)?;
-        let mut t = s.slot.token.write();
-        let o = t.object(obj)?;
-        if o.is_token() && !s.rw {
-            return Err(Error::SessionReadOnly);
-        }
-        if !o.flag(CKA_DESTROYABLE) {
-            return Err(Error::ActionProhibited);
-        }
-        if o.is_token() {
-            self.store
-                .delete_object(s.slot.id, o.store_id)
-                .map_err(|e| self.store_error("deleting object", e))?;
-            self.wrote(s.slot.id, &mut t);
-            t.handles.remove(&o.store_id);
-        }
-        t.objects.remove(&obj);
-        log!(
-            self.log,
-            Level::Debug,
-            "session {h}: destroyed {}",
-            o.describe()
-        );
-        Ok(())
+        let mut described = None;
+        let mut detail = None;
+        let mut durable = false;
+        let r = (|| {
+            let s = self.session(h)?;
+            let mut t = s.slot.token.write();
+            let o = t.object(obj)?;
+            described = Some(audit::describe(&o));
+            durable = o.is_token();
+            if o.is_token() && !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+            if !o.flag(CKA_DESTROYABLE) {
+                return Err(Error::ActionProhibited);
+            }
+            if o.is_token() {
+                let wait = self.config.deletion_wait.as_secs();
+                let keyish = matches!(o.ulong(CKA_CLASS), Some(CKO_PRIVATE_KEY | CKO_SECRET_KEY));
+                if keyish && wait > 0 && t.record()?.policy == KeyPolicy::Hsm {
+                    let at = unix_now().saturating_add(wait);
+                    let mut attrs = o.attrs.clone();
+                    attrs.insert(CKA_FERROHSM_DELETE_AT, AttrValue::Ulong(at as _));
+                    let scheduled = Object {
+                        handle: o.handle,
+                        store_id: o.store_id,
+                        owner: None,
+                        attrs,
+                        cache: Default::default(),
+                    };
+                    self.store
+                        .put_object(s.slot.id, &scheduled.to_record(), t.key.as_ref())
+                        .map_err(|e| self.store_error("scheduling deletion", e))?;
+                    let when = ferrohsm_store::audit::rfc3339(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+                    );
+                    detail = Some(format!(
+                        "deletion scheduled for {when}; `ferrohsm cancel-deletion` restores it"
+                    ));
+                } else {
+                    self.store
+                        .delete_object(s.slot.id, o.store_id)
+                        .map_err(|e| self.store_error("deleting object", e))?;
+                    detail = Some("deleted".into());
+                }
+                self.wrote(s.slot.id, &mut t);
+                t.handles.remove(&o.store_id);
+            }
+            t.objects.remove(&obj);
+            log!(
+                self.log,
+                Level::Debug,
+                "session {h}: destroyed {}{}",
+                o.describe(),
+                detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        })();
+        self.audit_call(h, "C_DestroyObject", &r, durable && r.is_ok(), |e| {
+            e.object = described;
+            e.detail = detail;
+        });
+        r
     }
 
     /// `C_GetObjectSize`.
@@ -1256,6 +1576,19 @@ impl Module {
                 "session {h}: refused to reveal key material of {}",
                 o.describe()
             );
+            if self.audit.enabled() {
+                let refused: Vec<String> = types
+                    .iter()
+                    .zip(&readings)
+                    .filter(|(_, r)| **r == Reading::Sensitive)
+                    .map(|(ty, _)| policy::attr_name(*ty))
+                    .collect();
+                let mut e =
+                    self.event::<()>(&s, "C_GetAttributeValue", &Err(Error::AttributeSensitive));
+                e.object = Some(audit::describe(&o));
+                e.detail = Some(format!("policy refusal: read of {}", refused.join(" ")));
+                self.audit.record(s.slot.id, e, false);
+            }
         }
         Ok(readings)
     }
@@ -1267,33 +1600,47 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         template: &[RawAttr],
     ) -> Result<()> {
-        let s = self.session(h)?;
-        let mut t = s.slot.token.write();
-        let o = t.object(obj)?;
-        if o.is_token() && !s.rw {
-            return Err(Error::SessionReadOnly);
-        }
-        if !o.flag(CKA_MODIFIABLE) {
-            return Err(Error::ActionProhibited);
-        }
-        let actor = Self::actor(&t)?;
-        let attrs = policy::modify(&o.attrs, template, Edit::Set, actor, None)
-            .inspect_err(|e| self.refused(&s, actor.policy, "C_SetAttributeValue", *e, template))?;
-        let new = Object {
-            handle: o.handle,
-            store_id: o.store_id,
-            owner: o.owner,
-            attrs,
-            cache: Default::default(),
-        };
-        if new.is_token() {
-            self.store
-                .put_object(s.slot.id, &new.to_record(), t.key.as_ref())
-                .map_err(|e| self.store_error("updating object", e))?;
-            self.wrote(s.slot.id, &mut t);
-        }
-        t.objects.insert(obj, Arc::new(new));
-        Ok(())
+        let mut described = None;
+        let mut durable = false;
+        let r = (|| {
+            let s = self.session(h)?;
+            let mut t = s.slot.token.write();
+            let o = t.object(obj)?;
+            described = Some(audit::describe(&o));
+            durable = o.is_token();
+            if o.is_token() && !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+            if !o.flag(CKA_MODIFIABLE) {
+                return Err(Error::ActionProhibited);
+            }
+            let actor = Self::actor(&t)?;
+            let attrs =
+                policy::modify(&o.attrs, template, Edit::Set, actor, None).inspect_err(|e| {
+                    self.refused(&s, actor.policy, "C_SetAttributeValue", *e, template)
+                })?;
+            let new = Object {
+                handle: o.handle,
+                store_id: o.store_id,
+                owner: o.owner,
+                attrs,
+                cache: Default::default(),
+            };
+            if new.is_token() {
+                self.store
+                    .put_object(s.slot.id, &new.to_record(), t.key.as_ref())
+                    .map_err(|e| self.store_error("updating object", e))?;
+                self.wrote(s.slot.id, &mut t);
+            }
+            t.objects.insert(obj, Arc::new(new));
+            Ok(())
+        })();
+        let names: Vec<String> = template.iter().map(|a| policy::attr_name(a.ty)).collect();
+        self.audit_call(h, "C_SetAttributeValue", &r, durable && r.is_ok(), |e| {
+            e.object = described;
+            e.detail = Some(format!("attributes {}", names.join(" ")));
+        });
+        r
     }
 
     /// `C_FindObjectsInit`: snapshots the visible objects matching `template`.
@@ -1450,7 +1797,7 @@ impl Module {
         mech: &MechanismArg,
         row: &Mechanism,
         usage: CK_ATTRIBUTE_TYPE,
-        func: &str,
+        func: &'static str,
     ) -> Result<Arc<Object>> {
         let k = s
             .slot
@@ -1468,10 +1815,10 @@ impl Module {
             }
             if let Some(ferrohsm_store::AttrValue::Mechanisms(allowed)) =
                 k.attrs.get(&CKA_ALLOWED_MECHANISMS)
+                && !allowed.is_empty()
+                && !allowed.contains(&mech.ty)
             {
-                if !allowed.is_empty() && !allowed.contains(&mech.ty) {
-                    return Err(Error::MechanismInvalid);
-                }
+                return Err(Error::MechanismInvalid);
             }
             Ok(())
         };
@@ -1484,7 +1831,16 @@ impl Module {
                 row.name,
                 k.describe()
             );
+            if self.audit.enabled() {
+                let mut ev = self.event::<()>(s, func, &Err(*e));
+                ev.mechanism = Some(row.name.into());
+                ev.object = Some(audit::describe(&k));
+                ev.detail = Some("policy refusal: key not usable for this".into());
+                self.audit.record(s.slot.id, ev, false);
+            }
         })?;
+        self.audit
+            .key_use(s.slot.id, s.handle, s.slot.user_name(), func, mech.ty, &k);
         Ok(k)
     }
 
@@ -1738,7 +2094,7 @@ impl Module {
         let mut value = zeroize::Zeroizing::new(vec![0u8; len]);
         getrandom::fill(&mut value).map_err(|_| Error::DeviceError)?;
         policy::set_secret_value(&mut attrs, kg.key_type, &value)?;
-        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        let handle = self.insert_object(&s, &mut t, attrs, id, "C_GenerateKey", Some(mech.ty))?;
         log!(
             self.log,
             Level::Debug,
@@ -1812,8 +2168,9 @@ impl Module {
                 return Err(Error::SessionReadOnly);
             }
         }
-        let ph = self.insert_object(&s, &mut t, public, pub_id)?;
-        let kh = match self.insert_object(&s, &mut t, private, priv_id) {
+        let f = "C_GenerateKeyPair";
+        let ph = self.insert_object(&s, &mut t, public, pub_id, f, Some(mech.ty))?;
+        let kh = match self.insert_object(&s, &mut t, private, priv_id, f, Some(mech.ty)) {
             Ok(kh) => kh,
             Err(e) => {
                 // Do not leave half a pair behind.
@@ -1958,7 +2315,7 @@ impl Module {
             }
         }
         let mut t = s.slot.token.write();
-        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        let handle = self.insert_object(&s, &mut t, attrs, id, "C_DeriveKey", Some(mech.ty))?;
         log!(
             self.log,
             Level::Info,
@@ -2015,6 +2372,34 @@ impl Module {
     /// The wrapped key must be `CKA_EXTRACTABLE`; one marked
     /// `CKA_WRAP_WITH_TRUSTED` only under a `CKA_TRUSTED` wrapping key.
     pub fn wrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let r = self.wrap_key_inner(h, mech, wrapping, key, out);
+        if self.audit.enabled() {
+            let look = |handle| {
+                let s = self.session(h).ok()?;
+                let o = s.slot.token.read().object(handle).ok()?;
+                Some(audit::describe(&o))
+            };
+            let (target, under) = (look(key), look(wrapping));
+            self.audit_call(h, "C_WrapKey", &r, r.is_ok(), |e| {
+                e.mechanism = Some(audit::mechanism_name(mech.ty));
+                e.object = target;
+                e.detail = Some(match under.and_then(|u| u.label) {
+                    Some(l) => format!("wrapped under key {wrapping} ({l:?})"),
+                    None => format!("wrapped under key {wrapping}"),
+                });
+            });
+        }
+        r
+    }
+
+    fn wrap_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &MechanismArg,
@@ -2218,7 +2603,7 @@ impl Module {
             _ => return Err(Error::TemplateInconsistent),
         }
         let mut t = s.slot.token.write();
-        let handle = self.insert_object(&s, &mut t, attrs, id)?;
+        let handle = self.insert_object(&s, &mut t, attrs, id, "C_UnwrapKey", Some(mech.ty))?;
         log!(
             self.log,
             Level::Info,
@@ -2274,3 +2659,26 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The `CKR_*` name of a call's outcome, for audit events.
+fn result_name<T>(r: &Result<T>) -> String {
+    match r {
+        Ok(_) => "CKR_OK".into(),
+        Err(e) => e.name().into(),
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When a record scheduled for deletion is to be purged (Unix seconds).
+fn delete_at(rec: &ObjectRecord) -> Option<u64> {
+    rec.attrs.iter().find_map(|(t, v)| match v {
+        AttrValue::Ulong(at) if *t == CKA_FERROHSM_DELETE_AT => Some(*at),
+        _ => None,
+    })
+}

@@ -137,7 +137,7 @@ pub fn to_hex(b: &[u8]) -> String {
 /// The bytes of hex text `s` (white space is ignored); panics on bad hex.
 pub fn from_hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(s.len() % 2 == 0, "odd hex length in {s:?}");
+    assert!(s.len().is_multiple_of(2), "odd hex length in {s:?}");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))

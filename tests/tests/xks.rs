@@ -763,7 +763,11 @@ fn worker(m: Module, slot: CK_SLOT_ID, id: usize, iters: usize, seed: u64) -> us
     for i in 0..iters {
         let which = i % pool.len();
         let s = pool[which];
-        let label = if (i + id) % 2 == 0 { KEY } else { KEY2 };
+        let label = if (i + id).is_multiple_of(2) {
+            KEY
+        } else {
+            KEY2
+        };
         let key = find_key(m, s, label);
         let info = key_info(m, s, key);
         assert_eq!(

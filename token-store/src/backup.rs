@@ -1,7 +1,8 @@
 //! Whole-token backups: one sealed file per token, useless without the token's
 //! SO PIN.
 //!
-//! # File format (version 1)
+//! # File format (version 2; version 1 files, without an audit log, are
+//! still restored)
 //!
 //! ```text
 //! "FERROHSM-BACKUP\n"      16 bytes, MAGIC
@@ -27,19 +28,24 @@
 //! every sealed record and of the manifest), into a new slot above every slot
 //! in use, via [`SledStore::init_token`] and one [`SledStore::put_objects`]
 //! batch, which re-seals private records under the token's own storage key.
+//! The body also carries the token's audit log files (with their chain state),
+//! so the restored token's log still verifies with its own audit root; keys
+//! scheduled for deletion travel as the sealed records they are.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::audit::AuditEvent;
 use crate::seal::{KdfParams, PinWrap, SealError, StorageKey};
+use crate::sled_store::TokenRecordV1;
 use crate::{ObjectRecord, SledStore, Store, StoreError, TokenRecord};
 
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 16] = b"FERROHSM-BACKUP\n";
 /// The format version written by this code (the byte after [`MAGIC`]).
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Associated data prefix of the backup key's PIN wrap.
 const BACKUP_WRAP_AAD: &[u8] = b"ferrohsm backup v1/";
 /// AES-GCM tag length.
@@ -102,6 +108,16 @@ struct Body {
     format: u8,
     token: TokenRecord,
     objects: Vec<ObjectRecord>,
+    /// The audit log files (`AuditLog::export`).
+    audit: Vec<(String, Vec<u8>)>,
+}
+
+/// The sealed part of a version 1 file.
+#[derive(Deserialize)]
+struct BodyV1 {
+    format: u8,
+    token: TokenRecordV1,
+    objects: Vec<ObjectRecord>,
 }
 
 /// Why a backup or a restore failed. `Display` gives one line for a user.
@@ -113,6 +129,8 @@ pub enum BackupError {
     WrongPin,
     /// The token's SO PIN is locked after too many wrong PINs.
     PinLocked,
+    /// The user PIN was asked for, but the token has none yet (`C_InitPIN`).
+    UserPinNotSet,
     /// The token was re-initialised by another process during the backup.
     TokenChanged,
     /// The file does not start with [`MAGIC`].
@@ -146,6 +164,7 @@ impl std::fmt::Display for BackupError {
             BackupError::NoToken => write!(f, "no such token"),
             BackupError::WrongPin => write!(f, "wrong SO PIN"),
             BackupError::PinLocked => write!(f, "the SO PIN is locked"),
+            BackupError::UserPinNotSet => write!(f, "the token has no user PIN yet"),
             BackupError::TokenChanged => {
                 write!(f, "the token was re-initialised during the backup")
             }
@@ -216,8 +235,10 @@ pub struct BackupSummary {
 pub struct OpenedBackup {
     /// The token record as it was backed up.
     pub token: TokenRecord,
-    /// Every object of the token.
+    /// Every object of the token (keys scheduled for deletion included).
     pub objects: Vec<ObjectRecord>,
+    /// The token's audit log files, empty for a version 1 backup.
+    pub audit: Vec<(String, Vec<u8>)>,
     /// The token's storage key (opened with the SO PIN from the record).
     pub storage_key: StorageKey,
     /// When the backup was made, seconds since the Unix epoch.
@@ -242,40 +263,72 @@ pub fn open_with_so_pin(
     so_pin: &[u8],
     max_login_failures: u32,
 ) -> Result<(TokenRecord, StorageKey), BackupError> {
+    open_with_pin(store, slot_id, PinRole::So, so_pin, max_login_failures)
+}
+
+/// [`open_with_so_pin`] for either role: the tool's commands that need the
+/// storage key count their PIN checks exactly as `C_Login` does.
+pub fn open_with_pin(
+    store: &dyn Store,
+    slot_id: u64,
+    role: PinRole,
+    pin: &[u8],
+    max_login_failures: u32,
+) -> Result<(TokenRecord, StorageKey), BackupError> {
     let rec = store.token(slot_id)?.ok_or(BackupError::NoToken)?;
-    if rec.so_failures >= max_login_failures {
+    let failures = |r: &TokenRecord| match role {
+        PinRole::So => r.so_failures,
+        PinRole::User => r.user_failures,
+    };
+    if failures(&rec) >= max_login_failures {
         return Err(BackupError::PinLocked);
     }
-    let opened = rec
-        .so_pin
-        .open(so_pin, &pin_wrap_aad(&rec.token_id, PinRole::So));
+    let wrap = match role {
+        PinRole::So => &rec.so_pin,
+        PinRole::User => rec.user_pin.as_ref().ok_or(BackupError::UserPinNotSet)?,
+    };
+    let opened = wrap.open(pin, &pin_wrap_aad(&rec.token_id, role));
     let good = match &opened {
         Ok(_) => true,
         Err(SealError::BadPin) => false,
         Err(e) => return Err(BackupError::Seal(*e)),
     };
     let mut stored = rec.clone();
-    if !good || rec.so_failures != 0 {
+    if !good || failures(&rec) != 0 {
         let token_id = rec.token_id;
         stored = store.modify_token(slot_id, &mut |r: &mut TokenRecord| {
             if r.token_id != token_id {
                 return;
             }
+            let c = match role {
+                PinRole::So => &mut r.so_failures,
+                PinRole::User => &mut r.user_failures,
+            };
             // Locked meanwhile by another process: only a wrong PIN counts.
-            if r.so_failures < max_login_failures || !good {
-                r.so_failures = if good {
-                    0
-                } else {
-                    r.so_failures.saturating_add(1)
-                };
+            if *c < max_login_failures || !good {
+                *c = if good { 0 } else { c.saturating_add(1) };
             }
         })?;
         if stored.token_id != token_id {
             return Err(BackupError::TokenChanged);
         }
     }
+    let who = match role {
+        PinRole::So => "so",
+        PinRole::User => "user",
+    };
+    let outcome = match &opened {
+        Ok(_) if failures(&stored) >= max_login_failures => "CKR_PIN_LOCKED",
+        Ok(_) => "CKR_OK",
+        Err(_) => "CKR_PIN_INCORRECT",
+    };
+    // The tool's PIN checks are logins too; a failure to record one is not
+    // a reason to refuse the PIN (the counter above is what locks).
+    let mut e = AuditEvent::now("ferrohsm login", outcome);
+    e.user = Some(who.into());
+    let _ = store.audit(slot_id, &[e]);
     match opened {
-        Ok(_) if stored.so_failures >= max_login_failures => Err(BackupError::PinLocked),
+        Ok(_) if failures(&stored) >= max_login_failures => Err(BackupError::PinLocked),
         Ok(key) => Ok((stored, key)),
         Err(_) => Err(BackupError::WrongPin),
     }
@@ -291,7 +344,7 @@ fn now() -> u64 {
 /// login), reads the token record and every object with the storage key (so
 /// the token's own integrity checks run) and returns the sealed file bytes.
 pub fn create_backup(
-    store: &dyn Store,
+    store: &SledStore,
     slot_id: u64,
     so_pin: &[u8],
     options: &BackupOptions,
@@ -333,10 +386,17 @@ pub fn create_backup(
         objects: objects.len(),
         created,
     };
+    let log = store.audit_log(slot_id);
+    let audit = if log.is_started() {
+        log.export().map_err(StoreError::from)?
+    } else {
+        Vec::new()
+    };
     let body = Body {
         format: VERSION,
         token,
         objects,
+        audit,
     };
     let plain = Zeroizing::new(
         postcard::to_allocvec(&body)
@@ -370,7 +430,7 @@ pub fn open_backup(file: &[u8], so_pin: &[u8]) -> Result<OpenedBackup, BackupErr
     let (&version, rest) = rest
         .split_first()
         .ok_or_else(|| BackupError::Damaged("truncated after the magic".into()))?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(BackupError::UnsupportedVersion(version));
     }
     let (header, body) = postcard::take_from_bytes::<Header>(rest)
@@ -402,11 +462,23 @@ pub fn open_backup(file: &[u8], so_pin: &[u8]) -> Result<OpenedBackup, BackupErr
                 BackupError::Damaged("authentication failed (altered or truncated)".into())
             })?,
     );
-    let decoded: Body = match postcard::take_from_bytes::<Body>(&plain) {
-        Ok((b, [])) => b,
-        _ => return Err(BackupError::Damaged("the body cannot be decoded".into())),
+    let decoded: Body = if version == 1 {
+        match postcard::take_from_bytes::<BodyV1>(&plain) {
+            Ok((b, [])) => Body {
+                format: b.format,
+                token: b.token.into(),
+                objects: b.objects,
+                audit: Vec::new(),
+            },
+            _ => return Err(BackupError::Damaged("the body cannot be decoded".into())),
+        }
+    } else {
+        match postcard::take_from_bytes::<Body>(&plain) {
+            Ok((b, [])) => b,
+            _ => return Err(BackupError::Damaged("the body cannot be decoded".into())),
+        }
     };
-    if decoded.format != VERSION
+    if decoded.format != version
         || decoded.token.token_id != header.token_id
         || decoded.token.label != header.label
         || decoded.token.serial != header.serial
@@ -425,6 +497,7 @@ pub fn open_backup(file: &[u8], so_pin: &[u8]) -> Result<OpenedBackup, BackupErr
     Ok(OpenedBackup {
         token: decoded.token,
         objects: decoded.objects,
+        audit: decoded.audit,
         storage_key,
         created: header.created,
     })
@@ -472,7 +545,23 @@ pub fn restore_backup(
     token.label = label;
     token.so_failures = 0;
     store.init_token(&token)?;
-    if let Err(e) = store.put_objects(slot_id, &opened.objects, Some(&opened.storage_key)) {
+    let written = store
+        .put_objects(slot_id, &opened.objects, Some(&opened.storage_key))
+        .and_then(|()| {
+            if opened.audit.is_empty() {
+                return Ok(());
+            }
+            store.audit_log(slot_id).import(&opened.audit)?;
+            let mut e = AuditEvent::now("ferrohsm restore", "CKR_OK");
+            e.detail = Some(format!(
+                "restored into slot {slot_id} from a backup made at {}",
+                crate::audit::rfc3339(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(opened.created)
+                )
+            ));
+            store.audit(slot_id, &[e])
+        });
+    if let Err(e) = written {
         let _ = std::fs::remove_dir_all(store.token_dir(slot_id));
         return Err(e.into());
     }
@@ -531,6 +620,7 @@ mod tests {
             ),
             so_failures: 0,
             user_failures: 1,
+            audit_root: None,
         };
         store.init_token(&rec).unwrap();
         let objs = [
@@ -680,12 +770,16 @@ mod tests {
             open_backup(b"hello", SO).unwrap_err(),
             BackupError::NotABackup
         );
-        let mut v2 = file.clone();
-        v2[MAGIC.len()] = 2;
+        let mut v3 = file.clone();
+        v3[MAGIC.len()] = 3;
         assert_eq!(
-            open_backup(&v2, SO).unwrap_err(),
-            BackupError::UnsupportedVersion(2)
+            open_backup(&v3, SO).unwrap_err(),
+            BackupError::UnsupportedVersion(3)
         );
+        // The version byte is authenticated: a v2 file relabelled v1 is refused.
+        let mut v1 = file.clone();
+        v1[MAGIC.len()] = 1;
+        assert!(open_backup(&v1, SO).is_err());
     }
 
     #[test]

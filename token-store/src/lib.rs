@@ -6,6 +6,7 @@
 //! (see `seal`), so no backend can forget it.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod backup;
 pub mod memory;
 pub mod seal;
@@ -14,10 +15,17 @@ pub mod sled_store;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+pub use audit::{AuditEvent, AuditLog, AuditObject, AuditOptions};
 pub use backup::{BackupError, BackupOptions, BackupSummary, PinRole, pin_wrap_aad};
 pub use memory::MemoryStore;
-pub use seal::{KdfParams, PinWrap, SealError, StorageKey, open_record, seal_record};
+pub use seal::{AuditKey, KdfParams, PinWrap, SealError, StorageKey, open_record, seal_record};
 pub use sled_store::{BrokenToken, SledOptions, SledStore, TokenScan};
+
+/// Vendor attribute (`CKA_VENDOR_DEFINED | 0x4648_0001`, "FH") holding the
+/// Unix time after which a destroyed key is purged: a key carrying it is
+/// scheduled for deletion, unusable and invisible to applications (see the
+/// deletion waiting period in the README). Stored only inside sealed records.
+pub const CKA_FERROHSM_DELETE_AT: u64 = 0x8000_0000 | 0x4648_0001;
 
 /// The key policy of a token, fixed at initialisation (see DESIGN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +79,10 @@ pub struct TokenRecord {
     pub so_failures: u32,
     /// Consecutive failed user logins since the last success.
     pub user_failures: u32,
+    /// The root of the audit chain, sealed under the storage key
+    /// ([`AuditKey::seal`]); `None` for tokens made before audit logs existed
+    /// (the module starts their chain at the next login).
+    pub audit_root: Option<Vec<u8>>,
 }
 
 /// An attribute value in its typed form; encoded to C bytes only at the boundary.
@@ -190,4 +202,26 @@ pub trait Store: Send + Sync {
     /// changes something raises it by exactly one, so a writer that sees
     /// `before + 1` after its own write knows nobody else wrote in between.
     fn generation(&self, slot_id: u64) -> Result<u64, StoreError>;
+    /// Starts the token's audit chain under `root` (after `init_token`, or
+    /// for a token that has none yet); an existing log is set aside, never
+    /// deleted.
+    fn start_audit(&self, slot_id: u64, root: &AuditKey) -> Result<(), StoreError>;
+    /// Whether the token's audit chain has been started.
+    fn audit_started(&self, slot_id: u64) -> bool;
+    /// Appends events to the token's audit log; durable when it returns `Ok`.
+    fn audit(&self, slot_id: u64, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Storage-key rotation: re-seals every record of the token under `new`
+    /// and applies `edit` to the token record (new PIN wraps, re-sealed audit
+    /// root), all in one atomic, durable step, so a crash leaves the token
+    /// wholly under `old` or wholly under `new`. `old` must be the current
+    /// key (checked against the records). When `edit` returns false (e.g. it
+    /// finds another token than it expected) nothing is written and the
+    /// result is `StoreError::NotFound`.
+    fn rekey(
+        &self,
+        slot_id: u64,
+        old: &StorageKey,
+        new: &StorageKey,
+        edit: &mut dyn FnMut(&mut TokenRecord) -> bool,
+    ) -> Result<TokenRecord, StoreError>;
 }

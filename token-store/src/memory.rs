@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use crate::{ObjectRecord, StorageKey, Store, StoreError, TokenRecord};
+use crate::{AuditEvent, AuditKey, ObjectRecord, StorageKey, Store, StoreError, TokenRecord};
 
 #[derive(Default)]
 struct TokenData {
     record: Option<TokenRecord>,
     objects: BTreeMap<u64, ObjectRecord>,
     generation: u64,
+    audit: Option<Vec<AuditEvent>>,
 }
 
 /// A store that lives as long as the value; nothing reaches the disk.
@@ -24,6 +25,15 @@ impl MemoryStore {
     /// An empty store with no tokens.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The audit events recorded for a token (what a log file would hold).
+    pub fn audit_events(&self, slot_id: u64) -> Vec<AuditEvent> {
+        self.tokens
+            .lock()
+            .get(&slot_id)
+            .and_then(|t| t.audit.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -42,6 +52,7 @@ impl Store for MemoryStore {
         let data = tokens.entry(token.slot_id).or_default();
         data.record = Some(token.clone());
         data.objects.clear();
+        data.audit = None;
         data.generation += 1;
         Ok(())
     }
@@ -110,5 +121,48 @@ impl Store for MemoryStore {
     fn generation(&self, slot_id: u64) -> Result<u64, StoreError> {
         let tokens = self.tokens.lock();
         Ok(tokens.get(&slot_id).map_or(0, |t| t.generation))
+    }
+
+    fn start_audit(&self, slot_id: u64, _root: &AuditKey) -> Result<(), StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        data.audit = Some(Vec::new());
+        Ok(())
+    }
+
+    fn audit_started(&self, slot_id: u64) -> bool {
+        self.tokens
+            .lock()
+            .get(&slot_id)
+            .is_some_and(|t| t.audit.is_some())
+    }
+
+    fn audit(&self, slot_id: u64, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        data.audit
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("audit log not started".into()))?
+            .extend_from_slice(events);
+        Ok(())
+    }
+
+    fn rekey(
+        &self,
+        slot_id: u64,
+        _old: &StorageKey,
+        _new: &StorageKey,
+        edit: &mut dyn FnMut(&mut TokenRecord) -> bool,
+    ) -> Result<TokenRecord, StoreError> {
+        // Nothing is sealed in memory: only the record changes.
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        let mut rec = data.record.clone().ok_or(StoreError::NotFound)?;
+        if !edit(&mut rec) {
+            return Err(StoreError::NotFound);
+        }
+        data.record = Some(rec.clone());
+        data.generation += 1;
+        Ok(rec)
     }
 }

@@ -217,6 +217,62 @@ pub fn open_record(
         .map_err(|_| SealError::Tampered)
 }
 
+/// The root key of a token's audit chain: random, made at `C_InitToken`,
+/// stored only sealed under the storage key (`TokenRecord::audit_root`), so
+/// whoever can open the storage key with a PIN can verify the audit log, and
+/// a storage-key rotation re-seals it without breaking the chain.
+#[derive(Clone)]
+pub struct AuditKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(<redacted>)")
+    }
+}
+
+/// Associated data of the sealed audit root: binds it to its token.
+const AUDIT_ROOT_AAD: &[u8] = b"ferrohsm/audit-root/v1/";
+
+impl AuditKey {
+    /// A fresh random audit root from the OS CSPRNG.
+    pub fn generate() -> Result<AuditKey, SealError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        getrandom::fill(k.as_mut()).map_err(|_| SealError::Rng)?;
+        Ok(AuditKey(k))
+    }
+
+    /// Wraps raw bytes (tests, and keys unsealed from a record).
+    pub fn from_bytes(bytes: [u8; 32]) -> AuditKey {
+        AuditKey(Zeroizing::new(bytes))
+    }
+
+    /// The raw key bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Seals this root under the storage key for `TokenRecord::audit_root`.
+    pub fn seal(&self, key: &StorageKey, token_id: &[u8; 16]) -> Result<Vec<u8>, SealError> {
+        seal_record(key, &[AUDIT_ROOT_AAD, token_id].concat(), self.bytes())
+    }
+
+    /// Opens a root sealed by [`AuditKey::seal`]. Fails with
+    /// [`SealError::Tampered`] under any other storage key, which also makes
+    /// it a check that a storage key is the token's current one.
+    pub fn open(
+        sealed: &[u8],
+        key: &StorageKey,
+        token_id: &[u8; 16],
+    ) -> Result<AuditKey, SealError> {
+        let plain = open_record(key, &[AUDIT_ROOT_AAD, token_id].concat(), sealed)?;
+        let bytes: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::Tampered)?;
+        Ok(AuditKey::from_bytes(bytes))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,7 +101,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::seal::{open_record, seal_record};
+use crate::audit::{AuditEvent, AuditLog, AuditOptions};
+use crate::seal::{AuditKey, open_record, seal_record};
 use crate::{AttrValue, ObjectRecord, StorageKey, Store, StoreError, TokenRecord};
 
 /// `CKA_CLASS`.
@@ -145,6 +146,8 @@ pub struct SledOptions {
     pub linger: Duration,
     /// sled page cache size per open database, in bytes.
     pub cache_capacity: u64,
+    /// Size at which a token's audit log file is rotated (see `audit`).
+    pub audit_max_file_bytes: u64,
 }
 
 impl Default for SledOptions {
@@ -153,6 +156,7 @@ impl Default for SledOptions {
             lock_deadline: Duration::from_secs(10),
             linger: Duration::from_millis(20),
             cache_capacity: 8 << 20,
+            audit_max_file_bytes: AuditOptions::default().max_file_bytes,
         }
     }
 }
@@ -442,6 +446,16 @@ impl SledStore {
         self.dir.join(format!("token-{slot_id}"))
     }
 
+    /// The audit log of the token in `slot_id` (`<token dir>/audit`).
+    pub fn audit_log(&self, slot_id: u64) -> AuditLog {
+        AuditLog::new(
+            &self.token_dir(slot_id).join("audit"),
+            AuditOptions {
+                max_file_bytes: self.options.audit_max_file_bytes,
+            },
+        )
+    }
+
     fn db_path(&self, slot_id: u64) -> PathBuf {
         self.token_dir(slot_id).join("db")
     }
@@ -695,50 +709,9 @@ impl SledStore {
                 None => None,
             };
             seq += 1;
-            for obj in objects {
-                let plain = Zeroizing::new(encode(obj)?);
-                let body = if obj.private {
-                    let k = key.ok_or(StoreError::KeyRequired)?;
-                    seal_record(k, &record_aad(&token.token_id, obj.id, seq), &plain)
-                        .map_err(|e| StoreError::Io(format!("sealing record: {e}")))?
-                } else {
-                    plain.to_vec()
-                };
-                let env = Envelope {
-                    version: seq,
-                    private: obj.private,
-                    body,
-                };
-                remove_index(db, obj.id, &mut batch)?;
-                if !obj.private {
-                    let keys = index_keys(obj)?;
-                    for k in &keys {
-                        batch.insert(k.as_slice(), &[][..]);
-                    }
-                    if !keys.is_empty() {
-                        batch.insert(&id_key(P_REVERSE, obj.id)[..], encode(&keys)?);
-                    }
-                }
-                match manifest.as_mut() {
-                    Some(m) => {
-                        let entry = ManifestEntry {
-                            version: seq,
-                            private: obj.private,
-                            hash: record_hash(&token.token_id, obj.id, &env),
-                        };
-                        m.entries.insert(obj.id, entry);
-                        batch.remove(&id_key(P_PENDING, obj.id)[..]);
-                    }
-                    None => batch.insert(&id_key(P_PENDING, obj.id)[..], &[][..]),
-                }
-                batch.insert(&id_key(P_OBJECT, obj.id)[..], encode(&env)?);
-            }
+            stage_objects(db, &token, objects, key, manifest.as_mut(), seq, &mut batch)?;
             if let (Some(m), Some(k)) = (manifest.as_mut(), key) {
-                m.seq = seq;
-                let plain = Zeroizing::new(encode(&*m)?);
-                let sealed = seal_record(k, &manifest_aad(&token.token_id), &plain)
-                    .map_err(|e| StoreError::Io(format!("sealing manifest: {e}")))?;
-                batch.insert(K_MANIFEST, sealed);
+                stage_manifest(&token, m, k, seq, &mut batch)?;
             }
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
             commit(db, batch)
@@ -758,6 +731,75 @@ impl SledStore {
             commit(db, batch)
         })
     }
+}
+
+/// Adds the writes of `objects` at version `seq` to `batch`: records (sealed
+/// when private), public-attribute index, and either manifest entries (with
+/// the key) or "changed without the key" markers.
+fn stage_objects(
+    db: &sled::Db,
+    token: &TokenRecord,
+    objects: &[ObjectRecord],
+    key: Option<&StorageKey>,
+    mut manifest: Option<&mut Manifest>,
+    seq: u64,
+    batch: &mut sled::Batch,
+) -> Result<(), StoreError> {
+    for obj in objects {
+        let plain = Zeroizing::new(encode(obj)?);
+        let body = if obj.private {
+            let k = key.ok_or(StoreError::KeyRequired)?;
+            seal_record(k, &record_aad(&token.token_id, obj.id, seq), &plain)
+                .map_err(|e| StoreError::Io(format!("sealing record: {e}")))?
+        } else {
+            plain.to_vec()
+        };
+        let env = Envelope {
+            version: seq,
+            private: obj.private,
+            body,
+        };
+        remove_index(db, obj.id, batch)?;
+        if !obj.private {
+            let keys = index_keys(obj)?;
+            for k in &keys {
+                batch.insert(k.as_slice(), &[][..]);
+            }
+            if !keys.is_empty() {
+                batch.insert(&id_key(P_REVERSE, obj.id)[..], encode(&keys)?);
+            }
+        }
+        match manifest.as_deref_mut() {
+            Some(m) => {
+                let entry = ManifestEntry {
+                    version: seq,
+                    private: obj.private,
+                    hash: record_hash(&token.token_id, obj.id, &env),
+                };
+                m.entries.insert(obj.id, entry);
+                batch.remove(&id_key(P_PENDING, obj.id)[..]);
+            }
+            None => batch.insert(&id_key(P_PENDING, obj.id)[..], &[][..]),
+        }
+        batch.insert(&id_key(P_OBJECT, obj.id)[..], encode(&env)?);
+    }
+    Ok(())
+}
+
+/// Adds the sealed manifest at `seq` to `batch`.
+fn stage_manifest(
+    token: &TokenRecord,
+    m: &mut Manifest,
+    key: &StorageKey,
+    seq: u64,
+    batch: &mut sled::Batch,
+) -> Result<(), StoreError> {
+    m.seq = seq;
+    let plain = Zeroizing::new(encode(&*m)?);
+    let sealed = seal_record(key, &manifest_aad(&token.token_id), &plain)
+        .map_err(|e| StoreError::Io(format!("sealing manifest: {e}")))?;
+    batch.insert(K_MANIFEST, sealed);
+    Ok(())
 }
 
 /// Removes `generation.tmp.<pid>` files (see `with_db`); best effort.
@@ -808,11 +850,51 @@ fn commit(db: &sled::Db, batch: sled::Batch) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The token record as written before audit logs existed (no `audit_root`).
+#[derive(Deserialize)]
+pub(crate) struct TokenRecordV1 {
+    slot_id: u64,
+    token_id: [u8; 16],
+    label: [u8; 32],
+    serial: [u8; 16],
+    policy: crate::KeyPolicy,
+    so_pin: crate::PinWrap,
+    user_pin: Option<crate::PinWrap>,
+    so_failures: u32,
+    user_failures: u32,
+}
+
+/// Decodes a token record, current or from before audit logs existed.
+pub(crate) fn decode_token(bytes: &[u8]) -> Result<TokenRecord, StoreError> {
+    decode::<TokenRecord>(bytes, "token record").or_else(|e| {
+        decode::<TokenRecordV1>(bytes, "token record")
+            .map(TokenRecord::from)
+            .map_err(|_| e)
+    })
+}
+
+impl From<TokenRecordV1> for TokenRecord {
+    fn from(v1: TokenRecordV1) -> TokenRecord {
+        TokenRecord {
+            slot_id: v1.slot_id,
+            token_id: v1.token_id,
+            label: v1.label,
+            serial: v1.serial,
+            policy: v1.policy,
+            so_pin: v1.so_pin,
+            user_pin: v1.user_pin,
+            so_failures: v1.so_failures,
+            user_failures: v1.user_failures,
+            audit_root: None,
+        }
+    }
+}
+
 fn load_token(db: &sled::Db, slot_id: u64) -> Result<Option<TokenRecord>, StoreError> {
     match db.get(K_TOKEN).map_err(map_sled)? {
         None => Ok(None),
         Some(v) => {
-            let t: TokenRecord = decode(&v, "token record")?;
+            let t = decode_token(&v)?;
             if t.slot_id != slot_id {
                 return Err(corrupt(format!(
                     "token directory {slot_id} holds the record of slot {}",
@@ -1083,5 +1165,62 @@ impl Store for SledStore {
     /// slot without a token.
     fn generation(&self, slot_id: u64) -> Result<u64, StoreError> {
         self.read_generation(slot_id)
+    }
+
+    fn start_audit(&self, slot_id: u64, root: &AuditKey) -> Result<(), StoreError> {
+        Ok(self.audit_log(slot_id).start(root)?)
+    }
+
+    fn audit_started(&self, slot_id: u64) -> bool {
+        self.audit_log(slot_id).is_started()
+    }
+
+    fn audit(&self, slot_id: u64, events: &[AuditEvent]) -> Result<(), StoreError> {
+        Ok(self.audit_log(slot_id).append(events)?)
+    }
+
+    fn rekey(
+        &self,
+        slot_id: u64,
+        old: &StorageKey,
+        new: &StorageKey,
+        edit: &mut dyn FnMut(&mut TokenRecord) -> bool,
+    ) -> Result<TokenRecord, StoreError> {
+        let _g = self.serial.lock();
+        self.with_db(slot_id, false, |db| {
+            let mut token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
+            // Reading with `old` checks every record against the manifest,
+            // so nothing damaged is re-sealed as if it were sound.
+            let objects = read_objects(db, slot_id, Some(old))?;
+            if let Some(root) = &token.audit_root {
+                AuditKey::open(root, old, &token.token_id).map_err(|_| {
+                    corrupt("rotation: the old storage key does not open the audit root")
+                })?;
+            }
+            let old_manifest = load_manifest(db, &token, old)?;
+            let seq = read_u64(db, K_SEQ)?.max(old_manifest.seq) + 1;
+            if !edit(&mut token) {
+                return Err(StoreError::NotFound);
+            }
+            let mut batch = sled::Batch::default();
+            for id in pending_ids(db)? {
+                batch.remove(&id_key(P_PENDING, id)[..]);
+            }
+            let mut manifest = Manifest::default();
+            stage_objects(
+                db,
+                &token,
+                &objects,
+                Some(new),
+                Some(&mut manifest),
+                seq,
+                &mut batch,
+            )?;
+            stage_manifest(&token, &mut manifest, new, seq, &mut batch)?;
+            batch.insert(K_TOKEN, encode(&token)?);
+            batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
+            commit(db, batch)?;
+            Ok(token)
+        })
     }
 }

@@ -28,7 +28,7 @@ fn user_key(s: &SledStore) -> StorageKey {
 }
 
 fn obj(id: u64, n: u64) -> ObjectRecord {
-    object(id, n % 3 != 0, &format!("n{n}"))
+    object(id, !n.is_multiple_of(3), &format!("n{n}"))
 }
 
 /// The child side. Modes: `crash` (loop of writes and deletes, one line per

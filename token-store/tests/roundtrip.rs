@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ferrohsm_store::{AttrValue, ObjectRecord, PinWrap, SledOptions, SledStore, Store, StoreError};
+use ferrohsm_store::{
+    AttrValue, ObjectRecord, PinWrap, SledOptions, SledStore, StorageKey, Store, StoreError,
+};
 
 fn open(dir: &std::path::Path) -> SledStore {
     SledStore::open(dir, SledOptions::default()).unwrap()
@@ -365,4 +367,113 @@ fn lock_held_past_deadline_is_io_error() {
     assert_eq!(s.generation(1).unwrap(), g);
     drop(holder);
     assert!(s.objects(1, None).unwrap().is_empty());
+}
+
+/// Rotation re-seals every record: the new key reads everything (private
+/// records included), the old key no longer opens the manifest, the record
+/// edit lands in the same step, and a failing edit writes nothing.
+#[test]
+fn rekey_reseals_everything_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let (mut t, old) = common::token(0, 1);
+    let root = ferrohsm_store::AuditKey::generate().unwrap();
+    t.audit_root = Some(root.seal(&old, &t.token_id).unwrap());
+    s.init_token(&t).unwrap();
+    let objects: Vec<_> = (1..=20)
+        .map(|i| common::object(i, i % 2 == 0, &format!("o{i}")))
+        .collect();
+    s.put_objects(0, &objects, Some(&old)).unwrap();
+    let new = StorageKey::generate().unwrap();
+    // An edit that refuses leaves everything as it was.
+    assert_eq!(
+        s.rekey(0, &old, &new, &mut |_| false).unwrap_err(),
+        StoreError::NotFound
+    );
+    assert_eq!(s.objects(0, Some(&old)).unwrap().len(), 20);
+    // A wrong "old" key is refused before anything is written.
+    let wrong = StorageKey::generate().unwrap();
+    assert!(s.rekey(0, &wrong, &new, &mut |_| true).is_err());
+    let resealed = root.seal(&new, &t.token_id).unwrap();
+    let rec = s
+        .rekey(0, &old, &new, &mut |r| {
+            r.audit_root = Some(resealed.clone());
+            true
+        })
+        .unwrap();
+    assert_eq!(rec.audit_root.as_ref(), Some(&resealed));
+    let mut back = s.objects(0, Some(&new)).unwrap();
+    back.sort_by_key(|o| o.id);
+    assert_eq!(back, objects);
+    assert!(matches!(
+        s.objects(0, Some(&old)),
+        Err(StoreError::Corrupt(_))
+    ));
+    let stored = s.token(0).unwrap().unwrap();
+    assert!(
+        ferrohsm_store::AuditKey::open(stored.audit_root.as_ref().unwrap(), &new, &t.token_id)
+            .is_ok()
+    );
+    // The public index still works after the rewrite.
+    let hits = s
+        .find_public(
+            0,
+            ferrohsm_store::sled_store::CKA_LABEL,
+            &AttrValue::Bytes(b"o3".to_vec()),
+        )
+        .unwrap();
+    assert_eq!(hits, vec![3]);
+    // And it survives a reopen.
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.objects(0, Some(&new)).unwrap().len(), 20);
+}
+
+/// A token record written before audit logs existed (no `audit_root` field)
+/// still opens, with no audit root, and is rewritten in the new form.
+#[test]
+fn token_records_from_before_audit_logs_still_open() {
+    #[derive(serde::Serialize)]
+    struct V1 {
+        slot_id: u64,
+        token_id: [u8; 16],
+        label: [u8; 32],
+        serial: [u8; 16],
+        policy: ferrohsm_store::KeyPolicy,
+        so_pin: PinWrap,
+        user_pin: Option<PinWrap>,
+        so_failures: u32,
+        user_failures: u32,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let (t, _) = common::token(0, 2);
+    s.init_token(&t).unwrap();
+    drop(s);
+    let v1 = V1 {
+        slot_id: t.slot_id,
+        token_id: t.token_id,
+        label: t.label,
+        serial: t.serial,
+        policy: t.policy,
+        so_pin: t.so_pin.clone(),
+        user_pin: t.user_pin.clone(),
+        so_failures: 0,
+        user_failures: 3,
+    };
+    {
+        let db = raw_db(dir.path(), 0);
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_allocvec(&v1).unwrap());
+        db.insert(b"t", bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let back = s.token(0).unwrap().unwrap();
+    assert_eq!(back.token_id, t.token_id);
+    assert_eq!(back.user_failures, 3);
+    assert_eq!(back.audit_root, None);
+    let edited = s.modify_token(0, &mut |r| r.user_failures = 0).unwrap();
+    assert_eq!(edited.user_failures, 0);
+    assert_eq!(s.token(0).unwrap().unwrap().user_failures, 0);
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use ferrohsm_pkcs11::config::Config;
 use ferrohsm_store::backup::{self, BackupError, BackupOptions};
-use ferrohsm_store::{SledOptions, SledStore, Store};
+use ferrohsm_store::{SledOptions, SledStore, Store, TokenRecord};
 
 use crate::out::{self, hex, padded};
 use crate::p11::{Fail, Result};
@@ -18,14 +18,31 @@ pub fn open_store() -> Result<(Config, SledStore)> {
     let config = Config::from_env().map_err(|e| format!("configuration: {e}"))?;
     let options = SledOptions {
         lock_deadline: config.store_lock_timeout,
+        audit_max_file_bytes: config.audit.max_file_bytes,
         ..SledOptions::default()
     };
     let store = SledStore::open(&config.data_dir, options).map_err(|e| e.to_string())?;
     Ok((config, store))
 }
 
+/// The one token labelled `label` in the store (an error names the data
+/// directory when there is none, and refuses an ambiguous label).
+pub fn find_token(config: &Config, store: &SledStore, label: &str) -> Result<TokenRecord> {
+    let tokens = store.tokens().map_err(|e| e.to_string())?;
+    let padded_label = out::token_label(label)?;
+    let mut matching = tokens.into_iter().filter(|t| t.label == padded_label);
+    match (matching.next(), matching.next()) {
+        (None, _) => Err(Fail::Msg(format!(
+            "no token labelled {label:?} in {} (`ferrohsm tokens` lists them)",
+            config.data_dir.display()
+        ))),
+        (Some(t), None) => Ok(t),
+        (Some(_), Some(_)) => Err(Fail::Msg(format!("several tokens are labelled {label:?}"))),
+    }
+}
+
 /// A backup error as one line, with the PKCS#11 name where there is one.
-fn explain(e: &BackupError) -> String {
+pub fn explain(e: &BackupError) -> String {
     match e {
         BackupError::WrongPin => format!("{e} (CKR_PIN_INCORRECT)"),
         BackupError::PinLocked => format!("{e} (CKR_PIN_LOCKED)"),
@@ -36,25 +53,7 @@ fn explain(e: &BackupError) -> String {
 /// `ferrohsm backup`.
 pub fn backup(a: &BackupArgs) -> Result<()> {
     let (config, store) = open_store()?;
-    let tokens = store.tokens().map_err(|e| e.to_string())?;
-    let label = out::token_label(&a.token)?;
-    let matching: Vec<_> = tokens.iter().filter(|t| t.label == label).collect();
-    let token = match matching.as_slice() {
-        [] => {
-            return Err(Fail::Msg(format!(
-                "no token labelled {:?} in {} (`ferrohsm tokens` lists them)",
-                a.token,
-                config.data_dir.display()
-            )));
-        }
-        [t] => *t,
-        _ => {
-            return Err(Fail::Msg(format!(
-                "several tokens are labelled {:?}",
-                a.token
-            )));
-        }
-    };
+    let token = find_token(&config, &store, &a.token)?;
     // Create the file first (new, owner-only), so a bad path costs no SO
     // PIN attempt; it is removed again if anything after fails.
     let mut file = std::fs::OpenOptions::new()

@@ -243,8 +243,21 @@ pub fn run(temp: bool) -> Result<(), String> {
         drop(session);
         p11.finalize().map_err(e)
     })?;
+    // C_Finalize wrote the key-use summaries; the chain is checked from the
+    // audit root, which the user PIN unseals.
+    let (lines, last) = step("audit log: verify the hash chain (user PIN)", || {
+        crate::lifecycle::verify_summary(DEMO_LABEL, DEMO_USER_PIN, 4).map_err(|f| match f {
+            crate::p11::Fail::Msg(m) => m,
+            crate::p11::Fail::Exit(c) => format!("exit {c}"),
+        })
+    })?;
+    println!("      {lines} events, chain intact; the last ones:");
+    for l in &last {
+        println!("      {l}");
+    }
 
     println!();
+    println!("Read the token's audit log: ferrohsm audit show --token {DEMO_LABEL}");
     println!("Next, try the module with OpenSC's pkcs11-tool (apt-get install opensc):");
     println!("  pkcs11-tool --module {} -L", module.display());
     println!("  pkcs11-tool --module {} -M", module.display());

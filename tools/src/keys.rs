@@ -434,13 +434,13 @@ pub fn import(a: &ImportArgs) -> Result<()> {
         }
         None => None,
     };
-    if let Some(t) = public_t.as_mut() {
-        if let Err(e) = session.create_object(t) {
-            if let Some(h) = made_private {
-                let _ = session.destroy_object(h);
-            }
-            return Err(ck(&failed)(e));
+    if let Some(t) = public_t.as_mut()
+        && let Err(e) = session.create_object(t)
+    {
+        if let Some(h) = made_private {
+            let _ = session.destroy_object(h);
         }
+        return Err(ck(&failed)(e));
     }
     drop(material);
     let made = match (made_private.is_some(), public_t.is_some(), is_cert) {
@@ -473,10 +473,10 @@ pub fn export_public(a: &ExportArgs) -> Result<()> {
     }
     let mut spkis: Vec<Vec<u8>> = Vec::new();
     for h in found {
-        if let Some(s) = spki_of(&session, h)? {
-            if !spkis.contains(&s) {
-                spkis.push(s);
-            }
+        if let Some(s) = spki_of(&session, h)?
+            && !spkis.contains(&s)
+        {
+            spkis.push(s);
         }
     }
     let spki = match spkis.len() {

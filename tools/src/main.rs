@@ -1,11 +1,12 @@
 //! `ferrohsm`: manage FerroHSM tokens and run the demo.
 //!
-//! Every command except `backup`, `restore` and `register` works through the
-//! real `libferrohsm_pkcs11.so` (loaded with the `cryptoki` crate, found as
-//! `ferrohsm_pkcs11::locate` says), exactly as any other PKCS#11 application
-//! would, so it runs safely beside other processes using the same tokens.
-//! `backup` and `restore` read and write the token store directly
-//! (`ferrohsm_store::backup`). PINs never come from the command line: from an
+//! Most commands work through the real `libferrohsm_pkcs11.so` (loaded with
+//! the `cryptoki` crate, found as `ferrohsm_pkcs11::locate` says), exactly as
+//! any other PKCS#11 application would, so they run safely beside other
+//! processes using the same tokens. `backup`, `restore`, `audit`, `pending`,
+//! `cancel-deletion` and `rotate-storage-key` need the storage key or the
+//! audit files themselves and work on the token store directly (under its
+//! locks), counting their PIN checks as logins; `register` writes a file. PINs never come from the command line: from an
 //! environment variable, a file, or a prompt without echo.
 //!
 //! Exit codes: 0 success; 1 failure, with one line on stderr saying why;
@@ -16,6 +17,7 @@ mod archive;
 mod demo;
 mod import;
 mod keys;
+mod lifecycle;
 mod out;
 mod p11;
 mod pin;
@@ -72,6 +74,15 @@ enum Command {
     Backup(BackupArgs),
     /// Restore a token from a backup file into a new slot (needs its SO PIN)
     Restore(RestoreArgs),
+    /// Check or read a token's tamper-evident audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// List the keys scheduled for deletion (purges those whose period is over)
+    Pending(PendingArgs),
+    /// Restore a key scheduled for deletion
+    CancelDeletion(CancelDeletionArgs),
+    /// Re-seal every record of a token under a new storage key (SO and user PIN)
+    RotateStorageKey(RotateArgs),
     /// Register the module with p11-kit (writes ferrohsm.module)
     Register(RegisterArgs),
     /// Load the module, create a demo token and show it at work
@@ -308,6 +319,88 @@ struct RestoreArgs {
     so: SoPinArgs,
 }
 
+/// `ferrohsm audit …`.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the whole log (needs the user PIN, or the SO
+    /// PIN with --so-pin-*); names the first bad line
+    Verify(AuditVerifyArgs),
+    /// Print the log, optionally only one key's events or recent ones
+    Show(AuditShowArgs),
+}
+
+#[derive(Args)]
+struct AuditVerifyArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(flatten)]
+    so: SoPinArgs,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct AuditShowArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Only events about the object with this label
+    #[arg(long, value_name = "LABEL")]
+    key: Option<String>,
+    /// Only events at or after this time (2026-12-03 or 2026-12-03T17:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PendingArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(flatten)]
+    so: SoPinArgs,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CancelDeletionArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    /// Label of the key to restore
+    #[arg(long, value_name = "LABEL")]
+    label: String,
+    /// CKA_ID of the key, when several pending keys share the label
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    id: Option<HexId>,
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(flatten)]
+    so: SoPinArgs,
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    #[command(flatten)]
+    so: SoPinArgs,
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
 #[derive(Args)]
 struct RegisterArgs {
     /// Directory to write ferrohsm.module into (default:
@@ -335,7 +428,7 @@ fn parse_hex(s: &str) -> Result<HexId, String> {
 /// The bytes of a hex string (an optional `0x` prefix, `:` separators allowed).
 fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
     let t = s.strip_prefix("0x").unwrap_or(s).replace(':', "");
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return Err("hex needs an even number of digits".into());
     }
     (0..t.len())
@@ -372,6 +465,11 @@ fn main() -> ExitCode {
         Command::SetPin(a) => tokens::set_pin(&a),
         Command::Backup(a) => archive::backup(&a),
         Command::Restore(a) => archive::restore(&a),
+        Command::Audit(AuditCommand::Verify(a)) => lifecycle::audit_verify(&a),
+        Command::Audit(AuditCommand::Show(a)) => lifecycle::audit_show(&a),
+        Command::Pending(a) => lifecycle::pending(&a),
+        Command::CancelDeletion(a) => lifecycle::cancel_deletion(&a),
+        Command::RotateStorageKey(a) => lifecycle::rotate(&a),
         Command::Register(a) => register::register(&a),
         Command::Demo(a) => demo::run(a.temp).map_err(Fail::Msg),
     };

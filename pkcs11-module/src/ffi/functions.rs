@@ -48,6 +48,7 @@ entry!(C_Initialize(p_init_args: *mut c_void) {
     })?;
     let options = SledOptions {
         lock_deadline: config.store_lock_timeout,
+        audit_max_file_bytes: config.audit.max_file_bytes,
         ..SledOptions::default()
     };
     let store = SledStore::open(&config.data_dir, options).map_err(|e| {

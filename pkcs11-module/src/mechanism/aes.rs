@@ -230,7 +230,7 @@ impl CipherOp for BlockMode {
     }
 
     fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
-        let whole = input.len() % 16 == 0;
+        let whole = input.len().is_multiple_of(16);
         match (self.chain, self.dir) {
             (Chain::CbcPad, Dir::Encrypt) => {}
             (Chain::CbcPad, Dir::Decrypt) if whole && !input.is_empty() => {}
@@ -543,13 +543,13 @@ impl OneShot for KeyWrap {
         match self.dir {
             Dir::Encrypt
                 if input.is_empty()
-                    || (!self.padded && (input.len() < 16 || input.len() % 8 != 0)) =>
+                    || (!self.padded && (input.len() < 16 || !input.len().is_multiple_of(8))) =>
             {
                 return Err(Error::DataLenRange);
             }
             Dir::Decrypt
                 if input.len() < 16
-                    || input.len() % 8 != 0
+                    || !input.len().is_multiple_of(8)
                     || (!self.padded && input.len() < 24) =>
             {
                 return Err(Error::EncryptedDataLenRange);

@@ -1236,3 +1236,187 @@ fn find_by_label_and_id_follows_renames_and_destroys() {
     assert!(find_all(&m, h, &label(&[b'n', 8])).is_empty());
     assert_eq!(find_all(&m, h, &label(&[b'n', 9])).len(), 1);
 }
+
+/// A module over a memory store whose audit events the test can read.
+fn audited(config: Config) -> (Module, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let m = Module::new(config, store.clone()).unwrap();
+    m.init_token(0, SO, &label("t")).unwrap();
+    let h = rw(&m);
+    m.login(h, CKU_SO, SO).unwrap();
+    m.init_pin(h, USER).unwrap();
+    m.close_session(h).unwrap();
+    (m, store)
+}
+
+fn aes_token_key(m: &Module, h: CK_SESSION_HANDLE, name: &[u8]) -> CK_OBJECT_HANDLE {
+    m.generate_key(
+        h,
+        &mech(CKM_AES_KEY_GEN),
+        &[
+            RawAttr::bool(CKA_TOKEN, true),
+            RawAttr::ulong(CKA_VALUE_LEN, 32),
+            RawAttr::new(CKA_LABEL, name),
+            RawAttr::new(CKA_ID, b"\x01\x02"),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn audit_events_name_the_call_the_object_and_the_outcome() {
+    let (m, store) = audited(Config::for_tests());
+    let h = rw(&m);
+    assert_eq!(m.login(h, CKU_USER, b"wrong-pin"), Err(Error::PinIncorrect));
+    m.login(h, CKU_USER, USER).unwrap();
+    let k = aes_token_key(&m, h, b"audited key");
+    // Key use is counted, not written per call.
+    for _ in 0..3 {
+        m.cipher_init(h, &mech(CKM_AES_ECB), k, Dir::Encrypt)
+            .unwrap();
+        let mut out = [0u8; 16];
+        m.cipher(
+            h,
+            Dir::Encrypt,
+            &[0u8; 16],
+            &mut OutBuf::new(Some(&mut out)),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        m.get_attributes(h, k, &[CKA_VALUE]).unwrap(),
+        vec![Reading::Sensitive]
+    );
+    m.audit.flush();
+    let events = store.audit_events(0);
+    let by = |f: &str| {
+        events
+            .iter()
+            .filter(|e| e.function == f)
+            .collect::<Vec<_>>()
+    };
+    let init = by("C_InitToken");
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0].result, "CKR_OK");
+    let logins = by("C_Login");
+    let user_logins: Vec<_> = logins
+        .iter()
+        .filter(|e| e.user.as_deref() == Some("user"))
+        .collect();
+    assert_eq!(user_logins.len(), 2);
+    assert_eq!(user_logins[0].result, "CKR_PIN_INCORRECT");
+    assert!(
+        user_logins[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("1 consecutive")
+    );
+    assert_eq!(user_logins[1].result, "CKR_OK");
+    assert_eq!(user_logins[1].session, Some(h));
+    assert_eq!(by("C_InitPIN")[0].result, "CKR_OK");
+    let generated = by("C_GenerateKey");
+    assert_eq!(generated.len(), 1);
+    let o = generated[0].object.as_ref().unwrap();
+    assert_eq!(o.handle, Some(k));
+    assert_eq!(o.label.as_deref(), Some("audited key"));
+    assert_eq!(o.id.as_deref(), Some("0102"));
+    assert_eq!(o.key_type.as_deref(), Some("CKK_AES"));
+    assert_eq!(generated[0].mechanism.as_deref(), Some("CKM_AES_KEY_GEN"));
+    assert_eq!(generated[0].user.as_deref(), Some("user"));
+    let uses = by("C_EncryptInit");
+    assert_eq!(uses.len(), 1, "one summary for three uses: {uses:?}");
+    assert_eq!(uses[0].count, Some(3));
+    assert_eq!(uses[0].mechanism.as_deref(), Some("CKM_AES_ECB"));
+    let refused = by("C_GetAttributeValue");
+    assert_eq!(refused[0].result, "CKR_ATTRIBUTE_SENSITIVE");
+    assert!(refused[0].detail.as_deref().unwrap().contains("CKA_VALUE"));
+}
+
+#[test]
+fn lockout_is_recorded() {
+    let (m, store) = audited(Config::for_tests());
+    let h = rw(&m);
+    for _ in 0..3 {
+        let _ = m.login(h, CKU_USER, b"wrong-pin");
+    }
+    assert_eq!(m.login(h, CKU_USER, USER), Err(Error::PinLocked));
+    let events = store.audit_events(0);
+    let logins: Vec<_> = events.iter().filter(|e| e.function == "C_Login").collect();
+    let last_wrong = logins[logins.len() - 2];
+    assert!(last_wrong.detail.as_deref().unwrap().contains("lockout"));
+    assert_eq!(logins[logins.len() - 1].result, "CKR_PIN_LOCKED");
+}
+
+#[test]
+fn destroyed_keys_wait_hidden_then_are_purged() {
+    let mut config = Config::for_tests();
+    config.deletion_wait = std::time::Duration::from_secs(1);
+    let (m, store) = audited(config);
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    let k = aes_token_key(&m, h, b"doomed");
+    let records = || {
+        store
+            .objects(0, Some(&StorageKey::generate().unwrap()))
+            .unwrap()
+    };
+    assert_eq!(records().len(), 1);
+    m.destroy_object(h, k).unwrap();
+    // Unusable, unreadable, unfindable at once; the label is free again.
+    assert_eq!(
+        m.cipher_init(h, &mech(CKM_AES_ECB), k, Dir::Encrypt),
+        Err(Error::KeyHandleInvalid)
+    );
+    assert_eq!(
+        m.get_attributes(h, k, &[CKA_LABEL]),
+        Err(Error::ObjectHandleInvalid)
+    );
+    assert!(find_all(&m, h, &[RawAttr::new(CKA_LABEL, b"doomed")]).is_empty());
+    let again = aes_token_key(&m, h, b"doomed");
+    assert_eq!(
+        find_all(&m, h, &[RawAttr::new(CKA_LABEL, b"doomed")]),
+        vec![again]
+    );
+    // Still in the store, scheduled; a new login does not bring it back.
+    assert_eq!(records().len(), 2);
+    m.logout(h).unwrap();
+    m.login(h, CKU_USER, USER).unwrap();
+    assert_eq!(
+        find_all(&m, h, &[RawAttr::new(CKA_LABEL, b"doomed")]).len(),
+        1
+    );
+    assert_eq!(records().len(), 2);
+    let destroyed = store
+        .audit_events(0)
+        .into_iter()
+        .find(|e| e.function == "C_DestroyObject")
+        .unwrap();
+    assert!(destroyed.detail.unwrap().contains("deletion scheduled for"));
+    // After the period, the next load purges it for good.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    m.logout(h).unwrap();
+    m.login(h, CKU_USER, USER).unwrap();
+    assert_eq!(records().len(), 1);
+    assert!(store.audit_events(0).iter().any(|e| e.function == "purge"));
+}
+
+#[test]
+fn spec_tokens_and_a_zero_wait_delete_at_once() {
+    for (policy, wait) in [(KeyPolicy::Spec, 3600), (KeyPolicy::Hsm, 0)] {
+        let mut config = Config::for_tests();
+        config.default_policy = policy;
+        config.deletion_wait = std::time::Duration::from_secs(wait);
+        let (m, store) = audited(config);
+        let h = rw(&m);
+        m.login(h, CKU_USER, USER).unwrap();
+        let k = aes_token_key(&m, h, b"gone");
+        m.destroy_object(h, k).unwrap();
+        assert!(
+            store
+                .objects(0, Some(&StorageKey::generate().unwrap()))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

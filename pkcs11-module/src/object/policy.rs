@@ -611,7 +611,7 @@ pub fn decode(kind: Kind, raw: &[u8]) -> Result<AttrValue> {
         Kind::Template if decode_template_value(raw).is_some() => {
             Ok(AttrValue::Bytes(raw.to_vec()))
         }
-        Kind::Mechanisms if raw.len() % UL == 0 => Ok(AttrValue::Mechanisms(
+        Kind::Mechanisms if raw.len().is_multiple_of(UL) => Ok(AttrValue::Mechanisms(
             raw.chunks_exact(UL)
                 .map(|c| {
                     let mut b = [0u8; UL];

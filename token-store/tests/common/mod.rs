@@ -32,6 +32,7 @@ pub fn token(slot: u64, seed: u8) -> (TokenRecord, StorageKey) {
         user_pin: Some(PinWrap::seal(USER_PIN, &key, CHEAP, b"user").unwrap()),
         so_failures: 0,
         user_failures: u32::from(seed),
+        audit_root: None,
     };
     (t, key)
 }

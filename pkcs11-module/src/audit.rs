@@ -1,0 +1,320 @@
+//! The module's side of the audit log: what each PKCS#11 call records, and
+//! the counters that keep key use off the disk on the hot path.
+//!
+//! Events that change a token (login outcomes, PIN changes, token objects
+//! created, changed or destroyed) are appended durably before the call
+//! returns, after everything queued for that token, so the file stays in
+//! call order. Other events (refusals, session objects) are queued, and key
+//! use is counted per key, function, mechanism and login state; a
+//! `ferrohsm-audit` thread writes both every `flush_every` and exits when
+//! idle, and dropping the `Auditor` (at `C_Finalize`) writes the rest.
+//!
+//! A failed append never fails the PKCS#11 call (the work is already done);
+//! it is logged at error level.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use cryptoki_sys::*;
+use ferrohsm_store::audit::rfc3339;
+use ferrohsm_store::{AttrValue, AuditEvent, AuditObject, Store};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::{AuditConfig, KeyUseAudit};
+use crate::log;
+use crate::logging::{Level, Logger};
+use crate::object::Object;
+
+/// Records audit events for every token of one `Module`.
+pub struct Auditor {
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    log: Arc<Logger>,
+    config: AuditConfig,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    queued: Vec<(u64, AuditEvent)>,
+    uses: HashMap<UseKey, Use>,
+    flusher_running: bool,
+    stop: bool,
+}
+
+/// What key-use summaries are counted by.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct UseKey {
+    slot: u64,
+    handle: CK_OBJECT_HANDLE,
+    function: &'static str,
+    mechanism: CK_MECHANISM_TYPE,
+    user: &'static str,
+}
+
+struct Use {
+    object: AuditObject,
+    count: u64,
+    first: SystemTime,
+    last: SystemTime,
+}
+
+impl Auditor {
+    /// An auditor writing through `store`; errors go to `log`.
+    pub fn new(store: Arc<dyn Store>, log: Arc<Logger>, config: AuditConfig) -> Auditor {
+        Auditor {
+            shared: Arc::new(Shared {
+                store,
+                log,
+                config,
+                pending: Mutex::new(Pending::default()),
+                wake: Condvar::new(),
+            }),
+            flusher: Mutex::new(None),
+        }
+    }
+
+    /// Whether anything is recorded at all.
+    pub fn enabled(&self) -> bool {
+        self.shared.config.enabled
+    }
+
+    /// Records `event` for the token in `slot`. A `durable` event is on disk
+    /// (after everything queued before it) when this returns; the others are
+    /// written within `flush_every`.
+    pub fn record(&self, slot: u64, event: AuditEvent, durable: bool) {
+        if !self.enabled() {
+            return;
+        }
+        if !durable {
+            let mut p = self.shared.pending.lock();
+            p.queued.push((slot, event));
+            self.ensure_flusher(&mut p);
+            return;
+        }
+        let mut batch: Vec<AuditEvent> = {
+            let mut p = self.shared.pending.lock();
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut p.queued)
+                .into_iter()
+                .partition(|(s, _)| *s == slot);
+            p.queued = others;
+            mine.into_iter().map(|(_, e)| e).collect()
+        };
+        batch.push(event);
+        self.shared.append(slot, &batch);
+    }
+
+    /// Counts one use of key `obj` (`C_EncryptInit`, `C_SignInit`, …): a
+    /// counter bump in summary mode, a durable line in per-call mode.
+    pub fn key_use(
+        &self,
+        slot: u64,
+        session: CK_SESSION_HANDLE,
+        user: &'static str,
+        function: &'static str,
+        mechanism: CK_MECHANISM_TYPE,
+        obj: &Object,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        if self.shared.config.key_use == KeyUseAudit::PerCall {
+            let mut e = AuditEvent::now(function, "CKR_OK");
+            e.session = Some(session);
+            e.user = Some(user.into());
+            e.mechanism = Some(mechanism_name(mechanism));
+            e.object = Some(describe(obj));
+            self.shared.append(slot, &[e]);
+            return;
+        }
+        let now = SystemTime::now();
+        let key = UseKey {
+            slot,
+            handle: obj.handle,
+            function,
+            mechanism,
+            user,
+        };
+        let mut p = self.shared.pending.lock();
+        match p.uses.get_mut(&key) {
+            Some(u) => {
+                u.count += 1;
+                u.last = now;
+            }
+            None => {
+                p.uses.insert(
+                    key,
+                    Use {
+                        object: describe(obj),
+                        count: 1,
+                        first: now,
+                        last: now,
+                    },
+                );
+            }
+        }
+        self.ensure_flusher(&mut p);
+    }
+
+    /// Writes every queued event and key-use summary now.
+    pub fn flush(&self) {
+        self.shared.flush();
+    }
+
+    fn ensure_flusher(&self, p: &mut Pending) {
+        if p.flusher_running || p.stop {
+            return;
+        }
+        p.flusher_running = true;
+        let weak: Weak<Shared> = Arc::downgrade(&self.shared);
+        let every = self.shared.config.flush_every;
+        let spawned = std::thread::Builder::new()
+            .name("ferrohsm-audit".into())
+            .spawn(move || flusher(weak, every));
+        match spawned {
+            Ok(j) => {
+                if let Some(old) = self.flusher.lock().replace(j) {
+                    // It has exited: it cleared `flusher_running` first.
+                    let _ = old.join();
+                }
+            }
+            // No thread: the next durable event or C_Finalize writes them.
+            Err(_) => p.flusher_running = false,
+        }
+    }
+}
+
+fn flusher(weak: Weak<Shared>, every: Duration) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        {
+            let mut p = shared.pending.lock();
+            if !p.stop {
+                shared.wake.wait_for(&mut p, every);
+            }
+            if p.stop || (p.queued.is_empty() && p.uses.is_empty()) {
+                p.flusher_running = false;
+                return;
+            }
+        }
+        shared.flush();
+    }
+}
+
+impl Shared {
+    fn append(&self, slot: u64, events: &[AuditEvent]) {
+        if let Err(e) = self.store.audit(slot, events) {
+            log!(
+                self.log,
+                Level::Error,
+                "slot {slot}: {} audit event(s) not written: {e}",
+                events.len()
+            );
+        }
+    }
+
+    fn flush(&self) {
+        let (queued, uses) = {
+            let mut p = self.pending.lock();
+            (std::mem::take(&mut p.queued), std::mem::take(&mut p.uses))
+        };
+        let mut by_slot: std::collections::BTreeMap<u64, Vec<AuditEvent>> = Default::default();
+        for (slot, e) in queued {
+            by_slot.entry(slot).or_default().push(e);
+        }
+        let mut uses: Vec<(UseKey, Use)> = uses.into_iter().collect();
+        uses.sort_by_key(|(_, u)| u.first);
+        for (k, u) in uses {
+            let mut e = AuditEvent::now(k.function, "CKR_OK");
+            e.user = Some(k.user.into());
+            e.mechanism = Some(mechanism_name(k.mechanism));
+            e.object = Some(u.object);
+            e.count = Some(u.count);
+            e.first = Some(rfc3339(u.first));
+            e.last = Some(rfc3339(u.last));
+            e.detail = Some("key use summary".into());
+            by_slot.entry(k.slot).or_default().push(e);
+        }
+        for (slot, events) in by_slot {
+            self.append(slot, &events);
+        }
+    }
+}
+
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        self.shared.pending.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(j) = self.flusher.lock().take() {
+            let _ = j.join();
+        }
+        self.shared.flush();
+    }
+}
+
+/// What the audit log says about an object: handle, label, `CKA_ID` (hex),
+/// class and key type; never a value.
+pub fn describe(obj: &Object) -> AuditObject {
+    describe_attrs(Some(obj.handle), &obj.attrs)
+}
+
+/// [`describe`] for attributes not (yet) in an object.
+pub fn describe_attrs(
+    handle: Option<CK_OBJECT_HANDLE>,
+    attrs: &crate::object::Attrs,
+) -> AuditObject {
+    let bytes = |ty| match attrs.get(&ty) {
+        Some(AttrValue::Bytes(b)) => Some(b.as_slice()),
+        _ => None,
+    };
+    let ulong = |ty| match attrs.get(&ty) {
+        Some(AttrValue::Ulong(v)) => Some(*v as CK_ULONG),
+        _ => None,
+    };
+    AuditObject {
+        handle,
+        label: bytes(CKA_LABEL).map(|l| String::from_utf8_lossy(l).into_owned()),
+        id: bytes(CKA_ID).map(hex),
+        class: ulong(CKA_CLASS).map(class_name),
+        key_type: ulong(CKA_KEY_TYPE).map(key_type_name),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `CKM_*` name of a mechanism (from the mechanism table), or its number.
+pub fn mechanism_name(ty: CK_MECHANISM_TYPE) -> String {
+    crate::mechanism::lookup(ty).map_or_else(|_| format!("CKM_{ty:#x}"), |m| m.name.to_string())
+}
+
+/// `CKO_*` name of an object class.
+pub fn class_name(c: CK_OBJECT_CLASS) -> String {
+    match c {
+        CKO_DATA => "CKO_DATA".into(),
+        CKO_CERTIFICATE => "CKO_CERTIFICATE".into(),
+        CKO_PUBLIC_KEY => "CKO_PUBLIC_KEY".into(),
+        CKO_PRIVATE_KEY => "CKO_PRIVATE_KEY".into(),
+        CKO_SECRET_KEY => "CKO_SECRET_KEY".into(),
+        other => format!("CKO_{other:#x}"),
+    }
+}
+
+/// `CKK_*` name of a key type.
+pub fn key_type_name(k: CK_KEY_TYPE) -> String {
+    match k {
+        CKK_RSA => "CKK_RSA".into(),
+        CKK_EC => "CKK_EC".into(),
+        CKK_GENERIC_SECRET => "CKK_GENERIC_SECRET".into(),
+        CKK_AES => "CKK_AES".into(),
+        other => format!("CKK_{other:#x}"),
+    }
+}

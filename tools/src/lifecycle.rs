@@ -1,0 +1,612 @@
+//! Key lifecycle commands that need the token's storage key and therefore
+//! work on the store directly (as `backup` does): `audit verify`/`show`,
+//! `pending`, `cancel-deletion`, `rotate-storage-key`. Every PIN check is
+//! counted as a login would be, and every change is recorded in the token's
+//! audit log.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrohsm_pkcs11::config::Config;
+use ferrohsm_store::audit::{AuditLine, parse_time, rfc3339};
+use ferrohsm_store::backup::{self, PinRole};
+use ferrohsm_store::{
+    AttrValue, AuditEvent, AuditKey, AuditObject, CKA_FERROHSM_DELETE_AT, ObjectRecord, PinWrap,
+    SledStore, StorageKey, Store, TokenRecord,
+};
+use serde::Serialize;
+
+use crate::archive::{explain, find_token, open_store};
+use crate::out::{self, hex};
+use crate::p11::{Fail, Result};
+use crate::pin::{self, Source};
+use crate::{
+    AuditShowArgs, AuditVerifyArgs, CancelDeletionArgs, PendingArgs, PinArgs, RotateArgs, SoPinArgs,
+};
+
+const CKA_CLASS: u64 = 0x0;
+const CKA_LABEL: u64 = 0x3;
+const CKA_KEY_TYPE: u64 = 0x100;
+const CKA_ID: u64 = 0x102;
+
+/// The storage key, opened with the SO PIN when an `--so-pin-*` flag is
+/// given, else with the user PIN (from its flags or a prompt).
+fn open_key(
+    config: &Config,
+    store: &SledStore,
+    token: &TokenRecord,
+    label: &str,
+    user: &PinArgs,
+    so: &SoPinArgs,
+) -> Result<(TokenRecord, StorageKey)> {
+    let (role, pin) = if so.so_pin_env.is_some() || so.so_pin_file.is_some() {
+        let p = pin::existing(&format!("SO PIN for token {label:?}"), Source::from_so(so))?;
+        (PinRole::So, p)
+    } else {
+        let p = pin::existing(
+            &format!("user PIN for token {label:?}"),
+            Source::from_user(user),
+        )?;
+        (PinRole::User, p)
+    };
+    backup::open_with_pin(
+        store,
+        token.slot_id,
+        role,
+        pin.as_bytes(),
+        config.max_login_failures,
+    )
+    .map_err(|e| {
+        let why = explain(&e);
+        let why = match role {
+            PinRole::User => why.replace("SO PIN", "user PIN"),
+            PinRole::So => why,
+        };
+        Fail::Msg(format!("token {label:?}: {why}"))
+    })
+}
+
+/// The token's audit root, opened with its storage key.
+fn audit_root(token: &TokenRecord, key: &StorageKey, label: &str) -> Result<AuditKey> {
+    let sealed = token.audit_root.as_ref().ok_or_else(|| {
+        Fail::Msg(format!(
+            "token {label:?} has no audit log yet (made before audit logs existed; \
+             the first login through the module starts one)"
+        ))
+    })?;
+    AuditKey::open(sealed, key, &token.token_id).map_err(|_| {
+        Fail::Msg(format!(
+            "token {label:?}: the audit root does not open with the storage key (damaged)"
+        ))
+    })
+}
+
+/// Appends one event made by this tool to the token's audit log.
+fn record(store: &SledStore, slot: u64, event: AuditEvent) -> Result<()> {
+    store
+        .audit(slot, &[event])
+        .map_err(|e| Fail::Msg(format!("writing the audit log: {e}")))
+}
+
+/// `ferrohsm audit verify`.
+pub fn audit_verify(a: &AuditVerifyArgs) -> Result<()> {
+    let (config, store) = open_store()?;
+    let token = find_token(&config, &store, &a.token)?;
+    let (token, key) = open_key(&config, &store, &token, &a.token, &a.pin, &a.so)?;
+    let root = audit_root(&token, &key, &a.token)?;
+    let report = store
+        .audit_log(token.slot_id)
+        .verify(&root)
+        .map_err(|e| Fail::Msg(format!("audit log of token {:?}: {e}", a.token)))?;
+    if a.json {
+        #[derive(Serialize)]
+        struct Bad<'a> {
+            file: &'a str,
+            line: u64,
+            seq: Option<u64>,
+            reason: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Report<'a> {
+            token: &'a str,
+            lines: u64,
+            files: usize,
+            intact: bool,
+            first_bad: Option<Bad<'a>>,
+        }
+        out::json(&Report {
+            token: &a.token,
+            lines: report.lines,
+            files: report.files,
+            intact: report.first_bad.is_none(),
+            first_bad: report.first_bad.as_ref().map(|b| Bad {
+                file: &b.file,
+                line: b.line,
+                seq: b.seq,
+                reason: &b.reason,
+            }),
+        })?;
+    }
+    match report.first_bad {
+        None => {
+            if !a.json {
+                out::stdout(&format!(
+                    "audit log of token {:?}: {} lines in {} file(s), chain intact\n",
+                    a.token, report.lines, report.files
+                ))?;
+            }
+            Ok(())
+        }
+        Some(b) => Err(Fail::Msg(format!(
+            "audit log of token {:?} fails verification at {} line {}{}: {}",
+            a.token,
+            b.file,
+            b.line,
+            b.seq.map(|s| format!(" (seq {s})")).unwrap_or_default(),
+            b.reason
+        ))),
+    }
+}
+
+/// For the demo: verifies a token's audit chain with the user PIN and
+/// returns the number of lines and the last `n` events as short text.
+pub fn verify_summary(label: &str, user_pin: &str, n: usize) -> Result<(u64, Vec<String>)> {
+    let (config, store) = open_store()?;
+    let token = find_token(&config, &store, label)?;
+    let (token, key) = backup::open_with_pin(
+        &store,
+        token.slot_id,
+        PinRole::User,
+        user_pin.as_bytes(),
+        config.max_login_failures,
+    )
+    .map_err(|e| Fail::Msg(explain(&e)))?;
+    let root = audit_root(&token, &key, label)?;
+    let log = store.audit_log(token.slot_id);
+    let report = log.verify(&root).map_err(|e| Fail::Msg(e.to_string()))?;
+    if let Some(b) = report.first_bad {
+        return Err(Fail::Msg(format!(
+            "audit log fails verification at {} line {}: {}",
+            b.file, b.line, b.reason
+        )));
+    }
+    let lines = log.read().map_err(|e| Fail::Msg(e.to_string()))?;
+    let last = lines
+        .iter()
+        .rev()
+        .take(n)
+        .rev()
+        .map(|l| {
+            let e = &l.event;
+            let what = e.object.as_ref().map(object_text).unwrap_or_default();
+            let count = e.count.map(|c| format!(" ×{c}")).unwrap_or_default();
+            format!("#{} {} {what}{count} -> {}", l.seq, e.function, e.result)
+        })
+        .collect();
+    Ok((report.lines, last))
+}
+
+/// `ferrohsm audit show`: reads the log (no PIN: the lines hold no secret;
+/// `audit verify` authenticates them).
+pub fn audit_show(a: &AuditShowArgs) -> Result<()> {
+    let (config, store) = open_store()?;
+    let token = find_token(&config, &store, &a.token)?;
+    let since = match &a.since {
+        Some(t) => Some(parse_time(t).ok_or_else(|| {
+            Fail::Msg(format!(
+                "--since {t:?}: use a date (2026-12-03) or an RFC 3339 time (2026-12-03T17:00:00Z)"
+            ))
+        })?),
+        None => None,
+    };
+    let lines = store
+        .audit_log(token.slot_id)
+        .read()
+        .map_err(|e| Fail::Msg(format!("audit log of token {:?}: {e}", a.token)))?;
+    let wanted = |l: &&AuditLine| {
+        let key_ok = a
+            .key
+            .as_ref()
+            .is_none_or(|k| l.event.object.as_ref().and_then(|o| o.label.as_ref()) == Some(k));
+        let time_ok = since.is_none_or(|s| {
+            // A summary counts from its last use.
+            let t = l.event.last.as_deref().unwrap_or(&l.event.time);
+            parse_time(t).is_some_and(|t| t >= s)
+        });
+        key_ok && time_ok
+    };
+    let shown: Vec<&AuditLine> = lines.iter().filter(wanted).collect();
+    if a.json {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            seq: u64,
+            #[serde(flatten)]
+            event: &'a AuditEvent,
+        }
+        let v: Vec<Line<'_>> = shown
+            .iter()
+            .map(|l| Line {
+                seq: l.seq,
+                event: &l.event,
+            })
+            .collect();
+        return out::json(&v);
+    }
+    let mut rows = vec![vec![
+        "SEQ".into(),
+        "TIME".into(),
+        "PROCESS".into(),
+        "USER".into(),
+        "FUNCTION".into(),
+        "OBJECT".into(),
+        "MECHANISM".into(),
+        "RESULT".into(),
+        "DETAIL".into(),
+    ]];
+    for l in &shown {
+        let e = &l.event;
+        let object = e.object.as_ref().map(object_text).unwrap_or_default();
+        let mut detail = e.detail.clone().unwrap_or_default();
+        if let Some(n) = e.count {
+            detail = format!(
+                "{n} call(s) {}..{}; {detail}",
+                short(&e.first),
+                short(&e.last)
+            );
+        }
+        rows.push(vec![
+            l.seq.to_string(),
+            e.time.clone(),
+            format!("{}[{}]", e.process, e.pid),
+            e.user.clone().unwrap_or_default(),
+            e.function.clone(),
+            object,
+            e.mechanism.clone().unwrap_or_default(),
+            e.result.clone(),
+            detail,
+        ]);
+    }
+    out::stdout(&out::table(&rows))
+}
+
+fn short(t: &Option<String>) -> String {
+    t.as_deref()
+        .and_then(|t| t.split('T').nth(1))
+        .unwrap_or("")
+        .to_string()
+}
+
+fn object_text(o: &AuditObject) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = &o.label {
+        parts.push(format!("{l:?}"));
+    }
+    if let Some(h) = o.handle {
+        parts.push(format!("#{h}"));
+    }
+    if let Some(k) = &o.key_type {
+        parts.push(k.clone());
+    }
+    parts.join(" ")
+}
+
+fn bytes(rec: &ObjectRecord, ty: u64) -> Option<&[u8]> {
+    rec.attrs.iter().find_map(|(t, v)| match v {
+        AttrValue::Bytes(b) if *t == ty => Some(b.as_slice()),
+        _ => None,
+    })
+}
+
+fn ulong(rec: &ObjectRecord, ty: u64) -> Option<u64> {
+    rec.attrs.iter().find_map(|(t, v)| match v {
+        AttrValue::Ulong(x) if *t == ty => Some(*x),
+        _ => None,
+    })
+}
+
+/// The audit description of a stored record (no handle: it is not loaded).
+fn describe(rec: &ObjectRecord) -> AuditObject {
+    AuditObject {
+        handle: None,
+        label: bytes(rec, CKA_LABEL).map(|l| String::from_utf8_lossy(l).into_owned()),
+        id: bytes(rec, CKA_ID).map(hex),
+        class: ulong(rec, CKA_CLASS).map(|c| match c {
+            3 => "CKO_PRIVATE_KEY".into(),
+            4 => "CKO_SECRET_KEY".into(),
+            c => format!("CKO_{c:#x}"),
+        }),
+        key_type: ulong(rec, CKA_KEY_TYPE).map(|k| match k {
+            0 => "CKK_RSA".into(),
+            3 => "CKK_EC".into(),
+            0x10 => "CKK_GENERIC_SECRET".into(),
+            0x1f => "CKK_AES".into(),
+            k => format!("CKK_{k:#x}"),
+        }),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn time_of(secs: u64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Purges the keys whose waiting period is over (as the module does at the
+/// next load) and returns the ones still waiting, with their purge time.
+fn pending_keys(
+    store: &SledStore,
+    token: &TokenRecord,
+    key: &StorageKey,
+) -> Result<Vec<(ObjectRecord, u64)>> {
+    let objects = store
+        .objects(token.slot_id, Some(key))
+        .map_err(|e| Fail::Msg(e.to_string()))?;
+    let now = unix_now();
+    let mut waiting = Vec::new();
+    for o in objects {
+        let Some(at) = ulong(&o, CKA_FERROHSM_DELETE_AT) else {
+            continue;
+        };
+        if at <= now {
+            let r = store.delete_object(token.slot_id, o.id);
+            let mut e = AuditEvent::now(
+                "purge",
+                if r.is_ok() {
+                    "CKR_OK"
+                } else {
+                    "CKR_DEVICE_ERROR"
+                },
+            );
+            e.object = Some(describe(&o));
+            e.detail = Some("deletion waiting period over: key deleted for good".into());
+            record(store, token.slot_id, e)?;
+            r.map_err(|e| Fail::Msg(format!("purging a key: {e}")))?;
+        } else {
+            waiting.push((o, at));
+        }
+    }
+    Ok(waiting)
+}
+
+/// `ferrohsm pending`.
+pub fn pending(a: &PendingArgs) -> Result<()> {
+    let (config, store) = open_store()?;
+    let token = find_token(&config, &store, &a.token)?;
+    let (token, key) = open_key(&config, &store, &token, &a.token, &a.pin, &a.so)?;
+    let waiting = pending_keys(&store, &token, &key)?;
+    if a.json {
+        #[derive(Serialize)]
+        struct Pending {
+            label: Option<String>,
+            id: Option<String>,
+            class: Option<String>,
+            key_type: Option<String>,
+            delete_at: String,
+        }
+        let v: Vec<Pending> = waiting
+            .iter()
+            .map(|(o, at)| {
+                let d = describe(o);
+                Pending {
+                    label: d.label,
+                    id: d.id,
+                    class: d.class,
+                    key_type: d.key_type,
+                    delete_at: time_of(*at),
+                }
+            })
+            .collect();
+        return out::json(&v);
+    }
+    if waiting.is_empty() {
+        return out::stdout(&format!(
+            "token {:?}: no key is scheduled for deletion\n",
+            a.token
+        ));
+    }
+    let mut rows = vec![vec![
+        "LABEL".into(),
+        "ID".into(),
+        "CLASS".into(),
+        "KEY TYPE".into(),
+        "DELETED AT".into(),
+    ]];
+    for (o, at) in &waiting {
+        let d = describe(o);
+        rows.push(vec![
+            d.label.unwrap_or_default(),
+            d.id.unwrap_or_default(),
+            d.class.unwrap_or_default(),
+            d.key_type.unwrap_or_default(),
+            time_of(*at),
+        ]);
+    }
+    out::stdout(&out::table(&rows))
+}
+
+/// `ferrohsm cancel-deletion`: the key becomes usable and visible again.
+pub fn cancel_deletion(a: &CancelDeletionArgs) -> Result<()> {
+    let (config, store) = open_store()?;
+    let token = find_token(&config, &store, &a.token)?;
+    let (token, key) = open_key(&config, &store, &token, &a.token, &a.pin, &a.so)?;
+    let waiting = pending_keys(&store, &token, &key)?;
+    let id = a.id.as_ref().map(|h| h.0.as_slice());
+    let mut matching: Vec<ObjectRecord> = waiting
+        .into_iter()
+        .map(|(o, _)| o)
+        .filter(|o| bytes(o, CKA_LABEL) == Some(a.label.as_bytes()))
+        .filter(|o| id.is_none_or(|i| bytes(o, CKA_ID) == Some(i)))
+        .collect();
+    let mut rec = match matching.len() {
+        0 => {
+            return Err(Fail::Msg(format!(
+                "token {:?}: no key labelled {:?} is scheduled for deletion \
+                 (`ferrohsm pending` lists them; one whose period is over is gone for good)",
+                a.token, a.label
+            )));
+        }
+        1 => matching.remove(0),
+        n => {
+            return Err(Fail::Msg(format!(
+                "token {:?}: {n} keys labelled {:?} are scheduled for deletion; \
+                 name one with --id (ids: {})",
+                a.token,
+                a.label,
+                matching
+                    .iter()
+                    .map(|o| bytes(o, CKA_ID).map(hex).unwrap_or_else(|| "-".into()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    rec.attrs.retain(|(t, _)| *t != CKA_FERROHSM_DELETE_AT);
+    let r = store.put_object(token.slot_id, &rec, Some(&key));
+    let mut e = AuditEvent::now(
+        "ferrohsm cancel-deletion",
+        if r.is_ok() {
+            "CKR_OK"
+        } else {
+            "CKR_DEVICE_ERROR"
+        },
+    );
+    e.object = Some(describe(&rec));
+    e.detail = Some("deletion cancelled: the key is usable again".into());
+    record(&store, token.slot_id, e)?;
+    r.map_err(|e| Fail::Msg(format!("restoring the key: {e}")))?;
+    out::stdout(&format!(
+        "token {:?}: key {:?} restored; it is usable and visible again\n",
+        a.token, a.label
+    ))
+}
+
+/// True when two storage keys are the same, compared without an early exit.
+fn same_key(a: &StorageKey, b: &StorageKey) -> bool {
+    a.bytes()
+        .iter()
+        .zip(b.bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// `ferrohsm rotate-storage-key`: a new storage key, every record re-sealed
+/// under it in one atomic store step, new PIN wraps for both PINs.
+pub fn rotate(a: &RotateArgs) -> Result<()> {
+    let (config, store) = open_store()?;
+    let token = find_token(&config, &store, &a.token)?;
+    let fail = |e: ferrohsm_store::backup::BackupError| {
+        Fail::Msg(format!("token {:?}: {}", a.token, explain(&e)))
+    };
+    let so_pin = pin::existing(
+        &format!("SO PIN for token {:?}", a.token),
+        Source::from_so(&a.so),
+    )?;
+    let (token, old) = backup::open_with_pin(
+        &store,
+        token.slot_id,
+        PinRole::So,
+        so_pin.as_bytes(),
+        config.max_login_failures,
+    )
+    .map_err(fail)?;
+    // Both PINs must wrap the new key, so the user PIN is needed too.
+    let user_pin = match &token.user_pin {
+        None => None,
+        Some(_) => {
+            let p = pin::existing(
+                &format!("user PIN for token {:?}", a.token),
+                Source::from_user(&a.pin),
+            )?;
+            let (_, k) = backup::open_with_pin(
+                &store,
+                token.slot_id,
+                PinRole::User,
+                p.as_bytes(),
+                config.max_login_failures,
+            )
+            .map_err(|e| {
+                Fail::Msg(format!(
+                    "token {:?}: {}",
+                    a.token,
+                    explain(&e).replace("SO PIN", "user PIN")
+                ))
+            })?;
+            if !same_key(&k, &old) {
+                return Err(Fail::Msg(format!(
+                    "token {:?}: the user and SO PINs open different keys (damaged token)",
+                    a.token
+                )));
+            }
+            Some(p)
+        }
+    };
+    let root = match &token.audit_root {
+        Some(_) => Some(audit_root(&token, &old, &a.token)?),
+        None => None,
+    };
+    let new = StorageKey::generate().map_err(|e| Fail::Msg(format!("random generator: {e}")))?;
+    let wrap = |pin: &[u8], role| {
+        PinWrap::seal(
+            pin,
+            &new,
+            config.kdf,
+            &backup::pin_wrap_aad(&token.token_id, role),
+        )
+        .map_err(|e| Fail::Msg(format!("sealing the new key: {e}")))
+    };
+    let so_wrap = wrap(so_pin.as_bytes(), PinRole::So)?;
+    let user_wrap = user_pin
+        .as_ref()
+        .map(|p| wrap(p.as_bytes(), PinRole::User))
+        .transpose()?;
+    let sealed_root = root
+        .as_ref()
+        .map(|r| r.seal(&new, &token.token_id))
+        .transpose()
+        .map_err(|e| Fail::Msg(format!("sealing the audit root: {e}")))?;
+    let token_id = token.token_id;
+    let mut changed = false;
+    let rotated = crate::keys::with_progress("re-sealing every record", || {
+        store.rekey(token.slot_id, &old, &new, &mut |r: &mut TokenRecord| {
+            if r.token_id != token_id {
+                return false;
+            }
+            r.so_pin = so_wrap.clone();
+            if let Some(w) = &user_wrap {
+                r.user_pin = Some(w.clone());
+            }
+            if sealed_root.is_some() {
+                r.audit_root = sealed_root.clone();
+            }
+            changed = true;
+            true
+        })
+    });
+    let objects = store.objects(token.slot_id, Some(&new)).map(|o| o.len());
+    let result = match (&rotated, changed) {
+        (Ok(_), true) => "CKR_OK",
+        _ => "CKR_DEVICE_ERROR",
+    };
+    let mut e = AuditEvent::now("ferrohsm rotate-storage-key", result);
+    e.user = Some("so".into());
+    e.detail = Some(match &objects {
+        Ok(n) if result == "CKR_OK" => format!("storage key rotated; {n} record(s) re-sealed"),
+        _ => "storage key rotation failed; the old key stays in force".into(),
+    });
+    record(&store, token.slot_id, e)?;
+    rotated.map_err(|e| Fail::Msg(format!("token {:?}: rotation failed: {e}", a.token)))?;
+    if !changed {
+        return Err(Fail::Msg(format!(
+            "token {:?} was re-initialised meanwhile; nothing rotated",
+            a.token
+        )));
+    }
+    out::stdout(&format!(
+        "token {:?}: storage key rotated; {} record(s) re-sealed under the new key\n",
+        a.token,
+        objects.unwrap_or(0)
+    ))
+}
