@@ -333,6 +333,29 @@ impl Module {
         }
     }
 
+    /// The error of a failed write with the storage key. When another process
+    /// rotated the storage key meanwhile (ours no longer opens the token's
+    /// audit root), that is not corruption: this login is over, as the next
+    /// `refresh` would find, so log out and say `CKR_USER_NOT_LOGGED_IN`.
+    fn write_failed(&self, slot: &Slot, t: &mut Token, what: &str, e: StoreError) -> Error {
+        if let (StoreError::Corrupt(_), Some(key)) = (&e, &t.key)
+            && let Ok(Some(rec)) = self.store.token(slot.id)
+            && let Some(sealed) = &rec.audit_root
+            && AuditKey::open(sealed, key, &rec.token_id).is_err()
+        {
+            log!(
+                self.log,
+                Level::Warn,
+                "slot {}: the storage key was rotated by another process; logged out",
+                slot.id
+            );
+            Self::logout_token(slot, t);
+            t.generation = None;
+            return Error::UserNotLoggedIn;
+        }
+        self.store_error(what, e)
+    }
+
     /// An audit event of session `s` for `function` with the outcome `r`.
     fn event<T>(&self, s: &Session, function: &str, r: &Result<T>) -> AuditEvent {
         let mut e = AuditEvent::now(function, &result_name(r));
@@ -1374,9 +1397,12 @@ impl Module {
                 return Err(Error::UserNotLoggedIn);
             }
             if token_obj {
-                self.store
-                    .put_object(s.slot.id, &obj.to_record(), t.key.as_ref())
-                    .map_err(|e| self.store_error("writing object", e))?;
+                let put = self
+                    .store
+                    .put_object(s.slot.id, &obj.to_record(), t.key.as_ref());
+                if let Err(e) = put {
+                    return Err(self.write_failed(&s.slot, t, "writing object", e));
+                }
                 self.wrote(s.slot.id, t);
                 if !obj.needs_user() {
                     t.handles.insert(store_id, handle);
@@ -1514,9 +1540,12 @@ impl Module {
                         attrs,
                         cache: Default::default(),
                     };
-                    self.store
-                        .put_object(s.slot.id, &scheduled.to_record(), t.key.as_ref())
-                        .map_err(|e| self.store_error("scheduling deletion", e))?;
+                    let put =
+                        self.store
+                            .put_object(s.slot.id, &scheduled.to_record(), t.key.as_ref());
+                    if let Err(e) = put {
+                        return Err(self.write_failed(&s.slot, &mut t, "scheduling deletion", e));
+                    }
                     let when = ferrohsm_store::audit::rfc3339(
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
                     );
@@ -1627,9 +1656,12 @@ impl Module {
                 cache: Default::default(),
             };
             if new.is_token() {
-                self.store
-                    .put_object(s.slot.id, &new.to_record(), t.key.as_ref())
-                    .map_err(|e| self.store_error("updating object", e))?;
+                let put = self
+                    .store
+                    .put_object(s.slot.id, &new.to_record(), t.key.as_ref());
+                if let Err(e) = put {
+                    return Err(self.write_failed(&s.slot, &mut t, "updating object", e));
+                }
                 self.wrote(s.slot.id, &mut t);
             }
             t.objects.insert(obj, Arc::new(new));

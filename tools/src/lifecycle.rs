@@ -567,6 +567,12 @@ pub fn rotate(a: &RotateArgs) -> Result<()> {
         .map(|r| r.seal(&new, &token.token_id))
         .transpose()
         .map_err(|e| Fail::Msg(format!("sealing the audit root: {e}")))?;
+    // Recorded before the commit too, so a rotation killed between its commit
+    // and its outcome line still left a trace.
+    let mut started = AuditEvent::now("ferrohsm rotate-storage-key", "CKR_OK");
+    started.user = Some("so".into());
+    started.detail = Some("storage key rotation starting".into());
+    record(&store, token.slot_id, started)?;
     let token_id = token.token_id;
     let mut changed = false;
     let rotated = crate::keys::with_progress("re-sealing every record", || {
