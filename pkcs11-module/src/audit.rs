@@ -131,7 +131,8 @@ impl Auditor {
             e.user = Some(user.into());
             e.mechanism = Some(mechanism_name(mechanism));
             e.object = Some(describe(obj));
-            self.shared.append(slot, &[e]);
+            // Through `record`, so that events queued before it go first.
+            self.record(slot, e, true);
             return;
         }
         let now = SystemTime::now();
