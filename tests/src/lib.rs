@@ -18,6 +18,7 @@ pub mod child;
 pub mod mech;
 pub mod p11;
 pub mod raw;
+pub mod tool;
 
 use std::path::PathBuf;
 

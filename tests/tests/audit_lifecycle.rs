@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
@@ -29,7 +29,8 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{Run, run_captured};
 use ferrohsm_tests::p11::{pin, spare_slot};
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path, to_hex};
+use ferrohsm_tests::tool::{binary, load, module};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, to_hex};
 use serde_json::Value;
 
 /// How long one run of the tool may take before the test fails as a hang.
@@ -47,56 +48,6 @@ const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 
 // ---------------------------------------------------------------------------
 // the tool and the module
 // ---------------------------------------------------------------------------
-
-fn mtime(p: &Path) -> SystemTime {
-    std::fs::metadata(p)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// The built `ferrohsm` (as tests/cli.rs finds it): `FERROHSM_BIN`, else
-/// `target/<profile>/ferrohsm`; refuses one older than its sources.
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROHSM_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("ferrohsm");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace`, or name the binary in FERROHSM_BIN",
-        bin.display()
-    );
-    let built = mtime(&bin);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/src");
-    for entry in std::fs::read_dir(&src).into_iter().flatten().flatten() {
-        assert!(
-            mtime(&entry.path()) <= built,
-            "{} is older than {}: run `cargo build -p ferrohsm`",
-            bin.display(),
-            entry.path().display()
-        );
-    }
-    bin
-}
-
-/// The module this test loads and hands the tool, chosen once.
-fn module() -> &'static Path {
-    static MODULE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MODULE.get_or_init(module_path)
-}
-
-/// Loads and initialises `module()` in this process.
-fn load() -> Pkcs11 {
-    let p = Pkcs11::new(module()).expect("load module");
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    p
-}
 
 /// The tool with `args` in `env` (data directory `data`, else `env`'s); the
 /// test PINs are in `T_SO`, `T_PIN`, `T_BAD`.

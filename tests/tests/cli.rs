@@ -17,19 +17,20 @@
 //! `scripts/test` does). The OpenSSL and p11-kit parts skip, saying so, when
 //! `openssl` / `p11-kit` are not installed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{Run, find_in_path, run_captured};
 use ferrohsm_tests::p11::pin;
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, module_path};
+use ferrohsm_tests::tool::{binary, load, module};
+use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN};
 use serde_json::Value;
 
 /// How long one run of the tool may take before the test fails as a hang.
@@ -39,60 +40,6 @@ const BAD_PIN: &str = "wrong-pin-0000";
 /// PINs `set-pin` moves to.
 const NEW_PIN: &str = "new-user-pin-5678";
 const NEW_SO_PIN: &str = "new-so-pin-9876";
-
-fn mtime(p: &Path) -> SystemTime {
-    std::fs::metadata(p)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// The built `ferrohsm`: `FERROHSM_BIN`, else `target/<profile>/ferrohsm`
-/// beside this test binary's `deps/` directory. Refuses one older than its
-/// sources, so a stale binary is never what gets tested.
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROHSM_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("ferrohsm");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace` (scripts/test does), \
-         or name the binary in FERROHSM_BIN",
-        bin.display()
-    );
-    let built = mtime(&bin);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/src");
-    for entry in std::fs::read_dir(&src).into_iter().flatten().flatten() {
-        assert!(
-            mtime(&entry.path()) <= built,
-            "{} is older than {}: run `cargo build -p ferrohsm`",
-            bin.display(),
-            entry.path().display()
-        );
-    }
-    bin
-}
-
-/// The module this test loads and hands the tool (`FERROHSM_MODULE`), chosen
-/// once: `module_path()` picks the newest build, which a concurrent build
-/// could change between two calls.
-fn module() -> &'static Path {
-    static MODULE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MODULE.get_or_init(module_path)
-}
-
-/// Loads and initialises `module()` in this process, as `TestEnv::load` does.
-fn load() -> Pkcs11 {
-    let p = Pkcs11::new(module()).expect("load module");
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    p
-}
 
 /// The tool with `args`, in `env`, loading this test's module; the test PINs
 /// are in `T_SO`, `T_PIN`, `T_BAD`, `T_NEW`, `T_NEW_SO`.

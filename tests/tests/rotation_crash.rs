@@ -22,7 +22,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -32,7 +32,8 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{Run, read_lossy, run_captured, spawn_captured, wait_or_kill};
 use ferrohsm_tests::p11::pin;
-use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, module_path, to_hex};
+use ferrohsm_tests::tool::{binary, module};
+use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, to_hex};
 use serde_json::Value;
 
 /// Kill rounds (`FERROHSM_ROTATION_ROUNDS` overrides).
@@ -62,50 +63,6 @@ const ROTATED_WARN: &str = "the storage key was rotated by another process; logg
 // ---------------------------------------------------------------------------
 // the tool
 // ---------------------------------------------------------------------------
-
-fn mtime(p: &Path) -> SystemTime {
-    std::fs::metadata(p)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// The built `ferrohsm` (as in `tests/cli.rs`): `FERROHSM_BIN`, else
-/// `target/<profile>/ferrohsm` beside this test binary's `deps/` directory;
-/// refuses one older than its sources.
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROHSM_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join("ferrohsm");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace` (scripts/test does), \
-         or name the binary in FERROHSM_BIN",
-        bin.display()
-    );
-    let built = mtime(&bin);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/src");
-    for entry in std::fs::read_dir(&src).into_iter().flatten().flatten() {
-        assert!(
-            mtime(&entry.path()) <= built,
-            "{} is older than {}: run `cargo build -p ferrohsm`",
-            bin.display(),
-            entry.path().display()
-        );
-    }
-    bin
-}
-
-/// The module this test loads and hands the tool, chosen once.
-fn module() -> &'static Path {
-    static MODULE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MODULE.get_or_init(module_path)
-}
 
 /// The tool with `args` in `env`; the SO PIN is in `T_SO`, the user PIN in `T_PIN`.
 fn cli(env: &TestEnv, args: &[&str]) -> Command {
