@@ -1623,26 +1623,7 @@ fn sleep_past(secs: u64) {
 /// Unix time `ms` (milliseconds) as the audit log and `pending` write times:
 /// RFC 3339 UTC with milliseconds.
 fn rfc3339_ms(ms: u64) -> String {
-    let ms = ms as i64;
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = rem / 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
-        rem % 1000
-    )
+    ferrohsm_store::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 // ---------------------------------------------------------------------------

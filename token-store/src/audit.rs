@@ -1041,8 +1041,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The inverse of [`days_from_civil`].
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+/// The (year, month, day) of a day count since 1970-01-01: the inverse of
+/// `days_from_civil`. Public so the module's `CK_TOKEN_INFO.utcTime` uses
+/// the same calendar code.
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
