@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -44,19 +45,57 @@ struct Shared {
 #[derive(Default)]
 struct Pending {
     queued: Vec<(u64, AuditEvent)>,
-    uses: HashMap<UseKey, Use>,
+    uses: HashMap<UseKey, Use, BuildHasherDefault<FastHash>>,
     flusher_running: bool,
     stop: bool,
 }
 
 /// What key-use summaries are counted by.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 struct UseKey {
     slot: u64,
     handle: CK_OBJECT_HANDLE,
     function: &'static str,
     mechanism: CK_MECHANISM_TYPE,
     user: &'static str,
+}
+
+impl Hash for UseKey {
+    // The names are static strings: hashing their addresses is enough (equal
+    // keys have equal addresses in practice; `eq` still compares the text).
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.slot);
+        h.write_u64(self.handle);
+        h.write_u64(self.mechanism);
+        h.write_usize(self.function.as_ptr() as usize);
+        h.write_usize(self.user.as_ptr() as usize);
+    }
+}
+
+/// A multiply-rotate hash for the key-use map, which sits on the hot path of
+/// every key use: its keys are a handful of integers chosen by this module,
+/// not by an attacker, so SipHash's flooding resistance buys nothing here.
+#[derive(Default)]
+struct FastHash(u64);
+
+impl Hasher for FastHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 struct Use {
