@@ -292,6 +292,7 @@ impl Module {
             next_handle: AtomicU64::new(1),
         };
         module.adopt_tokens()?;
+        module.purge_due();
         log!(
             module.log,
             Level::Info,
@@ -508,6 +509,47 @@ impl Module {
                 "slot {slot_id}: purged object {:016x} after its deletion waiting period",
                 rec.id
             );
+        }
+    }
+
+    /// Purges, in every token and without the storage key, the keys whose
+    /// deletion waiting period is over (at `C_Initialize`, the "next open";
+    /// a login purges too, from the sealed records themselves).
+    fn purge_due(&self) {
+        let now = unix_now();
+        let slots: Vec<CK_SLOT_ID> = self
+            .slots
+            .read()
+            .iter()
+            .filter(|s| s.token.read().record.is_some())
+            .map(|s| s.id)
+            .collect();
+        for slot_id in slots {
+            let purged = match self.store.purge_due(slot_id, now) {
+                Ok(p) => p,
+                Err(e) => {
+                    log!(
+                        self.log,
+                        Level::Error,
+                        "slot {slot_id}: purging keys after their waiting period: {e}"
+                    );
+                    continue;
+                }
+            };
+            for id in purged {
+                let mut e = AuditEvent::now("purge", "CKR_OK");
+                e.detail = Some(format!(
+                    "deletion waiting period over: key {} (CKA_UNIQUE_ID) deleted for good",
+                    unique_id(id)
+                ));
+                self.audit.record(slot_id, e, true);
+                log!(
+                    self.log,
+                    Level::Info,
+                    "slot {slot_id}: purged object {} after its deletion waiting period",
+                    unique_id(id)
+                );
+            }
         }
     }
 

@@ -210,6 +210,12 @@ pub trait Store: Send + Sync {
     fn audit_started(&self, slot_id: u64) -> bool;
     /// Appends events to the token's audit log; durable when it returns `Ok`.
     fn audit(&self, slot_id: u64, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Deletes for good the objects whose deletion waiting period ended at
+    /// or before `now` (Unix seconds; see [`CKA_FERROHSM_DELETE_AT`]), without
+    /// the storage key, and returns their ids. The schedule is kept beside the
+    /// sealed records for this (a time and an id, nothing else), so a token
+    /// nobody logs in to still loses its expired keys at the next open.
+    fn purge_due(&self, slot_id: u64, now: u64) -> Result<Vec<u64>, StoreError>;
     /// Storage-key rotation: re-seals every record of the token under `new`
     /// and applies `edit` to the token record (new PIN wraps, re-sealed audit
     /// root), all in one atomic, durable step, so a crash leaves the token

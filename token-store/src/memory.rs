@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use crate::{AuditEvent, AuditKey, ObjectRecord, StorageKey, Store, StoreError, TokenRecord};
+use crate::{
+    AttrValue, AuditEvent, AuditKey, CKA_FERROHSM_DELETE_AT, ObjectRecord, StorageKey, Store,
+    StoreError, TokenRecord,
+};
 
 #[derive(Default)]
 struct TokenData {
@@ -164,5 +167,27 @@ impl Store for MemoryStore {
         data.record = Some(rec.clone());
         data.generation += 1;
         Ok(rec)
+    }
+
+    fn purge_due(&self, slot_id: u64, now: u64) -> Result<Vec<u64>, StoreError> {
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        let due: Vec<u64> = data
+            .objects
+            .values()
+            .filter(|o| {
+                o.attrs.iter().any(|(t, v)| {
+                    *t == CKA_FERROHSM_DELETE_AT && matches!(v, AttrValue::Ulong(at) if *at <= now)
+                })
+            })
+            .map(|o| o.id)
+            .collect();
+        for id in &due {
+            data.objects.remove(id);
+        }
+        if !due.is_empty() {
+            data.generation += 1;
+        }
+        Ok(due)
     }
 }

@@ -18,6 +18,7 @@
 //! | `p` id                                | empty: "changed without the key" marker (see below)         |
 //! | `i` attr_type len(u32) value id       | empty: public-attribute index entry                         |
 //! | `r` id                                | postcard(list of that object's `i` keys)                    |
+//! | `d` id                                | u64 Unix time: the object is scheduled for deletion then    |
 //!
 //! # Sealing
 //!
@@ -132,6 +133,7 @@ const P_OBJECT: u8 = b'o';
 const P_PENDING: u8 = b'p';
 const P_INDEX: u8 = b'i';
 const P_REVERSE: u8 = b'r';
+const P_DUE: u8 = b'd';
 const MANIFEST_AAD: &[u8] = b"ferrohsm/manifest/v1";
 
 /// Options of a [`SledStore`].
@@ -760,6 +762,10 @@ fn stage_objects(
             body,
         };
         remove_index(db, obj.id, batch)?;
+        match delete_at(obj) {
+            Some(at) => batch.insert(&id_key(P_DUE, obj.id)[..], &at.to_be_bytes()[..]),
+            None => batch.remove(&id_key(P_DUE, obj.id)[..]),
+        }
         if !obj.private {
             let keys = index_keys(obj)?;
             for k in &keys {
@@ -784,6 +790,14 @@ fn stage_objects(
         batch.insert(&id_key(P_OBJECT, obj.id)[..], encode(&env)?);
     }
     Ok(())
+}
+
+/// When `obj` is scheduled for deletion (`CKA_FERROHSM_DELETE_AT`).
+fn delete_at(obj: &ObjectRecord) -> Option<u64> {
+    obj.attrs.iter().find_map(|(t, v)| match v {
+        AttrValue::Ulong(at) if *t == crate::CKA_FERROHSM_DELETE_AT => Some(*at),
+        _ => None,
+    })
 }
 
 /// Adds the sealed manifest at `seq` to `batch`.
@@ -1155,6 +1169,7 @@ impl Store for SledStore {
             let mut batch = sled::Batch::default();
             remove_index(db, id, &mut batch)?;
             batch.remove(&ok[..]);
+            batch.remove(&id_key(P_DUE, id)[..]);
             batch.insert(&id_key(P_PENDING, id)[..], &[][..]);
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
             commit(db, batch)
@@ -1221,6 +1236,39 @@ impl Store for SledStore {
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
             commit(db, batch)?;
             Ok(token)
+        })
+    }
+
+    fn purge_due(&self, slot_id: u64, now: u64) -> Result<Vec<u64>, StoreError> {
+        let _g = self.serial.lock();
+        self.with_db(slot_id, false, |db| {
+            load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
+            let mut due = Vec::new();
+            for kv in db.scan_prefix([P_DUE]) {
+                let (k, v) = kv.map_err(map_sled)?;
+                let at: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                    corrupt(format!("token {slot_id}: deletion schedule malformed"))
+                })?;
+                if u64::from_be_bytes(at) <= now {
+                    due.push(key_id(&k)?);
+                }
+            }
+            if due.is_empty() {
+                return Ok(due);
+            }
+            // As `delete_object` (without the key): the manifest learns of it
+            // through the markers at the next write with the key.
+            let seq = read_u64(db, K_SEQ)? + 1;
+            let mut batch = sled::Batch::default();
+            for id in &due {
+                remove_index(db, *id, &mut batch)?;
+                batch.remove(&id_key(P_OBJECT, *id)[..]);
+                batch.remove(&id_key(P_DUE, *id)[..]);
+                batch.insert(&id_key(P_PENDING, *id)[..], &[][..]);
+            }
+            batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
+            commit(db, batch)?;
+            Ok(due)
         })
     }
 }

@@ -477,3 +477,51 @@ fn token_records_from_before_audit_logs_still_open() {
     assert_eq!(edited.user_failures, 0);
     assert_eq!(s.token(0).unwrap().unwrap().user_failures, 0);
 }
+
+/// Keys whose deletion waiting period is over are purged without the storage
+/// key (the schedule is kept beside the sealed records); the others stay,
+/// and the token still reads cleanly with the key afterwards.
+#[test]
+fn purge_due_deletes_expired_keys_without_the_storage_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let (t, key) = common::token(0, 3);
+    s.init_token(&t).unwrap();
+    let scheduled = |id: u64, at: u64| {
+        let mut o = common::object(id, true, &format!("k{id}"));
+        o.attrs
+            .push((ferrohsm_store::CKA_FERROHSM_DELETE_AT, AttrValue::Ulong(at)));
+        o.attrs.sort_by_key(|(t, _)| *t);
+        o
+    };
+    let keep = common::object(1, true, "kept");
+    s.put_objects(
+        0,
+        &[keep.clone(), scheduled(2, 1_000), scheduled(3, 5_000)],
+        Some(&key),
+    )
+    .unwrap();
+    assert_eq!(s.purge_due(0, 999).unwrap(), Vec::<u64>::new());
+    assert_eq!(s.purge_due(0, 1_000).unwrap(), vec![2]);
+    let ids = |s: &SledStore| {
+        let mut v: Vec<u64> = s
+            .objects(0, Some(&key))
+            .unwrap()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ids(&s), vec![1, 3]);
+    // A cancelled deletion (record rewritten without the attribute) is not purged.
+    s.put_object(0, &common::object(3, true, "k3"), Some(&key))
+        .unwrap();
+    assert_eq!(s.purge_due(0, u64::MAX).unwrap(), Vec::<u64>::new());
+    assert_eq!(ids(&s), vec![1, 3]);
+    // A write with the key afterwards folds the purge into the manifest.
+    s.put_object(0, &keep, Some(&key)).unwrap();
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(ids(&s), vec![1, 3]);
+}

@@ -1402,6 +1402,39 @@ fn destroyed_keys_wait_hidden_then_are_purged() {
 }
 
 #[test]
+fn the_next_open_purges_without_a_login() {
+    let mut config = Config::for_tests();
+    config.deletion_wait = std::time::Duration::from_secs(1);
+    let (m, store) = audited(config.clone());
+    let h = rw(&m);
+    m.login(h, CKU_USER, USER).unwrap();
+    let k = aes_token_key(&m, h, b"doomed");
+    m.destroy_object(h, k).unwrap();
+    drop(m);
+    let records = || {
+        store
+            .objects(0, Some(&StorageKey::generate().unwrap()))
+            .unwrap()
+    };
+    // Still within the period: a new process keeps it.
+    let again = Module::new(config.clone(), store.clone()).unwrap();
+    assert_eq!(records().len(), 1);
+    drop(again);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let _later = Module::new(config, store.clone()).unwrap();
+    assert!(
+        records().is_empty(),
+        "purged at C_Initialize, nobody logged in"
+    );
+    let purge = store
+        .audit_events(0)
+        .into_iter()
+        .find(|e| e.function == "purge")
+        .unwrap();
+    assert!(purge.detail.unwrap().contains("CKA_UNIQUE_ID"));
+}
+
+#[test]
 fn spec_tokens_and_a_zero_wait_delete_at_once() {
     for (policy, wait) in [(KeyPolicy::Spec, 3600), (KeyPolicy::Hsm, 0)] {
         let mut config = Config::for_tests();
