@@ -447,7 +447,16 @@ fn next_line(r: &mut impl BufRead, buf: &mut Vec<u8>, path: &Path) -> Result<boo
 
 /// Holds the cross-process lock until dropped (closing the file releases it).
 struct LockGuard {
-    _file: File,
+    file: File,
+}
+
+impl Drop for LockGuard {
+    // Unlock explicitly rather than by closing: a `fork()` while the lock is
+    // held gives the child a copy of the descriptor, and a flock lives until
+    // every copy is closed, so only an unlock frees it for the parent.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 impl AuditLog {
@@ -544,7 +553,7 @@ impl AuditLog {
             file.lock_shared()
         }
         .map_err(|e| io_err("locking", &path, e))?;
-        Ok(LockGuard { _file: file })
+        Ok(LockGuard { file })
     }
 
     fn read_state(&self) -> Result<State, AuditError> {
