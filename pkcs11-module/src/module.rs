@@ -877,9 +877,9 @@ impl Module {
             self.store
                 .init_token(&rec)
                 .map_err(|e| self.store_error("initialising token", e))?;
-            if self.audit.enabled()
-                && let Err(e) = self.store.start_audit(id, &audit_root)
-            {
+            // Started even with auditing off, so that turning it on later
+            // continues a chain rather than finding none.
+            if let Err(e) = self.store.start_audit(id, &audit_root) {
                 log!(
                     self.log,
                     Level::Error,
