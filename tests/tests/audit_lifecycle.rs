@@ -922,11 +922,11 @@ fn value_of(s: &Session, key: ObjectHandle) -> Vec<u8> {
 }
 
 /// No key byte and no PIN appears in any file of the audit directories
-/// (current, rotated, state, lock), raw or as hex: keys imported on an `hsm`
-/// and a `spec` token, keys generated, derived and read back on the `spec`
-/// token, every PIN set, used or mistyped (user and SO).
+/// (current, rotated, state, lock) nor in the module's debug log, raw or as
+/// hex: keys imported on an `hsm` and a `spec` token, keys generated, derived
+/// and read back on the `spec` token, every PIN set, used or mistyped.
 #[test]
-fn no_key_byte_or_pin_reaches_the_audit_files() {
+fn no_key_byte_or_pin_reaches_the_audit_files_or_the_module_log() {
     let env = TestEnv::with_config(
         "[audit]\nkey_use = \"per-call\"\nmax_file_bytes = 65536\nflush_seconds = 1\n",
     );
@@ -1112,6 +1112,15 @@ fn no_key_byte_or_pin_reaches_the_audit_files() {
             }
             scanned.push(path.clone());
         }
+    }
+    // The module's own log (debug level here) says no more than the audit log.
+    let module_log = std::fs::read(env.log_path()).expect("module log");
+    assert!(!module_log.is_empty(), "the module log was written");
+    for (what, secret) in &secrets {
+        assert!(
+            !contains(&module_log, secret),
+            "{what} found in the module log"
+        );
     }
     let rotated = scanned
         .iter()
