@@ -51,6 +51,16 @@ enum Op {
 }
 
 impl Op {
+    /// The PKCS#11 call that makes this change (as its audit line names it).
+    fn call(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "C_CreateObject",
+            Op::Keygen { .. } => "C_GenerateKey",
+            Op::Rename { .. } => "C_SetAttributeValue",
+            Op::Destroy { .. } => "C_DestroyObject",
+        }
+    }
+
     fn parse(s: &str) -> Op {
         let w: Vec<&str> = s.split(' ').collect();
         let l = |i: usize| w[i].to_string();
@@ -337,6 +347,34 @@ fn diff(want: &Model, seen: &Model) -> String {
 }
 
 /// Names and sizes of the files in `dir`.
+/// The token's audit events, after checking the whole chain with the audit
+/// root (opened with the user PIN, as `ferrohsm audit verify` does).
+fn verified_audit_events(env: &TestEnv, slot: CK_SLOT_ID) -> Vec<ferrohsm_store::AuditEvent> {
+    use ferrohsm_store::{AuditKey, PinRole, SledOptions, SledStore, Store, pin_wrap_aad};
+    let store = SledStore::open(&env.data_dir(), SledOptions::default()).expect("open store");
+    let token = store.token(slot).expect("read token").expect("token");
+    let key = token
+        .user_pin
+        .as_ref()
+        .expect("user PIN set")
+        .open(USER_PIN.as_bytes(), &pin_wrap_aad(&token.token_id, PinRole::User))
+        .expect("user PIN opens the storage key");
+    let root = AuditKey::open(
+        token.audit_root.as_ref().expect("audit root"),
+        &key,
+        &token.token_id,
+    )
+    .expect("audit root");
+    let log = store.audit_log(slot);
+    let report = log.verify(&root).expect("audit verify");
+    assert_eq!(report.first_bad, None, "audit chain broken after the kills");
+    log.read()
+        .expect("read audit log")
+        .into_iter()
+        .map(|l| l.event)
+        .collect()
+}
+
 fn files(dir: &std::path::Path) -> Vec<(String, u64)> {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -366,6 +404,7 @@ fn sigkill_at_random_moments_keeps_every_acknowledged_change() {
     let mut unfinished_snapshots = 0;
     let mut model = Model::new();
     let (mut acked, mut applied, mut absent) = (0usize, 0usize, 0usize);
+    let mut acked_by_call: std::collections::BTreeMap<&str, usize> = Default::default();
     let start = Instant::now();
     for round in 0..rounds {
         let t0 = Instant::now();
@@ -389,6 +428,7 @@ fn sigkill_at_random_moments_keeps_every_acknowledged_change() {
                     (a, b) => a == b,
                 };
                 assert!(same, "{context}: begun {begun:?}, acknowledged {op:?}");
+                *acked_by_call.entry(op.call()).or_default() += 1;
                 model = op.apply(&model, &Model::new());
                 acked += 1;
             }
@@ -440,6 +480,23 @@ fn sigkill_at_random_moments_keeps_every_acknowledged_change() {
             t0.elapsed()
         );
     }
+    // Every acknowledged change has its audit line (token changes are logged
+    // durably before CKR_OK), and the chain survived the kills.
+    let events = verified_audit_events(&env, slot);
+    for (call, n) in &acked_by_call {
+        let logged = events
+            .iter()
+            .filter(|e| e.function == *call && e.result == "CKR_OK")
+            .count();
+        assert!(
+            logged >= *n,
+            "{n} acknowledged {call} but {logged} in the audit log"
+        );
+    }
+    println!(
+        "audit log: {} events, chain intact; acknowledged {acked_by_call:?}",
+        events.len()
+    );
     let top = files(&token_dir);
     let db = files(&token_dir.join("db"));
     println!(
