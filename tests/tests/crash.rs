@@ -357,7 +357,10 @@ fn verified_audit_events(env: &TestEnv, slot: CK_SLOT_ID) -> Vec<ferrohsm_store:
         .user_pin
         .as_ref()
         .expect("user PIN set")
-        .open(USER_PIN.as_bytes(), &pin_wrap_aad(&token.token_id, PinRole::User))
+        .open(
+            USER_PIN.as_bytes(),
+            &pin_wrap_aad(&token.token_id, PinRole::User),
+        )
         .expect("user PIN opens the storage key");
     let root = AuditKey::open(
         token.audit_root.as_ref().expect("audit root"),
