@@ -324,6 +324,7 @@ pub fn describe_attrs(
         id: bytes(CKA_ID).map(hex),
         class: ulong(CKA_CLASS).map(class_name),
         key_type: ulong(CKA_KEY_TYPE).map(key_type_name),
+        unique_id: bytes(CKA_UNIQUE_ID).map(|u| String::from_utf8_lossy(u).into_owned()),
     }
 }
 

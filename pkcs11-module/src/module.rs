@@ -538,10 +538,13 @@ impl Module {
             };
             for id in purged {
                 let mut e = AuditEvent::now("purge", "CKR_OK");
-                e.detail = Some(format!(
-                    "deletion waiting period over: key {} (CKA_UNIQUE_ID) deleted for good",
-                    unique_id(id)
-                ));
+                // Without the key, the object is named by its unique id only;
+                // its earlier events carry the same id with its label.
+                e.object = Some(ferrohsm_store::AuditObject {
+                    unique_id: Some(unique_id(id)),
+                    ..Default::default()
+                });
+                e.detail = Some("deletion waiting period over: key deleted for good".into());
                 self.audit.record(slot_id, e, true);
                 log!(
                     self.log,

@@ -41,3 +41,23 @@ pub fn user_session(p: &Pkcs11, slot: Slot) -> Session {
         .expect("C_Login user");
     s
 }
+
+/// The slot of the token labelled `label`, as this process's module sees it.
+#[track_caller]
+pub fn slot_of(p: &Pkcs11, label: &str) -> Slot {
+    p.get_all_slots()
+        .expect("C_GetSlotList")
+        .into_iter()
+        .find(|s| p.get_token_info(*s).is_ok_and(|i| i.label() == label))
+        .unwrap_or_else(|| panic!("no token {label:?}"))
+}
+
+/// A R/W session on the token labelled `label`, logged in as the user with
+/// `user_pin`.
+#[track_caller]
+pub fn user(p: &Pkcs11, label: &str, user_pin: &str) -> Session {
+    let s = p.open_rw_session(slot_of(p, label)).expect("C_OpenSession");
+    s.login(UserType::User, Some(&pin(user_pin)))
+        .expect("C_Login");
+    s
+}

@@ -2,11 +2,12 @@
 //! the test files that run the tool.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::SystemTime;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 
-use crate::module_path;
+use crate::{SO_PIN, TestEnv, USER_PIN, module_path};
 
 fn mtime(p: &Path) -> SystemTime {
     std::fs::metadata(p)
@@ -60,4 +61,18 @@ pub fn load() -> Pkcs11 {
     p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .expect("C_Initialize");
     p
+}
+
+/// The tool with `args` in `env`, loading `module()`; the test SO PIN is in
+/// `T_SO`, the user PIN in `T_PIN`, and `FERROHSM_POLICY` is unset (a test
+/// asks for a policy explicitly).
+pub fn command(env: &TestEnv, args: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args(args)
+        .envs(env.env_vars())
+        .env("FERROHSM_MODULE", module())
+        .env("T_SO", SO_PIN)
+        .env("T_PIN", USER_PIN)
+        .env_remove("FERROHSM_POLICY");
+    c
 }

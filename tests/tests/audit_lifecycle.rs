@@ -17,10 +17,8 @@
 //! Needs the `ferrohsm` binary built (`cargo build --workspace`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
@@ -28,8 +26,8 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{Run, run_captured};
-use ferrohsm_tests::p11::{pin, spare_slot};
-use ferrohsm_tests::tool::{binary, load, module};
+use ferrohsm_tests::p11::{pin, slot_of, spare_slot, user};
+use ferrohsm_tests::tool::{command, load};
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, to_hex};
 use serde_json::Value;
 
@@ -52,14 +50,8 @@ const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 
 /// The tool with `args` in `env` (data directory `data`, else `env`'s); the
 /// test PINs are in `T_SO`, `T_PIN`, `T_BAD`.
 fn cli_in(env: &TestEnv, data: Option<&Path>, args: &[&str]) -> Run {
-    let mut c = Command::new(binary());
-    c.args(args)
-        .envs(env.env_vars())
-        .env("FERROHSM_MODULE", module())
-        .env("T_SO", SO_PIN)
-        .env("T_PIN", USER_PIN)
-        .env("T_BAD", BAD_PIN)
-        .env_remove("FERROHSM_POLICY");
+    let mut c = command(env, args);
+    c.env("T_BAD", BAD_PIN);
     if let Some(d) = data {
         c.env("FERROHSM_DIR", d);
     }
@@ -115,21 +107,6 @@ fn pending(env: &TestEnv, data: Option<&Path>, label: &str) -> Vec<Value> {
         &["pending", "--token", label, "--pin-env", "T_PIN", "--json"],
     );
     json(&r).as_array().expect("pending: an array").clone()
-}
-
-fn slot_of(p: &Pkcs11, label: &str) -> Slot {
-    p.get_all_slots()
-        .expect("C_GetSlotList")
-        .into_iter()
-        .find(|s| p.get_token_info(*s).is_ok_and(|i| i.label() == label))
-        .unwrap_or_else(|| panic!("no token {label:?}"))
-}
-
-fn user(p: &Pkcs11, label: &str, user_pin: &str) -> Session {
-    let s = p.open_rw_session(slot_of(p, label)).expect("C_OpenSession");
-    s.login(UserType::User, Some(&pin(user_pin)))
-        .expect("C_Login");
-    s
 }
 
 /// The return value of a failed `cryptoki` call.
@@ -260,6 +237,32 @@ fn about<'a>(evs: &'a [Value], f: &str, label: &str) -> Vec<&'a Value> {
     evs.iter()
         .filter(|e| e["function"] == f && e["object"]["label"] == label)
         .collect()
+}
+
+/// The one purge event of the key labelled `label` with `CKA_ID` `id` (hex):
+/// a purge made without the storage key names it by `CKA_UNIQUE_ID` alone,
+/// which its earlier events carry beside the label.
+#[track_caller]
+fn purge_of<'a>(evs: &'a [Value], label: &str, id: &str) -> &'a Value {
+    // (Both halves of a pair share label and id; only the private one waits.)
+    let uids: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["object"]["label"] == label && e["object"]["id"] == id)
+        .map(|e| &e["object"]["unique_id"])
+        .filter(|u| u.is_string())
+        .collect();
+    assert!(
+        !uids.is_empty(),
+        "no event names {label:?} ({id}) with its unique id"
+    );
+    let purges: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["function"] == "purge" && uids.contains(&&e["object"]["unique_id"]))
+        .collect();
+    match purges.as_slice() {
+        [e] => e,
+        other => panic!("want one purge of {label:?} ({uids:?}), got {other:#?}"),
+    }
 }
 
 /// The one event of function `f` about the object labelled `label`.
@@ -1501,13 +1504,12 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
     drop(sa);
     p.finalize().expect("C_Finalize");
     let evs = events(&wait_dir);
-    let purge = one_about(&evs, "purge", "doomed");
+    let purge = purge_of(&evs, "doomed", "0d");
     assert_eq!(purge["result"], "CKR_OK", "{purge}");
-    assert_eq!(purge["object"]["id"], "0d", "{purge}");
     assert_eq!(
         purge["pid"],
         std::process::id(),
-        "purged by this process's login: {purge}"
+        "purged when this process opened the token: {purge}"
     );
     assert!(pending(&env, None, "wait").is_empty());
     let cancel = one_about(&evs, "ferrohsm cancel-deletion", "doomed");
@@ -1534,14 +1536,22 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
         ],
     ));
     let shown = shown.as_array().expect("an array");
-    let want: Vec<&Value> = all
+    // Its events, and the purge, which names the key by unique id only.
+    let uids: Vec<&Value> = all
         .iter()
         .filter(|e| e["object"]["label"] == "doomed")
+        .map(|e| &e["object"]["unique_id"])
+        .collect();
+    let want: Vec<&Value> = all
+        .iter()
+        .filter(|e| {
+            e["object"]["label"] == "doomed"
+                || (e["object"]["label"].is_null() && uids.contains(&&e["object"]["unique_id"]))
+        })
         .collect();
     assert_eq!(shown.len(), want.len(), "{shown:#?}");
     for (a, b) in shown.iter().zip(&want) {
         assert_eq!(a["seq"], b["seq"], "{a}");
-        assert_eq!(a["object"]["label"], "doomed", "{a}");
     }
     for f in [
         "C_CreateObject",
@@ -1573,19 +1583,19 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
         want.iter().map(|e| &e["seq"]).collect::<Vec<_>>()
     );
 
-    // "wait-b" was not logged into: `pending` purges its key.
-    assert!(
-        about(&events(&b_dir), "purge", "doomed-b").is_empty(),
-        "purged before `pending` ran"
-    );
-    assert!(pending(&env, None, "wait-b").is_empty(), "not purged");
+    // "wait-b" was never logged into: opening the token (this process's
+    // C_Initialize) purged its keys all the same, without the storage key.
     let evs = events(&b_dir);
-    for label in ["doomed-b", "pair-b"] {
-        let purge = one_about(&evs, "purge", label);
+    for (label, id) in [("doomed-b", "0b"), ("pair-b", "b2")] {
+        let purge = purge_of(&evs, label, id);
         assert_eq!(purge["result"], "CKR_OK", "{purge}");
-        assert_eq!(purge["process"], "ferrohsm", "purged by the tool: {purge}");
-        assert_ne!(purge["pid"], std::process::id());
+        assert_eq!(
+            purge["pid"],
+            std::process::id(),
+            "purged at C_Initialize: {purge}"
+        );
     }
+    assert!(pending(&env, None, "wait-b").is_empty(), "not purged");
     let pair: Vec<&Value> = about(&evs, "C_DestroyObject", "pair-b");
     assert_eq!(pair.len(), 2, "{pair:#?}");
     assert_eq!(pair[0]["object"]["class"], "CKO_PUBLIC_KEY");

@@ -22,14 +22,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
-use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{Run, find_in_path, run_captured};
-use ferrohsm_tests::p11::pin;
-use ferrohsm_tests::tool::{binary, load, module};
+use ferrohsm_tests::p11::{pin, slot_of, user};
+use ferrohsm_tests::tool::{command, load, module};
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN};
 use serde_json::Value;
 
@@ -44,16 +42,10 @@ const NEW_SO_PIN: &str = "new-so-pin-9876";
 /// The tool with `args`, in `env`, loading this test's module; the test PINs
 /// are in `T_SO`, `T_PIN`, `T_BAD`, `T_NEW`, `T_NEW_SO`.
 fn cli(env: &TestEnv, args: &[&str]) -> Command {
-    let mut c = Command::new(binary());
-    c.args(args)
-        .envs(env.env_vars())
-        .env("FERROHSM_MODULE", module())
-        .env("T_SO", SO_PIN)
-        .env("T_PIN", USER_PIN)
-        .env("T_BAD", BAD_PIN)
+    let mut c = command(env, args);
+    c.env("T_BAD", BAD_PIN)
         .env("T_NEW", NEW_PIN)
-        .env("T_NEW_SO", NEW_SO_PIN)
-        .env_remove("FERROHSM_POLICY");
+        .env("T_NEW_SO", NEW_SO_PIN);
     c
 }
 
@@ -148,22 +140,6 @@ fn usage(o: &Value) -> Vec<String> {
         .iter()
         .map(|u| u.as_str().expect("usage name").to_string())
         .collect()
-}
-
-/// The slot of the token labelled `label`, as this process's module sees it.
-fn slot_of(p: &Pkcs11, label: &str) -> Slot {
-    p.get_all_slots()
-        .expect("C_GetSlotList")
-        .into_iter()
-        .find(|s| p.get_token_info(*s).is_ok_and(|i| i.label() == label))
-        .unwrap_or_else(|| panic!("no token {label:?}"))
-}
-
-fn user(p: &Pkcs11, label: &str, user_pin: &str) -> Session {
-    let s = p.open_rw_session(slot_of(p, label)).expect("C_OpenSession");
-    s.login(UserType::User, Some(&pin(user_pin)))
-        .expect("C_Login");
-    s
 }
 
 fn find(s: &Session, label: &str, class: Option<ObjectClass>) -> Vec<ObjectHandle> {

@@ -32,7 +32,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{Run, read_lossy, run_captured, spawn_captured, wait_or_kill};
 use ferrohsm_tests::p11::pin;
-use ferrohsm_tests::tool::{binary, module};
+use ferrohsm_tests::tool::{command, module};
 use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, to_hex};
 use serde_json::Value;
 
@@ -66,14 +66,7 @@ const ROTATED_WARN: &str = "the storage key was rotated by another process; logg
 
 /// The tool with `args` in `env`; the SO PIN is in `T_SO`, the user PIN in `T_PIN`.
 fn cli(env: &TestEnv, args: &[&str]) -> Command {
-    let mut c = Command::new(binary());
-    c.args(args)
-        .envs(env.env_vars())
-        .env("FERROHSM_MODULE", module())
-        .env("T_SO", SO_PIN)
-        .env("T_PIN", USER_PIN)
-        .env_remove("FERROHSM_POLICY");
-    c
+    command(env, args)
 }
 
 fn run(env: &TestEnv, args: &[&str]) -> Run {

@@ -129,6 +129,10 @@ pub struct AuditObject {
     /// `CKK_*` name of the key type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_type: Option<String>,
+    /// `CKA_UNIQUE_ID`: links the events of one object (a purge made without
+    /// the storage key can name the object by this alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_id: Option<String>,
 }
 
 impl AuditEvent {

@@ -25,6 +25,7 @@ use crate::{
 
 const CKA_CLASS: u64 = 0x0;
 const CKA_LABEL: u64 = 0x3;
+const CKA_UNIQUE_ID: u64 = 0x4;
 const CKA_KEY_TYPE: u64 = 0x100;
 const CKA_ID: u64 = 0x102;
 
@@ -202,11 +203,24 @@ pub fn audit_show(a: &AuditShowArgs) -> Result<()> {
         .audit_log(token.slot_id)
         .read()
         .map_err(|e| Fail::Msg(format!("audit log of token {:?}: {e}", a.token)))?;
+    // Events about the key: those naming its label, and those naming only
+    // the unique id of an object that had that label (a purge made without
+    // the storage key knows no label).
+    let label_of = |l: &AuditLine| l.event.object.as_ref().and_then(|o| o.label.clone());
+    let uid_of = |l: &AuditLine| l.event.object.as_ref().and_then(|o| o.unique_id.clone());
+    let linked: std::collections::BTreeSet<String> = match &a.key {
+        Some(k) => lines
+            .iter()
+            .filter(|l| label_of(l).as_ref() == Some(k))
+            .filter_map(uid_of)
+            .collect(),
+        None => Default::default(),
+    };
     let wanted = |l: &&AuditLine| {
-        let key_ok = a
-            .key
-            .as_ref()
-            .is_none_or(|k| l.event.object.as_ref().and_then(|o| o.label.as_ref()) == Some(k));
+        let key_ok = a.key.as_ref().is_none_or(|k| {
+            label_of(l).as_ref() == Some(k)
+                || (label_of(l).is_none() && uid_of(l).is_some_and(|u| linked.contains(&u)))
+        });
         let time_ok = since.is_none_or(|s| {
             // A summary counts from its last use.
             let t = l.event.last.as_deref().unwrap_or(&l.event.time);
@@ -279,6 +293,8 @@ fn object_text(o: &AuditObject) -> String {
     let mut parts = Vec::new();
     if let Some(l) = &o.label {
         parts.push(format!("{l:?}"));
+    } else if let Some(u) = &o.unique_id {
+        parts.push(format!("unique id {u}"));
     }
     if let Some(h) = o.handle {
         parts.push(format!("#{h}"));
@@ -321,6 +337,7 @@ fn describe(rec: &ObjectRecord) -> AuditObject {
             0x1f => "CKK_AES".into(),
             k => format!("CKK_{k:#x}"),
         }),
+        unique_id: bytes(rec, CKA_UNIQUE_ID).map(|u| String::from_utf8_lossy(u).into_owned()),
     }
 }
 

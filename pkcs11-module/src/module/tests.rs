@@ -1426,12 +1426,15 @@ fn the_next_open_purges_without_a_login() {
         records().is_empty(),
         "purged at C_Initialize, nobody logged in"
     );
-    let purge = store
-        .audit_events(0)
-        .into_iter()
-        .find(|e| e.function == "purge")
-        .unwrap();
-    assert!(purge.detail.unwrap().contains("CKA_UNIQUE_ID"));
+    // Named by its unique id, which its destroy event carries beside the label.
+    let events = store.audit_events(0);
+    let find = |f: &str| events.iter().find(|e| e.function == f).unwrap();
+    let destroyed = find("C_DestroyObject").object.clone().unwrap();
+    assert_eq!(destroyed.label.as_deref(), Some("doomed"));
+    let purged = find("purge").object.clone().unwrap();
+    assert_eq!(purged.label, None, "no key: no label");
+    assert!(purged.unique_id.is_some());
+    assert_eq!(purged.unique_id, destroyed.unique_id);
 }
 
 #[test]
