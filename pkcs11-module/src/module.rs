@@ -1545,7 +1545,8 @@ impl Module {
     /// not deleted at once: it is scheduled for deletion after the waiting
     /// period (`deletion_wait_seconds`), unusable and invisible meanwhile,
     /// and can be restored with `ferrohsm cancel-deletion`; it is purged at
-    /// the first load of the token's keys after the period.
+    /// the next open after the period (`C_Initialize`, a login, or
+    /// `ferrohsm pending`).
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
         let mut described = None;
         let mut detail = None;
@@ -1556,12 +1557,7 @@ impl Module {
             let o = t.object(obj)?;
             described = Some(audit::describe(&o));
             durable = o.is_token();
-            if o.is_token() && !s.rw {
-                return Err(Error::SessionReadOnly);
-            }
-            if !o.flag(CKA_DESTROYABLE) {
-                return Err(Error::ActionProhibited);
-            }
+            Self::may_change(&s, &o, CKA_DESTROYABLE)?;
             if o.is_token() {
                 let wait = self.config.deletion_wait.as_secs();
                 let keyish = matches!(o.ulong(CKA_CLASS), Some(CKO_PRIVATE_KEY | CKO_SECRET_KEY));
@@ -1615,6 +1611,19 @@ impl Module {
             e.detail = detail;
         });
         r
+    }
+
+    /// Whether session `s` may change `o`: a token object needs a R/W
+    /// session, and the object must allow it (`flag`: `CKA_DESTROYABLE`,
+    /// `CKA_MODIFIABLE`).
+    fn may_change(s: &Session, o: &Object, flag: CK_ATTRIBUTE_TYPE) -> Result<()> {
+        if o.is_token() && !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
+        if !o.flag(flag) {
+            return Err(Error::ActionProhibited);
+        }
+        Ok(())
     }
 
     /// `C_GetObjectSize`.
@@ -1673,12 +1682,7 @@ impl Module {
             let o = t.object(obj)?;
             described = Some(audit::describe(&o));
             durable = o.is_token();
-            if o.is_token() && !s.rw {
-                return Err(Error::SessionReadOnly);
-            }
-            if !o.flag(CKA_MODIFIABLE) {
-                return Err(Error::ActionProhibited);
-            }
+            Self::may_change(&s, &o, CKA_MODIFIABLE)?;
             let actor = Self::actor(&t)?;
             let attrs =
                 policy::modify(&o.attrs, template, Edit::Set, actor, None).inspect_err(|e| {
