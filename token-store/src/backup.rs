@@ -695,6 +695,81 @@ mod tests {
         ));
     }
 
+    /// A version 1 file (before audit logs: no audit files, a token record
+    /// without `audit_root`) still opens and restores. Made here by
+    /// re-encoding a current backup as version 1 would have written it.
+    #[test]
+    fn version_1_files_still_restore() {
+        #[derive(Serialize)]
+        struct TokenV1<'a> {
+            slot_id: u64,
+            token_id: [u8; 16],
+            label: [u8; 32],
+            serial: [u8; 16],
+            policy: crate::KeyPolicy,
+            so_pin: &'a PinWrap,
+            user_pin: &'a Option<PinWrap>,
+            so_failures: u32,
+            user_failures: u32,
+        }
+        #[derive(Serialize)]
+        struct BodyV1Out<'a> {
+            format: u8,
+            token: TokenV1<'a>,
+            objects: &'a [ObjectRecord],
+        }
+        let a = tempfile::tempdir().unwrap();
+        let sa = store(a.path());
+        make_token(&sa, 0, "old");
+        let (v2, _) = create_backup(&sa, 0, SO, &OPTS).unwrap();
+        let opened = open_backup(&v2, SO).unwrap();
+        let (header, _) = postcard::take_from_bytes::<Header>(&v2[MAGIC.len() + 1..]).unwrap();
+        let t = &opened.token;
+        let body = postcard::to_allocvec(&BodyV1Out {
+            format: 1,
+            token: TokenV1 {
+                slot_id: t.slot_id,
+                token_id: t.token_id,
+                label: t.label,
+                serial: t.serial,
+                policy: t.policy,
+                so_pin: &t.so_pin,
+                user_pin: &t.user_pin,
+                so_failures: t.so_failures,
+                user_failures: t.user_failures,
+            },
+            objects: &opened.objects,
+        })
+        .unwrap();
+        let backup_key = header
+            .wrap
+            .open(SO, &backup_wrap_aad(&header.token_id))
+            .unwrap();
+        let mut v1 = MAGIC.to_vec();
+        v1.push(1);
+        v1.extend(postcard::to_allocvec(&header).unwrap());
+        let sealed = Aes256Gcm::new_from_slice(backup_key.bytes())
+            .unwrap()
+            .encrypt(
+                &Nonce::from(header.nonce),
+                Payload {
+                    msg: &body,
+                    aad: &v1,
+                },
+            )
+            .unwrap();
+        v1.extend(sealed);
+        let old = open_backup(&v1, SO).unwrap();
+        assert!(old.audit.is_empty());
+        assert_eq!(old.token.audit_root, None);
+        assert_eq!(old.objects, opened.objects);
+        let b = tempfile::tempdir().unwrap();
+        let sb = store(b.path());
+        let restored = restore_backup(&sb, &v1, SO, None).unwrap();
+        assert_eq!(restored.objects, 2);
+        assert!(!sb.audit_started(restored.slot_id), "no log came with it");
+    }
+
     #[test]
     fn label_taken_is_refused() {
         let a = tempfile::tempdir().unwrap();
