@@ -654,6 +654,59 @@ fn failures_are_one_line_with_exit_1() {
     );
 }
 
+/// A user PIN locked by wrong PINs is unlocked by `init-pin` (the SO's
+/// C_InitPIN) with a new PIN; a wrong SO PIN changes nothing.
+#[test]
+fn init_pin_unlocks_a_locked_user_pin() {
+    let env = TestEnv::with_config("max_login_failures = 2");
+    init(&env, "alpha", &[]);
+    for _ in 0..2 {
+        fails(
+            &env,
+            &["objects", "--token", "alpha", "--pin-env", "T_BAD"],
+            1,
+            &["CKR_PIN_INCORRECT"],
+        );
+    }
+    fails(
+        &env,
+        &["objects", "--token", "alpha", "--pin-env", "T_PIN"],
+        1,
+        &["CKR_PIN_LOCKED"],
+    );
+    let init_pin = |so: &str| {
+        vec![
+            "init-pin".to_string(),
+            "--token".into(),
+            "alpha".into(),
+            "--so-pin-env".into(),
+            so.into(),
+            "--new-pin-env".into(),
+            "T_NEW".into(),
+        ]
+    };
+    let args = init_pin("T_BAD");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&env, &args, 1, &["SO login", "CKR_PIN_INCORRECT"]);
+    fails(
+        &env,
+        &["objects", "--token", "alpha", "--pin-env", "T_PIN"],
+        1,
+        &["CKR_PIN_LOCKED"],
+    );
+    let args = init_pin("T_SO");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = ok(&env, &args);
+    assert!(r.stdout.contains("unlocked"), "{}", r.stdout);
+    ok(&env, &["objects", "--token", "alpha", "--pin-env", "T_NEW"]);
+    fails(
+        &env,
+        &["objects", "--token", "alpha", "--pin-env", "T_PIN"],
+        1,
+        &["CKR_PIN_INCORRECT"],
+    );
+}
+
 #[test]
 fn set_pin_changes_the_user_and_so_pins() {
     let env = TestEnv::new();

@@ -70,6 +70,8 @@ enum Command {
     Delete(DeleteArgs),
     /// Change the user PIN, or the SO PIN with --so
     SetPin(SetPinArgs),
+    /// Set a new user PIN as the SO (C_InitPIN): unlocks a locked user PIN
+    InitPin(InitPinArgs),
     /// Write a whole token into one sealed file (needs the SO PIN)
     Backup(BackupArgs),
     /// Restore a token from a backup file into a new slot (needs its SO PIN)
@@ -297,6 +299,17 @@ struct SetPinArgs {
 }
 
 #[derive(Args)]
+struct InitPinArgs {
+    /// Label of the token
+    #[arg(long, value_name = "LABEL")]
+    token: String,
+    #[command(flatten)]
+    so_pin: SoPinArgs,
+    #[command(flatten)]
+    new_pin: NewPinArgs,
+}
+
+#[derive(Args)]
 struct BackupArgs {
     /// Label of the token
     #[arg(long, value_name = "LABEL")]
@@ -463,6 +476,7 @@ fn main() -> ExitCode {
         Command::ExportPublic(a) => keys::export_public(&a),
         Command::Delete(a) => tokens::delete(&a),
         Command::SetPin(a) => tokens::set_pin(&a),
+        Command::InitPin(a) => tokens::init_pin(&a),
         Command::Backup(a) => archive::backup(&a),
         Command::Restore(a) => archive::restore(&a),
         Command::Audit(AuditCommand::Verify(a)) => lifecycle::audit_verify(&a),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::out::{self, hex};
 use crate::p11::{Fail, Hsm, Result, auth, ck};
 use crate::pin::{self, Source};
-use crate::{DeleteArgs, InitArgs, ObjectsArgs, Policy, SetPinArgs, TokensArgs};
+use crate::{DeleteArgs, InitArgs, InitPinArgs, ObjectsArgs, Policy, SetPinArgs, TokensArgs};
 
 /// Refuses a PIN the module would refuse, before anything is changed.
 pub fn check_pin_len(what: &str, pin: &str) -> Result<()> {
@@ -526,4 +526,31 @@ pub fn set_pin(a: &SetPinArgs) -> Result<()> {
         let _ = session.logout();
     }
     out::stdout(&format!("{role} PIN of token {:?} changed\n", a.token))
+}
+
+/// `ferrohsm init-pin`: the SO sets a new user PIN (`C_InitPIN`), which also
+/// clears the user PIN's failure count: the way out of a user lockout.
+pub fn init_pin(a: &InitPinArgs) -> Result<()> {
+    let hsm = Hsm::load()?;
+    let session = hsm.session(&a.token, true)?;
+    let so = pin::existing(
+        &format!("SO PIN for token {:?}", a.token),
+        Source::from_so(&a.so_pin),
+    )?;
+    let new = pin::new(
+        &format!("new user PIN for token {:?}", a.token),
+        Source::from_new(&a.new_pin),
+    )?;
+    check_pin_len("new user PIN", &new)?;
+    session
+        .login(UserType::So, Some(&auth(&so)))
+        .map_err(ck(format!("SO login to token {:?}", a.token)))?;
+    session
+        .init_pin(&auth(&new))
+        .map_err(ck(format!("setting the user PIN of token {:?}", a.token)))?;
+    let _ = session.logout();
+    out::stdout(&format!(
+        "user PIN of token {:?} set by the SO (a locked PIN is unlocked)\n",
+        a.token
+    ))
 }
