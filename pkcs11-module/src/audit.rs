@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use cryptoki_sys::*;
 use ferrohsm_store::audit::rfc3339;
-use ferrohsm_store::{AttrValue, AuditEvent, AuditObject, Store};
+use ferrohsm_store::{AuditEvent, AuditObject, Store};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{AuditConfig, KeyUseAudit};
@@ -310,52 +310,10 @@ pub fn describe_attrs(
     handle: Option<CK_OBJECT_HANDLE>,
     attrs: &crate::object::Attrs,
 ) -> AuditObject {
-    let bytes = |ty| match attrs.get(&ty) {
-        Some(AttrValue::Bytes(b)) => Some(b.as_slice()),
-        _ => None,
-    };
-    let ulong = |ty| match attrs.get(&ty) {
-        Some(AttrValue::Ulong(v)) => Some(*v as CK_ULONG),
-        _ => None,
-    };
-    AuditObject {
-        handle,
-        label: bytes(CKA_LABEL).map(|l| String::from_utf8_lossy(l).into_owned()),
-        id: bytes(CKA_ID).map(hex),
-        class: ulong(CKA_CLASS).map(class_name),
-        key_type: ulong(CKA_KEY_TYPE).map(key_type_name),
-        unique_id: bytes(CKA_UNIQUE_ID).map(|u| String::from_utf8_lossy(u).into_owned()),
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    AuditObject::describe(handle, |ty| attrs.get(&(ty as CK_ATTRIBUTE_TYPE)))
 }
 
 /// `CKM_*` name of a mechanism (from the mechanism table), or its number.
 pub fn mechanism_name(ty: CK_MECHANISM_TYPE) -> String {
     crate::mechanism::lookup(ty).map_or_else(|_| format!("CKM_{ty:#x}"), |m| m.name.to_string())
-}
-
-/// `CKO_*` name of an object class.
-pub fn class_name(c: CK_OBJECT_CLASS) -> String {
-    match c {
-        CKO_DATA => "CKO_DATA".into(),
-        CKO_CERTIFICATE => "CKO_CERTIFICATE".into(),
-        CKO_PUBLIC_KEY => "CKO_PUBLIC_KEY".into(),
-        CKO_PRIVATE_KEY => "CKO_PRIVATE_KEY".into(),
-        CKO_SECRET_KEY => "CKO_SECRET_KEY".into(),
-        other => format!("CKO_{other:#x}"),
-    }
-}
-
-/// `CKK_*` name of a key type.
-pub fn key_type_name(k: CK_KEY_TYPE) -> String {
-    match k {
-        CKK_RSA => "CKK_RSA".into(),
-        CKK_EC => "CKK_EC".into(),
-        CKK_GENERIC_SECRET => "CKK_GENERIC_SECRET".into(),
-        CKK_AES => "CKK_AES".into(),
-        other => format!("CKK_{other:#x}"),
-    }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 use ferrohsm_store::{
-    AttrValue, AuditEvent, AuditKey, CKA_FERROHSM_DELETE_AT, KeyPolicy, ObjectRecord, PinWrap,
-    SealError, StorageKey, Store, StoreError, TokenRecord,
+    AttrValue, AuditEvent, AuditKey, AuditObject, CKA_FERROHSM_DELETE_AT, KeyPolicy, ObjectRecord,
+    PinWrap, SealError, StorageKey, Store, StoreError, TokenRecord,
 };
 use parking_lot::RwLock;
 
@@ -330,18 +330,10 @@ impl Module {
     /// audit root), that is not corruption: this login is over, as the next
     /// `refresh` would find, so log out and say `CKR_USER_NOT_LOGGED_IN`.
     fn write_failed(&self, slot: &Slot, t: &mut Token, what: &str, e: StoreError) -> Error {
-        if let (StoreError::Corrupt(_), Some(key)) = (&e, &t.key)
+        if matches!(e, StoreError::Corrupt(_))
             && let Ok(Some(rec)) = self.store.token(slot.id)
-            && let Some(sealed) = &rec.audit_root
-            && AuditKey::open(sealed, key, &rec.token_id).is_err()
+            && self.logout_if_rotated(slot, t, &rec)
         {
-            log!(
-                self.log,
-                Level::Warn,
-                "slot {}: the storage key was rotated by another process; logged out",
-                slot.id
-            );
-            Self::logout_token(slot, t);
             t.generation = None;
             return Error::UserNotLoggedIn;
         }
@@ -465,7 +457,7 @@ impl Module {
         token.handles.clear();
         let now = unix_now();
         for rec in &records {
-            if let Some(at) = delete_at(rec) {
+            if let Some(at) = rec.delete_at() {
                 // Scheduled for deletion: invisible; purged once its time came.
                 if at <= now {
                     self.purge(slot_id, rec);
@@ -493,23 +485,7 @@ impl Module {
             .store
             .delete_object(slot_id, rec.id)
             .map_err(|e| self.store_error("purging a key after its waiting period", e));
-        let attrs: policy::Attrs = rec
-            .attrs
-            .iter()
-            .map(|(k, v)| (*k as CK_ATTRIBUTE_TYPE, v.clone()))
-            .collect();
-        let mut e = AuditEvent::now("purge", &result_name(&r));
-        e.object = Some(audit::describe_attrs(None, &attrs));
-        e.detail = Some("deletion waiting period over: key deleted for good".into());
-        self.audit.record(slot_id, e, true);
-        if r.is_ok() {
-            log!(
-                self.log,
-                Level::Info,
-                "slot {slot_id}: purged object {:016x} after its deletion waiting period",
-                rec.id
-            );
-        }
+        self.purged(slot_id, rec.id, AuditObject::of_record(rec), &r);
     }
 
     /// Purges, in every token and without the storage key, the keys whose
@@ -537,23 +513,51 @@ impl Module {
                 }
             };
             for id in purged {
-                let mut e = AuditEvent::now("purge", "CKR_OK");
                 // Without the key, the object is named by its unique id only;
                 // its earlier events carry the same id with its label.
-                e.object = Some(ferrohsm_store::AuditObject {
+                let object = AuditObject {
                     unique_id: Some(unique_id(id)),
                     ..Default::default()
-                });
-                e.detail = Some("deletion waiting period over: key deleted for good".into());
-                self.audit.record(slot_id, e, true);
-                log!(
-                    self.log,
-                    Level::Info,
-                    "slot {slot_id}: purged object {} after its deletion waiting period",
-                    unique_id(id)
-                );
+                };
+                self.purged(slot_id, id, object, &Ok(()));
             }
         }
+    }
+
+    /// Records the purge of object `id` (`r`: its outcome).
+    fn purged(&self, slot_id: CK_SLOT_ID, id: u64, object: AuditObject, r: &Result<()>) {
+        let mut e = AuditEvent::now("purge", &result_name(r));
+        e.object = Some(object);
+        e.detail = Some("deletion waiting period over: key deleted for good".into());
+        self.audit.record(slot_id, e, true);
+        if r.is_ok() {
+            log!(
+                self.log,
+                Level::Info,
+                "slot {slot_id}: purged object {} after its deletion waiting period",
+                unique_id(id)
+            );
+        }
+    }
+
+    /// Logs out when the storage key held in `t` no longer opens the audit
+    /// root of `rec` (the token's current record): another process rotated
+    /// the storage key, so this login is over. Returns whether it did.
+    fn logout_if_rotated(&self, slot: &Slot, t: &mut Token, rec: &TokenRecord) -> bool {
+        let rotated = match (&t.key, &rec.audit_root) {
+            (Some(key), Some(sealed)) => AuditKey::open(sealed, key, &rec.token_id).is_err(),
+            _ => false,
+        };
+        if rotated {
+            log!(
+                self.log,
+                Level::Warn,
+                "slot {}: the storage key was rotated by another process; logged out",
+                slot.id
+            );
+            Self::logout_token(slot, t);
+        }
+        rotated
     }
 
     /// Brings a slot's cache up to date when the store changed behind it
@@ -590,28 +594,10 @@ impl Module {
             t.objects.retain(|_, o| o.owner.is_some());
             t.handles.clear();
         }
-        t.record = rec;
-        // Another process rotated the storage key: ours no longer opens the
-        // token's records, so this login is over (log in again).
-        let rotated = match (
-            &t.key,
-            t.record.as_ref().and_then(|r| r.audit_root.as_ref()),
-        ) {
-            (Some(k), Some(sealed)) => {
-                let token_id = t.record.as_ref().map_or([0; 16], |r| r.token_id);
-                AuditKey::open(sealed, k, &token_id).is_err()
-            }
-            _ => false,
-        };
-        if rotated {
-            log!(
-                self.log,
-                Level::Warn,
-                "slot {}: the storage key was rotated by another process; logged out",
-                slot.id
-            );
-            Self::logout_token(slot, &mut t);
+        if let Some(r) = &rec {
+            self.logout_if_rotated(slot, &mut t, r);
         }
+        t.record = rec;
         if t.record.is_some() {
             let key = if t.login == Login::User {
                 t.key.clone()
@@ -2745,12 +2731,4 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// When a record scheduled for deletion is to be purged (Unix seconds).
-fn delete_at(rec: &ObjectRecord) -> Option<u64> {
-    rec.attrs.iter().find_map(|(t, v)| match v {
-        AttrValue::Ulong(at) if *t == CKA_FERROHSM_DELETE_AT => Some(*at),
-        _ => None,
-    })
 }

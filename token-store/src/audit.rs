@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::StoreError;
 use crate::seal::AuditKey;
+use crate::sled_store::{CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL};
+use crate::{AttrValue, ObjectRecord, StoreError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -133,6 +134,65 @@ pub struct AuditObject {
     /// the storage key can name the object by this alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_id: Option<String>,
+}
+
+impl AuditObject {
+    /// What the audit log says about an object with attributes `get`
+    /// (handle, label, `CKA_ID` in hex, class, key type, `CKA_UNIQUE_ID`):
+    /// never a value. The one description the module and the tool share.
+    pub fn describe<'a>(
+        handle: Option<u64>,
+        get: impl Fn(u64) -> Option<&'a AttrValue>,
+    ) -> AuditObject {
+        let bytes = |ty| match get(ty) {
+            Some(AttrValue::Bytes(b)) => Some(b.as_slice()),
+            _ => None,
+        };
+        let ulong = |ty| match get(ty) {
+            Some(AttrValue::Ulong(v)) => Some(*v),
+            _ => None,
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        AuditObject {
+            handle,
+            label: bytes(CKA_LABEL).map(text),
+            id: bytes(CKA_ID).map(|b| b.iter().map(|x| format!("{x:02x}")).collect()),
+            class: ulong(CKA_CLASS).map(class_name),
+            key_type: ulong(CKA_KEY_TYPE).map(key_type_name),
+            unique_id: bytes(CKA_UNIQUE_ID).map(text),
+        }
+    }
+
+    /// [`AuditObject::describe`] of a stored record (no handle: not loaded).
+    pub fn of_record(rec: &ObjectRecord) -> AuditObject {
+        AuditObject::describe(None, |ty| rec.get(ty))
+    }
+}
+
+/// `CKA_UNIQUE_ID`.
+const CKA_UNIQUE_ID: u64 = 0x4;
+
+/// `CKO_*` name of an object class.
+fn class_name(c: u64) -> String {
+    match c {
+        0 => "CKO_DATA".into(),
+        1 => "CKO_CERTIFICATE".into(),
+        2 => "CKO_PUBLIC_KEY".into(),
+        3 => "CKO_PRIVATE_KEY".into(),
+        4 => "CKO_SECRET_KEY".into(),
+        other => format!("CKO_{other:#x}"),
+    }
+}
+
+/// `CKK_*` name of a key type.
+fn key_type_name(k: u64) -> String {
+    match k {
+        0 => "CKK_RSA".into(),
+        3 => "CKK_EC".into(),
+        0x10 => "CKK_GENERIC_SECRET".into(),
+        0x1f => "CKK_AES".into(),
+        other => format!("CKK_{other:#x}"),
+    }
 }
 
 impl AuditEvent {

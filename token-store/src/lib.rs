@@ -121,6 +121,22 @@ pub struct ObjectRecord {
     pub attrs: Vec<(u64, AttrValue)>,
 }
 
+impl ObjectRecord {
+    /// The value of attribute `ty`, if the record has it.
+    pub fn get(&self, ty: u64) -> Option<&AttrValue> {
+        self.attrs.iter().find(|(t, _)| *t == ty).map(|(_, v)| v)
+    }
+
+    /// When this object, scheduled for deletion, is to be purged (Unix
+    /// seconds; [`CKA_FERROHSM_DELETE_AT`]); `None` when it is not scheduled.
+    pub fn delete_at(&self) -> Option<u64> {
+        match self.get(CKA_FERROHSM_DELETE_AT) {
+            Some(AttrValue::Ulong(at)) => Some(*at),
+            _ => None,
+        }
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {

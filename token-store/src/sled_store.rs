@@ -762,7 +762,7 @@ fn stage_objects(
             body,
         };
         remove_index(db, obj.id, batch)?;
-        match delete_at(obj) {
+        match obj.delete_at() {
             Some(at) => batch.insert(&id_key(P_DUE, obj.id)[..], &at.to_be_bytes()[..]),
             None => batch.remove(&id_key(P_DUE, obj.id)[..]),
         }
@@ -790,14 +790,6 @@ fn stage_objects(
         batch.insert(&id_key(P_OBJECT, obj.id)[..], encode(&env)?);
     }
     Ok(())
-}
-
-/// When `obj` is scheduled for deletion (`CKA_FERROHSM_DELETE_AT`).
-fn delete_at(obj: &ObjectRecord) -> Option<u64> {
-    obj.attrs.iter().find_map(|(t, v)| match v {
-        AttrValue::Ulong(at) if *t == crate::CKA_FERROHSM_DELETE_AT => Some(*at),
-        _ => None,
-    })
 }
 
 /// Adds the sealed manifest at `seq` to `batch`.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferrohsm_pkcs11::config::Config;
 use ferrohsm_store::audit::{AuditLine, parse_time, rfc3339};
 use ferrohsm_store::backup::{self, PinRole};
+use ferrohsm_store::sled_store::{CKA_ID, CKA_LABEL};
 use ferrohsm_store::{
     AttrValue, AuditEvent, AuditKey, AuditObject, CKA_FERROHSM_DELETE_AT, ObjectRecord, PinWrap,
     SledStore, StorageKey, Store, TokenRecord,
@@ -22,12 +23,6 @@ use crate::pin::{self, Source};
 use crate::{
     AuditShowArgs, AuditVerifyArgs, CancelDeletionArgs, PendingArgs, PinArgs, RotateArgs, SoPinArgs,
 };
-
-const CKA_CLASS: u64 = 0x0;
-const CKA_LABEL: u64 = 0x3;
-const CKA_UNIQUE_ID: u64 = 0x4;
-const CKA_KEY_TYPE: u64 = 0x100;
-const CKA_ID: u64 = 0x102;
 
 /// The storage key, opened with the SO PIN when an `--so-pin-*` flag is
 /// given, else with the user PIN (from its flags or a prompt).
@@ -305,39 +300,11 @@ fn object_text(o: &AuditObject) -> String {
     parts.join(" ")
 }
 
+/// A byte-string attribute of a stored record.
 fn bytes(rec: &ObjectRecord, ty: u64) -> Option<&[u8]> {
-    rec.attrs.iter().find_map(|(t, v)| match v {
-        AttrValue::Bytes(b) if *t == ty => Some(b.as_slice()),
+    match rec.get(ty) {
+        Some(AttrValue::Bytes(b)) => Some(b),
         _ => None,
-    })
-}
-
-fn ulong(rec: &ObjectRecord, ty: u64) -> Option<u64> {
-    rec.attrs.iter().find_map(|(t, v)| match v {
-        AttrValue::Ulong(x) if *t == ty => Some(*x),
-        _ => None,
-    })
-}
-
-/// The audit description of a stored record (no handle: it is not loaded).
-fn describe(rec: &ObjectRecord) -> AuditObject {
-    AuditObject {
-        handle: None,
-        label: bytes(rec, CKA_LABEL).map(|l| String::from_utf8_lossy(l).into_owned()),
-        id: bytes(rec, CKA_ID).map(hex),
-        class: ulong(rec, CKA_CLASS).map(|c| match c {
-            3 => "CKO_PRIVATE_KEY".into(),
-            4 => "CKO_SECRET_KEY".into(),
-            c => format!("CKO_{c:#x}"),
-        }),
-        key_type: ulong(rec, CKA_KEY_TYPE).map(|k| match k {
-            0 => "CKK_RSA".into(),
-            3 => "CKK_EC".into(),
-            0x10 => "CKK_GENERIC_SECRET".into(),
-            0x1f => "CKK_AES".into(),
-            k => format!("CKK_{k:#x}"),
-        }),
-        unique_id: bytes(rec, CKA_UNIQUE_ID).map(|u| String::from_utf8_lossy(u).into_owned()),
     }
 }
 
@@ -364,7 +331,7 @@ fn pending_keys(
     let now = unix_now();
     let mut waiting = Vec::new();
     for o in objects {
-        let Some(at) = ulong(&o, CKA_FERROHSM_DELETE_AT) else {
+        let Some(at) = o.delete_at() else {
             continue;
         };
         if at <= now {
@@ -377,7 +344,7 @@ fn pending_keys(
                     "CKR_DEVICE_ERROR"
                 },
             );
-            e.object = Some(describe(&o));
+            e.object = Some(AuditObject::of_record(&o));
             e.detail = Some("deletion waiting period over: key deleted for good".into());
             record(store, token.slot_id, e)?;
             r.map_err(|e| Fail::Msg(format!("purging a key: {e}")))?;
@@ -406,7 +373,7 @@ pub fn pending(a: &PendingArgs) -> Result<()> {
         let v: Vec<Pending> = waiting
             .iter()
             .map(|(o, at)| {
-                let d = describe(o);
+                let d = AuditObject::of_record(o);
                 Pending {
                     label: d.label,
                     id: d.id,
@@ -432,7 +399,7 @@ pub fn pending(a: &PendingArgs) -> Result<()> {
         "DELETED AT".into(),
     ]];
     for (o, at) in &waiting {
-        let d = describe(o);
+        let d = AuditObject::of_record(o);
         rows.push(vec![
             d.label.unwrap_or_default(),
             d.id.unwrap_or_default(),
@@ -490,7 +457,7 @@ pub fn cancel_deletion(a: &CancelDeletionArgs) -> Result<()> {
             "CKR_DEVICE_ERROR"
         },
     );
-    e.object = Some(describe(&rec));
+    e.object = Some(AuditObject::of_record(&rec));
     e.detail = Some("deletion cancelled: the key is usable again".into());
     record(&store, token.slot_id, e)?;
     r.map_err(|e| Fail::Msg(format!("restoring the key: {e}")))?;
