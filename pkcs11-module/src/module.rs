@@ -35,10 +35,10 @@ pub const MANUFACTURER: &str = "FerroHSM project";
 pub const LIBRARY_DESCRIPTION: &str = "FerroHSM software HSM";
 /// `model` of tokens.
 pub const MODEL: &str = "FerroHSM";
-/// Shortest PIN accepted.
-pub const MIN_PIN_LEN: usize = 4;
+/// Shortest PIN accepted (the store's bound, which every PIN check shares).
+pub const MIN_PIN_LEN: usize = ferrohsm_store::MIN_PIN_LEN;
 /// Longest PIN accepted.
-pub const MAX_PIN_LEN: usize = 64;
+pub const MAX_PIN_LEN: usize = ferrohsm_store::MAX_PIN_LEN;
 
 /// The Cryptoki version the module implements.
 pub const CRYPTOKI_VERSION: CK_VERSION = CK_VERSION { major: 3, minor: 0 };
@@ -2457,6 +2457,39 @@ impl Module {
         r
     }
 
+    /// Under the `hsm` key policy a key leaves the token only wrapped, and the
+    /// wrap must be one no caller can open: why `wk` may not wrap, or `None`.
+    /// The SO's `CKA_TRUSTED` vouches for any wrapping key (a public key whose
+    /// private half is in another HSM). Otherwise the wrapping key must be a
+    /// secret key generated here and never extractable (`CKA_LOCAL` and
+    /// `CKA_NEVER_EXTRACTABLE`): an imported, unwrapped or derived key
+    /// (imports, unwrap-then-wrap, derivation from a caller-known base,
+    /// concatenation with an imported key, ECDH with a caller's key) may have a
+    /// value the caller knows. And it must not decrypt, or `C_Decrypt` of the
+    /// wrapped bytes would reveal the key; usages only narrow on `hsm` tokens
+    /// (`policy::modify`), so this cannot be turned on afterwards.
+    fn untrusted_wrapping_key(wk: &Object) -> Option<&'static str> {
+        if wk.flag(CKA_TRUSTED) {
+            return None;
+        }
+        if wk.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
+            return Some(
+                "a public wrapping key needs CKA_TRUSTED, set by the SO: the token cannot know who holds its private key",
+            );
+        }
+        if !(wk.flag(CKA_LOCAL) && wk.flag(CKA_NEVER_EXTRACTABLE)) {
+            return Some(
+                "the wrapping key was not generated in this token as never extractable, so its value may be known outside (the SO may mark it CKA_TRUSTED)",
+            );
+        }
+        if wk.flag(CKA_DECRYPT) {
+            return Some(
+                "the wrapping key can also decrypt, so C_Decrypt of the wrapped bytes would reveal the key",
+            );
+        }
+        None
+    }
+
     fn wrap_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
@@ -2478,12 +2511,11 @@ impl Module {
                 Error::KeyTypeInconsistent => Error::WrappingKeyTypeInconsistent,
                 e => e,
             })?;
-        let target = s
-            .slot
-            .token
-            .read()
-            .object(key)
-            .map_err(|_| Error::KeyHandleInvalid)?;
+        let (target, policy) = {
+            let t = s.slot.token.read();
+            let target = t.object(key).map_err(|_| Error::KeyHandleInvalid)?;
+            (target, t.record()?.policy)
+        };
         let refuse = |e: Error, why: &str| {
             log!(
                 self.log,
@@ -2514,6 +2546,18 @@ impl Module {
                 Error::KeyNotWrappable,
                 "the key may only be wrapped by a trusted key",
             ));
+        }
+        if policy == KeyPolicy::Hsm
+            && let Some(why) = Self::untrusted_wrapping_key(&wk)
+        {
+            log!(
+                self.log,
+                Level::Warn,
+                "session {h}: C_WrapKey of {} under {} refused by the token's hsm key policy: {why}",
+                target.describe(),
+                wk.describe()
+            );
+            return Err(Error::KeyNotWrappable);
         }
         if !policy::matches_template(&target.attrs, &Self::key_template(&wk, CKA_WRAP_TEMPLATE)) {
             return Err(refuse(

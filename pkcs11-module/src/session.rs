@@ -159,23 +159,26 @@ pub enum After {
 
 /// Runs one step of an active operation with the spec's rules: no operation →
 /// `CKR_OPERATION_NOT_INITIALIZED`; `CKR_BUFFER_TOO_SMALL` keeps it alive; any
-/// other error ends it.
+/// other error ends it. The operation is taken out of its slot for the step
+/// and put back only when it lives on, so a step that panics (caught at the
+/// C boundary as `CKR_GENERAL_ERROR`) ends it too instead of leaving it
+/// active.
 pub fn drive<T, R>(
     slot: &mut Option<T>,
     step: impl FnOnce(&mut T) -> Result<(R, After)>,
 ) -> Result<R> {
-    let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
-    match step(op) {
-        Ok((r, After::Keep)) => Ok(r),
-        Ok((r, After::End)) => {
-            *slot = None;
+    let mut op = slot.take().ok_or(Error::OperationNotInitialized)?;
+    match step(&mut op) {
+        Ok((r, After::Keep)) => {
+            *slot = Some(op);
             Ok(r)
         }
-        Err(Error::BufferTooSmall) => Err(Error::BufferTooSmall),
-        Err(e) => {
-            *slot = None;
-            Err(e)
+        Ok((r, After::End)) => Ok(r),
+        Err(Error::BufferTooSmall) => {
+            *slot = Some(op);
+            Err(Error::BufferTooSmall)
         }
+        Err(e) => Err(e),
     }
 }
 
@@ -221,6 +224,18 @@ mod tests {
         let mut op = Some(1);
         assert_eq!(drive(&mut op, |_| Ok((5, After::End))), Ok(5));
         assert!(op.is_none());
+    }
+
+    #[test]
+    fn drive_ends_an_operation_whose_step_panics() {
+        let mut op = Some(1);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drive(&mut op, |_| -> Result<((), After)> {
+                panic!("step failed")
+            })
+        }));
+        assert!(caught.is_err());
+        assert!(op.is_none(), "a panicking step must end the operation");
     }
 
     #[test]

@@ -260,6 +260,29 @@ impl Tok {
         });
         (rv, n as usize)
     }
+    /// Single-part `C_Encrypt` of `data` (size query first).
+    fn encrypt(&self, mech: &Mech, key: H, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
+        let mut data = data.to_vec();
+        with_mech(mech, |mm| {
+            match ck!(self.m, C_EncryptInit(self.s, mm, key)) {
+                CKR_OK => {}
+                rv => return Err(rv),
+            }
+            let mut n: CK_ULONG = 0;
+            let (p, l) = (data.as_mut_ptr(), data.len() as CK_ULONG);
+            match ck!(self.m, C_Encrypt(self.s, p, l, ptr::null_mut(), &mut n)) {
+                CKR_OK => {}
+                rv => return Err(rv),
+            }
+            let mut out = vec![0u8; n as usize];
+            match ck!(self.m, C_Encrypt(self.s, p, l, out.as_mut_ptr(), &mut n)) {
+                CKR_OK => {}
+                rv => return Err(rv),
+            }
+            out.truncate(n as usize);
+            Ok(out)
+        })
+    }
     /// Size query, then the wrap; the size query's failure is returned as is.
     fn wrap(&self, mech: &Mech, wrapping: H, key: H) -> Result<Vec<u8>, CK_RV> {
         let (rv, n) = self.wrap_raw(mech, wrapping, key, None);
@@ -987,8 +1010,15 @@ fn wrap_under_every_mechanism_and_wrapping_key() {
         let imported_rsa = import_rsa_public(&t, t.s, &modulus, vec![b(CKA_TOKEN, false)])
             .unwrap_or_else(|rv| panic!("import RSA public key: {}", rv_name(rv)));
 
-        // Control: the same wrapping keys wrap an extractable key.
+        // Control: the same wrapping keys wrap an extractable key on a `spec`
+        // token. An `hsm` token wraps under no caller-known key at all (the
+        // wrapped key could be one generated inside), so it refuses even a
+        // key the caller knows.
         let known = import_known_key(&t);
+        let control = match t.policy {
+            Policy::Hsm => CKR_KEY_NOT_WRAPPABLE,
+            Policy::Spec => CKR_OK,
+        };
         for (mech, wk) in [(kwp(), imported_aes), (Mech::Oaep, imported_rsa)] {
             lab.mark();
             let rv = t.wrap(&mech, wk, known).err().unwrap_or(CKR_OK);
@@ -999,7 +1029,7 @@ fn wrap_under_every_mechanism_and_wrapping_key() {
                 &format!("{} under imported", mech.name()),
                 "C_WrapKey",
                 rv,
-                &[CKR_OK],
+                &[control],
             );
         }
 
@@ -1731,7 +1761,13 @@ fn trusted_attribute_tricks() {
         // Unwrapping a known key with forged attributes.
         let known = import_known_key(&t);
         lab.mark();
-        let blob = t.wrap(&kwp(), imported_aes, known);
+        let blob = match t.policy {
+            // The caller can make the blob itself: C_Encrypt with the
+            // wrapping key it imported (an `hsm` token wraps under no
+            // caller-known key, see wrap_under_every_mechanism_and_wrapping_key).
+            Policy::Hsm => t.encrypt(&kwp(), imported_aes, KNOWN_KEY),
+            Policy::Spec => t.wrap(&kwp(), imported_aes, known),
+        };
         lab.expect(
             "trusted",
             key,

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod backup;
 pub mod memory;
+mod private_fs;
 pub mod seal;
 pub mod sled_store;
 
@@ -18,7 +19,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub use audit::{AuditEvent, AuditLog, AuditObject, AuditOptions};
 pub use backup::{BackupError, BackupOptions, BackupSummary, PinRole, pin_wrap_aad};
 pub use memory::MemoryStore;
-pub use seal::{AuditKey, KdfParams, PinWrap, SealError, StorageKey, open_record, seal_record};
+pub use seal::{
+    AuditKey, KdfParams, MAX_PIN_LEN, MIN_PIN_LEN, PinWrap, SealError, StorageKey, open_record,
+    seal_record,
+};
 pub use sled_store::{BrokenToken, SledOptions, SledStore, TokenScan};
 
 /// Vendor attribute (`CKA_VENDOR_DEFINED | 0x4648_0001`, "FH") holding the

@@ -99,7 +99,24 @@ pub struct PinWrap {
     pub sealed: Vec<u8>,
 }
 
+/// Shortest PIN a token accepts.
+pub const MIN_PIN_LEN: usize = 4;
+/// Longest PIN a token accepts. A longer one can never be right, so it is
+/// refused before any KDF work (a 2 GiB "PIN" must not cost seconds).
+pub const MAX_PIN_LEN: usize = 64;
+/// Bounds on stored Argon2id parameters: a damaged or hostile store file must
+/// not make a login allocate gigabytes or run for minutes.
+const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
+const MAX_KDF_PASSES: u32 = 64;
+const MAX_KDF_LANES: u32 = 16;
+
 fn derive(pin: &[u8], salt: &[u8; 16], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>, SealError> {
+    if kdf.memory_kib > MAX_KDF_MEMORY_KIB
+        || kdf.passes > MAX_KDF_PASSES
+        || kdf.lanes > MAX_KDF_LANES
+    {
+        return Err(SealError::BadParams);
+    }
     let params = argon2::Params::new(kdf.memory_kib, kdf.passes, kdf.lanes, Some(32))
         .map_err(|_| SealError::BadParams)?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -143,6 +160,10 @@ impl PinWrap {
 
     /// Opens the wrap with `pin`; `SealError::BadPin` when the PIN is wrong.
     pub fn open(&self, pin: &[u8], aad: &[u8]) -> Result<StorageKey, SealError> {
+        if !(MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
+            // No PIN of this length can have been set: wrong, at no KDF cost.
+            return Err(SealError::BadPin);
+        }
         let kek = derive(pin, &self.salt, &self.kdf)?;
         let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).map_err(|_| SealError::BadParams)?;
         let plain = Zeroizing::new(

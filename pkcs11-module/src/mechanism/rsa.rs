@@ -173,7 +173,7 @@ pub fn generate(public: &Attrs) -> Result<(Attrs, Attrs)> {
         return Err(Error::KeySizeRange);
     }
     let e = match bytes_of(public, CKA_PUBLIC_EXPONENT) {
-        Some(e) if !e.is_empty() => uint(e, 0)?,
+        Some(e) if !e.is_empty() => generation_exponent(e)?,
         _ => BoxedUint::from(DEFAULT_E),
     };
     let key =
@@ -195,6 +195,25 @@ pub fn generate(public: &Attrs) -> Result<(Attrs, Attrs)> {
     }
     public.insert(CKA_MODULUS_BITS, AttrValue::Ulong(bits as u64));
     Ok((public, private))
+}
+
+/// The public exponent of a key to generate, refused before any prime search
+/// unless it is odd, at least 3 and at most the backend's largest exponent
+/// (2^33 - 1). An even exponent has no inverse modulo (p-1)(q-1) for any
+/// primes, so the search for primes coprime to it would never end.
+fn generation_exponent(e: &[u8]) -> Result<BoxedUint> {
+    let first = e.iter().position(|&x| x != 0).unwrap_or(e.len());
+    let e = &e[first..];
+    if e.is_empty() || e.len() > 8 {
+        return Err(Error::AttributeValueInvalid);
+    }
+    let mut word = [0u8; 8];
+    word[8 - e.len()..].copy_from_slice(e);
+    let v = u64::from_be_bytes(word);
+    if v < 3 || v % 2 == 0 || v > PublicKey::MAX_PUB_EXPONENT {
+        return Err(Error::AttributeValueInvalid);
+    }
+    Ok(BoxedUint::from(v))
 }
 
 /// Checks an imported private key (all components consistent, or n/e/d
@@ -627,6 +646,19 @@ fn pss_params(
     Ok((hash, mgf, salt))
 }
 
+/// Whether a hash-and-sign mechanism is a PSS one (its parameter is
+/// `CK_RSA_PKCS_PSS_PARAMS`, mandatory: PKCS#11 v3.0 §2.1.14).
+fn is_hashed_pss(mech: CK_MECHANISM_TYPE) -> bool {
+    matches!(
+        mech,
+        CKM_SHA1_RSA_PKCS_PSS
+            | CKM_SHA224_RSA_PKCS_PSS
+            | CKM_SHA256_RSA_PKCS_PSS
+            | CKM_SHA384_RSA_PKCS_PSS
+            | CKM_SHA512_RSA_PKCS_PSS
+    )
+}
+
 /// RSA sign (private key) or verify (public key). `mech` is the mechanism;
 /// `hash` the digest of the hash-and-sign mechanisms.
 pub fn sign_op(
@@ -646,12 +678,12 @@ pub fn sign_op(
         }
         CKM_RSA_X_509 => Scheme::Raw,
         CKM_RSA_PKCS => Scheme::Pkcs1(None),
-        _ => match hash {
-            Some(h) if matches!(param, Param::Raw(_)) => {
+        _ => match (hash, is_hashed_pss(mech)) {
+            (Some(h), true) => {
                 let (hash, mgf, salt) = pss_params(param, Some(h))?;
                 Scheme::Pss { hash, mgf, salt }
             }
-            Some(h) if *param == Param::None => Scheme::Pkcs1(Some(h)),
+            (Some(h), false) if *param == Param::None => Scheme::Pkcs1(Some(h)),
             _ => return Err(Error::MechanismParamInvalid),
         },
     };
@@ -661,6 +693,22 @@ pub fn sign_op(
     } else {
         RsaKey::Sign(private_key(key)?)
     };
+    if let Scheme::Pss { hash, salt, .. } = scheme {
+        // RFC 8017 §9.1.1: emLen >= hLen + sLen + 2, emLen = ceil((modBits - 1) / 8).
+        // Checked here, before sLen sizes anything: a caller's sLen of 2^40
+        // must be a parameter error at C_SignInit, not an allocation.
+        let bits = match &key {
+            RsaKey::Verify(k) => k.n().bit_width(),
+            RsaKey::Sign(k) => k.n().bit_width(),
+        } as usize;
+        let h_len = for_mechanism(hash)
+            .ok_or(Error::MechanismParamInvalid)?
+            .output_len();
+        let em_len = (bits - 1).div_ceil(8);
+        if salt > em_len.saturating_sub(h_len + 2) {
+            return Err(Error::MechanismParamInvalid);
+        }
+    }
     let hasher = match hash {
         Some(h) => Some(for_mechanism(h).ok_or(Error::MechanismInvalid)?),
         None => None,

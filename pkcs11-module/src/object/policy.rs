@@ -137,6 +137,9 @@ pub struct Rule {
     pub default: Default,
     /// Where PKCS#11 v3.0 defines it.
     pub spec: &'static str,
+    /// For enumerated `CK_ULONG` attributes, the values the spec defines (and
+    /// this token understands); any other is `CKR_ATTRIBUTE_VALUE_INVALID`.
+    pub values: Option<fn(CK_ULONG) -> bool>,
 }
 
 const fn rule(
@@ -159,6 +162,7 @@ const fn rule(
         secret: false,
         default: Default::None,
         spec,
+        values: None,
     }
 }
 
@@ -197,6 +201,10 @@ impl Rule {
     }
     const fn default(mut self, d: Default) -> Self {
         self.default = d;
+        self
+    }
+    const fn values(mut self, f: fn(CK_ULONG) -> bool) -> Self {
+        self.values = Some(f);
         self
     }
 }
@@ -251,7 +259,8 @@ pub static RULES: &[Rule] = &[
         CERT,
         "§4.6",
     )
-    .create(Give::Required),
+    .create(Give::Required)
+    .values(|v| matches!(v, CKC_X_509 | CKC_X_509_ATTR_CERT | CKC_WTLS)),
     rule(
         CKA_TRUSTED,
         "CKA_TRUSTED",
@@ -268,7 +277,9 @@ pub static RULES: &[Rule] = &[
         CERT,
         "§4.6",
     )
-    .default(Default::Ulong(CK_CERTIFICATE_CATEGORY_UNSPECIFIED)),
+    .default(Default::Ulong(CK_CERTIFICATE_CATEGORY_UNSPECIFIED))
+    // Unspecified, token user, authority, other entity (§4.6).
+    .values(|v| v <= 3),
     rule(
         CKA_START_DATE,
         "CKA_START_DATE",
@@ -340,7 +351,9 @@ pub static RULES: &[Rule] = &[
         CERT,
         "§4.6.3",
     )
-    .default(Default::Ulong(0)),
+    .default(Default::Ulong(0))
+    // Unspecified, manufacturer, operator, third party (§4.6.3).
+    .values(|v| v <= 3),
     rule(
         CKA_NAME_HASH_ALGORITHM,
         "CKA_NAME_HASH_ALGORITHM",
@@ -348,7 +361,8 @@ pub static RULES: &[Rule] = &[
         CERT,
         "§4.6.3",
     )
-    .default(Default::Ulong(CKM_SHA_1)),
+    .default(Default::Ulong(CKM_SHA_1))
+    .values(|v| crate::mechanism::digest::for_mechanism(v).is_some()),
     // Common key attributes (§4.7).
     rule(CKA_KEY_TYPE, "CKA_KEY_TYPE", Ulong, KEYS, "§4.7").create(Give::Required),
     rule(CKA_DERIVE, "CKA_DERIVE", Bool, KEYS, "§4.7")
@@ -775,6 +789,11 @@ fn decode_template(
     for a in template {
         let r = rule_for(a.ty, cls, kt).ok_or(Error::AttributeTypeInvalid)?;
         let v = decode(r.kind, &a.value)?;
+        if let (Some(ok), AttrValue::Ulong(u)) = (r.values, &v)
+            && !ok(*u as CK_ULONG)
+        {
+            return Err(Error::AttributeValueInvalid);
+        }
         if let Some((_, prev)) = out.iter().find(|(p, _)| p.ty == a.ty) {
             if *prev != v {
                 return Err(Error::TemplateInconsistent);
@@ -1054,6 +1073,38 @@ pub enum Edit {
     Set,
 }
 
+/// The usage attributes of keys (§4.8–§4.10).
+pub const USAGE: &[CK_ATTRIBUTE_TYPE] = &[
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_SIGN_RECOVER,
+    CKA_VERIFY_RECOVER,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_DERIVE,
+];
+
+/// On `hsm` tokens the usages of a secret or private key are fixed when the
+/// key is made and may only be narrowed afterwards (as a cloud KMS fixes a
+/// key's usage): turning `CKA_DECRYPT` on for a wrapping key (by
+/// `C_SetAttributeValue`, or in a `C_CopyObject` copy with the same value)
+/// would let the caller decrypt what the key wrapped.
+fn widens_usage(
+    actor: Actor,
+    cls: u8,
+    old: Option<&AttrValue>,
+    new: &AttrValue,
+    ty: CK_ATTRIBUTE_TYPE,
+) -> bool {
+    actor.policy == KeyPolicy::Hsm
+        && cls & (SECRET | PRIV) != 0
+        && USAGE.contains(&ty)
+        && matches!(new, AttrValue::Bool(true))
+        && old != Some(&AttrValue::Bool(true))
+}
+
 /// Applies a copy or set template to existing attributes, as the table allows.
 /// `CKA_SENSITIVE` and `CKA_EXTRACTABLE` move only in the safe direction, and
 /// the token-computed attributes never move.
@@ -1075,6 +1126,9 @@ pub fn modify(
             return Err(Error::AttributeReadOnly);
         }
         if r.ty == CKA_TRUSTED && matches!(v, AttrValue::Bool(true)) && !actor.so {
+            return Err(Error::AttributeReadOnly);
+        }
+        if widens_usage(actor, cls, existing.get(&r.ty), &v, r.ty) {
             return Err(Error::AttributeReadOnly);
         }
         attrs.insert(r.ty, v);
