@@ -4,4 +4,7 @@ fn main() {
     // database; `-z nodelete` keeps the code mapped if an application
     // dlclose()s the library without C_Finalize while that thread sleeps.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    // cargo-fuzz builds with `--cfg fuzzing`; `secret` then keeps every
+    // allocation on the ordinary heap, where sanitizers see it.
+    println!("cargo::rustc-check-cfg=cfg(fuzzing)");
 }

@@ -180,6 +180,19 @@ impl Config {
                 if k.memory_kib < 8 * k.lanes || k.passes < 1 || k.lanes < 1 {
                     return Err("kdf: need passes >= 1, lanes >= 1, memory_kib >= 8 * lanes".into());
                 }
+                let bounded = KdfParams {
+                    memory_kib: k.memory_kib,
+                    passes: k.passes,
+                    lanes: k.lanes,
+                };
+                if !bounded.plausible() {
+                    return Err(format!(
+                        "kdf: at most memory_kib = {}, passes = {}, lanes = {}",
+                        KdfParams::MAX_MEMORY_KIB,
+                        KdfParams::MAX_PASSES,
+                        KdfParams::MAX_LANES
+                    ));
+                }
                 KdfParams {
                     memory_kib: k.memory_kib,
                     passes: k.passes,

@@ -9,6 +9,8 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod locate;
 pub mod logging;
 pub mod mechanism;
@@ -18,6 +20,9 @@ pub mod session;
 
 #[allow(unsafe_code)]
 mod ffi;
+/// Key memory: the locked, non-dumpable, zeroized region (the other home of `unsafe`).
+#[allow(unsafe_code)]
+pub mod secret;
 
 pub use error::{Error, Result};
 pub use module::Module;

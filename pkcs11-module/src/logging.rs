@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use parking_lot::Mutex;
@@ -94,9 +95,12 @@ impl Logger {
         let sink = match target {
             LogTarget::Stderr => Sink::Stderr,
             LogTarget::Memory => Sink::Memory(Vec::new()),
+            // A new log file is owner-only (0600) whatever the umask: its lines
+            // name tokens, labels and processes. An existing one keeps its mode.
             LogTarget::File(p) => match std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(p)
             {
                 Ok(f) => Sink::File(f),

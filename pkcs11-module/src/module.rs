@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use cryptoki_sys::*;
 use ferrohsm_store::{
     AttrValue, AuditEvent, AuditKey, AuditObject, CKA_FERROHSM_DELETE_AT, KeyPolicy, ObjectRecord,
-    PinWrap, SealError, StorageKey, Store, StoreError, TokenRecord,
+    PinWrap, StorageKey, Store, StoreError, TokenRecord,
 };
 use parking_lot::RwLock;
 
@@ -25,6 +25,7 @@ use crate::logging::{Level, Logger};
 use crate::mechanism::{self, Dir, Mechanism, MechanismArg};
 use crate::object::policy::{self, Actor, Edit, Origin};
 use crate::object::{Object, RawAttr, Reading, unique_id};
+use crate::secret;
 use crate::session::{
     self, After, CipherState, DigestState, FindOp, Login, MacState, OutBuf, Session, drive,
 };
@@ -233,6 +234,15 @@ fn wrap_aad(token_id: &[u8; 16], who: Login) -> Vec<u8> {
     ferrohsm_store::pin_wrap_aad(token_id, role)
 }
 
+/// The store's name for a login role.
+fn pin_role(who: Login) -> ferrohsm_store::PinRole {
+    if who == Login::So {
+        ferrohsm_store::PinRole::So
+    } else {
+        ferrohsm_store::PinRole::User
+    }
+}
+
 fn check_pin_len(pin: &[u8]) -> Result<()> {
     if (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
         Ok(())
@@ -253,7 +263,7 @@ fn utc_time() -> [u8; 16] {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = ferrohsm_store::audit::civil_from_days(days);
+    let (y, m, d) = ferrohsm_store::time::civil_from_days(days);
     let text = format!(
         "{y:04}{m:02}{d:02}{:02}{:02}{:02}00",
         rem / 3600,
@@ -291,6 +301,10 @@ impl Module {
             sessions: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
         };
+        // Reserve the key region now, so the log says at once whether keys
+        // can be locked in RAM here.
+        secret::init();
+        log!(module.log, Level::Debug, "{}", secret::status());
         module.adopt_tokens()?;
         module.purge_due();
         log!(
@@ -599,12 +613,15 @@ impl Module {
         }
         t.record = rec;
         if t.record.is_some() {
-            let key = if t.login == Login::User {
-                t.key.clone()
-            } else {
-                None
-            };
-            self.load_objects(slot.id, &mut t, key.as_ref())?;
+            // Sealed records are opened, and their objects built, in the key region.
+            secret::scope(|| {
+                let key = if t.login == Login::User {
+                    t.key.clone()
+                } else {
+                    None
+                };
+                self.load_objects(slot.id, &mut t, key.as_ref())
+            })?;
         }
         t.generation = Some(now);
         Ok(())
@@ -796,7 +813,7 @@ impl Module {
     /// `C_InitToken`: makes the spare token a new token, or wipes and
     /// re-initialises an initialised one given its SO PIN.
     pub fn init_token(&self, id: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
-        let r = self.init_token_inner(id, so_pin, label);
+        let r = secret::scope(|| self.init_token_inner(id, so_pin, label));
         let has_token = self.slot(id).is_ok_and(|s| s.token.read().record.is_some());
         if self.audit.enabled() && has_token {
             let mut e = AuditEvent::now("C_InitToken", &result_name(&r));
@@ -910,8 +927,10 @@ impl Module {
         })
     }
 
-    /// Opens a PIN wrap (no token lock held while the KDF runs) and records the
-    /// outcome in the lockout counter, durably, before answering.
+    /// Checks a PIN through the store's one gate (`ferrohsm_store::access`:
+    /// lockout, counting, unwrapping; the KDF and the counter write run with
+    /// no token lock held), then adopts the stored outcome under the token
+    /// lock, re-checking that the token was not re-initialised meanwhile.
     fn verify_pin(
         &self,
         slot: &Slot,
@@ -919,80 +938,59 @@ impl Module {
         who: Login,
         pin: &[u8],
     ) -> Result<StorageKey> {
-        let wrap = match who {
-            Login::So => rec.so_pin.clone(),
-            _ => rec.user_pin.clone().ok_or(Error::UserPinNotInitialized)?,
-        };
-        let opened = wrap.open(pin, &wrap_aad(&rec.token_id, who));
+        use ferrohsm_store::access::{self, AccessError};
+        let role = pin_role(who);
+        let max = self.config.max_login_failures;
+        let r = access::check_pin(&*self.store, slot.id, Some(rec), role, pin, max);
         let mut t = slot.token.write();
-        let cur = t.record.as_ref().ok_or(Error::TokenNotRecognized)?;
-        if cur.token_id != rec.token_id {
+        if t.record.as_ref().map(|c| c.token_id) != Some(rec.token_id) {
             return Err(Error::PinIncorrect);
         }
-        let failures_of = |r: &TokenRecord| {
-            if who == Login::So {
-                r.so_failures
-            } else {
-                r.user_failures
-            }
-        };
-        let good = opened.is_ok();
-        let bad = matches!(opened, Err(SealError::BadPin));
-        let max = self.config.max_login_failures;
-        if bad || (good && failures_of(cur) != 0) {
-            // Read-modify-write in the store, so that failures counted by other
-            // processes meanwhile add up instead of being overwritten.
-            let token_id = rec.token_id;
-            let mut count = |r: &mut TokenRecord| {
-                if r.token_id != token_id {
-                    return;
+        let role_name = if who == Login::So { "SO" } else { "user" };
+        match r {
+            Ok(o) => {
+                if o.wrote {
+                    self.wrote(slot.id, &mut t);
+                    t.record = Some(o.record);
                 }
-                let c = if who == Login::So {
-                    &mut r.so_failures
-                } else {
-                    &mut r.user_failures
-                };
-                // Locked by another process while the KDF ran: a right PIN
-                // no longer unlocks; only the SO's C_InitPIN does.
-                if *c < max || !good {
-                    *c = if good { 0 } else { c.saturating_add(1) };
-                }
-            };
-            let stored = self
-                .store
-                .modify_token(slot.id, &mut count)
-                .map_err(|e| self.store_error("saving login counter", e))?;
-            self.wrote(slot.id, &mut t);
-            if stored.token_id != token_id {
-                // Re-initialised by another process while the KDF ran.
-                t.generation = None;
-                return Err(Error::PinIncorrect);
+                Ok(o.key)
             }
-            t.record = Some(stored);
-        }
-        let failures = t.record.as_ref().map_or(0, failures_of);
-        match opened {
-            Ok(_) if failures >= max => Err(Error::PinLocked),
-            Ok(key) => Ok(key),
-            Err(SealError::BadPin) => {
-                let role = if who == Login::So { "SO" } else { "user" };
-                log!(
-                    self.log,
-                    Level::Info,
-                    "slot {}: wrong {role} PIN ({failures} consecutive)",
-                    slot.id
-                );
-                if failures >= max {
+            Err(e @ (AccessError::WrongPin { .. } | AccessError::PinLocked)) => {
+                // The gate wrote the counter: take the record as stored.
+                self.wrote(slot.id, &mut t);
+                match self.store.token(slot.id) {
+                    Ok(Some(stored)) if stored.token_id == rec.token_id => t.record = Some(stored),
+                    _ => t.generation = None,
+                }
+                if let AccessError::WrongPin { failures } = e {
                     log!(
                         self.log,
-                        Level::Warn,
-                        "slot {}: {role} PIN locked after {failures} failed attempts",
+                        Level::Info,
+                        "slot {}: wrong {role_name} PIN ({failures} consecutive)",
                         slot.id
                     );
+                    if failures >= max {
+                        log!(
+                            self.log,
+                            Level::Warn,
+                            "slot {}: {role_name} PIN locked after {failures} failed attempts",
+                            slot.id
+                        );
+                    }
+                    Err(Error::PinIncorrect)
+                } else {
+                    Err(Error::PinLocked)
                 }
+            }
+            Err(AccessError::TokenChanged) => {
+                // Re-initialised by another process while the KDF ran.
+                t.generation = None;
                 Err(Error::PinIncorrect)
             }
-            Err(e) => {
+            Err(AccessError::UserPinNotSet) => Err(Error::UserPinNotInitialized),
+            Err(AccessError::NoToken) => Err(Error::TokenNotRecognized),
+            Err(AccessError::Store(e)) => Err(self.store_error("saving login counter", e)),
+            Err(AccessError::Seal(e)) => {
                 log!(
                     self.log,
                     Level::Error,
@@ -1005,43 +1003,36 @@ impl Module {
     }
 
     /// Re-wraps the storage key under a PIN with the configured KDF cost when
-    /// the stored wrap is weaker (runs after a successful login).
+    /// the stored wrap is weaker (runs after a successful login, through the
+    /// store's gate).
     fn upgrade_kdf(&self, slot: &Slot, who: Login, pin: &[u8], key: &StorageKey) {
-        let rec = match slot.token.read().record.clone() {
-            Some(r) => r,
-            None => return,
-        };
-        let wrap = if who == Login::So {
-            Some(&rec.so_pin)
-        } else {
-            rec.user_pin.as_ref()
-        };
-        if !wrap.is_some_and(|w| w.kdf.weaker_than(&self.config.kdf)) {
-            return;
-        }
-        let Ok(new) = self.seal_pin(pin, key, &rec.token_id, who) else {
+        let Some(rec) = slot.token.read().record.clone() else {
             return;
         };
-        let mut t = slot.token.write();
-        let Some(cur) = t.record.as_mut() else { return };
-        if cur.token_id != rec.token_id {
-            return;
-        }
-        if who == Login::So {
-            cur.so_pin = new;
-        } else {
-            cur.user_pin = Some(new);
-        }
-        let snapshot = cur.clone();
-        let saved = self.store.update_token(&snapshot);
-        self.wrote(slot.id, &mut t);
-        match saved {
-            Ok(()) => log!(
-                self.log,
-                Level::Info,
-                "slot {}: PIN wrap upgraded to the configured KDF cost",
-                slot.id
-            ),
+        let r = ferrohsm_store::access::upgrade_kdf(
+            &*self.store,
+            slot.id,
+            &rec,
+            pin_role(who),
+            pin,
+            key,
+            self.config.kdf,
+        );
+        match r {
+            Ok(None) => {}
+            Ok(Some(stored)) => {
+                let mut t = slot.token.write();
+                self.wrote(slot.id, &mut t);
+                if t.record.as_ref().map(|c| c.token_id) == Some(stored.token_id) {
+                    t.record = Some(stored);
+                }
+                log!(
+                    self.log,
+                    Level::Info,
+                    "slot {}: PIN wrap upgraded to the configured KDF cost",
+                    slot.id
+                );
+            }
             Err(e) => log!(
                 self.log,
                 Level::Warn,
@@ -1053,7 +1044,7 @@ impl Module {
 
     /// `C_InitPIN`: the SO sets the user PIN (and unlocks it).
     pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
-        let r = self.init_pin_inner(h, pin);
+        let r = secret::scope(|| self.init_pin_inner(h, pin));
         self.audit_call(h, "C_InitPIN", &r, true, |_| {});
         r
     }
@@ -1094,7 +1085,7 @@ impl Module {
     /// `C_SetPIN`: changes the PIN of whoever the session is (the user in a
     /// public or user session, the SO in an SO session).
     pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
-        let r = self.set_pin_inner(h, old, new);
+        let r = secret::scope(|| self.set_pin_inner(h, old, new));
         self.audit_call(h, "C_SetPIN", &r, true, |_| {});
         r
     }
@@ -1242,7 +1233,7 @@ impl Module {
 
     /// `C_Login` (and `C_LoginUser`, which has no user names to check here).
     pub fn login(&self, h: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
-        let r = self.login_inner(h, user_type, pin);
+        let r = secret::scope(|| self.login_inner(h, user_type, pin));
         let who = match user_type {
             CKU_SO => "so",
             CKU_USER => "user",
@@ -1456,6 +1447,15 @@ impl Module {
         h: CK_SESSION_HANDLE,
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
+        // Key values from the template are copied into the new object: key region.
+        secret::scope(|| self.create_object_inner(h, template))
+    }
+
+    fn create_object_inner(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let mut t = s.slot.token.write();
         let actor = Self::actor(&t)?;
@@ -1508,6 +1508,16 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
+        // The copy carries the key value: key region.
+        secret::scope(|| self.copy_object_inner(h, obj, template))
+    }
+
+    fn copy_object_inner(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let mut t = s.slot.token.write();
         let src = t.object(obj)?;
@@ -1537,7 +1547,8 @@ impl Module {
         let mut described = None;
         let mut detail = None;
         let mut durable = false;
-        let r = (|| {
+        // The attributes are copied (key value included) to reschedule the key.
+        let r = secret::scope(|| {
             let s = self.session(h)?;
             let mut t = s.slot.token.write();
             let o = t.object(obj)?;
@@ -1591,7 +1602,7 @@ impl Module {
                     .unwrap_or_default()
             );
             Ok(())
-        })();
+        });
         self.audit_call(h, "C_DestroyObject", &r, durable && r.is_ok(), |e| {
             e.object = described;
             e.detail = detail;
@@ -1621,6 +1632,16 @@ impl Module {
 
     /// `C_GetAttributeValue`: what may be said of each requested attribute.
     pub fn get_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<Reading>> {
+        // Readings may copy a (non-sensitive) key value: key region.
+        secret::scope(|| self.get_attributes_inner(h, obj, types))
+    }
+
+    fn get_attributes_inner(
         &self,
         h: CK_SESSION_HANDLE,
         obj: CK_OBJECT_HANDLE,
@@ -1662,7 +1683,8 @@ impl Module {
     ) -> Result<()> {
         let mut described = None;
         let mut durable = false;
-        let r = (|| {
+        // The new version of the object copies the old one's key value.
+        let r = secret::scope(|| {
             let s = self.session(h)?;
             let mut t = s.slot.token.write();
             let o = t.object(obj)?;
@@ -1692,7 +1714,7 @@ impl Module {
             }
             t.objects.insert(obj, Arc::new(new));
             Ok(())
-        })();
+        });
         let names: Vec<String> = template.iter().map(|a| policy::attr_name(a.ty)).collect();
         self.audit_call(h, "C_SetAttributeValue", &r, durable && r.is_ok(), |e| {
             e.object = described;
@@ -1812,7 +1834,7 @@ impl Module {
             if k.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
                 return Err(Error::KeyIndigestible);
             }
-            match policy::read(&k.attrs, CKA_VALUE) {
+            match secret::scope(|| policy::read(&k.attrs, CKA_VALUE)) {
                 Reading::Value(v) => {
                     d.multipart = true;
                     d.op.update(&v);
@@ -2122,6 +2144,16 @@ impl Module {
         mech: &MechanismArg,
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
+        // The new key value and every copy of it: key region.
+        secret::scope(|| self.generate_key_inner(h, mech, template))
+    }
+
+    fn generate_key_inner(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let row = mechanism::lookup(mech.ty)?;
         let kg = row.keygen.ok_or(Error::MechanismInvalid)?;
@@ -2166,6 +2198,17 @@ impl Module {
     /// templates go through the attribute policy; the mechanism family makes
     /// the pair (with a pairwise consistency check) outside the token lock.
     pub fn generate_key_pair(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        public_template: &[RawAttr],
+        private_template: &[RawAttr],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        // The private key and the generator's temporaries: key region.
+        secret::scope(|| self.generate_key_pair_inner(h, mech, public_template, private_template))
+    }
+
+    fn generate_key_pair_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &MechanismArg,
@@ -2258,6 +2301,17 @@ impl Module {
     /// `CKR_TEMPLATE_INCONSISTENT`), and `CKA_ALWAYS_SENSITIVE`/
     /// `CKA_NEVER_EXTRACTABLE` only if they held for every base.
     pub fn derive_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        base: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        // Shared secrets, derived values and their copies: key region.
+        secret::scope(|| self.derive_key_inner(h, mech, base, template))
+    }
+
+    fn derive_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &MechanismArg,
@@ -2437,7 +2491,7 @@ impl Module {
         key: CK_OBJECT_HANDLE,
         out: &mut OutBuf<'_>,
     ) -> Result<()> {
-        let r = self.wrap_key_inner(h, mech, wrapping, key, out);
+        let r = secret::scope(|| self.wrap_key_inner(h, mech, wrapping, key, out));
         if self.audit.enabled() {
             let look = |handle| {
                 let s = self.session(h).ok()?;
@@ -2606,6 +2660,18 @@ impl Module {
     /// never local nor "always sensitive", and unextractable unless the
     /// template asks otherwise.
     pub fn unwrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        // The unwrapped key, its parsed form and copies: key region.
+        secret::scope(|| self.unwrap_key_inner(h, mech, unwrapping, wrapped, template))
+    }
+
+    fn unwrap_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
         mech: &MechanismArg,

@@ -51,6 +51,64 @@ pub enum Mech {
     Concat(CK_OBJECT_HANDLE),
     /// `CK_ECDH1_DERIVE_PARAMS`, `CKD_NULL`.
     Ecdh(Vec<u8>),
+    /// `CK_AES_CTR_PARAMS`: counter bits and counter block.
+    Ctr(CK_ULONG, [u8; 16]),
+    /// v3.0 `CK_GCM_PARAMS` (48 bytes) with every field chosen.
+    GcmFull {
+        /// The IV.
+        iv: Vec<u8>,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// `ulTagBits`.
+        tag_bits: CK_ULONG,
+    },
+    /// The pre-v3.0 `CK_GCM_PARAMS` layout (no `ulIvBits`; 40 bytes).
+    Gcm40 {
+        /// The IV.
+        iv: Vec<u8>,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// `ulTagBits`.
+        tag_bits: CK_ULONG,
+    },
+    /// `CK_MAC_GENERAL_PARAMS` (one `CK_ULONG`) for a `*_GENERAL` mechanism.
+    General(CK_MECHANISM_TYPE, CK_ULONG),
+}
+
+/// The pre-v3.0 `CK_GCM_PARAMS` (no `ulIvBits`): 40 bytes on 64-bit Linux.
+#[repr(C)]
+struct GcmParams40 {
+    p_iv: *mut u8,
+    iv_len: CK_ULONG,
+    p_aad: *mut u8,
+    aad_len: CK_ULONG,
+    tag_bits: CK_ULONG,
+}
+
+impl Mech {
+    /// The `CKM_*` this builds.
+    pub fn ty(&self) -> CK_MECHANISM_TYPE {
+        match self {
+            Mech::Plain(t) | Mech::Bytes(t, _) | Mech::StrData(t, _) | Mech::General(t, _) => *t,
+            Mech::Gcm(_) | Mech::GcmFull { .. } | Mech::Gcm40 { .. } => CKM_AES_GCM,
+            Mech::Oaep => CKM_RSA_PKCS_OAEP,
+            Mech::Hkdf { data: true, .. } => CKM_HKDF_DATA,
+            Mech::Hkdf { .. } => CKM_HKDF_DERIVE,
+            Mech::CbcData(..) => CKM_AES_CBC_ENCRYPT_DATA,
+            Mech::Concat(_) => CKM_CONCATENATE_BASE_AND_KEY,
+            Mech::Ecdh(_) => CKM_ECDH1_DERIVE,
+            Mech::Ctr(..) => CKM_AES_CTR,
+        }
+    }
+}
+
+/// A buffer as a C pointer: NULL when empty (as clients pass "no data").
+pub fn opt_ptr(v: &mut [u8]) -> *mut u8 {
+    if v.is_empty() {
+        ptr::null_mut()
+    } else {
+        v.as_mut_ptr()
+    }
 }
 
 /// `CKM_AES_KEY_WRAP_KWP`.
@@ -67,13 +125,7 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
             ulParameterLen: size_of::<P>() as CK_ULONG,
         }
     }
-    fn opt(v: &mut [u8]) -> *mut u8 {
-        if v.is_empty() {
-            ptr::null_mut()
-        } else {
-            v.as_mut_ptr()
-        }
-    }
+    let opt = opt_ptr;
     match mech {
         Mech::Plain(t) => f(&mut CK_MECHANISM {
             mechanism: *t,
@@ -172,6 +224,40 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 pPublicData: point.as_mut_ptr(),
             };
             f(&mut of(CKM_ECDH1_DERIVE, &mut prm))
+        }
+        Mech::Ctr(bits, cb) => {
+            let mut prm = CK_AES_CTR_PARAMS {
+                ulCounterBits: *bits,
+                cb: *cb,
+            };
+            f(&mut of(CKM_AES_CTR, &mut prm))
+        }
+        Mech::GcmFull { iv, aad, tag_bits } => {
+            let (mut iv, mut aad) = (iv.clone(), aad.clone());
+            let mut prm = CK_GCM_PARAMS {
+                pIv: opt(&mut iv),
+                ulIvLen: iv.len() as CK_ULONG,
+                ulIvBits: (iv.len() * 8) as CK_ULONG,
+                pAAD: opt(&mut aad),
+                ulAADLen: aad.len() as CK_ULONG,
+                ulTagBits: *tag_bits,
+            };
+            f(&mut of(CKM_AES_GCM, &mut prm))
+        }
+        Mech::Gcm40 { iv, aad, tag_bits } => {
+            let (mut iv, mut aad) = (iv.clone(), aad.clone());
+            let mut prm = GcmParams40 {
+                p_iv: opt(&mut iv),
+                iv_len: iv.len() as CK_ULONG,
+                p_aad: opt(&mut aad),
+                aad_len: aad.len() as CK_ULONG,
+                tag_bits: *tag_bits,
+            };
+            f(&mut of(CKM_AES_GCM, &mut prm))
+        }
+        Mech::General(t, n) => {
+            let mut n: CK_MAC_GENERAL_PARAMS = *n;
+            f(&mut of(*t, &mut n))
         }
     }
 }

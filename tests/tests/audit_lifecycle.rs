@@ -405,13 +405,30 @@ fn each_call_is_recorded_with_its_session_user_object_and_result() {
         .expect("C_CopyObject");
     s.update_attributes(copied, &[Attribute::Label(b"relabelled".to_vec())])
         .expect("C_SetAttributeValue");
+    // On an hsm token only a key generated here, never extractable and unable
+    // to decrypt, may wrap (the imported key is refused: hardening.rs).
+    let wrapper = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Label(b"wrapper".to_vec()),
+                Attribute::Id(vec![0x07]),
+                Attribute::Extractable(false),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Decrypt(false),
+            ],
+        )
+        .expect("C_GenerateKey wrapper");
     let wrapped = s
-        .wrap_key(&Mechanism::AesKeyWrap, imported, generated)
+        .wrap_key(&Mechanism::AesKeyWrap, wrapper, generated)
         .expect("C_WrapKey");
     let unwrapped = s
         .unwrap_key(
             &Mechanism::AesKeyWrap,
-            imported,
+            wrapper,
             &wrapped,
             &[
                 Attribute::Class(ObjectClass::SECRET_KEY),
@@ -633,7 +650,7 @@ fn each_call_is_recorded_with_its_session_user_object_and_result() {
         check_object(e, generated, "generated", "03", secret.0, secret.1);
         assert_eq!(e["mechanism"], "CKM_AES_KEY_WRAP");
         assert!(
-            e["detail"].as_str().unwrap_or("").contains("imported"),
+            e["detail"].as_str().unwrap_or("").contains("wrapper"),
             "the detail names the wrapping key: {e}"
         );
     }
@@ -701,7 +718,7 @@ fn each_call_is_recorded_with_its_session_user_object_and_result() {
     let dec = about(&evs, "C_DecryptInit", "imported");
     assert_eq!(dec.len(), 1, "{}", print());
     assert_eq!(dec[0]["count"], 1);
-    let wrap_use = about(&evs, "C_WrapKey", "imported");
+    let wrap_use = about(&evs, "C_WrapKey", "wrapper");
     assert_eq!(wrap_use.len(), 1, "wrapping key use\n{}", print());
     assert_eq!(
         wrap_use[0]["count"],

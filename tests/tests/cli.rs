@@ -1337,7 +1337,9 @@ fn register_writes_a_module_file_that_p11_kit_lists() {
         return;
     }
     // p11-kit reads per-user module configs only for non-root programs: as
-    // root, run it as `nobody` (the files made readable for that).
+    // root, run it as `nobody` (the files made readable for that, the data
+    // directory nobody's own: the module refuses one that is open to others
+    // and that it cannot make owner-only).
     let root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
@@ -1353,7 +1355,8 @@ fn register_writes_a_module_file_that_p11_kit_lists() {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
         };
         open(env.dir.path(), 0o755);
-        open(&data, 0o777);
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+        open(&data, 0o700);
         let probe = Command::new("setpriv")
             .args([
                 "--reuid=65534",

@@ -90,6 +90,7 @@ impl MechNames for Mech {
             Mech::CbcData(..) => "AES_CBC_ENCRYPT_DATA",
             Mech::Concat(_) => "CONCATENATE_BASE_AND_KEY",
             Mech::Ecdh(_) => "ECDH1_DERIVE",
+            _ => "other",
         }
     }
     fn is_aes_wrap(&self) -> bool {

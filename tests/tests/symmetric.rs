@@ -5,12 +5,12 @@
 //! property test, size queries, the error codes of PKCS#11 v3.0, and key generation.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
 use std::path::Path;
 use std::process::Command;
 use std::ptr;
 
 use cryptoki_sys::*;
+use ferrohsm_tests::mech::{Mech, opt_ptr, with_mech};
 use ferrohsm_tests::raw::{RawModule as Module, V, check, err, ok, rv_name, secret_key_template};
 use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck, from_hex, to_hex};
 use sha1::Digest;
@@ -23,130 +23,20 @@ fn mechs_bytes(list: &[CK_MECHANISM_TYPE]) -> Vec<u8> {
     list.iter().flat_map(|m| m.to_ne_bytes()).collect()
 }
 
-/// The pre-v3.0 `CK_GCM_PARAMS` (no `ulIvBits`): 40 bytes on 64-bit Linux.
-#[repr(C)]
-struct GcmParams40 {
-    p_iv: *mut u8,
-    iv_len: CK_ULONG,
-    p_aad: *mut u8,
-    aad_len: CK_ULONG,
-    tag_bits: CK_ULONG,
-}
-
-/// A mechanism with its parameter, owned.
-#[derive(Clone, Debug)]
-enum Mech {
-    /// Mechanism with raw parameter bytes (none: NULL pointer, length 0).
-    Raw(CK_MECHANISM_TYPE, Vec<u8>),
-    /// `CK_AES_CTR_PARAMS`.
-    Ctr(CK_ULONG, [u8; 16]),
-    /// v3.0 `CK_GCM_PARAMS` (48 bytes).
-    Gcm {
-        iv: Vec<u8>,
-        aad: Vec<u8>,
-        tag_bits: CK_ULONG,
-    },
-    /// Pre-v3.0 `CK_GCM_PARAMS` (40 bytes).
-    Gcm40 {
-        iv: Vec<u8>,
-        aad: Vec<u8>,
-        tag_bits: CK_ULONG,
-    },
-    /// `CK_MAC_GENERAL_PARAMS` (one `CK_ULONG`).
-    General(CK_MECHANISM_TYPE, CK_ULONG),
-}
-
 fn plain(t: CK_MECHANISM_TYPE) -> Mech {
-    Mech::Raw(t, Vec::new())
+    Mech::Bytes(t, Vec::new())
 }
 fn cbc(iv: &[u8]) -> Mech {
-    Mech::Raw(CKM_AES_CBC, iv.to_vec())
+    Mech::Bytes(CKM_AES_CBC, iv.to_vec())
 }
 fn cbc_pad(iv: &[u8]) -> Mech {
-    Mech::Raw(CKM_AES_CBC_PAD, iv.to_vec())
+    Mech::Bytes(CKM_AES_CBC_PAD, iv.to_vec())
 }
 fn gcm(iv: &[u8], aad: &[u8], tag_bits: CK_ULONG) -> Mech {
-    Mech::Gcm {
+    Mech::GcmFull {
         iv: iv.to_vec(),
         aad: aad.to_vec(),
         tag_bits,
-    }
-}
-
-fn opt_ptr(v: &mut [u8]) -> *mut u8 {
-    if v.is_empty() {
-        ptr::null_mut()
-    } else {
-        v.as_mut_ptr()
-    }
-}
-
-/// Builds the `CK_MECHANISM` for `mech` on the stack and passes it to `f`.
-fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
-    match mech {
-        Mech::Raw(t, p) => {
-            let mut p = p.clone();
-            let mut m = CK_MECHANISM {
-                mechanism: *t,
-                pParameter: opt_ptr(&mut p) as *mut c_void,
-                ulParameterLen: p.len() as CK_ULONG,
-            };
-            f(&mut m)
-        }
-        Mech::Ctr(bits, cb) => {
-            let mut prm = CK_AES_CTR_PARAMS {
-                ulCounterBits: *bits,
-                cb: *cb,
-            };
-            let mut m = CK_MECHANISM {
-                mechanism: CKM_AES_CTR,
-                pParameter: &mut prm as *mut _ as *mut c_void,
-                ulParameterLen: std::mem::size_of::<CK_AES_CTR_PARAMS>() as CK_ULONG,
-            };
-            f(&mut m)
-        }
-        Mech::Gcm { iv, aad, tag_bits } => {
-            let (mut iv, mut aad) = (iv.clone(), aad.clone());
-            let mut prm = CK_GCM_PARAMS {
-                pIv: opt_ptr(&mut iv),
-                ulIvLen: iv.len() as CK_ULONG,
-                ulIvBits: (iv.len() * 8) as CK_ULONG,
-                pAAD: opt_ptr(&mut aad),
-                ulAADLen: aad.len() as CK_ULONG,
-                ulTagBits: *tag_bits,
-            };
-            let mut m = CK_MECHANISM {
-                mechanism: CKM_AES_GCM,
-                pParameter: &mut prm as *mut _ as *mut c_void,
-                ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-            };
-            f(&mut m)
-        }
-        Mech::Gcm40 { iv, aad, tag_bits } => {
-            let (mut iv, mut aad) = (iv.clone(), aad.clone());
-            let mut prm = GcmParams40 {
-                p_iv: opt_ptr(&mut iv),
-                iv_len: iv.len() as CK_ULONG,
-                p_aad: opt_ptr(&mut aad),
-                aad_len: aad.len() as CK_ULONG,
-                tag_bits: *tag_bits,
-            };
-            let mut m = CK_MECHANISM {
-                mechanism: CKM_AES_GCM,
-                pParameter: &mut prm as *mut _ as *mut c_void,
-                ulParameterLen: std::mem::size_of::<GcmParams40>() as CK_ULONG,
-            };
-            f(&mut m)
-        }
-        Mech::General(t, n) => {
-            let mut n: CK_MAC_GENERAL_PARAMS = *n;
-            let mut m = CK_MECHANISM {
-                mechanism: *t,
-                pParameter: &mut n as *mut _ as *mut c_void,
-                ulParameterLen: std::mem::size_of::<CK_ULONG>() as CK_ULONG,
-            };
-            f(&mut m)
-        }
     }
 }
 
@@ -1726,7 +1616,7 @@ fn ctr_counter_wrap_and_params() {
     }
     for p in [vec![], vec![0u8; 16], vec![0u8; 23]] {
         check(
-            h.init(Dir::Enc, &Mech::Raw(CKM_AES_CTR, p.clone()), key),
+            h.init(Dir::Enc, &Mech::Bytes(CKM_AES_CTR, p.clone()), key),
             CKR_MECHANISM_PARAM_INVALID,
             &format!("CTR with a {}-byte parameter", p.len()),
         );
@@ -1741,14 +1631,17 @@ fn parameter_errors() {
     let hk = h.generic(&[6u8; 32]);
     let iv = vec![0u8; 12];
     let mut cases: Vec<(String, Mech)> = vec![
-        ("CBC without IV".into(), Mech::Raw(CKM_AES_CBC, vec![])),
+        ("CBC without IV".into(), Mech::Bytes(CKM_AES_CBC, vec![])),
         ("CBC with 8-byte IV".into(), cbc(&[0u8; 8])),
         ("CBC with 17-byte IV".into(), cbc(&[0u8; 17])),
         ("CBC_PAD with 15-byte IV".into(), cbc_pad(&[0u8; 15])),
-        ("GCM without params".into(), Mech::Raw(CKM_AES_GCM, vec![])),
+        (
+            "GCM without params".into(),
+            Mech::Bytes(CKM_AES_GCM, vec![]),
+        ),
         (
             "GCM with 24-byte params".into(),
-            Mech::Raw(CKM_AES_GCM, vec![0u8; 24]),
+            Mech::Bytes(CKM_AES_GCM, vec![0u8; 24]),
         ),
         ("GCM with empty IV".into(), gcm(&[], b"", 128)),
         ("GCM with 257-byte IV".into(), gcm(&[1u8; 257], b"", 128)),
@@ -1779,11 +1672,11 @@ fn parameter_errors() {
         ),
         (
             "CMAC_GENERAL 4-byte param".into(),
-            Mech::Raw(CKM_AES_CMAC_GENERAL, vec![8, 0, 0, 0]),
+            Mech::Bytes(CKM_AES_CMAC_GENERAL, vec![8, 0, 0, 0]),
         ),
         (
             "CMAC_GENERAL no param".into(),
-            Mech::Raw(CKM_AES_CMAC_GENERAL, vec![]),
+            Mech::Bytes(CKM_AES_CMAC_GENERAL, vec![]),
         ),
     ];
     // Accepted GCM edges (must not fail).
@@ -1796,7 +1689,7 @@ fn parameter_errors() {
     ] {
         let ct = ok(h.crypt(Dir::Enc, &m, key, b"edge"), name);
         let tag_bits = match &m {
-            Mech::Gcm { tag_bits, .. } => *tag_bits as usize,
+            Mech::GcmFull { tag_bits, .. } => *tag_bits as usize,
             _ => unreachable!(),
         };
         assert_eq!(ct.len(), 4 + tag_bits / 8, "{name}: output length");

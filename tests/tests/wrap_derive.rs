@@ -114,6 +114,7 @@ impl MechName for Mech {
             Mech::CbcData(..) => "CKM_AES_CBC_ENCRYPT_DATA".into(),
             Mech::Concat(_) => "CKM_CONCATENATE_BASE_AND_KEY".into(),
             Mech::Ecdh(_) => "CKM_ECDH1_DERIVE".into(),
+            m => format!("mechanism {:#x}", m.ty()),
         }
     }
 }

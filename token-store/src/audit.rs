@@ -12,6 +12,8 @@
 //! - `log.jsonl`, the newest file; older ones are `log.<first seq, 12 digits>.jsonl`;
 //! - `state`, two checksummed 256-byte slots with the newest seq, chain and key;
 //! - `lock`, an empty file locked (`flock`) across processes.
+//!
+//! The directory is 0700 and its files 0600, whatever the umask.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
@@ -19,16 +21,18 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::attr::{CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_UNIQUE_ID};
+use crate::private_fs;
+use crate::record::{AttrValue, ObjectRecord, StoreError};
 use crate::seal::AuditKey;
-use crate::sled_store::{CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL};
-use crate::{AttrValue, ObjectRecord, StoreError};
+pub use crate::time::{parse_time, rfc3339};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -168,9 +172,6 @@ impl AuditObject {
         AuditObject::describe(None, |ty| rec.get(ty))
     }
 }
-
-/// `CKA_UNIQUE_ID`.
-const CKA_UNIQUE_ID: u64 = 0x4;
 
 /// `CKO_*` name of an object class.
 fn class_name(c: u64) -> String {
@@ -579,7 +580,7 @@ impl AuditLog {
         let state = State::initial(root);
         let slot = encode_slot(&state);
         let path = self.dir.join(STATE);
-        let mut f = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+        let mut f = create_file(&path).map_err(|e| io_err("creating", &path, e))?;
         // Both slots hold the same state, so either may be overwritten next.
         f.write_all(&slot)
             .and_then(|()| f.write_all(&slot))
@@ -587,7 +588,7 @@ impl AuditLog {
             .map_err(|e| io_err("writing", &path, e))?;
         for name in [CURRENT, LOCK] {
             let p = self.dir.join(name);
-            File::create(&p).map_err(|e| io_err("creating", &p, e))?;
+            create_file(&p).map_err(|e| io_err("creating", &p, e))?;
         }
         sync_dir(&self.dir)?;
         sync_dir(parent)
@@ -595,7 +596,7 @@ impl AuditLog {
 
     fn lock(&self, exclusive: bool) -> Result<LockGuard, AuditError> {
         let path = self.dir.join(LOCK);
-        let file = match OpenOptions::new()
+        let file = match private_fs::file_options()
             .read(true)
             .write(true)
             .create(true)
@@ -667,7 +668,7 @@ impl AuditLog {
         let (file, created) = match OpenOptions::new().read(true).append(true).open(&path) {
             Ok(f) => (f, false),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let f = OpenOptions::new()
+                let f = private_fs::file_options()
                     .read(true)
                     .append(true)
                     .create(true)
@@ -738,7 +739,7 @@ impl AuditLog {
             return Ok(());
         }
         fs::rename(&path, &target).map_err(|e| io_err("rotating", &path, e))?;
-        File::create_new(&path).map_err(|e| io_err("creating", &path, e))?;
+        create_new_file(&path).map_err(|e| io_err("creating", &path, e))?;
         sync_dir(&self.dir)
     }
 
@@ -936,7 +937,7 @@ impl AuditLog {
         };
         for (name, bytes) in files {
             let path = self.dir.join(name);
-            let mut f = File::create_new(&path).map_err(|e| io_err("creating", &path, e))?;
+            let mut f = create_new_file(&path).map_err(|e| io_err("creating", &path, e))?;
             f.write_all(bytes)
                 .and_then(|()| f.sync_all())
                 .map_err(|e| io_err("writing", &path, e))?;
@@ -1000,139 +1001,30 @@ fn read_tail(file: &File, len: u64, seq: u64, path: &Path) -> Result<(u64, Vec<u
 /// Creates the audit directory readable by its owner only: the lines name
 /// keys, processes and times, which other local users need not see.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    private_fs::create_dir_all(dir)
 }
 
-/// `t` as RFC 3339 UTC with milliseconds, e.g. `2026-12-03T17:05:01.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let millis: i128 = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i128,
-        Err(e) => -(e.duration().as_millis() as i128),
-    };
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let days = secs.div_euclid(86_400) as i64;
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+/// Creates (or truncates) a file, owner-only (0600) whatever the umask.
+fn create_file(path: &Path) -> std::io::Result<File> {
+    private_fs::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }
 
-/// Parses `YYYY-MM-DD` (midnight UTC) or
-/// `YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)`.
-pub fn parse_time(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    let num = |from: usize, n: usize| -> Option<i64> {
-        let d = b.get(from..from + n)?;
-        if !d.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(d.iter().fold(0i64, |a, &c| a * 10 + i64::from(c - b'0')))
-    };
-    let sep = |at: usize, c: u8| b.get(at) == Some(&c);
-    let year = num(0, 4)?;
-    let month = num(5, 2)?;
-    let day = num(8, 2)?;
-    if !(sep(4, b'-') && sep(7, b'-') && (1..=12).contains(&month)) {
-        return None;
-    }
-    if day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let mut secs = days_from_civil(year, month, day) * 86_400;
-    let mut nanos = 0u32;
-    if b.len() > 10 {
-        if !(matches!(b[10], b'T' | b't') && sep(13, b':') && sep(16, b':')) {
-            return None;
-        }
-        let (h, mi, se) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-        if h > 23 || mi > 59 || se > 59 {
-            return None;
-        }
-        secs += h * 3600 + mi * 60 + se;
-        let mut i = 19;
-        if sep(i, b'.') {
-            i += 1;
-            let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-            if digits == 0 || digits > 9 {
-                return None;
-            }
-            let frac = num(i, digits)?;
-            nanos = (frac * 10i64.pow(9 - digits as u32)) as u32;
-            i += digits;
-        }
-        match b.get(i) {
-            Some(b'Z' | b'z') if b.len() == i + 1 => {}
-            Some(&c @ (b'+' | b'-')) if b.len() == i + 6 && sep(i + 3, b':') => {
-                let (oh, om) = (num(i + 1, 2)?, num(i + 4, 2)?);
-                if oh > 23 || om > 59 {
-                    return None;
-                }
-                let off = oh * 3600 + om * 60;
-                secs -= if c == b'+' { off } else { -off };
-            }
-            _ => return None,
-        }
-    }
-    let whole = Duration::from_secs(secs.unsigned_abs());
-    let t = if secs >= 0 {
-        UNIX_EPOCH.checked_add(whole)?
-    } else {
-        UNIX_EPOCH.checked_sub(whole)?
-    };
-    t.checked_add(Duration::from_nanos(u64::from(nanos)))
-}
-
-fn is_leap(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The (year, month, day) of a day count since 1970-01-01: the inverse of
-/// `days_from_civil`. Public so the module's `CK_TOKEN_INFO.utcTime` uses
-/// the same calendar code.
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Creates a new file, owner-only (0600) whatever the umask; fails if it exists.
+fn create_new_file(path: &Path) -> std::io::Result<File> {
+    private_fs::file_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn root() -> AuditKey {
         AuditKey::from_bytes([7u8; 32])
@@ -1614,3 +1506,6 @@ mod tests {
         ));
     }
 }
+
+/// Fuzz entry point (`crate::fuzzing`, `fuzz/`).
+pub(crate) mod fuzzing;

@@ -38,9 +38,11 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
+use crate::record::{ObjectRecord, StoreError, TokenRecord};
 use crate::seal::{KdfParams, PinWrap, SealError, StorageKey};
+use crate::sled_store::SledStore;
 use crate::sled_store::TokenRecordV1;
-use crate::{ObjectRecord, SledStore, Store, StoreError, TokenRecord};
+use crate::store::Store;
 
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 16] = b"FERROHSM-BACKUP\n";
@@ -50,37 +52,8 @@ pub const VERSION: u8 = 2;
 const BACKUP_WRAP_AAD: &[u8] = b"ferrohsm backup v1/";
 /// AES-GCM tag length.
 const TAG_LEN: usize = 16;
-/// Largest Argon2id memory cost a backup may ask for (8 GiB): a damaged or
-/// hostile header must not make a restore allocate without bound.
-const MAX_KDF_MEMORY_KIB: u32 = 8 << 20;
-/// Largest Argon2id pass count a backup may ask for.
-const MAX_KDF_PASSES: u32 = 1000;
 
-/// Whose PIN a token's storage-key wrap is under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PinRole {
-    /// The security officer (`TokenRecord::so_pin`).
-    So,
-    /// The normal user (`TokenRecord::user_pin`).
-    User,
-}
-
-/// Associated data binding a storage-key [`PinWrap`] to its token and role:
-/// `"ferrohsm pin wrap v1/" || token_id || "/so"` (or `"/user"`).
-///
-/// This must stay byte-identical to `wrap_aad` in
-/// `pkcs11-module/src/module.rs`, which seals the wraps this module opens.
-/// (Proposed: move it here, or to `seal`, and have the module call it, so
-/// there is one definition.)
-pub fn pin_wrap_aad(token_id: &[u8; 16], role: PinRole) -> Vec<u8> {
-    let mut aad = b"ferrohsm pin wrap v1/".to_vec();
-    aad.extend_from_slice(token_id);
-    aad.extend_from_slice(match role {
-        PinRole::So => b"/so",
-        PinRole::User => b"/user",
-    });
-    aad
-}
+pub use crate::access::{PinRole, pin_wrap_aad};
 
 fn backup_wrap_aad(token_id: &[u8; 16]) -> Vec<u8> {
     [BACKUP_WRAP_AAD, token_id.as_slice()].concat()
@@ -267,7 +240,8 @@ pub fn open_with_so_pin(
 }
 
 /// [`open_with_so_pin`] for either role: the tool's commands that need the
-/// storage key count their PIN checks exactly as `C_Login` does.
+/// storage key count their PIN checks exactly as `C_Login` does, because
+/// both go through the one gate, [`crate::access::check_pin`].
 pub fn open_with_pin(
     store: &dyn Store,
     slot_id: u64,
@@ -275,62 +249,22 @@ pub fn open_with_pin(
     pin: &[u8],
     max_login_failures: u32,
 ) -> Result<(TokenRecord, StorageKey), BackupError> {
-    let rec = store.token(slot_id)?.ok_or(BackupError::NoToken)?;
-    let failures = |r: &TokenRecord| match role {
-        PinRole::So => r.so_failures,
-        PinRole::User => r.user_failures,
-    };
-    if failures(&rec) >= max_login_failures {
-        return Err(BackupError::PinLocked);
-    }
-    let wrap = match role {
-        PinRole::So => &rec.so_pin,
-        PinRole::User => rec.user_pin.as_ref().ok_or(BackupError::UserPinNotSet)?,
-    };
-    let opened = wrap.open(pin, &pin_wrap_aad(&rec.token_id, role));
-    let good = match &opened {
-        Ok(_) => true,
-        Err(SealError::BadPin) => false,
-        Err(e) => return Err(BackupError::Seal(*e)),
-    };
-    let mut stored = rec.clone();
-    if !good || failures(&rec) != 0 {
-        let token_id = rec.token_id;
-        stored = store.modify_token(slot_id, &mut |r: &mut TokenRecord| {
-            if r.token_id != token_id {
-                return;
-            }
-            let c = match role {
-                PinRole::So => &mut r.so_failures,
-                PinRole::User => &mut r.user_failures,
-            };
-            // Locked meanwhile by another process: only a wrong PIN counts.
-            if *c < max_login_failures || !good {
-                *c = if good { 0 } else { c.saturating_add(1) };
-            }
-        })?;
-        if stored.token_id != token_id {
-            return Err(BackupError::TokenChanged);
+    crate::access::tool_login(store, slot_id, role, pin, max_login_failures)
+        .map_err(BackupError::from)
+}
+
+impl From<crate::access::AccessError> for BackupError {
+    fn from(e: crate::access::AccessError) -> Self {
+        use crate::access::AccessError as A;
+        match e {
+            A::NoToken => BackupError::NoToken,
+            A::UserPinNotSet => BackupError::UserPinNotSet,
+            A::WrongPin { .. } => BackupError::WrongPin,
+            A::PinLocked => BackupError::PinLocked,
+            A::TokenChanged => BackupError::TokenChanged,
+            A::Store(e) => BackupError::Store(e),
+            A::Seal(e) => BackupError::Seal(e),
         }
-    }
-    let who = match role {
-        PinRole::So => "so",
-        PinRole::User => "user",
-    };
-    let outcome = match &opened {
-        Ok(_) if failures(&stored) >= max_login_failures => "CKR_PIN_LOCKED",
-        Ok(_) => "CKR_OK",
-        Err(_) => "CKR_PIN_INCORRECT",
-    };
-    // The tool's PIN checks are logins too; a failure to record one is not
-    // a reason to refuse the PIN (the counter above is what locks).
-    let mut e = AuditEvent::now("ferrohsm login", outcome);
-    e.user = Some(who.into());
-    let _ = store.audit(slot_id, &[e]);
-    match opened {
-        Ok(_) if failures(&stored) >= max_login_failures => Err(BackupError::PinLocked),
-        Ok(key) => Ok((stored, key)),
-        Err(_) => Err(BackupError::WrongPin),
     }
 }
 
@@ -440,7 +374,7 @@ pub fn open_backup(file: &[u8], so_pin: &[u8]) -> Result<OpenedBackup, BackupErr
     }
     let aad = &file[..file.len() - body.len()];
     let kdf = header.wrap.kdf;
-    if kdf.memory_kib > MAX_KDF_MEMORY_KIB || kdf.passes > MAX_KDF_PASSES || kdf.lanes > 255 {
+    if !kdf.plausible() {
         // Not from this code: refuse before the KDF allocates or spins.
         return Err(BackupError::Damaged(
             "implausible KDF cost in the header".into(),
@@ -578,7 +512,8 @@ pub fn restore_backup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AttrValue, KeyPolicy, SledOptions};
+    use crate::record::{AttrValue, KeyPolicy};
+    use crate::sled_store::SledOptions;
 
     const CHEAP: KdfParams = KdfParams {
         memory_kib: 64,
@@ -706,7 +641,7 @@ mod tests {
             token_id: [u8; 16],
             label: [u8; 32],
             serial: [u8; 16],
-            policy: crate::KeyPolicy,
+            policy: crate::record::KeyPolicy,
             so_pin: &'a PinWrap,
             user_pin: &'a Option<PinWrap>,
             so_failures: u32,
@@ -866,3 +801,6 @@ mod tests {
         assert_eq!(pin_wrap_aad(&id, PinRole::So), want);
     }
 }
+
+/// Fuzz entry point (`crate::fuzzing`, `fuzz/`).
+pub(crate) mod fuzzing;

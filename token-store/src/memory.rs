@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
-use crate::{
-    AttrValue, AuditEvent, AuditKey, CKA_FERROHSM_DELETE_AT, ObjectRecord, StorageKey, Store,
-    StoreError, TokenRecord,
-};
+use crate::audit::AuditEvent;
+use crate::record::{AttrValue, CKA_FERROHSM_DELETE_AT, ObjectRecord, StoreError, TokenRecord};
+use crate::seal::{AuditKey, StorageKey};
+use crate::store::Store;
 
 #[derive(Default)]
 struct TokenData {

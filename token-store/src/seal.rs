@@ -62,9 +62,12 @@ impl std::fmt::Display for SealError {
 
 impl std::error::Error for SealError {}
 
-/// A token's 256-bit storage key. Zeroized on drop; never printed.
+/// A token's 256-bit storage key. Zeroized on drop; never printed. Boxed
+/// and written in place, so that where it is made or cloned decides where
+/// its bytes live (the module makes it inside its key region), not the
+/// struct that holds it.
 #[derive(Clone)]
-pub struct StorageKey(Zeroizing<[u8; 32]>);
+pub struct StorageKey(Box<Zeroizing<[u8; 32]>>);
 
 impl std::fmt::Debug for StorageKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,8 +78,8 @@ impl std::fmt::Debug for StorageKey {
 impl StorageKey {
     /// A fresh random storage key from the OS CSPRNG.
     pub fn generate() -> Result<StorageKey, SealError> {
-        let mut k = Zeroizing::new([0u8; 32]);
-        getrandom::fill(k.as_mut()).map_err(|_| SealError::Rng)?;
+        let mut k = Box::new(Zeroizing::new([0u8; 32]));
+        getrandom::fill(k.as_mut().as_mut()).map_err(|_| SealError::Rng)?;
         Ok(StorageKey(k))
     }
 
@@ -104,17 +107,26 @@ pub const MIN_PIN_LEN: usize = 4;
 /// Longest PIN a token accepts. A longer one can never be right, so it is
 /// refused before any KDF work (a 2 GiB "PIN" must not cost seconds).
 pub const MAX_PIN_LEN: usize = 64;
-/// Bounds on stored Argon2id parameters: a damaged or hostile store file must
-/// not make a login allocate gigabytes or run for minutes.
-const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
-const MAX_KDF_PASSES: u32 = 64;
-const MAX_KDF_LANES: u32 = 16;
+impl KdfParams {
+    /// Most memory a PIN KDF may ask for (1 GiB).
+    pub const MAX_MEMORY_KIB: u32 = 1 << 20;
+    /// Most passes a PIN KDF may ask for.
+    pub const MAX_PASSES: u32 = 16;
+    /// Most lanes a PIN KDF may ask for.
+    pub const MAX_LANES: u32 = 16;
+
+    /// Whether the parameters are within the bounds every KDF run checks: a
+    /// damaged or hostile store record, backup header or config must not make
+    /// a login or a restore allocate gigabytes or run for hours.
+    pub fn plausible(&self) -> bool {
+        self.memory_kib <= Self::MAX_MEMORY_KIB
+            && self.passes <= Self::MAX_PASSES
+            && self.lanes <= Self::MAX_LANES
+    }
+}
 
 fn derive(pin: &[u8], salt: &[u8; 16], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>, SealError> {
-    if kdf.memory_kib > MAX_KDF_MEMORY_KIB
-        || kdf.passes > MAX_KDF_PASSES
-        || kdf.lanes > MAX_KDF_LANES
-    {
+    if !kdf.plausible() {
         return Err(SealError::BadParams);
     }
     let params = argon2::Params::new(kdf.memory_kib, kdf.passes, kdf.lanes, Some(32))
@@ -177,10 +189,10 @@ impl PinWrap {
                 )
                 .map_err(|_| SealError::BadPin)?,
         );
-        let mut k = Zeroizing::new([0u8; 32]);
         if plain.len() != 32 {
             return Err(SealError::BadPin);
         }
+        let mut k = Box::new(Zeroizing::new([0u8; 32]));
         k.copy_from_slice(&plain);
         Ok(StorageKey(k))
     }

@@ -7,6 +7,10 @@
 //! <data_dir>/token-<slot_id>/generation   decimal change counter (see `generation`)
 //! ```
 //!
+//! The data directory and every directory under it are 0700, every file 0600,
+//! whatever the umask; [`SledStore::open`] tightens what an older version left
+//! looser (see `private_fs`).
+//!
 //! Keys in the database's default tree (all integers big-endian):
 //!
 //! | key                                   | value                                                       |
@@ -103,23 +107,14 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditLog, AuditOptions};
+use crate::record::{AttrValue, ObjectRecord, StoreError, TokenRecord};
+use crate::seal::StorageKey;
 use crate::seal::{AuditKey, open_record, seal_record};
-use crate::{AttrValue, ObjectRecord, StorageKey, Store, StoreError, TokenRecord};
+use crate::store::Store;
 
-/// `CKA_CLASS`.
-pub const CKA_CLASS: u64 = 0x0;
-/// `CKA_LABEL`.
-pub const CKA_LABEL: u64 = 0x3;
-/// `CKA_VALUE`.
-pub const CKA_VALUE: u64 = 0x11;
-/// `CKA_KEY_TYPE`.
-pub const CKA_KEY_TYPE: u64 = 0x100;
-/// `CKA_ID`.
-pub const CKA_ID: u64 = 0x102;
-/// `CKO_PRIVATE_KEY`.
-pub const CKO_PRIVATE_KEY: u64 = 3;
-/// `CKO_SECRET_KEY`.
-pub const CKO_SECRET_KEY: u64 = 4;
+use crate::attr::{
+    CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_VALUE, CKO_PRIVATE_KEY, CKO_SECRET_KEY,
+};
 
 /// Attribute types of public records that [`SledStore::find_public`] can
 /// look up: class, label, key type, id. None of them is secret.
@@ -192,6 +187,7 @@ pub struct TokenScan {
 pub struct SledStore {
     dir: PathBuf,
     options: SledOptions,
+    notes: Vec<String>,
     serial: Mutex<()>,
     held: Arc<Mutex<Held>>,
     closer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -380,12 +376,20 @@ fn read_u64(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
 impl SledStore {
     /// Opens (creating it if needed) the data directory. No token database is
     /// opened here; each call opens the one it needs for its own duration.
+    ///
+    /// Everything under the data directory is owner-only (directories 0700,
+    /// files 0600) whatever the umask. A data directory that exists with group
+    /// or world access is made owner-only, and so is whatever an older version
+    /// left readable by others in its token directories ([`SledStore::notes`]
+    /// says what was changed); one that is shared by design (sticky bit),
+    /// holds entries that are not FerroHSM's, or belongs to another user is
+    /// refused with `StoreError::Io` saying what to do.
     pub fn open(data_dir: &Path, options: SledOptions) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
+        let notes = crate::private_fs::prepare_data_dir(data_dir)?;
         Ok(SledStore {
             dir: data_dir.to_path_buf(),
             options,
+            notes,
             serial: Mutex::new(()),
             held: Arc::new(Mutex::new(Held::default())),
             closer: Mutex::new(None),
@@ -441,6 +445,13 @@ impl SledStore {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What [`SledStore::open`] changed to make the data directory
+    /// owner-only, one line each (for the caller's log at `info`); empty
+    /// when nothing was needed.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The directory of the token in `slot_id` (which may not exist).
@@ -575,7 +586,11 @@ impl SledStore {
         let tmp = dir.join(format!("generation.tmp.{}", std::process::id()));
         let fin = dir.join("generation");
         let r = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::private_fs::file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
             writeln!(f, "{value}")?;
             f.sync_all()?;
             std::fs::rename(&tmp, &fin)?;
@@ -863,9 +878,9 @@ pub(crate) struct TokenRecordV1 {
     token_id: [u8; 16],
     label: [u8; 32],
     serial: [u8; 16],
-    policy: crate::KeyPolicy,
-    so_pin: crate::PinWrap,
-    user_pin: Option<crate::PinWrap>,
+    policy: crate::record::KeyPolicy,
+    so_pin: crate::seal::PinWrap,
+    user_pin: Option<crate::seal::PinWrap>,
     so_failures: u32,
     user_failures: u32,
 }
@@ -1077,7 +1092,7 @@ impl Store for SledStore {
         let slot = token.slot_id;
         let _g = self.serial.lock();
         let dir = self.token_dir(slot);
-        std::fs::create_dir_all(&dir)
+        crate::private_fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         // Never let a new database's counter go below what others have seen.
         let floor = self.read_generation(slot).unwrap_or(0);
@@ -1094,7 +1109,7 @@ impl Store for SledStore {
         std::fs::rename(&dir, &aside).map_err(|e| {
             StoreError::Io(format!("cannot move damaged {} aside: {e}", dir.display()))
         })?;
-        std::fs::create_dir_all(&dir)
+        crate::private_fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
         self.init_db(slot, token, floor)
     }
@@ -1264,3 +1279,6 @@ impl Store for SledStore {
         })
     }
 }
+
+/// Fuzz entry point (`crate::fuzzing`, `fuzz/`).
+pub(crate) mod fuzzing;

@@ -418,7 +418,7 @@ fn rekey_reseals_everything_atomically() {
     let hits = s
         .find_public(
             0,
-            ferrohsm_store::sled_store::CKA_LABEL,
+            ferrohsm_store::attr::CKA_LABEL,
             &AttrValue::Bytes(b"o3".to_vec()),
         )
         .unwrap();

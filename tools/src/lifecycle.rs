@@ -7,12 +7,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrohsm_pkcs11::config::Config;
+use ferrohsm_store::access;
+use ferrohsm_store::attr::{CKA_ID, CKA_LABEL};
 use ferrohsm_store::audit::{AuditLine, parse_time, rfc3339};
-use ferrohsm_store::backup::{self, PinRole};
-use ferrohsm_store::sled_store::{CKA_ID, CKA_LABEL};
+use ferrohsm_store::backup::{self, BackupError, PinRole};
 use ferrohsm_store::{
-    AttrValue, AuditEvent, AuditKey, AuditObject, CKA_FERROHSM_DELETE_AT, ObjectRecord, PinWrap,
-    SledStore, StorageKey, Store, TokenRecord,
+    AttrValue, AuditEvent, AuditKey, AuditObject, CKA_FERROHSM_DELETE_AT, ObjectRecord, SledStore,
+    StorageKey, Store, TokenRecord,
 };
 use serde::Serialize;
 
@@ -467,136 +468,50 @@ pub fn cancel_deletion(a: &CancelDeletionArgs) -> Result<()> {
     ))
 }
 
-/// True when two storage keys are the same, compared without an early exit.
-fn same_key(a: &StorageKey, b: &StorageKey) -> bool {
-    a.bytes()
-        .iter()
-        .zip(b.bytes())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// `ferrohsm rotate-storage-key`: a new storage key, every record re-sealed
-/// under it in one atomic store step, new PIN wraps for both PINs.
+/// under it in one atomic store step, new PIN wraps for both PINs (the work
+/// itself is `ferrohsm_store::access::rotate_storage_key`).
 pub fn rotate(a: &RotateArgs) -> Result<()> {
     let (config, store) = open_store()?;
     let token = find_token(&config, &store, &a.token)?;
-    let fail = |e: ferrohsm_store::backup::BackupError| {
-        Fail::Msg(format!("token {:?}: {}", a.token, explain(&e)))
-    };
     let so_pin = pin::existing(
         &format!("SO PIN for token {:?}", a.token),
         Source::from_so(&a.so),
     )?;
-    let (token, old) = backup::open_with_pin(
-        &store,
-        token.slot_id,
-        PinRole::So,
-        so_pin.as_bytes(),
-        config.max_login_failures,
-    )
-    .map_err(fail)?;
     // Both PINs must wrap the new key, so the user PIN is needed too.
     let user_pin = match &token.user_pin {
         None => None,
-        Some(_) => {
-            let p = pin::existing(
-                &format!("user PIN for token {:?}", a.token),
-                Source::from_user(&a.pin),
-            )?;
-            let (_, k) = backup::open_with_pin(
-                &store,
-                token.slot_id,
-                PinRole::User,
-                p.as_bytes(),
-                config.max_login_failures,
-            )
-            .map_err(|e| {
-                Fail::Msg(format!(
-                    "token {:?}: {}",
-                    a.token,
-                    explain(&e).replace("SO PIN", "user PIN")
-                ))
-            })?;
-            if !same_key(&k, &old) {
-                return Err(Fail::Msg(format!(
-                    "token {:?}: the user and SO PINs open different keys (damaged token)",
-                    a.token
-                )));
-            }
-            Some(p)
-        }
+        Some(_) => Some(pin::existing(
+            &format!("user PIN for token {:?}", a.token),
+            Source::from_user(&a.pin),
+        )?),
     };
-    let root = match &token.audit_root {
-        Some(_) => Some(audit_root(&token, &old, &a.token)?),
-        None => None,
-    };
-    let new = StorageKey::generate().map_err(|e| Fail::Msg(format!("random generator: {e}")))?;
-    let wrap = |pin: &[u8], role| {
-        PinWrap::seal(
-            pin,
-            &new,
-            config.kdf,
-            &backup::pin_wrap_aad(&token.token_id, role),
-        )
-        .map_err(|e| Fail::Msg(format!("sealing the new key: {e}")))
-    };
-    let so_wrap = wrap(so_pin.as_bytes(), PinRole::So)?;
-    let user_wrap = user_pin
-        .as_ref()
-        .map(|p| wrap(p.as_bytes(), PinRole::User))
-        .transpose()?;
-    let sealed_root = root
-        .as_ref()
-        .map(|r| r.seal(&new, &token.token_id))
-        .transpose()
-        .map_err(|e| Fail::Msg(format!("sealing the audit root: {e}")))?;
-    // Recorded before the commit too, so a rotation killed between its commit
-    // and its outcome line still left a trace.
-    let mut started = AuditEvent::now("ferrohsm rotate-storage-key", "CKR_OK");
-    started.user = Some("so".into());
-    started.detail = Some("storage key rotation starting".into());
-    record(&store, token.slot_id, started)?;
-    let token_id = token.token_id;
-    let mut changed = false;
-    let rotated = crate::keys::with_progress("re-sealing every record", || {
-        store.rekey(token.slot_id, &old, &new, &mut |r: &mut TokenRecord| {
-            if r.token_id != token_id {
-                return false;
-            }
-            r.so_pin = so_wrap.clone();
-            if let Some(w) = &user_wrap {
-                r.user_pin = Some(w.clone());
-            }
-            if sealed_root.is_some() {
-                r.audit_root = sealed_root.clone();
-            }
-            changed = true;
-            true
-        })
-    });
-    let objects = store.objects(token.slot_id, Some(&new)).map(|o| o.len());
-    let result = match (&rotated, changed) {
-        (Ok(_), true) => "CKR_OK",
-        _ => "CKR_DEVICE_ERROR",
-    };
-    let mut e = AuditEvent::now("ferrohsm rotate-storage-key", result);
-    e.user = Some("so".into());
-    e.detail = Some(match &objects {
-        Ok(n) if result == "CKR_OK" => format!("storage key rotated; {n} record(s) re-sealed"),
-        _ => "storage key rotation failed; the old key stays in force".into(),
-    });
-    record(&store, token.slot_id, e)?;
-    rotated.map_err(|e| Fail::Msg(format!("token {:?}: rotation failed: {e}", a.token)))?;
-    if !changed {
-        return Err(Fail::Msg(format!(
+    let rotated = access::rotate_storage_key(
+        &store,
+        token.slot_id,
+        so_pin.as_bytes(),
+        user_pin.as_ref().map(|p| p.as_bytes()),
+        config.kdf,
+        config.max_login_failures,
+        &mut |step| crate::keys::with_progress("re-sealing every record", step),
+    )
+    .map_err(|e| match e {
+        access::RotateError::Access(_, access::AccessError::TokenChanged) => Fail::Msg(format!(
             "token {:?} was re-initialised meanwhile; nothing rotated",
             a.token
-        )));
-    }
+        )),
+        access::RotateError::Access(role, e) => {
+            let why = explain(&BackupError::from(e));
+            let why = match role {
+                PinRole::User => why.replace("SO PIN", "user PIN"),
+                PinRole::So => why,
+            };
+            Fail::Msg(format!("token {:?}: {why}", a.token))
+        }
+        e => Fail::Msg(format!("token {:?}: {e}", a.token)),
+    })?;
     out::stdout(&format!(
         "token {:?}: storage key rotated; {} record(s) re-sealed under the new key\n",
-        a.token,
-        objects.unwrap_or(0)
+        a.token, rotated.records
     ))
 }

@@ -15,6 +15,8 @@
 
 mod archive;
 mod demo;
+#[cfg(test)]
+mod fuzz_replay;
 mod import;
 mod keys;
 mod lifecycle;

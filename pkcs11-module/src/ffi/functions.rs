@@ -55,7 +55,12 @@ entry!(C_Initialize(p_init_args: *mut c_void) {
         eprintln!("ferrohsm: C_Initialize failed: {e}");
         Error::DeviceError
     })?;
+    // What opening the store changed to make the data directory owner-only.
+    let notes = store.notes().to_vec();
     let module = Module::new(config, Arc::new(store))?;
+    for note in &notes {
+        crate::log!(module.log, crate::logging::Level::Info, "{note}");
+    }
     register_fork_handlers();
     state.module = Some(Arc::new(module));
     Ok(())
@@ -66,6 +71,8 @@ entry!(C_Finalize(p_reserved: *mut c_void) {
         return Err(Error::ArgumentsBad);
     }
     let old = STATE.write().module.take().ok_or(Error::CryptokiNotInitialized)?;
+    // How the key memory fared (fallbacks to the ordinary heap, locking).
+    crate::log!(old.log, crate::logging::Level::Debug, "{}", crate::secret::status());
     // Dropped outside the global lock; calls still running keep their own Arc.
     drop(old);
     Ok(())

@@ -83,6 +83,10 @@ extern "C" fn after_fork_child() {
 fn register_fork_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        // The key-memory allocator's first: its prepare handler must run
+        // after ours (handlers registered later run first before the fork),
+        // since ours may free memory while it releases the store.
+        crate::secret::register_fork_handlers();
         // SAFETY: the handlers are `extern "C"` functions of this library, which
         // stay valid for its lifetime; glibc unregisters them at dlclose.
         let rc = unsafe {

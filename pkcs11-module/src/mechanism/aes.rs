@@ -148,7 +148,8 @@ impl BlockMode {
                 let iv = Block::from(self.iv);
                 macro_rules! chain {
                     ($k:expr) => {
-                        cbc::Encryptor::inner_iv_init($k.clone(), &iv).encrypt_blocks(blocks)
+                        // By reference: no copy of the key schedule on the stack.
+                        cbc::Encryptor::inner_iv_init($k, &iv).encrypt_blocks(blocks)
                     };
                 }
                 match &*self.key {
@@ -177,7 +178,8 @@ impl BlockMode {
         let mut all = Zeroizing::new(Vec::with_capacity(self.pending.len() + input.len()));
         all.extend_from_slice(&self.pending);
         all.extend_from_slice(input);
-        self.run(&all[..n], out);
+        // Round keys spilled to the stack by the cipher: wiped after.
+        crate::secret::scrubbed(|| self.run(&all[..n], out));
         self.pending = Zeroizing::new(all[n..].to_vec());
         n
     }
@@ -196,7 +198,7 @@ impl BlockMode {
                 let pad = 16 - self.pending.len();
                 let mut last = Zeroizing::new(self.pending.to_vec());
                 last.resize(16, pad as u8);
-                self.run(&last, out);
+                crate::secret::scrubbed(|| self.run(&last, out));
                 Ok(16)
             }
             (Chain::CbcPad, Dir::Decrypt) => {
@@ -205,7 +207,7 @@ impl BlockMode {
                 }
                 let last = Zeroizing::new(self.pending.to_vec());
                 let mut plain = Zeroizing::new([0u8; 16]);
-                self.run(&last, plain.as_mut());
+                crate::secret::scrubbed(|| self.run(&last, plain.as_mut()));
                 let pad = plain[15] as usize;
                 let ok =
                     (1..=16).contains(&pad) && plain[16 - pad..].iter().all(|&b| b as usize == pad);
@@ -301,6 +303,9 @@ struct Ctr {
     remaining: u128,
     /// Unused keystream bytes of the last block.
     spare: Zeroizing<Vec<u8>>,
+    /// Which length error a too-long input is (the spec names a different
+    /// one for ciphertext).
+    dir: Dir,
 }
 
 impl Ctr {
@@ -308,7 +313,10 @@ impl Ctr {
         let from_spare = self.spare.len().min(input.len());
         let needed = (input.len() - from_spare).div_ceil(16) as u128;
         if needed > self.remaining {
-            return Err(Error::DataLenRange);
+            return Err(match self.dir {
+                Dir::Encrypt => Error::DataLenRange,
+                Dir::Decrypt => Error::EncryptedDataLenRange,
+            });
         }
         for i in 0..from_spare {
             out[i] = input[i] ^ self.spare[i];
@@ -321,7 +329,7 @@ impl Ctr {
             self.next = self.next.wrapping_add(1);
         }
         self.remaining -= needed;
-        self.key.encrypt_blocks(blocks_mut(&mut stream));
+        crate::secret::scrubbed(|| self.key.encrypt_blocks(blocks_mut(&mut stream)));
         let dst = &mut out[from_spare..input.len()];
         dst.copy_from_slice(rest);
         xor_blocks(dst, Block::slice_as_chunks_mut(&mut stream).0);
@@ -356,7 +364,7 @@ impl CipherOp for Ctr {
 }
 
 /// Builds `CKM_AES_CTR` from `CK_AES_CTR_PARAMS` (`ulCounterBits`, `cb[16]`).
-pub fn ctr(param: &Param, key: Arc<AesKey>, _dir: Dir) -> Result<Box<dyn CipherOp>> {
+pub fn ctr(param: &Param, key: Arc<AesKey>, dir: Dir) -> Result<Box<dyn CipherOp>> {
     const UL: usize = std::mem::size_of::<cryptoki_sys::CK_ULONG>();
     let Param::Raw(p) = param else {
         return Err(Error::MechanismParamInvalid);
@@ -391,6 +399,7 @@ pub fn ctr(param: &Param, key: Arc<AesKey>, _dir: Dir) -> Result<Box<dyn CipherO
         // Blocks from `start` up to and including `mask`; saturates for 128 bits.
         remaining: (mask - start).saturating_add(1),
         spare: Zeroizing::new(Vec::new()),
+        dir,
     }))
 }
 
@@ -438,7 +447,8 @@ impl Gcm {
         macro_rules! run {
             ($k:expr) => {
                 StreamCipherCoreWrapper::from_core(
-                    ctr::CtrCore::<_, ctr::flavors::Ctr32BE>::inner_iv_init($k.clone(), &icb),
+                    // By reference: no copy of the key schedule on the stack.
+                    ctr::CtrCore::<_, ctr::flavors::Ctr32BE>::inner_iv_init($k, &icb),
                 )
                 .apply_keystream(data)
             };
@@ -568,7 +578,8 @@ impl OneShot for KeyWrap {
                 )
             };
         }
-        match (self.padded, k.len()) {
+        // The key schedule is built per call, on the stack: scrubbed after.
+        crate::secret::scope(|| match (self.padded, k.len()) {
             (false, 16) => go!(aes_kw::KwAes128),
             (false, 24) => go!(aes_kw::KwAes192),
             (false, 32) => go!(aes_kw::KwAes256),
@@ -576,7 +587,7 @@ impl OneShot for KeyWrap {
             (true, 24) => go!(aes_kw::KwpAes192),
             (true, 32) => go!(aes_kw::KwpAes256),
             _ => Err(Error::KeySizeRange),
-        }
+        })
     }
 }
 
@@ -632,10 +643,13 @@ fn key_wrap(param: &Param, raw_key: &[u8], dir: Dir, padded: bool) -> Result<Box
         Param::Raw(iv) if iv.as_slice() == default_iv => {}
         _ => return Err(Error::MechanismParamInvalid),
     }
-    Ok(buffered(KeyWrap {
-        key: Zeroizing::new(raw_key.to_vec()),
-        dir,
-        padded,
+    // The operation keeps a copy of the raw key: in the key region.
+    Ok(crate::secret::scope(|| {
+        buffered(KeyWrap {
+            key: Zeroizing::new(raw_key.to_vec()),
+            dir,
+            padded,
+        })
     }))
 }
 

@@ -385,7 +385,10 @@ impl SignOp for Ecdsa {
         let EcKey::Sign(k) = &self.key else {
             return Err(Error::OperationNotInitialized);
         };
-        out.copy_from_slice(&k.sign_field(&z)?);
+        // The nonce and the scalar arithmetic leave copies on the stack and
+        // the heap: run in the key region, stack scrubbed after.
+        let sig = crate::secret::scope(|| k.sign_field(&z))?;
+        out.copy_from_slice(&sig);
         Ok(())
     }
 

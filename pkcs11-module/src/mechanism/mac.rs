@@ -22,12 +22,16 @@ impl<M: Mac + Clone + Send> SignOp for Keyed<M> {
     }
 
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        Mac::update(&mut self.mac, data);
+        // The keyed state is copied to the stack (and CMAC's round keys to
+        // registers) on the way: wiped after.
+        crate::secret::scrubbed(|| Mac::update(&mut self.mac, data));
         Ok(())
     }
 
     fn sign(&mut self, out: &mut [u8]) -> Result<()> {
-        let full = Zeroizing::new(self.mac.clone().finalize().into_bytes().to_vec());
+        let full = crate::secret::scrubbed(|| {
+            Zeroizing::new(self.mac.clone().finalize().into_bytes().to_vec())
+        });
         out.copy_from_slice(&full[..self.len]);
         Ok(())
     }
@@ -36,7 +40,9 @@ impl<M: Mac + Clone + Send> SignOp for Keyed<M> {
         if signature.len() != self.len {
             return Err(Error::SignatureLenRange);
         }
-        let full = Zeroizing::new(self.mac.clone().finalize().into_bytes().to_vec());
+        let full = crate::secret::scrubbed(|| {
+            Zeroizing::new(self.mac.clone().finalize().into_bytes().to_vec())
+        });
         if bool::from(full[..self.len].ct_eq(signature)) {
             Ok(())
         } else {
@@ -71,8 +77,12 @@ fn keyed<M: Mac + KeyInit + Clone + Send + 'static>(
     key: &[u8],
     len: usize,
 ) -> Result<Box<dyn SignOp>> {
-    let mac = <M as KeyInit>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
-    Ok(Box::new(Keyed { mac, len }))
+    // The keyed state (HMAC's inner and outer hashes, CMAC's subkeys) is as
+    // good as the key: built in the key region, the stack scrubbed after.
+    crate::secret::scope(|| {
+        let mac = <M as KeyInit>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
+        Ok(Box::new(Keyed { mac, len }) as Box<dyn SignOp>)
+    })
 }
 
 /// Builds an HMAC with digest `D`; `general` selects the `_GENERAL` form.

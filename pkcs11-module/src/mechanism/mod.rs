@@ -154,7 +154,8 @@ impl<T: OneShot> CipherOp for Buffered<T> {
         self.mode.out_len(len)
     }
     fn single(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize> {
-        self.mode.process(input, out)
+        // Block ciphers spill round keys to the stack: wiped after.
+        crate::secret::scrubbed(|| self.mode.process(input, out))
     }
     fn update_len(&self, _len: usize) -> usize {
         0
@@ -168,7 +169,7 @@ impl<T: OneShot> CipherOp for Buffered<T> {
     }
     fn finish(&mut self, out: &mut [u8]) -> Result<usize> {
         let data = Zeroizing::new(std::mem::take(&mut *self.buffered));
-        self.mode.process(&data, out)
+        crate::secret::scrubbed(|| self.mode.process(&data, out))
     }
 }
 
@@ -222,6 +223,8 @@ pub fn key_value(key: &Object) -> Result<&[u8]> {
 /// A parsed form of a key object (expanded AES key, parsed RSA or EC key),
 /// built once by `make` and cached with the object, so that the hot path
 /// parses nothing. Objects are immutable: a changed key is a new object.
+/// Built in the key region (`secret::scope`): the cached value and every heap
+/// part of it (RSA's big integers) stay in locked, non-dumpable memory.
 pub fn cached<T: std::any::Any + Send + Sync>(
     key: &Object,
     make: impl FnOnce() -> Result<T>,
@@ -229,7 +232,7 @@ pub fn cached<T: std::any::Any + Send + Sync>(
     if let Some(k) = key.cache.get().and_then(|c| c.clone().downcast::<T>().ok()) {
         return Ok(k);
     }
-    let k = Arc::new(make()?);
+    let k = crate::secret::scope(|| make().map(Arc::new))?;
     let _ = key.cache.set(k.clone());
     Ok(k)
 }

@@ -79,17 +79,36 @@ fn attr<'a>(
 /// them, or n, e and d only (the primes are then recovered, SP 800-56B C.2).
 fn private_from<'a>(get: impl Fn(CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]>) -> Result<PrivateKey> {
     let n = attr(&get, CKA_MODULUS)?;
+    modulus_in_range(n)?;
     let nbits = n.len() * 8;
     let n_u = uint(n, 0)?;
-    let e = uint(attr(&get, CKA_PUBLIC_EXPONENT)?, 0)?;
-    let d = uint(attr(&get, CKA_PRIVATE_EXPONENT)?, nbits)?;
+    let e_bytes = attr(&get, CKA_PUBLIC_EXPONENT)?;
+    exponent_plausible(e_bytes)?;
+    let e = uint(e_bytes, 0)?;
+    let d_bytes = attr(&get, CKA_PRIVATE_EXPONENT)?;
+    // 0 < d < n: the prime recovery of the `rsa` crate assumes it (and
+    // panics on some values outside it). Compared as big-endian magnitudes.
+    let trim = |v: &'a [u8]| &v[v.iter().position(|&x| x != 0).unwrap_or(v.len())..];
+    let (dm, nm) = (trim(d_bytes), trim(n));
+    if dm.is_empty() || (dm.len(), dm) >= (nm.len(), nm) {
+        return Err(Error::AttributeValueInvalid);
+    }
+    let d = uint(d_bytes, nbits)?;
     let primes = match (get(CKA_PRIME_1), get(CKA_PRIME_2)) {
-        (Some(p), Some(q)) => vec![uint(p, 0)?, uint(q, 0)?],
+        (Some(p), Some(q)) => {
+            if p.len() > n.len() || q.len() > n.len() {
+                return Err(Error::AttributeValueInvalid);
+            }
+            vec![uint(p, 0)?, uint(q, 0)?]
+        }
         (None, None) => Vec::new(),
         _ => return Err(Error::TemplateIncomplete),
     };
-    let key =
-        PrivateKey::from_components(n_u, e, d, primes).map_err(|_| Error::AttributeValueInvalid)?;
+    // Belt and braces: a panic inside the crate's arithmetic on a hostile key
+    // is a bad key, not CKR_GENERAL_ERROR.
+    let key = std::panic::catch_unwind(|| PrivateKey::from_components(n_u, e, d, primes))
+        .map_err(|_| Error::AttributeValueInvalid)?
+        .map_err(|_| Error::AttributeValueInvalid)?;
     let bits = key.n().bit_width() as usize;
     if !(MIN_BITS..=MAX_BITS).contains(&bits) {
         return Err(Error::KeySizeRange);
@@ -97,7 +116,38 @@ fn private_from<'a>(get: impl Fn(CK_ATTRIBUTE_TYPE) -> Option<&'a [u8]>) -> Resu
     Ok(key)
 }
 
+/// No RSA modulus outside these sizes is a key anyone uses: refused as a bad
+/// value before any arithmetic runs on it (a caller's 1 MB "modulus" must
+/// cost nothing). Sizes inside it but outside `MIN_BITS..=MAX_BITS` are
+/// real keys of a size the token does not take (`CKR_KEY_SIZE_RANGE`, after
+/// parsing).
+const PLAUSIBLE_BITS: std::ops::RangeInclusive<usize> = 512..=16384;
+
+/// Refuses a modulus that is no plausible RSA key before any arithmetic.
+fn modulus_in_range(n: &[u8]) -> Result<()> {
+    let first = n.iter().position(|&x| x != 0).unwrap_or(n.len());
+    let bits = (n.len() - first) * 8 - n.get(first).map_or(0, |b| b.leading_zeros() as usize);
+    if PLAUSIBLE_BITS.contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::AttributeValueInvalid)
+    }
+}
+
+/// A public exponent the backend can use at all (at most 2^33 - 1, so at
+/// most 8 significant bytes), checked before it sizes any arithmetic.
+fn exponent_plausible(e: &[u8]) -> Result<()> {
+    let first = e.iter().position(|&x| x != 0).unwrap_or(e.len());
+    if e.len() - first > 8 {
+        Err(Error::AttributeValueInvalid)
+    } else {
+        Ok(())
+    }
+}
+
 fn public_from(n: &[u8], e: &[u8]) -> Result<PublicKey> {
+    modulus_in_range(n)?;
+    exponent_plausible(e)?;
     let key = PublicKey::new(uint(n, 0)?, uint(e, 0)?).map_err(|_| Error::AttributeValueInvalid)?;
     let bits = key.n().bit_width() as usize;
     if !(MIN_BITS..=MAX_BITS).contains(&bits) {
@@ -554,27 +604,31 @@ impl SignOp for RsaSign {
         let RsaKey::Sign(key) = &self.key else {
             return Err(Error::OperationNotInitialized);
         };
-        let sig: Vec<u8> = match self.scheme {
-            Scheme::Pkcs1(h) => key
-                .sign(pkcs1(h)?, &input)
-                .map_err(|_| Error::FunctionFailed)?,
-            Scheme::Pss { hash, mgf, salt } => {
-                let mut s = Zeroizing::new(vec![0u8; salt]);
-                getrandom::fill(&mut s).map_err(|_| Error::DeviceError)?;
-                let bits = key.n().bit_width() as usize;
-                let em = pss_encode(&input, bits - 1, &s, hash, mgf)?;
-                let m = self.raw_integer(&left_pad(&em, self.k), key.n())?;
-                let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
-                    .map_err(|_| Error::FunctionFailed)?;
-                s.to_be_bytes().to_vec()
-            }
-            Scheme::Raw => {
-                let m = self.raw_integer(&input, key.n())?;
-                let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
-                    .map_err(|_| Error::FunctionFailed)?;
-                s.to_be_bytes().to_vec()
-            }
-        };
+        // Private-key arithmetic (blinding, CRT) leaves temporaries on the heap
+        // and the stack: run in the key region, stack scrubbed after.
+        let sig: Vec<u8> = crate::secret::scope(|| -> Result<Vec<u8>> {
+            Ok(match self.scheme {
+                Scheme::Pkcs1(h) => key
+                    .sign(pkcs1(h)?, &input)
+                    .map_err(|_| Error::FunctionFailed)?,
+                Scheme::Pss { hash, mgf, salt } => {
+                    let mut s = Zeroizing::new(vec![0u8; salt]);
+                    getrandom::fill(&mut s).map_err(|_| Error::DeviceError)?;
+                    let bits = key.n().bit_width() as usize;
+                    let em = pss_encode(&input, bits - 1, &s, hash, mgf)?;
+                    let m = self.raw_integer(&left_pad(&em, self.k), key.n())?;
+                    let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
+                        .map_err(|_| Error::FunctionFailed)?;
+                    s.to_be_bytes().to_vec()
+                }
+                Scheme::Raw => {
+                    let m = self.raw_integer(&input, key.n())?;
+                    let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
+                        .map_err(|_| Error::FunctionFailed)?;
+                    s.to_be_bytes().to_vec()
+                }
+            })
+        })?;
         out.copy_from_slice(&left_pad(&sig, self.k));
         Ok(())
     }
@@ -851,28 +905,31 @@ impl OneShot for RsaCipher {
                 Zeroizing::new(oaep_run(key, *hash, *mgf, label, input)?)
             }
             (RsaKey::Sign(k), padding) => {
-                if input.len() != self.k {
-                    return Err(Error::EncryptedDataLenRange);
-                }
-                match padding {
-                    Padding::Oaep { hash, mgf, label } => {
-                        Zeroizing::new(oaep_run(&self.key, *hash, *mgf, label, input)?)
+                // Private-key arithmetic: in the key region, stack scrubbed after.
+                crate::secret::scope(|| -> Result<Zeroizing<Vec<u8>>> {
+                    if input.len() != self.k {
+                        return Err(Error::EncryptedDataLenRange);
                     }
-                    Padding::Pkcs1 | Padding::Raw => {
-                        let c = BoxedUint::from_be_slice(input, k.n().bits_precision())
-                            .map_err(|_| Error::EncryptedDataInvalid)?;
-                        if !bool::from(c.ct_lt(k.n())) {
-                            return Err(Error::EncryptedDataInvalid);
+                    Ok(match padding {
+                        Padding::Oaep { hash, mgf, label } => {
+                            Zeroizing::new(oaep_run(&self.key, *hash, *mgf, label, input)?)
                         }
-                        let m = rsa::hazmat::rsa_decrypt_and_check(&**k, Some(&mut SysRng), &c)
-                            .map_err(|_| Error::EncryptedDataInvalid)?;
-                        let em = Zeroizing::new(left_pad(&m.to_be_bytes(), self.k));
-                        match padding {
-                            Padding::Raw => em,
-                            _ => pkcs1_unpad_implicit(k, input, &em),
+                        Padding::Pkcs1 | Padding::Raw => {
+                            let c = BoxedUint::from_be_slice(input, k.n().bits_precision())
+                                .map_err(|_| Error::EncryptedDataInvalid)?;
+                            if !bool::from(c.ct_lt(k.n())) {
+                                return Err(Error::EncryptedDataInvalid);
+                            }
+                            let m = rsa::hazmat::rsa_decrypt_and_check(&**k, Some(&mut SysRng), &c)
+                                .map_err(|_| Error::EncryptedDataInvalid)?;
+                            let em = Zeroizing::new(left_pad(&m.to_be_bytes(), self.k));
+                            match padding {
+                                Padding::Raw => em,
+                                _ => pkcs1_unpad_implicit(k, input, &em),
+                            }
                         }
-                    }
-                }
+                    })
+                })?
             }
         };
         let n = result.len();

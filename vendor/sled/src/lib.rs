@@ -164,6 +164,39 @@ mod threadpool {
     }
 }
 
+// FerroHSM patch: every file sled creates is owner-only (0600) and every
+// directory 0700, whatever the process umask (which can only narrow these
+// modes). A token database holds ciphertext and public objects that other
+// local users have no business reading. See vendor/sled/FERROHSM-PATCH.md.
+mod private_fs {
+    use std::{fs, io, path::Path};
+
+    /// `OpenOptions` that create a missing file with mode 0600.
+    pub(crate) fn file_options() -> fs::OpenOptions {
+        #[allow(unused_mut)]
+        let mut options = fs::OpenOptions::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = options.mode(0o600);
+        }
+        options
+    }
+
+    /// `fs::create_dir_all`, creating missing directories with mode 0700.
+    pub(crate) fn create_dir_all(path: &Path) -> io::Result<()> {
+        #[allow(unused_mut)]
+        let mut builder = fs::DirBuilder::new();
+        let _ = builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = builder.mode(0o700);
+        }
+        builder.create(path)
+    }
+}
+
 #[cfg(all(
     not(miri),
     any(

@@ -69,8 +69,10 @@ pub(crate) fn write_blob<T: Serialize>(
     item: &T,
 ) -> Result<()> {
     let path = config.blob_path(id);
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+    let mut f = crate::private_fs::file_options()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
 
     let kind_buf = &[kind.into()];
 
