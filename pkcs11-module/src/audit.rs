@@ -48,6 +48,8 @@ struct Pending {
     uses: HashMap<UseKey, Use, BuildHasherDefault<FastHash>>,
     flusher_running: bool,
     stop: bool,
+    /// Without a flusher thread: when queued work was last written inline.
+    last_inline: Option<std::time::Instant>,
 }
 
 /// What key-use summaries are counted by.
@@ -135,7 +137,11 @@ impl Auditor {
         if !durable {
             let mut p = self.shared.pending.lock();
             p.queued.push((slot, event));
-            self.ensure_flusher(&mut p);
+            let inline = self.ensure_flusher(&mut p);
+            drop(p);
+            if inline {
+                self.shared.flush();
+            }
             return;
         }
         let mut batch: Vec<AuditEvent> = {
@@ -200,7 +206,11 @@ impl Auditor {
                 );
             }
         }
-        self.ensure_flusher(&mut p);
+        let inline = self.ensure_flusher(&mut p);
+        drop(p);
+        if inline {
+            self.shared.flush();
+        }
     }
 
     /// Writes every queued event and key-use summary now.
@@ -208,9 +218,21 @@ impl Auditor {
         self.shared.flush();
     }
 
-    fn ensure_flusher(&self, p: &mut Pending) {
+    /// Makes sure queued work gets written: starts the flusher thread, or,
+    /// where the application forbids threads, answers whether the caller
+    /// should write it inline now (once per `flush_every`).
+    fn ensure_flusher(&self, p: &mut Pending) -> bool {
+        if !self.shared.config.threads {
+            let now = std::time::Instant::now();
+            let last = *p.last_inline.get_or_insert(now);
+            if now.duration_since(last) >= self.shared.config.flush_every {
+                p.last_inline = Some(now);
+                return true;
+            }
+            return false;
+        }
         if p.flusher_running || p.stop {
-            return;
+            return false;
         }
         p.flusher_running = true;
         let weak: Weak<Shared> = Arc::downgrade(&self.shared);
@@ -228,6 +250,7 @@ impl Auditor {
             // No thread: the next durable event or C_Finalize writes them.
             Err(_) => p.flusher_running = false,
         }
+        false
     }
 }
 
@@ -308,7 +331,7 @@ pub fn describe(obj: &Object) -> AuditObject {
 /// [`describe`] for attributes not (yet) in an object.
 pub fn describe_attrs(
     handle: Option<CK_OBJECT_HANDLE>,
-    attrs: &crate::object::Attrs,
+    attrs: &crate::object::attrs::Attrs,
 ) -> AuditObject {
     AuditObject::describe(handle, |ty| attrs.get(&(ty as CK_ATTRIBUTE_TYPE)))
 }

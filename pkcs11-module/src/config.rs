@@ -88,6 +88,11 @@ pub struct AuditConfig {
     pub flush_every: std::time::Duration,
     /// Size at which a log file is rotated (`max_file_bytes`, at least 64 KiB).
     pub max_file_bytes: u64,
+    /// Whether a `ferrohsm-audit` thread may write queued events and
+    /// summaries (not a config key: FALSE when the application passes
+    /// `CKF_LIBRARY_CANT_CREATE_OS_THREADS`; they are then written inline,
+    /// at the first call after `flush_every` has passed, and at `C_Finalize`).
+    pub threads: bool,
 }
 
 impl Default for AuditConfig {
@@ -97,6 +102,7 @@ impl Default for AuditConfig {
             key_use: KeyUseAudit::Summary,
             flush_every: std::time::Duration::from_secs(DEFAULT_AUDIT_FLUSH_SECONDS),
             max_file_bytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
+            threads: true,
         }
     }
 }

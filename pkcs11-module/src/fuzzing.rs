@@ -558,7 +558,7 @@ pub fn template(data: &[u8]) {
         back.attrs == built,
         "the store record round trip changed attributes"
     );
-    let _ = obj.size();
+    let _ = crate::object::policy::revealed_size(&obj.attrs);
     for edit in [Edit::Set, Edit::Copy] {
         let Ok(new) = policy::modify(&built, second, edit, actor, None) else {
             continue;

@@ -1,39 +1,13 @@
-//! Sessions, login states and active operations, and the one rule for output
-//! buffers (`OutBuf`, `drive`).
+//! A session's active operations, and the one rule for output buffers
+//! (`OutBuf`, `drive`). (`Session` itself and `Login` live with the slots, in
+//! `module`.)
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
-
 use cryptoki_sys::*;
-use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
 use crate::mechanism::{CipherOp, Dir, SignOp};
-use crate::module::Slot;
-
-/// Who is logged in to a token (login is per application, for all its sessions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Login {
-    /// Nobody.
-    Public,
-    /// The normal user.
-    User,
-    /// The security officer.
-    So,
-}
-
-/// `CKS_*` for a login state and session kind.
-pub fn state(login: Login, rw: bool) -> CK_STATE {
-    match (login, rw) {
-        (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
-        (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
-        (Login::User, false) => CKS_RO_USER_FUNCTIONS,
-        (Login::User, true) => CKS_RW_USER_FUNCTIONS,
-        // An SO is never logged in while read-only sessions exist.
-        (Login::So, _) => CKS_RW_SO_FUNCTIONS,
-    }
-}
 
 /// A find operation: the matching handles, taken at `C_FindObjectsInit`.
 #[derive(Debug, Default)]
@@ -58,12 +32,61 @@ pub struct CipherState {
     pub multipart: bool,
 }
 
-/// A MAC signing or verification and whether it went multi-part.
-pub struct MacState {
-    /// The running MAC.
+/// A signature or MAC operation (sign or verify) and whether it went multi-part.
+pub struct SignState {
+    /// The running signature or MAC.
     pub op: Box<dyn SignOp>,
     /// An update was made: only the final call may end it.
     pub multipart: bool,
+}
+
+/// An operation that may have gone multi-part (an update was made), after
+/// which only the final call may end it.
+pub trait MultiPart {
+    /// An update was made.
+    fn went_multi_part(&self) -> bool;
+}
+
+impl MultiPart for DigestState {
+    fn went_multi_part(&self) -> bool {
+        self.multipart
+    }
+}
+
+impl MultiPart for CipherState {
+    fn went_multi_part(&self) -> bool {
+        self.multipart
+    }
+}
+
+impl MultiPart for SignState {
+    fn went_multi_part(&self) -> bool {
+        self.multipart
+    }
+}
+
+/// One single-part call (`C_Digest`, `C_Encrypt`/`C_Decrypt`, `C_Sign`), the
+/// same shape for all: refused with `CKR_OPERATION_ACTIVE` once the operation
+/// went multi-part; `need` bytes offered to the caller (a size query or a
+/// too-small buffer keeps the operation); `run` writes the output and says
+/// how much it wrote; the operation then ends (and on any error, by `drive`).
+pub fn single_part<T: MultiPart>(
+    slot: &mut Option<T>,
+    out: &mut OutBuf<'_>,
+    need: impl FnOnce(&T) -> usize,
+    run: impl FnOnce(&mut T, &mut [u8]) -> Result<usize>,
+) -> Result<()> {
+    drive(slot, |op| {
+        if op.went_multi_part() {
+            return Err(Error::OperationActive);
+        }
+        let Some(buf) = out.offer(need(op))? else {
+            return Ok(((), After::Keep));
+        };
+        let n = run(op, buf)?;
+        out.truncate(n);
+        Ok(((), After::End))
+    })
 }
 
 /// The active operations of a session, at most one of each kind.
@@ -78,9 +101,9 @@ pub struct Ops {
     /// `C_Decrypt*`.
     pub decrypt: Option<CipherState>,
     /// `C_Sign*`.
-    pub sign: Option<MacState>,
+    pub sign: Option<SignState>,
     /// `C_Verify*`.
-    pub verify: Option<MacState>,
+    pub verify: Option<SignState>,
 }
 
 impl Ops {
@@ -91,19 +114,6 @@ impl Ops {
             Dir::Decrypt => &mut self.decrypt,
         }
     }
-}
-
-/// An open session.
-pub struct Session {
-    /// Its handle.
-    pub handle: CK_SESSION_HANDLE,
-    /// The slot (and token) it belongs to.
-    pub slot: Arc<Slot>,
-    /// Read/write session (`CKF_RW_SESSION`).
-    pub rw: bool,
-    /// Active operations; locked for the duration of one call on this session,
-    /// which serialises threads sharing a session.
-    pub ops: Mutex<Ops>,
 }
 
 /// The caller's output buffer: absent (a size query) or a slice. Holds the
@@ -236,12 +246,5 @@ mod tests {
         }));
         assert!(caught.is_err());
         assert!(op.is_none(), "a panicking step must end the operation");
-    }
-
-    #[test]
-    fn states() {
-        assert_eq!(state(Login::Public, false), CKS_RO_PUBLIC_SESSION);
-        assert_eq!(state(Login::User, true), CKS_RW_USER_FUNCTIONS);
-        assert_eq!(state(Login::So, true), CKS_RW_SO_FUNCTIONS);
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cryptoki_sys::*;
 use ferrohsm_pkcs11::config::Config;
 use ferrohsm_pkcs11::mechanism::{Dir, MECHANISMS, MechanismArg, Param};
-use ferrohsm_pkcs11::object::{RawAttr, Reading};
+use ferrohsm_pkcs11::object::policy::{RawAttr, Reading};
 use ferrohsm_pkcs11::session::OutBuf;
 use ferrohsm_pkcs11::{Error, Module};
 use ferrohsm_store::MemoryStore;
@@ -1581,7 +1581,7 @@ fn run(w: &mut World, c: &Call) -> Result<(&'static str, Result<(), Error>), Str
             } else {
                 "C_SignInit"
             };
-            (f, m.mac_init(w.s(s), mech, w.o(k), *verify))
+            (f, m.sign_init(w.s(s), mech, w.o(k), *verify))
         }
         Call::Sign { s, data, out } => ("C_Sign", with_out(out, |o| m.sign(w.s(s), data, o))?),
         Call::MacUpdate { s, verify, data } => {
@@ -1590,7 +1590,7 @@ fn run(w: &mut World, c: &Call) -> Result<(&'static str, Result<(), Error>), Str
             } else {
                 "C_SignUpdate"
             };
-            (f, m.mac_update(w.s(s), *verify, data))
+            (f, m.sign_update(w.s(s), *verify, data))
         }
         Call::SignFinal { s, out } => ("C_SignFinal", with_out(out, |o| m.sign_final(w.s(s), o))?),
         Call::Verify { s, data, sig } => ("C_Verify", m.verify(w.s(s), data, sig)),

@@ -17,7 +17,7 @@ use ferrohsm_pkcs11::Module;
 use ferrohsm_pkcs11::config::Config;
 use ferrohsm_pkcs11::mechanism::{Dir, MechanismArg, Param};
 use ferrohsm_pkcs11::module::pad;
-use ferrohsm_pkcs11::object::RawAttr;
+use ferrohsm_pkcs11::object::policy::RawAttr;
 use ferrohsm_pkcs11::session::OutBuf;
 use ferrohsm_store::MemoryStore;
 

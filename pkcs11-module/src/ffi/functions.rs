@@ -5,21 +5,21 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cryptoki_sys::*;
-use ferrohsm_store::{SledOptions, SledStore};
 
+use super::params::mechanism;
 use super::{
-    STATE, ending, entry, input, mechanism, module, out, register_fork_handlers, template,
-    unsupported, with_outbuf, write_list,
+    STATE, ending, entry, input, module, out, register_fork_handlers, template, unsupported,
+    with_outbuf, write_list,
 };
-use crate::config::Config;
 use crate::error::Error;
 use crate::mechanism::Dir;
 use crate::module::Module;
-use crate::object::Reading;
+use crate::object::policy::Reading;
 
 // ---- general purpose ---------------------------------------------------------------------
 
 entry!(C_Initialize(p_init_args: *mut c_void) {
+    let mut threads = true;
     // SAFETY: a non-NULL argument points to CK_C_INITIALIZE_ARGS (spec §5.4).
     if let Some(args) = unsafe { (p_init_args as *const CK_C_INITIALIZE_ARGS).as_ref() } {
         if !args.pReserved.is_null() {
@@ -35,32 +35,16 @@ entry!(C_Initialize(p_init_args: *mut c_void) {
             return Err(Error::ArgumentsBad);
         }
         // Mutex callbacks, with or without CKF_OS_LOCKING_OK, are accepted: the
-        // module's own native locks give the same guarantees, and it never
-        // creates threads of its own.
+        // module's own native locks give the same guarantees. Its threads (the
+        // store's database closer, the audit flusher) are not started when the
+        // application forbids them.
+        threads = args.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0;
     }
     let mut state = STATE.write();
     if state.module.is_some() {
         return Err(Error::CryptokiAlreadyInitialized);
     }
-    let config = Config::from_env().map_err(|e| {
-        eprintln!("ferrohsm: C_Initialize failed: {e}");
-        Error::FunctionFailed
-    })?;
-    let options = SledOptions {
-        lock_deadline: config.store_lock_timeout,
-        audit_max_file_bytes: config.audit.max_file_bytes,
-        ..SledOptions::default()
-    };
-    let store = SledStore::open(&config.data_dir, options).map_err(|e| {
-        eprintln!("ferrohsm: C_Initialize failed: {e}");
-        Error::DeviceError
-    })?;
-    // What opening the store changed to make the data directory owner-only.
-    let notes = store.notes().to_vec();
-    let module = Module::new(config, Arc::new(store))?;
-    for note in &notes {
-        crate::log!(module.log, crate::logging::Level::Info, "{note}");
-    }
+    let module = Module::initialize(threads)?;
     register_fork_handlers();
     state.module = Some(Arc::new(module));
     Ok(())
@@ -82,45 +66,6 @@ entry!(C_GetInfo(p_info: *mut CK_INFO) {
     let m = module()?;
     // SAFETY: caller promise for pInfo.
     *unsafe { out(p_info) }? = m.info();
-    Ok(())
-});
-
-entry!(C_GetFunctionList(pp: *mut *mut CK_FUNCTION_LIST) {
-    // SAFETY: caller promise for ppFunctionList.
-    *unsafe { out(pp) }? = super::lists::FUNCTIONS_240.get();
-    Ok(())
-});
-
-entry!(C_GetInterfaceList(p_list: *mut CK_INTERFACE, p_count: *mut CK_ULONG) {
-    let all = super::lists::interfaces();
-    // SAFETY: caller promise for pulCount.
-    let count = unsafe { out(p_count) }?;
-    let have = *count as usize;
-    *count = all.len() as CK_ULONG;
-    if p_list.is_null() {
-        return Ok(());
-    }
-    if have < all.len() {
-        return Err(Error::BufferTooSmall);
-    }
-    // SAFETY: `p_list` is valid for `have >= all.len()` entries.
-    unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), p_list, all.len()) };
-    Ok(())
-});
-
-entry!(C_GetInterface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: *mut *mut CK_INTERFACE, flags: CK_FLAGS) {
-    // SAFETY: caller promise for ppInterface.
-    let pp = unsafe { out(pp) }?;
-    if !p_name.is_null() {
-        // SAFETY: a non-NULL name is a NUL-terminated string.
-        let name = unsafe { std::ffi::CStr::from_ptr(p_name as *const std::ffi::c_char) };
-        if name.to_bytes() != b"PKCS 11" {
-            return Err(Error::ArgumentsBad);
-        }
-    }
-    // SAFETY: a non-NULL version points to a CK_VERSION.
-    let version = unsafe { p_version.as_ref() }.map(|v| (v.major, v.minor));
-    *pp = super::lists::interface(version, flags).ok_or(Error::ArgumentsBad)?;
     Ok(())
 });
 
@@ -474,7 +419,7 @@ entry!(C_SignInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJEC
     let m = module()?;
     // SAFETY: caller promise for pMechanism.
     let mech = unsafe { mechanism(p_mech) }?;
-    m.mac_init(h, &mech, key, false)
+    m.sign_init(h, &mech, key, false)
 });
 
 entry!(C_Sign(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
@@ -489,7 +434,7 @@ entry!(C_SignUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG) {
     let m = module()?;
     // SAFETY: caller promise for pPart.
     let data = ending(&m, h, CKF_SIGN, unsafe { input(p_part, len) })?;
-    m.mac_update(h, false, data)
+    m.sign_update(h, false, data)
 });
 
 entry!(C_SignFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
@@ -502,7 +447,7 @@ entry!(C_VerifyInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJ
     let m = module()?;
     // SAFETY: caller promise for pMechanism.
     let mech = unsafe { mechanism(p_mech) }?;
-    m.mac_init(h, &mech, key, true)
+    m.sign_init(h, &mech, key, true)
 });
 
 entry!(C_Verify(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {
@@ -516,7 +461,7 @@ entry!(C_VerifyUpdate(h: CK_SESSION_HANDLE, p_part: *mut CK_BYTE, len: CK_ULONG)
     let m = module()?;
     // SAFETY: caller promise for pPart.
     let data = ending(&m, h, CKF_VERIFY, unsafe { input(p_part, len) })?;
-    m.mac_update(h, true, data)
+    m.sign_update(h, true, data)
 });
 
 entry!(C_VerifyFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG) {

@@ -9,6 +9,8 @@ use std::ffi::c_void;
 use cryptoki_sys::*;
 
 use super::functions;
+use super::{entry, out};
+use crate::error::Error;
 
 /// A static the C side may write to: placed in writable memory, shared by
 /// pointer only.
@@ -36,7 +38,7 @@ pub(super) static FUNCTIONS_240: Writable<CK_FUNCTION_LIST> =
         C_Initialize: Some(functions::C_Initialize),
         C_Finalize: Some(functions::C_Finalize),
         C_GetInfo: Some(functions::C_GetInfo),
-        C_GetFunctionList: Some(functions::C_GetFunctionList),
+        C_GetFunctionList: Some(C_GetFunctionList),
         C_GetSlotList: Some(functions::C_GetSlotList),
         C_GetSlotInfo: Some(functions::C_GetSlotInfo),
         C_GetTokenInfo: Some(functions::C_GetTokenInfo),
@@ -110,7 +112,7 @@ pub(super) static FUNCTIONS_300: Writable<CK_FUNCTION_LIST_3_0> =
         C_Initialize: Some(functions::C_Initialize),
         C_Finalize: Some(functions::C_Finalize),
         C_GetInfo: Some(functions::C_GetInfo),
-        C_GetFunctionList: Some(functions::C_GetFunctionList),
+        C_GetFunctionList: Some(C_GetFunctionList),
         C_GetSlotList: Some(functions::C_GetSlotList),
         C_GetSlotInfo: Some(functions::C_GetSlotInfo),
         C_GetTokenInfo: Some(functions::C_GetTokenInfo),
@@ -175,8 +177,8 @@ pub(super) static FUNCTIONS_300: Writable<CK_FUNCTION_LIST_3_0> =
         C_GetFunctionStatus: Some(functions::C_GetFunctionStatus),
         C_CancelFunction: Some(functions::C_CancelFunction),
         C_WaitForSlotEvent: Some(functions::C_WaitForSlotEvent),
-        C_GetInterfaceList: Some(functions::C_GetInterfaceList),
-        C_GetInterface: Some(functions::C_GetInterface),
+        C_GetInterfaceList: Some(C_GetInterfaceList),
+        C_GetInterface: Some(C_GetInterface),
         C_LoginUser: Some(functions::C_LoginUser),
         C_SessionCancel: Some(functions::C_SessionCancel),
         C_MessageEncryptInit: Some(functions::C_MessageEncryptInit),
@@ -271,3 +273,44 @@ mod tests {
         assert_eq!(std::mem::size_of::<CK_FUNCTION_LIST_3_0>(), PTR * 93);
     }
 }
+
+// ---- the entry points that hand the lists out ----------------------------------
+
+entry!(C_GetFunctionList(pp: *mut *mut CK_FUNCTION_LIST) {
+    // SAFETY: caller promise for ppFunctionList.
+    *unsafe { out(pp) }? = FUNCTIONS_240.get();
+    Ok(())
+});
+
+entry!(C_GetInterfaceList(p_list: *mut CK_INTERFACE, p_count: *mut CK_ULONG) {
+    let all = interfaces();
+    // SAFETY: caller promise for pulCount.
+    let count = unsafe { out(p_count) }?;
+    let have = *count as usize;
+    *count = all.len() as CK_ULONG;
+    if p_list.is_null() {
+        return Ok(());
+    }
+    if have < all.len() {
+        return Err(Error::BufferTooSmall);
+    }
+    // SAFETY: `p_list` is valid for `have >= all.len()` entries.
+    unsafe { std::ptr::copy_nonoverlapping(all.as_ptr(), p_list, all.len()) };
+    Ok(())
+});
+
+entry!(C_GetInterface(p_name: *mut CK_UTF8CHAR, p_version: *mut CK_VERSION, pp: *mut *mut CK_INTERFACE, flags: CK_FLAGS) {
+    // SAFETY: caller promise for ppInterface.
+    let pp = unsafe { out(pp) }?;
+    if !p_name.is_null() {
+        // SAFETY: a non-NULL name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(p_name as *const std::ffi::c_char) };
+        if name.to_bytes() != b"PKCS 11" {
+            return Err(Error::ArgumentsBad);
+        }
+    }
+    // SAFETY: a non-NULL version points to a CK_VERSION.
+    let version = unsafe { p_version.as_ref() }.map(|v| (v.major, v.minor));
+    *pp = interface(version, flags).ok_or(Error::ArgumentsBad)?;
+    Ok(())
+});

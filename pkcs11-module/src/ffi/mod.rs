@@ -5,6 +5,7 @@
 
 mod functions;
 mod lists;
+mod params;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -17,9 +18,8 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::logging::Level;
-use crate::mechanism::{MechanismArg, Param};
 use crate::module::Module;
-use crate::object::RawAttr;
+use crate::object::policy::RawAttr;
 use crate::session::OutBuf;
 
 /// What C callers see: the module, `None` until `C_Initialize` (its store
@@ -50,8 +50,9 @@ fn module() -> Result<Arc<Module>> {
 // be held by threads that do not exist in the child), store handle included: a
 // child never shares the parent's store. The child then sees
 // `CKR_CRYPTOKI_NOT_INITIALIZED` and may call `C_Initialize` again, which opens
-// the store afresh (no database is held open between calls, and sled is built
-// without threads: see vendor/sled/FERROHSM-PATCH.md).
+// the store afresh (the prepare handler first releases the database the store
+// keeps open for a few milliseconds after a call, so no lock is inherited, and
+// sled is built without threads: see vendor/sled/FERROHSM-PATCH.md).
 
 extern "C" fn before_fork() {
     // SAFETY: the raw lock is only used in these three handlers, which glibc
@@ -385,198 +386,4 @@ pub(super) unsafe fn write_array_attribute(a: &mut CK_ATTRIBUTE, encoded: &[u8])
     }
     a.ulValueLen = need as CK_ULONG;
     fits
-}
-
-/// A mechanism and its parameter: flat parameters as bytes, parameters that
-/// hold pointers (`CK_GCM_PARAMS`) with the pointed-to data copied.
-///
-/// # Safety
-/// `p` must be NULL or point to a `CK_MECHANISM` whose `pParameter` is NULL or
-/// valid for `ulParameterLen` bytes, and whose embedded pointers are valid as
-/// the parameter's type says.
-unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
-    // SAFETY: `as_ref` checks for NULL; validity is the caller's promise.
-    let m = unsafe { p.as_ref() }.ok_or(Error::ArgumentsBad)?;
-    let param = if m.pParameter.is_null() && m.ulParameterLen == 0 {
-        Param::None
-    } else if m.mechanism == CKM_AES_GCM {
-        // SAFETY: forwarded caller promise about the GCM parameter.
-        unsafe { gcm_params(m.pParameter as *const u8, m.ulParameterLen) }?
-    } else if m.mechanism == CKM_RSA_PKCS_OAEP {
-        // SAFETY: forwarded caller promise: CK_RSA_PKCS_OAEP_PARAMS.
-        let [hash, mgf, source, label_p, label_len] =
-            unsafe { words::<5>(m.pParameter as *const u8, m.ulParameterLen) }?;
-        // SAFETY: the caller promises pSourceData valid for ulSourceDataLen.
-        let label = unsafe { input(label_p as *const u8, label_len as CK_ULONG) }
-            .map_err(|_| Error::MechanismParamInvalid)?;
-        Param::Oaep {
-            hash: hash as CK_ULONG,
-            mgf: mgf as CK_ULONG,
-            source: source as CK_ULONG,
-            label: label.to_vec(),
-        }
-    } else if m.mechanism == CKM_ECDH1_DERIVE {
-        // SAFETY: forwarded caller promise: CK_ECDH1_DERIVE_PARAMS.
-        let [kdf, shared_len, shared_p, public_len, public_p] =
-            unsafe { words::<5>(m.pParameter as *const u8, m.ulParameterLen) }?;
-        // SAFETY: the caller promises each pointer valid for its length.
-        let (shared, public) = unsafe {
-            (
-                input(shared_p as *const u8, shared_len as CK_ULONG)
-                    .map_err(|_| Error::MechanismParamInvalid)?,
-                input(public_p as *const u8, public_len as CK_ULONG)
-                    .map_err(|_| Error::MechanismParamInvalid)?,
-            )
-        };
-        Param::Ecdh {
-            kdf: kdf as CK_ULONG,
-            shared: shared.to_vec(),
-            public: public.to_vec(),
-        }
-    } else if m.mechanism == CKM_HKDF_DERIVE || m.mechanism == CKM_HKDF_DATA {
-        // SAFETY: forwarded caller promise: CK_HKDF_PARAMS.
-        unsafe { hkdf_params(m.pParameter as *const u8, m.ulParameterLen) }?
-    } else if m.mechanism == CKM_AES_ECB_ENCRYPT_DATA {
-        // SAFETY: forwarded caller promise: CK_KEY_DERIVATION_STRING_DATA.
-        let [data_p, data_len] =
-            unsafe { words::<2>(m.pParameter as *const u8, m.ulParameterLen) }?;
-        // SAFETY: the caller promises pData valid for ulLen bytes.
-        let data = unsafe { input(data_p as *const u8, data_len as CK_ULONG) }
-            .map_err(|_| Error::MechanismParamInvalid)?;
-        Param::Raw(data.to_vec())
-    } else if m.mechanism == CKM_AES_CBC_ENCRYPT_DATA {
-        // SAFETY: forwarded caller promise: CK_AES_CBC_ENCRYPT_DATA_PARAMS.
-        unsafe { cbc_data_params(m.pParameter as *const u8, m.ulParameterLen) }?
-    } else {
-        // SAFETY: forwarded caller promise about `pParameter`.
-        let bytes = unsafe { input(m.pParameter as *const u8, m.ulParameterLen) }
-            .map_err(|_| Error::MechanismParamInvalid)?;
-        if bytes.is_empty() {
-            Param::None
-        } else {
-            Param::Raw(bytes.to_vec())
-        }
-    };
-    Ok(MechanismArg {
-        ty: m.mechanism,
-        param,
-    })
-}
-
-/// A parameter structure made of `N` pointer-sized words (`CK_ULONG` and
-/// pointers alike on the LP64 and ILP32 ABIs), read unaligned.
-///
-/// # Safety
-/// `p` must be valid for `len` bytes.
-unsafe fn words<const N: usize>(p: *const u8, len: CK_ULONG) -> Result<[usize; N]> {
-    const W: usize = std::mem::size_of::<usize>();
-    if p.is_null() || len as usize != N * W {
-        return Err(Error::MechanismParamInvalid);
-    }
-    let mut w = [0usize; N];
-    for (i, slot) in w.iter_mut().enumerate() {
-        // SAFETY: `p` is valid for `N * W` bytes; the read is unaligned-safe.
-        *slot = unsafe { (p.add(i * W) as *const usize).read_unaligned() };
-    }
-    Ok(w)
-}
-
-/// `CK_HKDF_PARAMS`: two `CK_BBOOL`s padded to a word, then prfHashMechanism,
-/// ulSaltType, pSalt, ulSaltLen, hSaltKey, pInfo, ulInfoLen.
-///
-/// # Safety
-/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
-unsafe fn hkdf_params(p: *const u8, len: CK_ULONG) -> Result<Param> {
-    const W: usize = std::mem::size_of::<usize>();
-    if p.is_null() || len as usize != 8 * W {
-        return Err(Error::MechanismParamInvalid);
-    }
-    // SAFETY: `p` is valid for 8 words; the flags are its first two bytes.
-    let (extract, expand) = unsafe { (*p, *p.add(1)) };
-    // SAFETY: the remaining 7 words follow the padded flags.
-    let [prf, salt_type, salt_p, salt_len, salt_key, info_p, info_len] =
-        unsafe { words::<7>(p.add(W), (7 * W) as CK_ULONG) }?;
-    // SAFETY: the caller promises pSalt and pInfo valid for their lengths.
-    let (salt, info) = unsafe {
-        (
-            input(salt_p as *const u8, salt_len as CK_ULONG)
-                .map_err(|_| Error::MechanismParamInvalid)?,
-            input(info_p as *const u8, info_len as CK_ULONG)
-                .map_err(|_| Error::MechanismParamInvalid)?,
-        )
-    };
-    Ok(Param::Hkdf {
-        extract: extract != 0,
-        expand: expand != 0,
-        prf: prf as CK_ULONG,
-        salt_type: salt_type as CK_ULONG,
-        salt: salt.to_vec(),
-        salt_key: salt_key as CK_OBJECT_HANDLE,
-        info: info.to_vec(),
-    })
-}
-
-/// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`: iv[16], pData, length.
-///
-/// # Safety
-/// `p` must be valid for `len` bytes and pData valid for its length.
-unsafe fn cbc_data_params(p: *const u8, len: CK_ULONG) -> Result<Param> {
-    const W: usize = std::mem::size_of::<usize>();
-    if p.is_null() || len as usize != 16 + 2 * W {
-        return Err(Error::MechanismParamInvalid);
-    }
-    let mut iv = [0u8; 16];
-    // SAFETY: `p` is valid for 16 + 2 words; the IV is its first 16 bytes.
-    iv.copy_from_slice(unsafe { std::slice::from_raw_parts(p, 16) });
-    // SAFETY: the two words follow the IV.
-    let [data_p, data_len] = unsafe { words::<2>(p.add(16), (2 * W) as CK_ULONG) }?;
-    // SAFETY: the caller promises pData valid for length bytes.
-    let data = unsafe { input(data_p as *const u8, data_len as CK_ULONG) }
-        .map_err(|_| Error::MechanismParamInvalid)?;
-    Ok(Param::AesCbcData {
-        iv,
-        data: data.to_vec(),
-    })
-}
-
-/// `CK_GCM_PARAMS` in either layout, told apart by size: v3.0 (48 bytes:
-/// pIv, ulIvLen, ulIvBits, pAAD, ulAADLen, ulTagBits) or the older one (40
-/// bytes, without ulIvBits). `ulIvBits` is informative only and ignored.
-///
-/// # Safety
-/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
-unsafe fn gcm_params(p: *const u8, len: CK_ULONG) -> Result<Param> {
-    const W: usize = std::mem::size_of::<usize>();
-    let words = match len as usize {
-        l if l == 6 * W => 6,
-        l if l == 5 * W => 5,
-        _ => return Err(Error::MechanismParamInvalid),
-    };
-    if p.is_null() {
-        return Err(Error::MechanismParamInvalid);
-    }
-    let mut w = [0usize; 6];
-    for (i, slot) in w.iter_mut().take(words).enumerate() {
-        // SAFETY: `p` is valid for `words * W` bytes; the read is unaligned-safe.
-        *slot = unsafe { (p.add(i * W) as *const usize).read_unaligned() };
-    }
-    let (iv_p, iv_len, aad_p, aad_len, tag_bits) = if words == 6 {
-        (w[0], w[1], w[3], w[4], w[5])
-    } else {
-        (w[0], w[1], w[2], w[3], w[4])
-    };
-    // SAFETY: the caller promises pIv/pAAD valid for ulIvLen/ulAADLen bytes.
-    let (iv, aad) = unsafe {
-        (
-            input(iv_p as *const u8, iv_len as CK_ULONG)
-                .map_err(|_| Error::MechanismParamInvalid)?,
-            input(aad_p as *const u8, aad_len as CK_ULONG)
-                .map_err(|_| Error::MechanismParamInvalid)?,
-        )
-    };
-    Ok(Param::Gcm {
-        iv: iv.to_vec(),
-        aad: aad.to_vec(),
-        tag_bits: tag_bits as u64,
-    })
 }

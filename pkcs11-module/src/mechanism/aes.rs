@@ -537,12 +537,16 @@ pub fn gcm(param: &Param, key: Arc<AesKey>, dir: Dir) -> Result<Box<dyn CipherOp
 struct KeyWrap {
     key: Zeroizing<Vec<u8>>,
     dir: Dir,
+    /// RFC 5649 (KWP) rather than RFC 3394 (KW).
     padded: bool,
+    /// KW for `C_WrapKey`: zeros pad the input to whole 8-byte semiblocks.
+    zero_pad: bool,
 }
 
 impl OneShot for KeyWrap {
     fn out_len(&self, len: usize) -> usize {
         match (self.dir, self.padded) {
+            (Dir::Encrypt, false) if self.zero_pad => len.next_multiple_of(8) + 8,
             (Dir::Encrypt, false) => len + 8,
             (Dir::Encrypt, true) => len.div_ceil(8) * 8 + 8,
             (Dir::Decrypt, _) => len.saturating_sub(8),
@@ -550,6 +554,20 @@ impl OneShot for KeyWrap {
     }
 
     fn process(&self, input: &[u8], out: &mut [u8]) -> Result<usize> {
+        if self.zero_pad && self.dir == Dir::Encrypt && !input.len().is_multiple_of(8) {
+            // Sized once, so no reallocation leaves a copy of the key behind.
+            let len = input.len().next_multiple_of(8);
+            let mut padded = Zeroizing::new(Vec::with_capacity(len));
+            padded.extend_from_slice(input);
+            padded.resize(len, 0);
+            return self.wrap_or_unwrap(&padded, out);
+        }
+        self.wrap_or_unwrap(input, out)
+    }
+}
+
+impl KeyWrap {
+    fn wrap_or_unwrap(&self, input: &[u8], out: &mut [u8]) -> Result<usize> {
         match self.dir {
             Dir::Encrypt
                 if input.is_empty()
@@ -631,7 +649,13 @@ fn apply<W: Wrapper>(w: W, encrypt: bool, input: &[u8], out: &mut [u8]) -> Resul
     Ok(n)
 }
 
-fn key_wrap(param: &Param, raw_key: &[u8], dir: Dir, padded: bool) -> Result<Box<dyn CipherOp>> {
+fn key_wrap(
+    param: &Param,
+    raw_key: &[u8],
+    dir: Dir,
+    padded: bool,
+    zero_pad: bool,
+) -> Result<Box<dyn CipherOp>> {
     // Only the default initial values of RFC 3394 / RFC 5649 are supported.
     let default_iv: &[u8] = if padded {
         &[0xA6, 0x59, 0x59, 0xA6]
@@ -649,18 +673,27 @@ fn key_wrap(param: &Param, raw_key: &[u8], dir: Dir, padded: bool) -> Result<Box
             key: Zeroizing::new(raw_key.to_vec()),
             dir,
             padded,
+            zero_pad,
         })
     }))
 }
 
 /// Builds `CKM_AES_KEY_WRAP` (RFC 3394) for encrypt/decrypt.
 pub fn kw(param: &Param, raw_key: &[u8], dir: Dir) -> Result<Box<dyn CipherOp>> {
-    key_wrap(param, raw_key, dir, false)
+    key_wrap(param, raw_key, dir, false, false)
+}
+
+/// Builds `CKM_AES_KEY_WRAP` (RFC 3394) for `C_WrapKey`: a key whose length
+/// is not a multiple of the semiblock size (8 bytes) is zero padded to fit
+/// (PKCS#11 v3.0 §2.14.3). Unwrapping is plain `kw`; the module strips the
+/// zeros to the unwrapped key's length.
+pub fn kw_zero_padded(param: &Param, raw_key: &[u8], dir: Dir) -> Result<Box<dyn CipherOp>> {
+    key_wrap(param, raw_key, dir, false, dir == Dir::Encrypt)
 }
 
 /// Builds `CKM_AES_KEY_WRAP_KWP` (RFC 5649) for encrypt/decrypt.
 pub fn kwp(param: &Param, raw_key: &[u8], dir: Dir) -> Result<Box<dyn CipherOp>> {
-    key_wrap(param, raw_key, dir, true)
+    key_wrap(param, raw_key, dir, true, false)
 }
 
 #[cfg(test)]
@@ -977,6 +1010,40 @@ mod tests {
         assert_eq!(
             run_single(kwp(&Param::None, &kek, Dir::Decrypt).unwrap(), &ct7).unwrap(),
             hex!("466f7250617369")
+        );
+    }
+
+    #[test]
+    fn kw_for_wrapping_zero_pads_to_semiblocks() {
+        let kek = hex!("000102030405060708090A0B0C0D0E0F");
+        let key = [0x5a; 20];
+        let op = kw_zero_padded(&Param::None, &kek, Dir::Encrypt).unwrap();
+        assert_eq!(op.single_len(20), 24 + 8);
+        let ct = run_single(op, &key).unwrap();
+        let padded = [&key[..], &[0; 4]].concat();
+        // The same as plain KW of the padded key; unwrapping gives it back.
+        assert_eq!(
+            ct,
+            run_single(kw(&Param::None, &kek, Dir::Encrypt).unwrap(), &padded).unwrap()
+        );
+        assert_eq!(
+            run_single(
+                kw_zero_padded(&Param::None, &kek, Dir::Decrypt).unwrap(),
+                &ct
+            )
+            .unwrap(),
+            padded
+        );
+        // Whole semiblocks are not padded; too short stays too short.
+        let op = kw_zero_padded(&Param::None, &kek, Dir::Encrypt).unwrap();
+        assert_eq!(op.single_len(16), 24);
+        assert_eq!(
+            run_single(
+                kw_zero_padded(&Param::None, &kek, Dir::Encrypt).unwrap(),
+                &[1; 7]
+            )
+            .err(),
+            Some(Error::DataLenRange)
         );
     }
 

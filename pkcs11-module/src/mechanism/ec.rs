@@ -16,7 +16,7 @@ use super::digest::{DigestOp, for_mechanism};
 use super::{Param, SignOp, cached};
 use crate::error::{Error, Result};
 use crate::object::Object;
-use crate::object::policy::Attrs;
+use crate::object::attrs::Attrs;
 
 /// DER of the namedCurve OID prime256v1 (1.2.840.10045.3.1.7).
 pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];

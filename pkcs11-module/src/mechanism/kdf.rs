@@ -116,12 +116,13 @@ pub fn hkdf_len(param: &Param, _base: &Object, _salt: Option<&Object>) -> Result
     }
 }
 
-/// The data of `CKM_AES_ECB_ENCRYPT_DATA` / `CKM_AES_CBC_ENCRYPT_DATA`: whole
-/// blocks, and the IV of the CBC form.
-fn encrypt_data_param(param: &Param) -> Result<(&[u8], Option<&[u8; 16]>)> {
-    let (data, iv) = match param {
-        Param::Raw(d) => (d.as_slice(), None),
-        Param::AesCbcData { iv, data } => (data.as_slice(), Some(iv)),
+/// The data of `CKM_AES_ECB_ENCRYPT_DATA` (`cbc` false: the data of a
+/// `CK_KEY_DERIVATION_STRING_DATA`) or `CKM_AES_CBC_ENCRYPT_DATA` (`cbc`:
+/// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`): whole blocks, and the IV of the CBC form.
+fn encrypt_data_param(param: &Param, cbc: bool) -> Result<(&[u8], Option<&[u8; 16]>)> {
+    let (data, iv) = match (param, cbc) {
+        (Param::Raw(d), false) => (d.as_slice(), None),
+        (Param::AesCbcData { iv, data }, true) => (data.as_slice(), Some(iv)),
         _ => return Err(Error::MechanismParamInvalid),
     };
     if data.is_empty() || data.len() % 16 != 0 {
@@ -130,15 +131,15 @@ fn encrypt_data_param(param: &Param) -> Result<(&[u8], Option<&[u8; 16]>)> {
     Ok((data, iv))
 }
 
-/// AES-ECB or AES-CBC encryption of the parameter's data under the base key:
-/// the leftmost `len` bytes.
+/// AES-ECB (`cbc` false) or AES-CBC encryption of the parameter's data under
+/// the base key: the leftmost `len` bytes.
 pub fn encrypt_data(
     param: &Param,
     base: &Object,
-    _: Option<&Object>,
+    cbc: bool,
     len: usize,
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let (data, iv) = encrypt_data_param(param)?;
+    let (data, iv) = encrypt_data_param(param, cbc)?;
     if len > data.len() {
         return Err(Error::TemplateInconsistent);
     }
@@ -154,8 +155,8 @@ pub fn encrypt_data(
 }
 
 /// The default length of an encrypt-data derivation: all of the data.
-pub fn encrypt_data_len(param: &Param, _base: &Object, _: Option<&Object>) -> Result<usize> {
-    Ok(encrypt_data_param(param)?.0.len())
+pub fn encrypt_data_len(param: &Param, cbc: bool) -> Result<usize> {
+    Ok(encrypt_data_param(param, cbc)?.0.len())
 }
 
 /// The key named by `CKM_CONCATENATE_BASE_AND_KEY`'s parameter.

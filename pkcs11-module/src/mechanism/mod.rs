@@ -1,5 +1,6 @@
 //! The mechanism table: ONE static list saying, for each mechanism, its key size
-//! range, its flags and the builders of its operations. `C_GetMechanismList` and
+//! range, its flags, the C layout of its parameter (which `ffi` reads) and the
+//! builders of its operations. `C_GetMechanismList` and
 //! `C_GetMechanismInfo` read it, every `*Init` looks its row up, and nothing else
 //! lists mechanisms. Each family lives in its own file.
 #![forbid(unsafe_code)]
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
-use crate::object::{Object, policy};
+use crate::object::Object;
+use crate::object::attrs::Attrs;
 use digest::DigestOp;
 use zeroize::Zeroizing;
 
@@ -80,6 +82,43 @@ pub enum Param {
         /// The data to encrypt (whole blocks).
         data: Vec<u8>,
     },
+}
+
+/// The C layout of a mechanism's parameter: what `ffi` reads at
+/// `pParameter` for the row (PKCS#11 v3.0 names each structure). Flat layouts
+/// are copied as bytes (`Param::Raw`; an empty one is `Param::None`) and
+/// checked by the family's builder; layouts that hold pointers are read as
+/// their `cryptoki-sys` structure, the data they point to is copied, and the
+/// result is the `Param` variant named below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamShape {
+    /// No parameter: `Param::None` (anything else is refused by the builder).
+    None,
+    /// A byte string: the IV of `CKM_AES_CBC`/`CKM_AES_CBC_PAD`, the optional
+    /// initial value of AES key wrap. `Param::Raw`.
+    Bytes,
+    /// `CK_AES_CTR_PARAMS` (flat). `Param::Raw`.
+    Ctr,
+    /// `CK_GCM_PARAMS`, v3.0 layout or the older one without `ulIvBits`,
+    /// told apart by `ulParameterLen`. `Param::Gcm`.
+    Gcm,
+    /// `CK_RSA_PKCS_OAEP_PARAMS`. `Param::Oaep`.
+    Oaep,
+    /// `CK_RSA_PKCS_PSS_PARAMS` (flat). `Param::Raw`.
+    Pss,
+    /// `CK_MAC_GENERAL_PARAMS`: one `CK_ULONG`, the MAC length. `Param::Raw`.
+    MacGeneral,
+    /// `CK_ECDH1_DERIVE_PARAMS`. `Param::Ecdh`.
+    Ecdh,
+    /// `CK_HKDF_PARAMS`. `Param::Hkdf`.
+    Hkdf,
+    /// `CK_KEY_DERIVATION_STRING_DATA`: `Param::Raw` of the data it points to.
+    StringData,
+    /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`. `Param::AesCbcData`.
+    AesCbcData,
+    /// A `CK_OBJECT_HANDLE` (flat): the other key of
+    /// `CKM_CONCATENATE_BASE_AND_KEY`. `Param::Raw`.
+    KeyHandle,
 }
 
 /// Direction of a cipher operation.
@@ -194,7 +233,7 @@ pub struct KeyPairGen {
     pub key_type: CK_KEY_TYPE,
     /// Makes a pair from the (policy-checked) public attributes: returns the
     /// attributes to add to the public and to the private key.
-    pub generate: fn(&policy::Attrs) -> Result<(policy::Attrs, policy::Attrs)>,
+    pub generate: fn(&Attrs) -> Result<(Attrs, Attrs)>,
 }
 
 /// Derives `len` bytes of key value from a mechanism parameter, the base key
@@ -279,6 +318,8 @@ pub struct Mechanism {
     pub flags: CK_FLAGS,
     /// Key types the mechanism accepts.
     pub key_types: &'static [CK_KEY_TYPE],
+    /// The C layout of its parameter, which `ffi` reads.
+    pub param: ParamShape,
     /// Builds a digest operation (mechanisms with `CKF_DIGEST`).
     pub digest: Option<fn() -> Box<dyn DigestOp>>,
     /// Builds encrypt/decrypt operations (`CKF_ENCRYPT`/`CKF_DECRYPT`).
@@ -291,6 +332,16 @@ pub struct Mechanism {
     pub keypair: Option<KeyPairGen>,
     /// Key derivation (`CKF_DERIVE`).
     pub derive: Option<Derive>,
+    /// For a wrapping mechanism that zero-pads a key to whole blocks
+    /// (`CKM_AES_KEY_WRAP`: "a key whose length is not a multiple of the AES
+    /// Key Wrap semiblock size (8 bytes) will be zero padded to fit", v3.0
+    /// §2.14.3): builds `C_WrapKey`'s padding encryption, used instead of
+    /// `cipher`; `C_UnwrapKey` then strips the zeros to the key's length.
+    pub pad_wrap: Option<CipherBuilder>,
+    /// Whether `C_WrapKey` may carry private keys (as PKCS#8) with this
+    /// mechanism; FALSE for RSA-OAEP, whose message is shorter than any
+    /// private key, so it wraps secret keys only.
+    pub wraps_private_keys: bool,
 }
 
 impl Mechanism {
@@ -312,12 +363,15 @@ const fn row(ty: CK_MECHANISM_TYPE, name: &'static str, flags: CK_FLAGS) -> Mech
         max_key: 0,
         flags: CKF_HW | flags,
         key_types: &[],
+        param: ParamShape::None,
         digest: None,
         cipher: None,
         sign: None,
         keygen: None,
         keypair: None,
         derive: None,
+        pad_wrap: None,
+        wraps_private_keys: true,
     }
 }
 
@@ -344,12 +398,14 @@ const fn derive_row(
     ty: CK_MECHANISM_TYPE,
     name: &'static str,
     keys: &'static [CK_KEY_TYPE],
+    param: ParamShape,
     derive: Derive,
 ) -> Mechanism {
     Mechanism {
         min_key: 1,
         max_key: MAX_SECRET_LEN as CK_ULONG,
         key_types: keys,
+        param,
         derive: Some(derive),
         ..row(ty, name, CKF_DERIVE)
     }
@@ -362,29 +418,37 @@ const fn aes_cipher(
     ty: CK_MECHANISM_TYPE,
     name: &'static str,
     extra: CK_FLAGS,
+    param: ParamShape,
     build: CipherBuilder,
 ) -> Mechanism {
     Mechanism {
         min_key: 16,
         max_key: 32,
         key_types: AES,
+        param,
         cipher: Some(build),
         ..row(ty, name, CKF_ENCRYPT | CKF_DECRYPT | extra)
     }
 }
 
+/// A MAC row: the `_GENERAL` forms (`general`) take `CK_MAC_GENERAL_PARAMS`.
 const fn mac_row(
     ty: CK_MECHANISM_TYPE,
     name: &'static str,
     keys: &'static [CK_KEY_TYPE],
-    min: CK_ULONG,
-    max: CK_ULONG,
+    (min, max): (CK_ULONG, CK_ULONG),
+    general: bool,
     build: SignBuilder,
 ) -> Mechanism {
     Mechanism {
         min_key: min,
         max_key: max,
         key_types: keys,
+        param: if general {
+            ParamShape::MacGeneral
+        } else {
+            ParamShape::None
+        },
         sign: Some(build),
         ..row(ty, name, CKF_SIGN | CKF_VERIFY)
     }
@@ -393,11 +457,13 @@ const fn mac_row(
 macro_rules! hmac_rows {
     ($($full:ident, $general:ident, $d:ty;)*) => {
         [$(
-            mac_row($full, stringify!($full), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k, _| mac::hmac::<$d>(p, key_value(k)?, false)),
-            mac_row($general, stringify!($general), HMAC_KEYS, 1, MAX_SECRET_LEN as CK_ULONG, |p, k, _| mac::hmac::<$d>(p, key_value(k)?, true)),
+            mac_row($full, stringify!($full), HMAC_KEYS, HMAC_SIZES, false, |p, k, _| mac::hmac::<$d>(p, key_value(k)?, false)),
+            mac_row($general, stringify!($general), HMAC_KEYS, HMAC_SIZES, true, |p, k, _| mac::hmac::<$d>(p, key_value(k)?, true)),
         )*]
     };
 }
+
+const HMAC_SIZES: (CK_ULONG, CK_ULONG) = (1, MAX_SECRET_LEN as CK_ULONG);
 
 const HMACS: [Mechanism; 10] = hmac_rows! {
     CKM_SHA_1_HMAC, CKM_SHA_1_HMAC_GENERAL, sha1::Sha1;
@@ -415,6 +481,7 @@ const fn rsa_row(
     ty: CK_MECHANISM_TYPE,
     name: &'static str,
     flags: CK_FLAGS,
+    param: ParamShape,
     cipher: Option<CipherBuilder>,
     sign: Option<SignBuilder>,
 ) -> Mechanism {
@@ -422,6 +489,7 @@ const fn rsa_row(
         min_key: rsa::MIN_BITS as CK_ULONG,
         max_key: rsa::MAX_BITS as CK_ULONG,
         key_types: RSA,
+        param,
         cipher,
         sign,
         ..row(ty, name, flags)
@@ -441,9 +509,9 @@ const fn ec_row(ty: CK_MECHANISM_TYPE, name: &'static str, sign: SignBuilder) ->
 macro_rules! rsa_hash_rows {
     ($($pkcs:ident, $pss:ident, $h:ident;)*) => {
         [$(
-            rsa_row($pkcs, stringify!($pkcs), CKF_SIGN | CKF_VERIFY, None,
+            rsa_row($pkcs, stringify!($pkcs), CKF_SIGN | CKF_VERIFY, ParamShape::None, None,
                 Some(|p, k, v| rsa::sign_op(p, k, v, $pkcs, Some($h)))),
-            rsa_row($pss, stringify!($pss), CKF_SIGN | CKF_VERIFY, None,
+            rsa_row($pss, stringify!($pss), CKF_SIGN | CKF_VERIFY, ParamShape::Pss, None,
                 Some(|p, k, v| rsa::sign_op(p, k, v, $pss, Some($h)))),
         )*]
     };
@@ -501,39 +569,68 @@ pub static MECHANISMS: &[Mechanism] = &[
             CKF_GENERATE,
         )
     },
-    aes_cipher(CKM_AES_ECB, "CKM_AES_ECB", 0, |p, k, d| {
-        aes::ecb(p, aes_key(k)?, d)
-    }),
-    aes_cipher(CKM_AES_CBC, "CKM_AES_CBC", 0, |p, k, d| {
-        aes::cbc(p, aes_key(k)?, d)
-    }),
-    aes_cipher(CKM_AES_CBC_PAD, "CKM_AES_CBC_PAD", WRAPS, |p, k, d| {
-        aes::cbc_pad(p, aes_key(k)?, d)
-    }),
-    aes_cipher(CKM_AES_CTR, "CKM_AES_CTR", 0, |p, k, d| {
+    aes_cipher(
+        CKM_AES_ECB,
+        "CKM_AES_ECB",
+        0,
+        ParamShape::None,
+        |p, k, d| aes::ecb(p, aes_key(k)?, d),
+    ),
+    aes_cipher(
+        CKM_AES_CBC,
+        "CKM_AES_CBC",
+        0,
+        ParamShape::Bytes,
+        |p, k, d| aes::cbc(p, aes_key(k)?, d),
+    ),
+    aes_cipher(
+        CKM_AES_CBC_PAD,
+        "CKM_AES_CBC_PAD",
+        WRAPS,
+        ParamShape::Bytes,
+        |p, k, d| aes::cbc_pad(p, aes_key(k)?, d),
+    ),
+    aes_cipher(CKM_AES_CTR, "CKM_AES_CTR", 0, ParamShape::Ctr, |p, k, d| {
         aes::ctr(p, aes_key(k)?, d)
     }),
-    aes_cipher(CKM_AES_GCM, "CKM_AES_GCM", WRAPS, |p, k, d| {
-        aes::gcm(p, aes_key(k)?, d)
-    }),
-    aes_cipher(CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP", WRAPS, |p, k, d| {
-        aes::kw(p, key_value(k)?, d)
-    }),
+    aes_cipher(
+        CKM_AES_GCM,
+        "CKM_AES_GCM",
+        WRAPS,
+        ParamShape::Gcm,
+        |p, k, d| aes::gcm(p, aes_key(k)?, d),
+    ),
+    Mechanism {
+        pad_wrap: Some(|p, k, d| aes::kw_zero_padded(p, key_value(k)?, d)),
+        ..aes_cipher(
+            CKM_AES_KEY_WRAP,
+            "CKM_AES_KEY_WRAP",
+            WRAPS,
+            ParamShape::Bytes,
+            |p, k, d| aes::kw(p, key_value(k)?, d),
+        )
+    },
     aes_cipher(
         CKM_AES_KEY_WRAP_KWP,
         "CKM_AES_KEY_WRAP_KWP",
         WRAPS,
+        ParamShape::Bytes,
         |p, k, d| aes::kwp(p, key_value(k)?, d),
     ),
-    mac_row(CKM_AES_CMAC, "CKM_AES_CMAC", AES, 16, 32, |p, k, _| {
-        mac::cmac(p, key_value(k)?, false)
-    }),
+    mac_row(
+        CKM_AES_CMAC,
+        "CKM_AES_CMAC",
+        AES,
+        (16, 32),
+        false,
+        |p, k, _| mac::cmac(p, key_value(k)?, false),
+    ),
     mac_row(
         CKM_AES_CMAC_GENERAL,
         "CKM_AES_CMAC_GENERAL",
         AES,
-        16,
-        32,
+        (16, 32),
+        true,
         |p, k, _| mac::cmac(p, key_value(k)?, true),
     ),
     HMACS[0],
@@ -563,6 +660,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_RSA_PKCS,
         "CKM_RSA_PKCS",
         CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY,
+        ParamShape::None,
         Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS)),
         Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS, None)),
     ),
@@ -570,20 +668,26 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_RSA_X_509,
         "CKM_RSA_X_509",
         CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY,
+        ParamShape::None,
         Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_X_509)),
         Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_X_509, None)),
     ),
-    rsa_row(
-        CKM_RSA_PKCS_OAEP,
-        "CKM_RSA_PKCS_OAEP",
-        CKF_ENCRYPT | CKF_DECRYPT | WRAPS,
-        Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS_OAEP)),
-        None,
-    ),
+    Mechanism {
+        wraps_private_keys: false,
+        ..rsa_row(
+            CKM_RSA_PKCS_OAEP,
+            "CKM_RSA_PKCS_OAEP",
+            CKF_ENCRYPT | CKF_DECRYPT | WRAPS,
+            ParamShape::Oaep,
+            Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS_OAEP)),
+            None,
+        )
+    },
     rsa_row(
         CKM_RSA_PKCS_PSS,
         "CKM_RSA_PKCS_PSS",
         CKF_SIGN | CKF_VERIFY,
+        ParamShape::Pss,
         None,
         Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS_PSS, None)),
     ),
@@ -620,6 +724,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         min_key: 256,
         max_key: 384,
         key_types: EC,
+        param: ParamShape::Ecdh,
         derive: Some(Derive {
             derive: ec::ecdh,
             default_len: ec::field_len,
@@ -632,6 +737,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_HKDF_DERIVE,
         "CKM_HKDF_DERIVE",
         GENERIC,
+        ParamShape::Hkdf,
         Derive {
             derive: kdf::hkdf,
             default_len: kdf::hkdf_len,
@@ -643,6 +749,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_HKDF_DATA,
         "CKM_HKDF_DATA",
         GENERIC,
+        ParamShape::Hkdf,
         Derive {
             derive: kdf::hkdf,
             default_len: kdf::hkdf_len,
@@ -654,9 +761,10 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_AES_ECB_ENCRYPT_DATA,
         "CKM_AES_ECB_ENCRYPT_DATA",
         AES,
+        ParamShape::StringData,
         Derive {
-            derive: kdf::encrypt_data,
-            default_len: kdf::encrypt_data_len,
+            derive: |p, b, _, n| kdf::encrypt_data(p, b, false, n),
+            default_len: |p, _, _| kdf::encrypt_data_len(p, false),
             second_key: |_| None,
             data: false,
         },
@@ -665,9 +773,10 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_AES_CBC_ENCRYPT_DATA,
         "CKM_AES_CBC_ENCRYPT_DATA",
         AES,
+        ParamShape::AesCbcData,
         Derive {
-            derive: kdf::encrypt_data,
-            default_len: kdf::encrypt_data_len,
+            derive: |p, b, _, n| kdf::encrypt_data(p, b, true, n),
+            default_len: |p, _, _| kdf::encrypt_data_len(p, true),
             second_key: |_| None,
             data: false,
         },
@@ -676,6 +785,7 @@ pub static MECHANISMS: &[Mechanism] = &[
         CKM_CONCATENATE_BASE_AND_KEY,
         "CKM_CONCATENATE_BASE_AND_KEY",
         SECRETS,
+        ParamShape::KeyHandle,
         Derive {
             derive: kdf::concatenate,
             default_len: kdf::concatenate_len,
@@ -724,6 +834,206 @@ mod tests {
                 "{} listed twice",
                 m.name
             );
+        }
+    }
+
+    const SHAPES: [ParamShape; 12] = [
+        ParamShape::None,
+        ParamShape::Bytes,
+        ParamShape::Ctr,
+        ParamShape::Gcm,
+        ParamShape::Oaep,
+        ParamShape::Pss,
+        ParamShape::MacGeneral,
+        ParamShape::Ecdh,
+        ParamShape::Hkdf,
+        ParamShape::StringData,
+        ParamShape::AesCbcData,
+        ParamShape::KeyHandle,
+    ];
+
+    fn ul(v: CK_ULONG) -> Vec<u8> {
+        v.to_ne_bytes().to_vec()
+    }
+
+    /// Parameters of a shape as `ffi` makes them, each valid for some row of
+    /// the shape (an empty flat parameter arrives as `Param::None`).
+    fn samples(shape: ParamShape, peer: &[u8]) -> Vec<Param> {
+        use ParamShape as S;
+        match shape {
+            S::None => vec![Param::None],
+            S::Bytes => vec![
+                Param::None,
+                Param::Raw(vec![7; 16]),
+                Param::Raw(vec![0xA6; 8]),
+                Param::Raw(vec![0xA6, 0x59, 0x59, 0xA6]),
+            ],
+            S::Ctr => vec![Param::Raw([ul(64), vec![0; 16]].concat())],
+            S::Gcm => vec![Param::Gcm {
+                iv: vec![1; 12],
+                aad: b"aad".to_vec(),
+                tag_bits: 128,
+            }],
+            S::Oaep => vec![Param::Oaep {
+                hash: CKM_SHA256,
+                mgf: CKG_MGF1_SHA256,
+                source: CKZ_DATA_SPECIFIED,
+                label: b"label".to_vec(),
+            }],
+            S::Pss => [
+                (CKM_SHA_1, CKG_MGF1_SHA1),
+                (CKM_SHA224, CKG_MGF1_SHA224),
+                (CKM_SHA256, CKG_MGF1_SHA256),
+                (CKM_SHA384, CKG_MGF1_SHA384),
+                (CKM_SHA512, CKG_MGF1_SHA512),
+            ]
+            .map(|(h, mgf)| Param::Raw([ul(h), ul(mgf), ul(20)].concat()))
+            .to_vec(),
+            S::MacGeneral => vec![Param::Raw(ul(8))],
+            S::Ecdh => vec![Param::Ecdh {
+                kdf: CKD_SHA256_KDF,
+                shared: b"shared".to_vec(),
+                public: peer.to_vec(),
+            }],
+            S::Hkdf => vec![Param::Hkdf {
+                extract: true,
+                expand: true,
+                prf: CKM_SHA256,
+                salt_type: CKF_HKDF_SALT_DATA,
+                salt: b"salt".to_vec(),
+                salt_key: 0,
+                info: b"info".to_vec(),
+            }],
+            S::StringData => vec![Param::Raw(vec![0x33; 32])],
+            S::AesCbcData => vec![Param::AesCbcData {
+                iv: [0x44; 16],
+                data: vec![0x55; 32],
+            }],
+            S::KeyHandle => vec![Param::Raw(ul(2))],
+        }
+    }
+
+    fn key_object(
+        handle: CK_OBJECT_HANDLE,
+        class: CK_ULONG,
+        kt: CK_KEY_TYPE,
+        mut attrs: Attrs,
+    ) -> Object {
+        use ferrohsm_store::AttrValue;
+        attrs.insert(CKA_CLASS, AttrValue::Ulong(class as _));
+        attrs.insert(CKA_KEY_TYPE, AttrValue::Ulong(kt as _));
+        Object {
+            handle,
+            store_id: handle,
+            owner: None,
+            attrs,
+            cache: Default::default(),
+        }
+    }
+
+    /// One key per key type the table takes, and an EC point to agree with.
+    fn test_keys() -> (Vec<Object>, Vec<u8>) {
+        use ferrohsm_store::AttrValue;
+        let secret = |h, kt, value: &[u8]| {
+            let mut a = Attrs::new();
+            crate::object::policy::set_secret_value(&mut a, kt, value).unwrap();
+            key_object(h, CKO_SECRET_KEY, kt, a)
+        };
+        let rsa = rsa::from_pkcs8(include_bytes!("../fuzzing/rsa2048.pk8")).unwrap();
+        let mut t = Attrs::new();
+        t.insert(CKA_EC_PARAMS, AttrValue::Bytes(ec::P256_PARAMS.to_vec()));
+        let (public, mut private) = ec::generate(&t).unwrap();
+        private.insert(CKA_EC_PARAMS, AttrValue::Bytes(ec::P256_PARAMS.to_vec()));
+        let Some(AttrValue::Bytes(peer)) = public.get(&CKA_EC_POINT) else {
+            panic!("CKA_EC_POINT is bytes")
+        };
+        let peer = peer.clone();
+        let keys = vec![
+            secret(1, CKK_AES, &[0x11; 16]),
+            secret(2, CKK_GENERIC_SECRET, &[0x5a; 32]),
+            key_object(3, CKO_PRIVATE_KEY, CKK_RSA, rsa),
+            key_object(4, CKO_PRIVATE_KEY, CKK_EC, private),
+        ];
+        (keys, peer)
+    }
+
+    /// Whether every builder of the row takes `p` (`false` as soon as one
+    /// refuses it with `CKR_MECHANISM_PARAM_INVALID`; other refusals are
+    /// about the key or the data, not the parameter's shape).
+    fn takes(m: &Mechanism, p: &Param, keys: &[Object]) -> bool {
+        let ok = |e: Option<Error>| e != Some(Error::MechanismParamInvalid);
+        let key = keys
+            .iter()
+            .find(|k| {
+                k.ulong(CKA_KEY_TYPE)
+                    .is_some_and(|kt| m.key_types.contains(&kt))
+            })
+            .unwrap_or(&keys[0]);
+        let mut all = true;
+        if m.digest.is_some() {
+            let arg = MechanismArg {
+                ty: m.ty,
+                param: p.clone(),
+            };
+            all &= ok(digest_op(&arg).err());
+        }
+        for build in [m.cipher, m.pad_wrap].into_iter().flatten() {
+            for dir in [Dir::Encrypt, Dir::Decrypt] {
+                all &= ok(build(p, key, dir).err());
+            }
+        }
+        if let Some(build) = m.sign {
+            for verify in [false, true] {
+                all &= ok(build(p, key, verify).err());
+            }
+        }
+        if let Some(d) = m.derive {
+            let second = (d.second_key)(p).map(|_| &keys[0]);
+            all &= ok((d.derive)(p, key, second, 16).err());
+            all &= ok((d.default_len)(p, key, second).err());
+        }
+        all
+    }
+
+    #[test]
+    fn every_row_takes_its_parameter_shape_and_refuses_others() {
+        let (keys, peer) = test_keys();
+        for m in MECHANISMS {
+            // The module refuses any parameter for key (pair) generation.
+            if m.digest.is_some() || m.keygen.is_some() || m.keypair.is_some() {
+                assert_eq!(m.param, ParamShape::None, "{}", m.name);
+            }
+            if m.flags & (CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY | CKF_DERIVE) == 0 {
+                continue;
+            }
+            let own = samples(m.param, &peer);
+            assert!(
+                own.iter().any(|p| takes(m, p, &keys)),
+                "{} refuses every {:?} parameter",
+                m.name,
+                m.param
+            );
+            let kinds: Vec<_> = own.iter().map(std::mem::discriminant).collect();
+            for shape in SHAPES.into_iter().filter(|&s| s != m.param) {
+                for p in samples(shape, &peer) {
+                    if p == Param::None || kinds.contains(&std::mem::discriminant(&p)) {
+                        continue;
+                    }
+                    assert!(
+                        !takes(m, &p, &keys),
+                        "{} takes a {shape:?} parameter",
+                        m.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_key_wrap_pads_wrapped_keys() {
+        for m in MECHANISMS {
+            assert_eq!(m.pad_wrap.is_some(), m.ty == CKM_AES_KEY_WRAP, "{}", m.name);
+            assert!(m.pad_wrap.is_none() || m.flags & CKF_WRAP != 0);
         }
     }
 

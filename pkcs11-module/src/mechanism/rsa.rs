@@ -44,7 +44,7 @@ use super::digest::{DigestOp, digest_of, for_mechanism};
 use super::{CipherOp, Dir, OneShot, Param, SignOp, buffered, cached};
 use crate::error::{Error, Result};
 use crate::object::Object;
-use crate::object::policy::Attrs;
+use crate::object::attrs::Attrs;
 
 /// Smallest modulus generated or accepted, in bits.
 pub const MIN_BITS: usize = 2048;

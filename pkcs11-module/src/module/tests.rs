@@ -1,6 +1,17 @@
 //! State-machine tests with `Module` as a plain value over a memory store.
 
 use super::*;
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use ferrohsm_store::{KeyPolicy, StorageKey, Store};
+
+use super::info::utc_time;
+use crate::config::Config;
+use crate::error::Error;
+use crate::mechanism::{Dir, MechanismArg};
+use crate::object::policy::{self};
+use crate::object::policy::{RawAttr, Reading};
 use crate::session::OutBuf;
 use ferrohsm_store::MemoryStore;
 
@@ -771,17 +782,17 @@ fn sign_verify(
     public: CK_OBJECT_HANDLE,
     data: &[u8],
 ) -> Vec<u8> {
-    m.mac_init(h, &mech(ty), private, false).unwrap();
+    m.sign_init(h, &mech(ty), private, false).unwrap();
     let mut sig = vec![0u8; 1024];
     let mut out = OutBuf::new(Some(&mut sig[..]));
     m.sign(h, data, &mut out).unwrap();
     let n = out.len();
     sig.truncate(n);
-    m.mac_init(h, &mech(ty), public, true).unwrap();
+    m.sign_init(h, &mech(ty), public, true).unwrap();
     m.verify(h, data, &sig).unwrap();
     let mut bad = sig.clone();
     bad[n / 2] ^= 1;
-    m.mac_init(h, &mech(ty), public, true).unwrap();
+    m.sign_init(h, &mech(ty), public, true).unwrap();
     assert_eq!(m.verify(h, data, &bad), Err(Error::SignatureInvalid));
     sig
 }

@@ -10,7 +10,7 @@ use der::{Decode, Encode};
 use ferrohsm_store::AttrValue;
 use x509_cert::Certificate;
 
-use super::policy::Attrs;
+use super::attrs::Attrs;
 use crate::error::{Error, Result};
 
 /// Checks and completes the attributes of an imported X.509 certificate.

@@ -3,13 +3,14 @@
 //! holding any lock.
 #![forbid(unsafe_code)]
 
+pub mod attrs;
 pub mod cert;
 pub mod policy;
 
 use cryptoki_sys::*;
 use ferrohsm_store::{AttrValue, ObjectRecord};
 
-pub use policy::{Attrs, RawAttr, Reading};
+use attrs::{Attrs, get_bool};
 
 /// One object of a token (token object) or of a session (session object).
 #[derive(Debug)]
@@ -56,12 +57,12 @@ impl std::fmt::Debug for KeyCache {
 impl Object {
     /// `CKA_TOKEN`.
     pub fn is_token(&self) -> bool {
-        policy::get_bool(&self.attrs, CKA_TOKEN)
+        get_bool(&self.attrs, CKA_TOKEN)
     }
 
     /// `CKA_PRIVATE`.
     pub fn is_private(&self) -> bool {
-        policy::get_bool(&self.attrs, CKA_PRIVATE)
+        get_bool(&self.attrs, CKA_PRIVATE)
     }
 
     /// Whether the stored record is sealed under the storage key: private
@@ -85,7 +86,7 @@ impl Object {
 
     /// A boolean attribute (FALSE when absent).
     pub fn flag(&self, ty: CK_ATTRIBUTE_TYPE) -> bool {
-        policy::get_bool(&self.attrs, ty)
+        get_bool(&self.attrs, ty)
     }
 
     /// A `CK_ULONG` attribute.
@@ -140,18 +141,6 @@ impl Object {
                 .collect(),
             cache: KeyCache::default(),
         }
-    }
-
-    /// An approximate size in bytes, counting only what may be revealed (so the
-    /// size of key material does not leak through `C_GetObjectSize`).
-    pub fn size(&self) -> usize {
-        self.attrs
-            .keys()
-            .map(|ty| match policy::read(&self.attrs, *ty) {
-                Reading::Value(v) => v.len() + 16,
-                _ => 16,
-            })
-            .sum()
     }
 }
 

@@ -6,15 +6,13 @@
 //! nothing but this table and the token's key policy.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
-
 use cryptoki_sys::*;
 use ferrohsm_store::{AttrValue, KeyPolicy};
 
 use crate::error::{Error, Result};
 
-/// Attributes of one object, keyed by type.
-pub type Attrs = BTreeMap<CK_ATTRIBUTE_TYPE, AttrValue>;
+use super::attrs::get_ulong;
+pub use super::attrs::{Attrs, get_bool};
 
 /// How an attribute's value is encoded in C.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -742,24 +740,12 @@ pub enum Origin {
 }
 
 /// Who is asking, and under which token policy.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Actor {
     /// The token's key policy.
     pub policy: KeyPolicy,
     /// The SO is logged in (only the SO may set `CKA_TRUSTED`).
     pub so: bool,
-}
-
-fn get_ulong(attrs: &Attrs, ty: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
-    match attrs.get(&ty) {
-        Some(AttrValue::Ulong(v)) => Some(*v as CK_ULONG),
-        _ => None,
-    }
-}
-
-/// A boolean attribute, FALSE when absent.
-pub fn get_bool(attrs: &Attrs, ty: CK_ATTRIBUTE_TYPE) -> bool {
-    matches!(attrs.get(&ty), Some(AttrValue::Bool(true)))
 }
 
 /// Class bit and key type of an attribute set (given or stored).
@@ -1154,6 +1140,19 @@ pub enum Reading {
 pub fn is_protected(attrs: &Attrs) -> bool {
     get_bool(attrs, CKA_SENSITIVE)
         || (attrs.contains_key(&CKA_EXTRACTABLE) && !get_bool(attrs, CKA_EXTRACTABLE))
+}
+
+/// An approximate size in bytes of an object's attributes, counting only what
+/// may be revealed (so the size of key material does not leak through
+/// `C_GetObjectSize`).
+pub fn revealed_size(attrs: &Attrs) -> usize {
+    attrs
+        .keys()
+        .map(|ty| match read(attrs, *ty) {
+            Reading::Value(v) => v.len() + 16,
+            _ => 16,
+        })
+        .sum()
 }
 
 /// Reads one attribute as `C_GetAttributeValue` may reveal it.

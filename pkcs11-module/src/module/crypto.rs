@@ -1,0 +1,393 @@
+//! Using keys and digests: `C_Digest*`, `C_Encrypt*`/`C_Decrypt*`,
+//! `C_Sign*`/`C_Verify*`, `C_GenerateRandom`, `C_SeedRandom`, and `usable_key`,
+//! the one check of a key against a mechanism and a usage.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+
+use super::slot::Session;
+use super::state::Module;
+use crate::audit::{self};
+use crate::error::{Error, Result};
+use crate::log;
+use crate::logging::Level;
+use crate::mechanism::{self, Dir, Mechanism, MechanismArg};
+use crate::object::Object;
+use crate::object::policy::Reading;
+use crate::object::policy::{self};
+use crate::secret;
+use crate::session::{
+    self, After, CipherState, DigestState, OutBuf, SignState, drive, single_part,
+};
+
+impl Module {
+    /// `C_DigestInit`.
+    pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: &MechanismArg) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        if ops.digest.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let op = mechanism::digest_op(mech)?;
+        ops.digest = Some(DigestState {
+            op,
+            multipart: false,
+        });
+        Ok(())
+    }
+
+    /// `C_Digest`: single-part; the NULL-buffer size query keeps it alive.
+    pub fn digest(&self, h: CK_SESSION_HANDLE, input: &[u8], out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        single_part(
+            &mut ops.digest,
+            out,
+            |d| d.op.output_len(),
+            |d, buf| {
+                d.op.update(input);
+                d.op.finish(buf);
+                Ok(buf.len())
+            },
+        )
+    }
+
+    /// `C_DigestUpdate`.
+    pub fn digest_update(&self, h: CK_SESSION_HANDLE, input: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            d.multipart = true;
+            d.op.update(input);
+            Ok(((), After::Keep))
+        })
+    }
+
+    /// `C_DigestKey`: digests the value of a secret key that may be revealed;
+    /// a sensitive or unextractable key is `CKR_KEY_INDIGESTIBLE`.
+    pub fn digest_key(&self, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let k = s
+            .slot
+            .token
+            .read()
+            .object(key)
+            .map_err(|_| Error::KeyHandleInvalid)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            if k.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
+                return Err(Error::KeyIndigestible);
+            }
+            match secret::scope(|| policy::read(&k.attrs, CKA_VALUE)) {
+                Reading::Value(v) => {
+                    d.multipart = true;
+                    d.op.update(&v);
+                    Ok(((), After::Keep))
+                }
+                _ => {
+                    log!(
+                        self.log,
+                        Level::Info,
+                        "session {h}: C_DigestKey refused for protected {}",
+                        k.describe()
+                    );
+                    Err(Error::KeyIndigestible)
+                }
+            }
+        })
+    }
+
+    /// `C_DigestFinal`.
+    pub fn digest_final(&self, h: CK_SESSION_HANDLE, out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.digest, |d| {
+            let Some(buf) = out.offer(d.op.output_len())? else {
+                return Ok(((), After::Keep));
+            };
+            d.op.finish(buf);
+            Ok(((), After::End))
+        })
+    }
+
+    /// The key named by an `*Init` call, checked against the mechanism row and
+    /// the key's own rules: handle, key type, usage flag, allowed mechanisms.
+    pub(super) fn usable_key(
+        &self,
+        s: &Session,
+        key: CK_OBJECT_HANDLE,
+        mech: &MechanismArg,
+        row: &Mechanism,
+        usage: CK_ATTRIBUTE_TYPE,
+        func: &'static str,
+    ) -> Result<Arc<Object>> {
+        let k = s
+            .slot
+            .token
+            .read()
+            .object(key)
+            .map_err(|_| Error::KeyHandleInvalid)?;
+        let check = || -> Result<()> {
+            let kt = k.ulong(CKA_KEY_TYPE).ok_or(Error::KeyTypeInconsistent)?;
+            if !row.key_types.contains(&kt) {
+                return Err(Error::KeyTypeInconsistent);
+            }
+            if !k.flag(usage) {
+                return Err(Error::KeyFunctionNotPermitted);
+            }
+            if let Some(ferrohsm_store::AttrValue::Mechanisms(allowed)) =
+                k.attrs.get(&CKA_ALLOWED_MECHANISMS)
+                && !allowed.is_empty()
+                && !allowed.contains(&mech.ty)
+            {
+                return Err(Error::MechanismInvalid);
+            }
+            Ok(())
+        };
+        check().inspect_err(|e| {
+            log!(
+                self.log,
+                Level::Info,
+                "session {}: {func} with {} refused for {}: {e}",
+                s.handle,
+                row.name,
+                k.describe()
+            );
+            if self.audit.enabled() {
+                let mut ev = self.event::<()>(s, func, &Err(*e));
+                ev.mechanism = Some(row.name.into());
+                ev.object = Some(audit::describe(&k));
+                ev.detail = Some("policy refusal: key not usable for this".into());
+                self.audit.record(s.slot.id, ev, false);
+            }
+        })?;
+        self.audit
+            .key_use(s.slot.id, s.handle, s.slot.user_name(), func, mech.ty, &k);
+        Ok(k)
+    }
+
+    /// `C_EncryptInit` / `C_DecryptInit`.
+    pub fn cipher_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        key: CK_OBJECT_HANDLE,
+        dir: Dir,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        if s.ops.lock().cipher(dir).is_some() {
+            return Err(Error::OperationActive);
+        }
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row.cipher.ok_or(Error::MechanismInvalid)?;
+        let (usage, func) = match dir {
+            Dir::Encrypt => (CKA_ENCRYPT, "C_EncryptInit"),
+            Dir::Decrypt => (CKA_DECRYPT, "C_DecryptInit"),
+        };
+        let k = self.usable_key(&s, key, mech, row, usage, func)?;
+        let op = build(&mech.param, &k, dir)?;
+        let mut ops = s.ops.lock();
+        let slot = ops.cipher(dir);
+        if slot.is_some() {
+            return Err(Error::OperationActive);
+        }
+        *slot = Some(CipherState {
+            op,
+            multipart: false,
+        });
+        Ok(())
+    }
+
+    /// `C_Encrypt` / `C_Decrypt`: single-part.
+    pub fn cipher(
+        &self,
+        h: CK_SESSION_HANDLE,
+        dir: Dir,
+        input: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        single_part(
+            ops.cipher(dir),
+            out,
+            |c| c.op.single_len(input.len()),
+            |c, buf| c.op.single(input, buf),
+        )
+    }
+
+    /// `C_EncryptUpdate` / `C_DecryptUpdate`.
+    pub fn cipher_update(
+        &self,
+        h: CK_SESSION_HANDLE,
+        dir: Dir,
+        input: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(ops.cipher(dir), |c| {
+            c.multipart = true;
+            let n = match out.offer(c.op.update_len(input.len()))? {
+                Some(buf) => c.op.update(input, buf)?,
+                None => return Ok(((), After::Keep)),
+            };
+            out.truncate(n);
+            Ok(((), After::Keep))
+        })
+    }
+
+    /// `C_EncryptFinal` / `C_DecryptFinal`.
+    pub fn cipher_final(&self, h: CK_SESSION_HANDLE, dir: Dir, out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(ops.cipher(dir), |c| {
+            let n = match out.offer(c.op.final_len())? {
+                Some(buf) => c.op.finish(buf)?,
+                None => return Ok(((), After::Keep)),
+            };
+            out.truncate(n);
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_SignInit` / `C_VerifyInit`: MACs, RSA and ECDSA alike.
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        key: CK_OBJECT_HANDLE,
+        verify: bool,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let busy = |ops: &mut session::Ops| {
+            if verify {
+                ops.verify.is_some()
+            } else {
+                ops.sign.is_some()
+            }
+        };
+        if busy(&mut s.ops.lock()) {
+            return Err(Error::OperationActive);
+        }
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row.sign.ok_or(Error::MechanismInvalid)?;
+        let (usage, func) = if verify {
+            (CKA_VERIFY, "C_VerifyInit")
+        } else {
+            (CKA_SIGN, "C_SignInit")
+        };
+        let k = self.usable_key(&s, key, mech, row, usage, func)?;
+        let op = build(&mech.param, &k, verify)?;
+        let mut ops = s.ops.lock();
+        if busy(&mut ops) {
+            return Err(Error::OperationActive);
+        }
+        let state = Some(SignState {
+            op,
+            multipart: false,
+        });
+        if verify {
+            ops.verify = state;
+        } else {
+            ops.sign = state;
+        }
+        Ok(())
+    }
+
+    /// `C_Sign`: single-part signature or MAC.
+    pub fn sign(&self, h: CK_SESSION_HANDLE, data: &[u8], out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        single_part(
+            &mut ops.sign,
+            out,
+            |m| m.op.sig_len(),
+            |m, buf| {
+                m.op.update(data)?;
+                m.op.sign(buf)?;
+                Ok(buf.len())
+            },
+        )
+    }
+
+    /// `C_SignUpdate` / `C_VerifyUpdate`.
+    pub fn sign_update(&self, h: CK_SESSION_HANDLE, verify: bool, data: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        let slot = if verify {
+            &mut ops.verify
+        } else {
+            &mut ops.sign
+        };
+        drive(slot, |m| {
+            if !m.op.multi_part() {
+                return Err(Error::FunctionNotSupported);
+            }
+            m.multipart = true;
+            m.op.update(data)?;
+            Ok(((), After::Keep))
+        })
+    }
+
+    /// `C_SignFinal`.
+    pub fn sign_final(&self, h: CK_SESSION_HANDLE, out: &mut OutBuf<'_>) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.sign, |m| {
+            if !m.op.multi_part() {
+                return Err(Error::FunctionNotSupported);
+            }
+            let Some(buf) = out.offer(m.op.sig_len())? else {
+                return Ok(((), After::Keep));
+            };
+            m.op.sign(buf)?;
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_Verify`: single-part; a wrong signature or MAC is `CKR_SIGNATURE_INVALID`.
+    pub fn verify(&self, h: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.verify, |m| {
+            if m.multipart {
+                return Err(Error::OperationActive);
+            }
+            m.op.update(data)?;
+            m.op.verify(signature)?;
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_VerifyFinal`.
+    pub fn verify_final(&self, h: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(&mut ops.verify, |m| {
+            if !m.op.multi_part() {
+                return Err(Error::FunctionNotSupported);
+            }
+            m.op.verify(signature)?;
+            Ok(((), After::End))
+        })
+    }
+
+    /// `C_GenerateRandom`: bytes from the OS CSPRNG.
+    pub fn generate_random(&self, h: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        self.session(h)?;
+        getrandom::fill(out).map_err(|e| {
+            log!(self.log, Level::Error, "OS random generator failed: {e}");
+            Error::DeviceError
+        })
+    }
+
+    /// `C_SeedRandom`: the OS CSPRNG takes no seed from applications, so the
+    /// answer is `CKR_RANDOM_SEED_NOT_SUPPORTED` (on a valid session).
+    pub fn seed_random(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(h)?;
+        Err(Error::RandomSeedNotSupported)
+    }
+}

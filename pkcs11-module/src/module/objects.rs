@@ -1,0 +1,439 @@
+//! `C_CreateObject`, `C_CopyObject`, `C_DestroyObject`, `C_GetObjectSize`,
+//! `C_GetAttributeValue`, `C_SetAttributeValue` and `C_FindObjects*`.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use cryptoki_sys::*;
+use ferrohsm_store::{AttrValue, CKA_FERROHSM_DELETE_AT, KeyPolicy};
+
+use super::auditing::unix_now;
+use super::slot::{INDEXED, Login, Session, Token};
+use super::state::Module;
+use super::token::random_bytes;
+use crate::audit::{self};
+use crate::error::{Error, Result};
+use crate::log;
+use crate::logging::Level;
+use crate::object::policy::{self, Actor, Edit, Origin};
+use crate::object::policy::{RawAttr, Reading};
+use crate::object::{Object, unique_id};
+use crate::secret;
+use crate::session::FindOp;
+
+impl Module {
+    pub(super) fn actor(t: &Token) -> Result<Actor> {
+        Ok(Actor {
+            policy: t.record()?.policy,
+            so: t.login == Login::So,
+        })
+    }
+
+    /// Inserts a new object, writing token objects to the store first, and
+    /// records its creation by `func` (with `mech`) in the audit log.
+    pub(super) fn insert_object(
+        &self,
+        s: &Session,
+        t: &mut Token,
+        attrs: policy::Attrs,
+        store_id: u64,
+        func: &str,
+        mech: Option<CK_MECHANISM_TYPE>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let handle = self.new_handle();
+        let token_obj = policy::get_bool(&attrs, CKA_TOKEN);
+        let obj = Object {
+            handle,
+            store_id,
+            owner: if token_obj { None } else { Some(s.handle) },
+            attrs,
+            cache: Default::default(),
+        };
+        let r = (|| {
+            if token_obj && !s.rw {
+                return Err(Error::SessionReadOnly);
+            }
+            if obj.needs_user() && t.login != Login::User {
+                return Err(Error::UserNotLoggedIn);
+            }
+            if token_obj {
+                let put = self
+                    .store
+                    .put_object(s.slot.id, &obj.to_record(), t.key.as_ref());
+                if let Err(e) = put {
+                    return Err(self.write_failed(&s.slot, t, "writing object", e));
+                }
+                self.wrote(s.slot.id, t);
+                if !obj.needs_user() {
+                    t.handles.insert(store_id, handle);
+                }
+            }
+            Ok(handle)
+        })();
+        if self.audit.enabled() {
+            let mut e = self.event(s, func, &r);
+            e.mechanism = mech.map(audit::mechanism_name);
+            e.object = Some(audit::describe_attrs(r.as_ref().ok().copied(), &obj.attrs));
+            if !token_obj {
+                e.detail = Some("session object".into());
+            }
+            self.audit.record(s.slot.id, e, token_obj && r.is_ok());
+        }
+        r?;
+        t.objects.insert(handle, Arc::new(obj));
+        Ok(handle)
+    }
+
+    pub(super) fn new_store_id() -> Result<u64> {
+        Ok(u64::from_ne_bytes(random_bytes::<8>()?) | 1)
+    }
+
+    /// `C_CreateObject`.
+    pub fn create_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        // Key values from the template are copied into the new object: key region.
+        secret::scope(|| self.create_object_inner(h, template))
+    }
+
+    pub(super) fn create_object_inner(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let id = Self::new_store_id()?;
+        // The template is checked and imported keys parsed (RSA arithmetic)
+        // with no token lock held, so other sessions' *Init calls do not wait.
+        let actor = Self::actor(&s.slot.token.read())?;
+        let build = |actor: Actor| {
+            policy::build(template, &[], Origin::Create, actor, &unique_id(id)).inspect_err(|e| {
+                self.refused(&s, actor.policy, "C_CreateObject", *e, template);
+            })
+        };
+        let mut attrs = build(actor)?;
+        let mut t = s.slot.token.write();
+        let now = Self::actor(&t)?;
+        if now != actor {
+            // The login or the token changed meanwhile (rare): check again.
+            attrs = build(now)?;
+        }
+        let handle = self.insert_object(&s, &mut t, attrs, id, "C_CreateObject", None)?;
+        log!(
+            self.log,
+            Level::Debug,
+            "session {h}: created object {handle}"
+        );
+        Ok(handle)
+    }
+
+    /// Logs why a template was refused, naming attributes but never values.
+    /// Called with the token locked, so it is handed the policy, never locks.
+    pub(super) fn refused(
+        &self,
+        s: &Session,
+        policy: KeyPolicy,
+        func: &str,
+        e: Error,
+        template: &[RawAttr],
+    ) {
+        let why = if e == Error::AttributeValueInvalid
+            && policy == KeyPolicy::Hsm
+            && template
+                .iter()
+                .any(|a| a.ty == CKA_SENSITIVE && a.value.first() == Some(&0))
+        {
+            " (this token's key policy is 'hsm': private and secret keys must be sensitive)"
+        } else {
+            ""
+        };
+        log!(
+            self.log,
+            Level::Info,
+            "session {}: {func} refused: {e}{why}; template {:?}",
+            s.handle,
+            template
+        );
+        if self.audit.enabled() {
+            let mut ev = self.event::<()>(s, func, &Err(e));
+            let names: Vec<String> = template.iter().map(|a| policy::attr_name(a.ty)).collect();
+            ev.detail = Some(format!("policy refusal; template {}", names.join(" ")));
+            self.audit.record(s.slot.id, ev, false);
+        }
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        // The copy carries the key value: key region.
+        secret::scope(|| self.copy_object_inner(h, obj, template))
+    }
+
+    pub(super) fn copy_object_inner(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let s = self.session(h)?;
+        let mut t = s.slot.token.write();
+        let src = t.object(obj)?;
+        if !src.flag(CKA_COPYABLE) {
+            return Err(Error::ActionProhibited);
+        }
+        let actor = Self::actor(&t)?;
+        let id = Self::new_store_id()?;
+        let attrs = policy::modify(
+            &src.attrs,
+            template,
+            Edit::Copy,
+            actor,
+            Some(&unique_id(id)),
+        )
+        .inspect_err(|e| self.refused(&s, actor.policy, "C_CopyObject", *e, template))?;
+        self.insert_object(&s, &mut t, attrs, id, "C_CopyObject", None)
+    }
+
+    /// `C_DestroyObject`. On an `hsm` token a private or secret token key is
+    /// not deleted at once: it is scheduled for deletion after the waiting
+    /// period (`deletion_wait_seconds`), unusable and invisible meanwhile,
+    /// and can be restored with `ferrohsm cancel-deletion`; it is purged at
+    /// the next open after the period (`C_Initialize`, a login, or
+    /// `ferrohsm pending`).
+    pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
+        let mut described = None;
+        let mut detail = None;
+        let mut durable = false;
+        // The attributes are copied (key value included) to reschedule the key.
+        let r = secret::scope(|| {
+            let s = self.session(h)?;
+            let mut t = s.slot.token.write();
+            let o = t.object(obj)?;
+            described = Some(audit::describe(&o));
+            durable = o.is_token();
+            Self::may_change(&s, &o, CKA_DESTROYABLE)?;
+            if o.is_token() {
+                let wait = self.config.deletion_wait.as_secs();
+                let keyish = matches!(o.ulong(CKA_CLASS), Some(CKO_PRIVATE_KEY | CKO_SECRET_KEY));
+                if keyish && wait > 0 && t.record()?.policy == KeyPolicy::Hsm {
+                    let at = unix_now().saturating_add(wait);
+                    let mut attrs = o.attrs.clone();
+                    attrs.insert(CKA_FERROHSM_DELETE_AT, AttrValue::Ulong(at as _));
+                    let scheduled = Object {
+                        handle: o.handle,
+                        store_id: o.store_id,
+                        owner: None,
+                        attrs,
+                        cache: Default::default(),
+                    };
+                    let put =
+                        self.store
+                            .put_object(s.slot.id, &scheduled.to_record(), t.key.as_ref());
+                    if let Err(e) = put {
+                        return Err(self.write_failed(&s.slot, &mut t, "scheduling deletion", e));
+                    }
+                    let when = ferrohsm_store::audit::rfc3339(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+                    );
+                    detail = Some(format!(
+                        "deletion scheduled for {when}; `ferrohsm cancel-deletion` restores it"
+                    ));
+                } else {
+                    self.store
+                        .delete_object(s.slot.id, o.store_id)
+                        .map_err(|e| self.store_error("deleting object", e))?;
+                    detail = Some("deleted".into());
+                }
+                self.wrote(s.slot.id, &mut t);
+                t.handles.remove(&o.store_id);
+            }
+            t.objects.remove(&obj);
+            log!(
+                self.log,
+                Level::Debug,
+                "session {h}: destroyed {}{}",
+                o.describe(),
+                detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        });
+        self.audit_call(h, "C_DestroyObject", &r, durable && r.is_ok(), |e| {
+            e.object = described;
+            e.detail = detail;
+        });
+        r
+    }
+
+    /// Whether session `s` may change `o`: a token object needs a R/W
+    /// session, and the object must allow it (`flag`: `CKA_DESTROYABLE`,
+    /// `CKA_MODIFIABLE`).
+    pub(super) fn may_change(s: &Session, o: &Object, flag: CK_ATTRIBUTE_TYPE) -> Result<()> {
+        if o.is_token() && !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
+        if !o.flag(flag) {
+            return Err(Error::ActionProhibited);
+        }
+        Ok(())
+    }
+
+    /// `C_GetObjectSize`.
+    pub fn object_size(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<usize> {
+        let s = self.session(h)?;
+        let o = s.slot.token.read().object(obj)?;
+        Ok(policy::revealed_size(&o.attrs))
+    }
+
+    /// `C_GetAttributeValue`: what may be said of each requested attribute.
+    pub fn get_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<Reading>> {
+        // Readings may copy a (non-sensitive) key value: key region.
+        secret::scope(|| self.get_attributes_inner(h, obj, types))
+    }
+
+    pub(super) fn get_attributes_inner(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        types: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<Reading>> {
+        let s = self.session(h)?;
+        let o = s.slot.token.read().object(obj)?;
+        let readings: Vec<Reading> = types.iter().map(|ty| policy::read(&o.attrs, *ty)).collect();
+        if readings.contains(&Reading::Sensitive) {
+            log!(
+                self.log,
+                Level::Info,
+                "session {h}: refused to reveal key material of {}",
+                o.describe()
+            );
+            if self.audit.enabled() {
+                let refused: Vec<String> = types
+                    .iter()
+                    .zip(&readings)
+                    .filter(|(_, r)| **r == Reading::Sensitive)
+                    .map(|(ty, _)| policy::attr_name(*ty))
+                    .collect();
+                let mut e =
+                    self.event::<()>(&s, "C_GetAttributeValue", &Err(Error::AttributeSensitive));
+                e.object = Some(audit::describe(&o));
+                e.detail = Some(format!("policy refusal: read of {}", refused.join(" ")));
+                self.audit.record(s.slot.id, e, false);
+            }
+        }
+        Ok(readings)
+    }
+
+    /// `C_SetAttributeValue`.
+    pub fn set_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: &[RawAttr],
+    ) -> Result<()> {
+        let mut described = None;
+        let mut durable = false;
+        // The new version of the object copies the old one's key value.
+        let r = secret::scope(|| {
+            let s = self.session(h)?;
+            let mut t = s.slot.token.write();
+            let o = t.object(obj)?;
+            described = Some(audit::describe(&o));
+            durable = o.is_token();
+            Self::may_change(&s, &o, CKA_MODIFIABLE)?;
+            let actor = Self::actor(&t)?;
+            let attrs =
+                policy::modify(&o.attrs, template, Edit::Set, actor, None).inspect_err(|e| {
+                    self.refused(&s, actor.policy, "C_SetAttributeValue", *e, template)
+                })?;
+            let new = Object {
+                handle: o.handle,
+                store_id: o.store_id,
+                owner: o.owner,
+                attrs,
+                cache: Default::default(),
+            };
+            if new.is_token() {
+                let put = self
+                    .store
+                    .put_object(s.slot.id, &new.to_record(), t.key.as_ref());
+                if let Err(e) = put {
+                    return Err(self.write_failed(&s.slot, &mut t, "updating object", e));
+                }
+                self.wrote(s.slot.id, &mut t);
+            }
+            t.objects.insert(obj, Arc::new(new));
+            Ok(())
+        });
+        let names: Vec<String> = template.iter().map(|a| policy::attr_name(a.ty)).collect();
+        self.audit_call(h, "C_SetAttributeValue", &r, durable && r.is_ok(), |e| {
+            e.object = described;
+            e.detail = Some(format!("attributes {}", names.join(" ")));
+        });
+        r
+    }
+
+    /// `C_FindObjectsInit`: snapshots the visible objects matching `template`.
+    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[RawAttr]) -> Result<()> {
+        let s = self.session(h)?;
+        self.refresh(&s.slot)?;
+        let query = policy::Query::new(template);
+        let mut found: Vec<CK_OBJECT_HANDLE> = {
+            let t = s.slot.token.read();
+            // A label or id in the template narrows the search through the
+            // index; the query still checks every attribute of each candidate.
+            let candidates: Vec<&Arc<Object>> =
+                match template.iter().find(|a| INDEXED.contains(&a.ty)) {
+                    Some(a) => t.objects.with(a.ty, &a.value),
+                    None => t.objects.values().collect(),
+                };
+            candidates
+                .into_iter()
+                .filter(|o| !o.needs_user() || t.login == Login::User)
+                .filter(|o| query.matches(&o.attrs))
+                .map(|o| o.handle)
+                .collect()
+        };
+        found.sort_unstable();
+        let mut ops = s.ops.lock();
+        if ops.find.is_some() {
+            return Err(Error::OperationActive);
+        }
+        ops.find = Some(FindOp {
+            pending: found.into(),
+        });
+        Ok(())
+    }
+
+    /// `C_FindObjects`: up to `max` more handles.
+    pub fn find(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        let f = ops.find.as_mut().ok_or(Error::OperationNotInitialized)?;
+        let n = max.min(f.pending.len());
+        Ok(f.pending.drain(..n).collect())
+    }
+
+    /// `C_FindObjectsFinal`.
+    pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        ops.find
+            .take()
+            .map(|_| ())
+            .ok_or(Error::OperationNotInitialized)
+    }
+}
