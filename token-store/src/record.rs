@@ -67,7 +67,7 @@ pub struct TokenRecord {
     /// Consecutive failed user logins since the last success.
     pub user_failures: u32,
     /// The root of the audit chain, sealed under the storage key
-    /// ([`AuditKey::seal`]); `None` for tokens made before audit logs existed
+    /// ([`AuditKey::seal`](crate::seal::AuditKey::seal)); `None` for tokens made before audit logs existed
     /// (the module starts their chain at the next login).
     pub audit_root: Option<Vec<u8>>,
 }

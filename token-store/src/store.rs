@@ -70,7 +70,7 @@ pub trait Store: Send + Sync {
     /// Appends events to the token's audit log; durable when it returns `Ok`.
     fn audit(&self, slot_id: u64, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Deletes for good the objects whose deletion waiting period ended at
-    /// or before `now` (Unix seconds; see [`CKA_FERROHSM_DELETE_AT`]), without
+    /// or before `now` (Unix seconds; see [`CKA_FERROHSM_DELETE_AT`](crate::record::CKA_FERROHSM_DELETE_AT)), without
     /// the storage key, and returns their ids. The schedule is kept beside the
     /// sealed records for this (a time and an id, nothing else), so a token
     /// nobody logs in to still loses its expired keys at the next open.

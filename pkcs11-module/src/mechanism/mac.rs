@@ -109,6 +109,14 @@ pub fn cmac(param: &Param, key: &[u8], general: bool) -> Result<Box<dyn SignOp>>
     }
 }
 
+/// `CKA_CHECK_VALUE` of a generic secret (the HMAC key type): the first three
+/// bytes of SHA-1(value).
+pub fn check_value(value: &[u8]) -> Result<[u8; 3]> {
+    use sha1::Digest as _;
+    let h = sha1::Sha1::digest(value);
+    Ok([h[0], h[1], h[2]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

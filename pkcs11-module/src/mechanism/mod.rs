@@ -2,13 +2,15 @@
 //! range, its flags, the C layout of its parameter (which `ffi` reads) and the
 //! builders of its operations. `C_GetMechanismList` and
 //! `C_GetMechanismInfo` read it, every `*Init` looks its row up, and nothing else
-//! lists mechanisms. Each family lives in its own file.
+//! lists mechanisms. Beside it, `key_types` is the table of key types (sizes,
+//! check values, import checks, PKCS#8 forms). Each family lives in its own file.
 #![forbid(unsafe_code)]
 
 pub mod aes;
 pub mod digest;
 pub mod ec;
 pub mod kdf;
+pub mod key_types;
 pub mod mac;
 pub mod rsa;
 
@@ -220,10 +222,8 @@ pub type SignBuilder = fn(&Param, &Object, bool) -> Result<Box<dyn SignOp>>;
 /// What `C_GenerateKey` makes with a key-generation mechanism.
 #[derive(Clone, Copy)]
 pub struct KeyGen {
-    /// `CKA_KEY_TYPE` of the new key.
+    /// `CKA_KEY_TYPE` of the new key (its `key_types` row has the sizes).
     pub key_type: CK_KEY_TYPE,
-    /// Allowed `CKA_VALUE_LEN` values, in bytes.
-    pub value_len: fn(usize) -> bool,
 }
 
 /// What `C_GenerateKeyPair` makes with a key-pair mechanism.
@@ -279,19 +279,6 @@ pub fn cached<T: std::any::Any + Send + Sync>(
 /// The expanded AES key of an object, built once and cached with it.
 pub fn aes_key(key: &Object) -> Result<Arc<aes::AesKey>> {
     cached(key, || aes::AesKey::new(key_value(key)?))
-}
-
-/// `CKA_CHECK_VALUE` of a secret key (v3.0 §4.10): AES: first 3 bytes of
-/// E_K(0); generic secret: first 3 bytes of SHA-1(value).
-pub fn check_value(key_type: CK_KEY_TYPE, value: &[u8]) -> Result<[u8; 3]> {
-    match key_type {
-        CKK_AES => aes::check_value(value),
-        _ => {
-            use sha1::Digest as _;
-            let h = sha1::Sha1::digest(value);
-            Ok([h[0], h[1], h[2]])
-        }
-    }
 }
 
 /// A mechanism request: type and parameter.
@@ -411,7 +398,7 @@ const fn derive_row(
     }
 }
 const HMAC_KEYS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
-/// Largest generic secret / HMAC key, in bytes.
+/// Largest generic secret / HMAC key the token makes, in bytes.
 pub const MAX_SECRET_LEN: usize = 512;
 
 const fn aes_cipher(
@@ -549,10 +536,7 @@ pub static MECHANISMS: &[Mechanism] = &[
     Mechanism {
         min_key: 16,
         max_key: 32,
-        keygen: Some(KeyGen {
-            key_type: CKK_AES,
-            value_len: |n| matches!(n, 16 | 24 | 32),
-        }),
+        keygen: Some(KeyGen { key_type: CKK_AES }),
         ..row(CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", CKF_GENERATE)
     },
     Mechanism {
@@ -561,7 +545,6 @@ pub static MECHANISMS: &[Mechanism] = &[
         max_key: (MAX_SECRET_LEN * 8) as CK_ULONG,
         keygen: Some(KeyGen {
             key_type: CKK_GENERIC_SECRET,
-            value_len: |n| (1..=MAX_SECRET_LEN).contains(&n),
         }),
         ..row(
             CKM_GENERIC_SECRET_KEY_GEN,

@@ -7,7 +7,7 @@ use super::state::Module;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::logging::Level;
-use crate::mechanism::{self, MechanismArg};
+use crate::mechanism::{self, MechanismArg, key_types};
 use crate::object::policy::RawAttr;
 use crate::object::policy::{self, Origin};
 use crate::object::{Object, unique_id};
@@ -41,6 +41,7 @@ impl Module {
         let actor = Self::actor(&t)?;
         let id = Self::new_store_id()?;
         let implied = [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, kg.key_type)];
+        let value_len = key_types::lookup(kg.key_type).and_then(|k| k.value_len);
         let mut attrs = policy::build(
             template,
             &implied,
@@ -49,7 +50,11 @@ impl Module {
             &unique_id(id),
         )
         .and_then(|a| match a.get(&CKA_VALUE_LEN) {
-            Some(ferrohsm_store::AttrValue::Ulong(n)) if (kg.value_len)(*n as usize) => Ok(a),
+            Some(ferrohsm_store::AttrValue::Ulong(n))
+                if value_len.is_some_and(|ok| ok(*n as usize)) =>
+            {
+                Ok(a)
+            }
             Some(_) => Err(Error::AttributeValueInvalid),
             None => Err(Error::TemplateIncomplete),
         })
@@ -254,19 +259,20 @@ impl Module {
             _ if derive.data => None,
             _ => return Err(Error::TemplateIncomplete),
         };
-        let len = match (attrs.get(&CKA_VALUE_LEN), asked_len, kt) {
-            (Some(ferrohsm_store::AttrValue::Ulong(n)), _, _) => *n as usize,
-            (Some(_), _, _) => return Err(Error::AttributeValueInvalid),
-            (None, Some(n), _) => n as usize,
-            (None, None, Some(CKK_AES)) => return Err(Error::TemplateIncomplete),
-            (None, None, _) => (derive.default_len)(&mech.param, &k, second.as_deref())?,
+        // A data object's value is sized like a generic secret's.
+        let key_type = key_types::lookup(kt.unwrap_or(CKK_GENERIC_SECRET))
+            .ok_or(Error::TemplateInconsistent)?;
+        let len = match (attrs.get(&CKA_VALUE_LEN), asked_len) {
+            (Some(ferrohsm_store::AttrValue::Ulong(n)), _) => *n as usize,
+            (Some(_), _) => return Err(Error::AttributeValueInvalid),
+            (None, Some(n)) => n as usize,
+            (None, None) if key_type.needs_value_len => return Err(Error::TemplateIncomplete),
+            (None, None) => (derive.default_len)(&mech.param, &k, second.as_deref())?,
         };
-        let valid = match kt {
-            Some(CKK_AES) => matches!(len, 16 | 24 | 32),
-            Some(CKK_GENERIC_SECRET) | None => (1..=mechanism::MAX_SECRET_LEN).contains(&len),
-            Some(_) => return Err(Error::TemplateInconsistent),
-        };
-        if !valid {
+        // Only secrets have a value length (a key-pair type is inconsistent
+        // with a derived secret key).
+        let value_len = key_type.value_len.ok_or(Error::TemplateInconsistent)?;
+        if !value_len(len) {
             return Err(Error::TemplateInconsistent);
         }
         if !derive.data {

@@ -9,7 +9,7 @@ use crate::audit::{self};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::logging::Level;
-use crate::mechanism::{self, Dir, MechanismArg};
+use crate::mechanism::{self, Dir, MechanismArg, key_types};
 use crate::object::policy::RawAttr;
 use crate::object::policy::{self, Origin};
 use crate::object::{Object, unique_id};
@@ -57,14 +57,20 @@ impl Module {
     }
 
     /// The key material `C_WrapKey` encrypts: a secret key's value, or a
-    /// private key as PKCS#8 `PrivateKeyInfo`.
+    /// private key as PKCS#8 `PrivateKeyInfo` (its key-type row's form).
     pub(super) fn wrappable_material(key: &Object) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        match (key.ulong(CKA_CLASS), key.ulong(CKA_KEY_TYPE)) {
-            (Some(CKO_SECRET_KEY), _) => {
+        match key.ulong(CKA_CLASS) {
+            Some(CKO_SECRET_KEY) => {
                 Ok(zeroize::Zeroizing::new(mechanism::key_value(key)?.to_vec()))
             }
-            (Some(CKO_PRIVATE_KEY), Some(CKK_RSA)) => mechanism::rsa::to_pkcs8(key),
-            (Some(CKO_PRIVATE_KEY), Some(CKK_EC)) => mechanism::ec::to_pkcs8(key),
+            Some(CKO_PRIVATE_KEY) => {
+                let to_pkcs8 = key
+                    .ulong(CKA_KEY_TYPE)
+                    .and_then(key_types::lookup)
+                    .and_then(|k| k.to_pkcs8)
+                    .ok_or(Error::KeyNotWrappable)?;
+                to_pkcs8(key)
+            }
             _ => Err(Error::KeyNotWrappable),
         }
     }
@@ -323,28 +329,25 @@ impl Module {
         let class = attrs.get(&CKA_CLASS).cloned();
         let kt = attrs.get(&CKA_KEY_TYPE).cloned();
         use ferrohsm_store::AttrValue as V;
-        match (class, kt) {
-            (Some(V::Ulong(c)), Some(V::Ulong(kt))) if c as CK_ULONG == CKO_SECRET_KEY => {
-                let kt = kt as CK_KEY_TYPE;
-                let ok = match kt {
-                    CKK_AES => matches!(plain.len(), 16 | 24 | 32),
-                    _ => (1..=mechanism::MAX_SECRET_LEN).contains(&plain.len()),
-                };
-                if !ok {
+        let key_type = match kt {
+            Some(V::Ulong(kt)) => key_types::lookup(kt as CK_KEY_TYPE),
+            _ => None,
+        };
+        match (class, key_type) {
+            (Some(V::Ulong(c)), Some(k)) if c as CK_ULONG == CKO_SECRET_KEY => {
+                let value_len = k.value_len.ok_or(Error::TemplateInconsistent)?;
+                if !value_len(plain.len()) {
                     return Err(Error::WrappedKeyInvalid);
                 }
                 if matches!(attrs.get(&CKA_VALUE_LEN), Some(V::Ulong(l)) if *l as usize != plain.len())
                 {
                     return Err(Error::TemplateInconsistent);
                 }
-                policy::set_secret_value(&mut attrs, kt, &plain)?;
+                policy::set_secret_value(&mut attrs, k.ty, &plain)?;
             }
-            (Some(V::Ulong(c)), Some(V::Ulong(kt))) if c as CK_ULONG == CKO_PRIVATE_KEY => {
-                let parsed = match kt as CK_KEY_TYPE {
-                    CKK_RSA => mechanism::rsa::from_pkcs8(&plain)?,
-                    CKK_EC => mechanism::ec::from_pkcs8(&plain)?,
-                    _ => return Err(Error::TemplateInconsistent),
-                };
+            (Some(V::Ulong(c)), Some(k)) if c as CK_ULONG == CKO_PRIVATE_KEY => {
+                let from_pkcs8 = k.from_pkcs8.ok_or(Error::TemplateInconsistent)?;
+                let parsed = from_pkcs8(&plain)?;
                 for (ty, v) in parsed {
                     if ty == CKA_EC_PARAMS && attrs.get(&ty).is_some_and(|given| *given != v) {
                         return Err(Error::TemplateInconsistent);

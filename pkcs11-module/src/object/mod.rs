@@ -6,6 +6,8 @@
 pub mod attrs;
 pub mod cert;
 pub mod policy;
+pub mod rules;
+pub mod template;
 
 use cryptoki_sys::*;
 use ferrohsm_store::{AttrValue, ObjectRecord};

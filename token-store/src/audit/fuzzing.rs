@@ -4,8 +4,18 @@
 //! 3339 times.
 
 use std::cell::RefCell;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
-use super::*;
+use crate::seal::AuditKey;
+use crate::time::{parse_time, rfc3339};
+
+use super::chain::{
+    LineIn, SLOT, State, check_line, decode_slot, encode_slot, line_seq, split_line,
+};
+use super::event::{AuditEvent, AuditObject};
+use super::files::{AuditLog, AuditOptions, CURRENT, STATE, read_tail, rotated_seq};
 
 /// The audit root of the seed corpus: lines in `fuzz/corpus/audit_log/` were
 /// chained under it, so a mutated line gets through the chain check only if

@@ -13,7 +13,19 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::*;
+use crate::attr::{CKA_CLASS, CKA_KEY_TYPE, CKA_LABEL, CKA_VALUE, CKO_SECRET_KEY};
+use crate::record::{AttrValue, ObjectRecord, StoreError, TokenRecord};
+use crate::seal::{StorageKey, seal_record};
+
+use super::index::{index_key, index_keys, remove_index};
+use super::layout::{
+    Envelope, K_MANIFEST, K_TOKEN, P_OBJECT, P_PENDING, P_REVERSE, decode, decode_token, encode,
+    id_key, key_id, load_token, record_aad,
+};
+use super::manifest::{
+    Manifest, ManifestEntry, fold_pending, load_manifest, manifest_aad, pending_ids, record_hash,
+};
+use super::records::{carries_secret, read_objects};
 
 const SLOT: u64 = 0;
 
