@@ -13,7 +13,7 @@ use p256::pkcs8::EncodePublicKey;
 use zeroize::Zeroizing;
 
 use super::digest::{DigestOp, for_mechanism};
-use super::{Param, SignOp, cached};
+use super::{Param, SignOp, backend, cached};
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
@@ -225,24 +225,57 @@ impl EcPublic {
     }
 }
 
+/// A parsed private key as cached with its object: the RustCrypto key and
+/// the backend's forms of it (`mechanism::backend`, built at first use).
+pub struct CachedPrivate {
+    rc: EcPrivate,
+    fast: backend::EcPrivate,
+}
+
+impl std::ops::Deref for CachedPrivate {
+    type Target = EcPrivate;
+    fn deref(&self) -> &EcPrivate {
+        &self.rc
+    }
+}
+
+/// A parsed public key as cached with its object (see `CachedPrivate`).
+pub struct CachedPublic {
+    rc: EcPublic,
+    fast: backend::EcPublic,
+}
+
+impl std::ops::Deref for CachedPublic {
+    type Target = EcPublic;
+    fn deref(&self) -> &EcPublic {
+        &self.rc
+    }
+}
+
 /// The parsed private key of an object, built once and cached with it.
-pub fn private_key(key: &Object) -> Result<Arc<EcPrivate>> {
+pub fn private_key(key: &Object) -> Result<Arc<CachedPrivate>> {
     cached(key, || {
         let curve = Curve::of(key)?;
         let value = key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)?;
-        EcPrivate::from_scalar(curve, &scalar(value, curve)?)
+        Ok(CachedPrivate {
+            rc: EcPrivate::from_scalar(curve, &scalar(value, curve)?)?,
+            fast: backend::EcPrivate::default(),
+        })
     })
 }
 
 /// The parsed public key of an object, built once and cached with it.
-pub fn public_key(key: &Object) -> Result<Arc<EcPublic>> {
+pub fn public_key(key: &Object) -> Result<Arc<CachedPublic>> {
     cached(key, || {
         let curve = Curve::of(key)?;
         let v = key.bytes(CKA_EC_POINT).ok_or(Error::KeyTypeInconsistent)?;
-        EcPublic::from_point(
-            curve,
-            sec1_point(v, curve).ok_or(Error::AttributeValueInvalid)?,
-        )
+        Ok(CachedPublic {
+            rc: EcPublic::from_point(
+                curve,
+                sec1_point(v, curve).ok_or(Error::AttributeValueInvalid)?,
+            )?,
+            fast: backend::EcPublic::default(),
+        })
     })
 }
 
@@ -331,8 +364,8 @@ fn to_field(h: &[u8], curve: Curve) -> Vec<u8> {
 }
 
 enum EcKey {
-    Sign(Arc<EcPrivate>),
-    Verify(Arc<EcPublic>),
+    Sign(Arc<CachedPrivate>),
+    Verify(Arc<CachedPublic>),
 }
 
 struct Ecdsa {
@@ -344,15 +377,21 @@ struct Ecdsa {
 }
 
 impl Ecdsa {
-    fn field_input(&mut self) -> Result<Vec<u8>> {
+    /// The input reduced to the field width, and whether the backend takes
+    /// it: a hash-and-sign mechanism, or `CKM_ECDSA` over input of the
+    /// field's width (other lengths stay on RustCrypto).
+    fn field_input(&mut self) -> Result<(Vec<u8>, bool)> {
         match self.hash.as_mut() {
             Some(d) => {
                 let mut out = vec![0; d.output_len()];
                 d.finish(&mut out);
-                Ok(to_field(&out, self.curve))
+                Ok((to_field(&out, self.curve), true))
             }
             None if self.data.is_empty() => Err(Error::DataLenRange),
-            None => Ok(to_field(&self.data, self.curve)),
+            None => Ok((
+                to_field(&self.data, self.curve),
+                self.data.len() == self.curve.size(),
+            )),
         }
     }
 }
@@ -381,13 +420,23 @@ impl SignOp for Ecdsa {
     }
 
     fn sign(&mut self, out: &mut [u8]) -> Result<()> {
-        let z = self.field_input()?;
+        let (z, fast) = self.field_input()?;
         let EcKey::Sign(k) = &self.key else {
             return Err(Error::OperationNotInitialized);
         };
         // The nonce and the scalar arithmetic leave copies on the stack and
-        // the heap: run in the key region, stack scrubbed after.
-        let sig = crate::secret::scope(|| k.sign_field(&z))?;
+        // the heap: run in the key region, stack scrubbed after. The backend
+        // first (`mechanism::backend`): it declines what it does not do.
+        let sig = crate::secret::scope(|| {
+            let parts = || (k.scalar_bytes(), k.public().uncompressed());
+            match fast
+                .then(|| k.fast.sign(self.curve.size(), parts, &z))
+                .flatten()
+            {
+                Some(done) => done,
+                None => k.sign_field(&z),
+            }
+        })?;
         out.copy_from_slice(&sig);
         Ok(())
     }
@@ -396,11 +445,19 @@ impl SignOp for Ecdsa {
         if signature.len() != self.sig_len() {
             return Err(Error::SignatureLenRange);
         }
-        let z = self.field_input()?;
+        let (z, fast) = self.field_input()?;
         let EcKey::Verify(k) = &self.key else {
             return Err(Error::OperationNotInitialized);
         };
-        k.verify_field(&z, signature)
+        let point = || k.uncompressed();
+        match fast
+            .then(|| k.fast.verify(self.curve.size(), point, &z, signature))
+            .flatten()
+        {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::SignatureInvalid),
+            None => k.verify_field(&z, signature),
+        }
     }
 }
 
@@ -452,19 +509,27 @@ pub fn ecdh(
     let curve = Curve::of(base)?;
     let point = sec1_point(public, curve).ok_or(Error::MechanismParamInvalid)?;
     let private = private_key(base)?;
-    let secret: Zeroizing<Vec<u8>> = match &*private {
-        EcPrivate::P256(k) => {
-            let peer = p256::PublicKey::from_sec1_bytes(point)
-                .map_err(|_| Error::MechanismParamInvalid)?;
-            let sk = p256::SecretKey::from(k.as_nonzero_scalar());
-            Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
-        }
-        EcPrivate::P384(k) => {
-            let peer = p384::PublicKey::from_sec1_bytes(point)
-                .map_err(|_| Error::MechanismParamInvalid)?;
-            let sk = p384::SecretKey::from(k.as_nonzero_scalar());
-            Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
-        }
+    // The backend first (`mechanism::backend`): it declines what it does not do.
+    let fast = private
+        .fast
+        .ecdh(curve.size(), || private.scalar_bytes(), point)
+        .transpose()?;
+    let secret: Zeroizing<Vec<u8>> = match (fast, &private.rc) {
+        (Some(s), _) => s,
+        (None, rc) => match rc {
+            EcPrivate::P256(k) => {
+                let peer = p256::PublicKey::from_sec1_bytes(point)
+                    .map_err(|_| Error::MechanismParamInvalid)?;
+                let sk = p256::SecretKey::from(k.as_nonzero_scalar());
+                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
+            }
+            EcPrivate::P384(k) => {
+                let peer = p384::PublicKey::from_sec1_bytes(point)
+                    .map_err(|_| Error::MechanismParamInvalid)?;
+                let sk = p384::SecretKey::from(k.as_nonzero_scalar());
+                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
+            }
+        },
     };
     let hash = match *kdf {
         CKD_NULL => {
@@ -504,7 +569,7 @@ pub fn ecdh(
 /// A private key object as PKCS#8 `PrivateKeyInfo` DER, for `C_WrapKey`.
 pub fn to_pkcs8(key: &Object) -> Result<Zeroizing<Vec<u8>>> {
     use p256::pkcs8::EncodePrivateKey;
-    let der = match &*private_key(key)? {
+    let der = match &private_key(key)?.rc {
         EcPrivate::P256(k) => p256::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
         EcPrivate::P384(k) => p384::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
     }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aes;
+pub mod backend;
 pub mod digest;
 pub mod ec;
 pub mod kdf;

@@ -42,6 +42,17 @@ pub(super) fn oaep_run(
     label: &[u8],
     input: &[u8],
 ) -> Result<Vec<u8>> {
+    // The backend first (`mechanism::backend`): it declines what it does not do.
+    let fast = match key {
+        RsaKey::Verify(k) => k.fast.oaep_encrypt(&k.rc, hash, mgf, label, input),
+        RsaKey::Sign(k) => k
+            .fast
+            .oaep_decrypt(&k.rc, hash, mgf, label, input)
+            .map(|r| r.map(|m| m.to_vec())),
+    };
+    if let Some(done) = fast {
+        return done;
+    }
     with_digest!(hash, D => {
         with_digest!(mgf, M => {
             let padding = Oaep::<D, M>::new_with_mgf_hash_and_label(label.to_vec());
@@ -82,7 +93,7 @@ impl OneShot for RsaCipher {
                 if !bool::from(m.ct_lt(k.n())) {
                     return Err(Error::DataLenRange);
                 }
-                let c = rsa::hazmat::rsa_encrypt(&**k, &m).map_err(|_| Error::DataLenRange)?;
+                let c = rsa::hazmat::rsa_encrypt(&k.rc, &m).map_err(|_| Error::DataLenRange)?;
                 Zeroizing::new(left_pad(&c.to_be_bytes(), self.k))
             }
             (key @ RsaKey::Verify(_), Padding::Oaep { hash, mgf, label }) => {
@@ -108,8 +119,9 @@ impl OneShot for RsaCipher {
                             if !bool::from(c.ct_lt(k.n())) {
                                 return Err(Error::EncryptedDataInvalid);
                             }
-                            let m = rsa::hazmat::rsa_decrypt_and_check(&**k, Some(&mut SysRng), &c)
-                                .map_err(|_| Error::EncryptedDataInvalid)?;
+                            let m =
+                                rsa::hazmat::rsa_decrypt_and_check(&k.rc, Some(&mut SysRng), &c)
+                                    .map_err(|_| Error::EncryptedDataInvalid)?;
                             let em = Zeroizing::new(left_pad(&m.to_be_bytes(), self.k));
                             match padding {
                                 Padding::Raw => em,

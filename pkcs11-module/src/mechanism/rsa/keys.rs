@@ -14,8 +14,8 @@ use rsa::{BoxedUint, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::mechanism::cached;
 use crate::mechanism::digest::digest_of;
+use crate::mechanism::{backend, cached};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
 
@@ -133,19 +133,58 @@ pub(super) fn public_from(n: &[u8], e: &[u8]) -> Result<PublicKey> {
     Ok(key)
 }
 
+/// A parsed private key as cached with its object: the RustCrypto key and
+/// the backend's forms of it (`mechanism::backend`, built at first use).
+pub struct RsaPrivate {
+    /// The RustCrypto key.
+    pub rc: PrivateKey,
+    /// The backend's forms.
+    pub fast: backend::RsaPrivate,
+}
+
+impl std::ops::Deref for RsaPrivate {
+    type Target = PrivateKey;
+    fn deref(&self) -> &PrivateKey {
+        &self.rc
+    }
+}
+
+/// A parsed public key as cached with its object (see `RsaPrivate`).
+pub struct RsaPublic {
+    /// The RustCrypto key.
+    pub rc: PublicKey,
+    /// The backend's forms.
+    pub fast: backend::RsaPublic,
+}
+
+impl std::ops::Deref for RsaPublic {
+    type Target = PublicKey;
+    fn deref(&self) -> &PublicKey {
+        &self.rc
+    }
+}
+
 /// The parsed private key of an object, built once and cached with it.
-pub fn private_key(key: &Object) -> Result<Arc<PrivateKey>> {
-    cached(key, || private_from(|ty| key.bytes(ty)))
+pub fn private_key(key: &Object) -> Result<Arc<RsaPrivate>> {
+    cached(key, || {
+        Ok(RsaPrivate {
+            rc: private_from(|ty| key.bytes(ty))?,
+            fast: backend::RsaPrivate::default(),
+        })
+    })
 }
 
 /// The parsed public key of a public-key object, cached with it.
-pub fn public_key(key: &Object) -> Result<Arc<PublicKey>> {
+pub fn public_key(key: &Object) -> Result<Arc<RsaPublic>> {
     cached(key, || {
         let n = key.bytes(CKA_MODULUS).ok_or(Error::KeyTypeInconsistent)?;
         let e = key
             .bytes(CKA_PUBLIC_EXPONENT)
             .ok_or(Error::KeyTypeInconsistent)?;
-        public_from(n, e)
+        Ok(RsaPublic {
+            rc: public_from(n, e)?,
+            fast: backend::RsaPublic::default(),
+        })
     })
 }
 
@@ -303,6 +342,6 @@ pub(super) fn modulus_len(key: &Object) -> Result<usize> {
 }
 
 pub(super) enum RsaKey {
-    Sign(Arc<PrivateKey>),
-    Verify(Arc<PublicKey>),
+    Sign(Arc<RsaPrivate>),
+    Verify(Arc<RsaPublic>),
 }

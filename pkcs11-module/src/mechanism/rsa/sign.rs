@@ -10,6 +10,7 @@ use subtle::{ConstantTimeEq, ConstantTimeLess};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::mechanism::backend::RsaSig;
 use crate::mechanism::digest::{DigestOp, for_mechanism};
 use crate::mechanism::{Param, SignOp};
 use crate::object::Object;
@@ -106,6 +107,13 @@ impl SignOp for RsaSign {
         };
         // Private-key arithmetic (blinding, CRT) leaves temporaries on the heap
         // and the stack: run in the key region, stack scrubbed after.
+        // The backend first (`mechanism::backend`): it declines what it does not do.
+        if let Some(fast) = fast_scheme(self.scheme, &input)
+            && let Some(done) =
+                crate::secret::scope(|| key.fast.sign(&key.rc, fast.0, &fast.1, out))
+        {
+            return done;
+        }
         let sig: Vec<u8> = crate::secret::scope(|| -> Result<Vec<u8>> {
             Ok(match self.scheme {
                 Scheme::Pkcs1(h) => key
@@ -117,13 +125,13 @@ impl SignOp for RsaSign {
                     let bits = key.n().bit_width() as usize;
                     let em = pss_encode(&input, bits - 1, &s, hash, mgf)?;
                     let m = self.raw_integer(&left_pad(&em, self.k), key.n())?;
-                    let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
+                    let s = rsa::hazmat::rsa_decrypt_and_check(&key.rc, Some(&mut SysRng), &m)
                         .map_err(|_| Error::FunctionFailed)?;
                     s.to_be_bytes().to_vec()
                 }
                 Scheme::Raw => {
                     let m = self.raw_integer(&input, key.n())?;
-                    let s = rsa::hazmat::rsa_decrypt_and_check(&**key, Some(&mut SysRng), &m)
+                    let s = rsa::hazmat::rsa_decrypt_and_check(&key.rc, Some(&mut SysRng), &m)
                         .map_err(|_| Error::FunctionFailed)?;
                     s.to_be_bytes().to_vec()
                 }
@@ -141,6 +149,15 @@ impl SignOp for RsaSign {
         let RsaKey::Verify(key) = &self.key else {
             return Err(Error::OperationNotInitialized);
         };
+        if let Some(fast) = fast_scheme(self.scheme, &input)
+            && let Some(ok) = key.fast.verify(&key.rc, fast.0, &fast.1, signature)
+        {
+            return if ok {
+                Ok(())
+            } else {
+                Err(Error::SignatureInvalid)
+            };
+        }
         let ok = match self.scheme {
             Scheme::Pkcs1(h) => key.verify(pkcs1(h)?, &input, signature).is_ok(),
             Scheme::Pss { hash, mgf, salt } => {
@@ -150,7 +167,7 @@ impl SignOp for RsaSign {
                     return Err(Error::SignatureInvalid);
                 }
                 let m =
-                    rsa::hazmat::rsa_encrypt(&**key, &s).map_err(|_| Error::SignatureInvalid)?;
+                    rsa::hazmat::rsa_encrypt(&key.rc, &s).map_err(|_| Error::SignatureInvalid)?;
                 let bits = key.n().bit_width() as usize;
                 pss_verify(&input, &m.to_be_bytes(), bits - 1, salt, hash, mgf)
             }
@@ -161,7 +178,7 @@ impl SignOp for RsaSign {
                     return Err(Error::SignatureInvalid);
                 }
                 let m =
-                    rsa::hazmat::rsa_encrypt(&**key, &s).map_err(|_| Error::SignatureInvalid)?;
+                    rsa::hazmat::rsa_encrypt(&key.rc, &s).map_err(|_| Error::SignatureInvalid)?;
                 bool::from(left_pad(&m.to_be_bytes(), self.k).ct_eq(&left_pad(&input, self.k)))
             }
         };
@@ -170,6 +187,26 @@ impl SignOp for RsaSign {
         } else {
             Err(Error::SignatureInvalid)
         }
+    }
+}
+
+/// The scheme and digest as the backend takes them: PKCS#1 v1.5 with a hash
+/// (for `CKM_RSA_PKCS`, the hash named by the DigestInfo the caller gave)
+/// and PSS. `None` for raw RSA and a `CKM_RSA_PKCS` input that is no
+/// DigestInfo of SHA-256/384/512.
+fn fast_scheme(scheme: Scheme, input: &[u8]) -> Option<(RsaSig, Vec<u8>)> {
+    match scheme {
+        Scheme::Pkcs1(Some(h)) => Some((RsaSig::Pkcs1(h), input.to_vec())),
+        Scheme::Pkcs1(None) => [CKM_SHA256, CKM_SHA384, CKM_SHA512]
+            .into_iter()
+            .find_map(|h| {
+                let prefix = digest_info_prefix(h)?;
+                let len = for_mechanism(h)?.output_len();
+                let rest = input.strip_prefix(prefix)?;
+                (rest.len() == len).then(|| (RsaSig::Pkcs1(h), rest.to_vec()))
+            }),
+        Scheme::Pss { hash, mgf, salt } => Some((RsaSig::Pss { hash, mgf, salt }, input.to_vec())),
+        Scheme::Raw => None,
     }
 }
 

@@ -1,0 +1,52 @@
+//! The per-family backend seam (as rustls has `CryptoProvider`): the family
+//! files (`rsa/`, `ec.rs`) ask this module first for the operations a faster
+//! backend does, and run their own RustCrypto code when it declines (`None`).
+//! The mechanism table does not change.
+//!
+//! - `awslc.rs` (feature `aws-lc`, on by default): AWS-LC through `aws-lc-rs`,
+//!   linked statically with prefixed symbols (the `.so` exports only `C_*`).
+//!   It takes RSA PKCS#1 v1.5 and PSS signatures with SHA-256/384/512 (PSS
+//!   with MGF1 of the same hash and salt = hash length), OAEP with
+//!   SHA-1/SHA-256/384/512 (MGF1 of the same hash, any label), ECDSA over a
+//!   field-width digest on P-256/P-384 and ECDH on P-256/P-384.
+//! - `rustcrypto.rs` (the pure-Rust build): declines everything.
+//!
+//! Everything else stays RustCrypto: raw RSA, PKCS#1 v1.5 decryption (its
+//! implicit-rejection path), PKCS#1 signatures with SHA-1/SHA-224, mixed
+//! hashes or other salt lengths, `CKM_ECDSA` over input of another length,
+//! key generation, import checks and PKCS#8.
+//!
+//! The backend's parsed keys live in the family's cached key (built once per
+//! object version, `mechanism::cached`), filled at first use inside
+//! `secret::scope`. AWS-LC allocates with its own `malloc`, not Rust's global
+//! allocator: its key structures (`EVP_PKEY`, big numbers) are NOT in the
+//! locked, non-dumpable key region; only the Rust-side copies made to build
+//! them (the PKCS#8 document, scalars) are.
+
+use cryptoki_sys::CK_MECHANISM_TYPE;
+
+#[cfg(feature = "aws-lc")]
+mod awslc;
+#[cfg(feature = "aws-lc")]
+pub use awslc::*;
+
+#[cfg(not(feature = "aws-lc"))]
+mod rustcrypto;
+#[cfg(not(feature = "aws-lc"))]
+pub use rustcrypto::*;
+
+/// An RSA signature scheme over a digest.
+#[derive(Clone, Copy, Debug)]
+pub enum RsaSig {
+    /// PKCS#1 v1.5 with this hash (the DigestInfo is the backend's to add).
+    Pkcs1(CK_MECHANISM_TYPE),
+    /// PSS with this message hash, MGF1 hash and salt length.
+    Pss {
+        /// Message hash.
+        hash: CK_MECHANISM_TYPE,
+        /// MGF1 hash.
+        mgf: CK_MECHANISM_TYPE,
+        /// Salt length in bytes.
+        salt: usize,
+    },
+}

@@ -1,0 +1,107 @@
+//! The pure-Rust build: no faster backend, every call declines (`None`) and
+//! the family files run their RustCrypto code.
+#![forbid(unsafe_code)]
+
+use cryptoki_sys::CK_MECHANISM_TYPE;
+use zeroize::Zeroizing;
+
+use super::RsaSig;
+use crate::error::Result;
+
+/// Which backend this build asks first.
+pub const NAME: &str = "RustCrypto";
+
+/// Backend state of an RSA private key (none).
+#[derive(Default)]
+pub struct RsaPrivate(());
+
+impl RsaPrivate {
+    /// Declines.
+    pub fn sign(
+        &self,
+        _: &rsa::PrivateKey,
+        _: RsaSig,
+        _: &[u8],
+        _: &mut [u8],
+    ) -> Option<Result<()>> {
+        None
+    }
+
+    /// Declines.
+    pub fn oaep_decrypt(
+        &self,
+        _: &rsa::PrivateKey,
+        _: CK_MECHANISM_TYPE,
+        _: CK_MECHANISM_TYPE,
+        _: &[u8],
+        _: &[u8],
+    ) -> Option<Result<Zeroizing<Vec<u8>>>> {
+        None
+    }
+}
+
+/// Backend state of an RSA public key (none).
+#[derive(Default)]
+pub struct RsaPublic(());
+
+impl RsaPublic {
+    /// Declines.
+    pub fn verify(&self, _: &rsa::PublicKey, _: RsaSig, _: &[u8], _: &[u8]) -> Option<bool> {
+        None
+    }
+
+    /// Declines.
+    pub fn oaep_encrypt(
+        &self,
+        _: &rsa::PublicKey,
+        _: CK_MECHANISM_TYPE,
+        _: CK_MECHANISM_TYPE,
+        _: &[u8],
+        _: &[u8],
+    ) -> Option<Result<Vec<u8>>> {
+        None
+    }
+}
+
+/// Backend state of an EC private key (none).
+#[derive(Default)]
+pub struct EcPrivate(());
+
+impl EcPrivate {
+    /// Declines.
+    pub fn sign(
+        &self,
+        _: usize,
+        _: impl FnOnce() -> (Zeroizing<Vec<u8>>, Vec<u8>),
+        _: &[u8],
+    ) -> Option<Result<Vec<u8>>> {
+        None
+    }
+
+    /// Declines.
+    pub fn ecdh(
+        &self,
+        _: usize,
+        _: impl FnOnce() -> Zeroizing<Vec<u8>>,
+        _: &[u8],
+    ) -> Option<Result<Zeroizing<Vec<u8>>>> {
+        None
+    }
+}
+
+/// Backend state of an EC public key (none).
+#[derive(Default)]
+pub struct EcPublic(());
+
+impl EcPublic {
+    /// Declines.
+    pub fn verify(
+        &self,
+        _: usize,
+        _: impl FnOnce() -> Vec<u8>,
+        _: &[u8],
+        _: &[u8],
+    ) -> Option<bool> {
+        None
+    }
+}
