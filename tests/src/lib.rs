@@ -18,6 +18,7 @@ pub mod child;
 pub mod mech;
 pub mod p11;
 pub mod raw;
+pub mod tok;
 pub mod tool;
 
 use std::path::PathBuf;
@@ -128,6 +129,44 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The store of `env`'s data directory opened directly (no module may hold
+/// it), the record of the token in `slot`, and that token's storage key,
+/// opened with the test user PIN as the module does at `C_Login`.
+pub fn open_token_store(
+    env: &TestEnv,
+    slot: u64,
+) -> (
+    ferrohsm_store::SledStore,
+    ferrohsm_store::TokenRecord,
+    ferrohsm_store::StorageKey,
+) {
+    use ferrohsm_store::{PinRole, SledOptions, SledStore, Store, pin_wrap_aad};
+    let store = SledStore::open(&env.data_dir(), SledOptions::default()).expect("open store");
+    let token = store.token(slot).expect("read token").expect("token");
+    let key = token
+        .user_pin
+        .as_ref()
+        .expect("user PIN set")
+        .open(
+            USER_PIN.as_bytes(),
+            &pin_wrap_aad(&token.token_id, PinRole::User),
+        )
+        .expect("user PIN opens the storage key");
+    (store, token, key)
+}
+
+/// The last `n` lines of the module log named by `FERROHSM_LOG` (`level:path`,
+/// as `TestEnv` sets it) in this process; empty if there is none.
+pub fn module_log_tail(n: usize) -> String {
+    let var = std::env::var("FERROHSM_LOG").unwrap_or_default();
+    let Some((_, path)) = var.split_once(':') else {
+        return String::new();
+    };
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Lower-case hex of `b`.

@@ -116,15 +116,18 @@ pub fn kwp() -> Mech {
     Mech::Plain(CKM_AES_KEY_WRAP_KWP)
 }
 
+/// A mechanism whose parameter is `*p` (its size as the length); the caller
+/// keeps `p` alive, and unmoved, while the mechanism is used.
+pub fn mech_of<P>(ty: CK_MECHANISM_TYPE, p: &mut P) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: ty,
+        pParameter: p as *mut P as *mut c_void,
+        ulParameterLen: size_of::<P>() as CK_ULONG,
+    }
+}
+
 /// Builds the `CK_MECHANISM` for `mech` on the stack and passes it to `f`.
 pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
-    fn of<P>(ty: CK_MECHANISM_TYPE, p: &mut P) -> CK_MECHANISM {
-        CK_MECHANISM {
-            mechanism: ty,
-            pParameter: p as *mut P as *mut c_void,
-            ulParameterLen: size_of::<P>() as CK_ULONG,
-        }
-    }
     let opt = opt_ptr;
     match mech {
         Mech::Plain(t) => f(&mut CK_MECHANISM {
@@ -150,7 +153,7 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 ulAADLen: 0,
                 ulTagBits: 128,
             };
-            f(&mut of(CKM_AES_GCM, &mut prm))
+            f(&mut mech_of(CKM_AES_GCM, &mut prm))
         }
         Mech::Oaep => {
             let mut prm = CK_RSA_PKCS_OAEP_PARAMS {
@@ -160,7 +163,7 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 pSourceData: ptr::null_mut(),
                 ulSourceDataLen: 0,
             };
-            f(&mut of(CKM_RSA_PKCS_OAEP, &mut prm))
+            f(&mut mech_of(CKM_RSA_PKCS_OAEP, &mut prm))
         }
         Mech::Hkdf {
             data,
@@ -191,7 +194,7 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
             } else {
                 CKM_HKDF_DERIVE
             };
-            f(&mut of(t, &mut prm))
+            f(&mut mech_of(t, &mut prm))
         }
         Mech::StrData(t, d) => {
             let mut d = d.clone();
@@ -199,7 +202,7 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 pData: opt(&mut d),
                 ulLen: d.len() as CK_ULONG,
             };
-            f(&mut of(*t, &mut prm))
+            f(&mut mech_of(*t, &mut prm))
         }
         Mech::CbcData(iv, d) => {
             let mut d = d.clone();
@@ -208,11 +211,11 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 pData: opt(&mut d),
                 length: d.len() as CK_ULONG,
             };
-            f(&mut of(CKM_AES_CBC_ENCRYPT_DATA, &mut prm))
+            f(&mut mech_of(CKM_AES_CBC_ENCRYPT_DATA, &mut prm))
         }
         Mech::Concat(h) => {
             let mut h: CK_OBJECT_HANDLE = *h;
-            f(&mut of(CKM_CONCATENATE_BASE_AND_KEY, &mut h))
+            f(&mut mech_of(CKM_CONCATENATE_BASE_AND_KEY, &mut h))
         }
         Mech::Ecdh(point) => {
             let mut point = point.clone();
@@ -223,14 +226,14 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 ulPublicDataLen: point.len() as CK_ULONG,
                 pPublicData: point.as_mut_ptr(),
             };
-            f(&mut of(CKM_ECDH1_DERIVE, &mut prm))
+            f(&mut mech_of(CKM_ECDH1_DERIVE, &mut prm))
         }
         Mech::Ctr(bits, cb) => {
             let mut prm = CK_AES_CTR_PARAMS {
                 ulCounterBits: *bits,
                 cb: *cb,
             };
-            f(&mut of(CKM_AES_CTR, &mut prm))
+            f(&mut mech_of(CKM_AES_CTR, &mut prm))
         }
         Mech::GcmFull { iv, aad, tag_bits } => {
             let (mut iv, mut aad) = (iv.clone(), aad.clone());
@@ -242,7 +245,7 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 ulAADLen: aad.len() as CK_ULONG,
                 ulTagBits: *tag_bits,
             };
-            f(&mut of(CKM_AES_GCM, &mut prm))
+            f(&mut mech_of(CKM_AES_GCM, &mut prm))
         }
         Mech::Gcm40 { iv, aad, tag_bits } => {
             let (mut iv, mut aad) = (iv.clone(), aad.clone());
@@ -253,11 +256,11 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
                 aad_len: aad.len() as CK_ULONG,
                 tag_bits: *tag_bits,
             };
-            f(&mut of(CKM_AES_GCM, &mut prm))
+            f(&mut mech_of(CKM_AES_GCM, &mut prm))
         }
         Mech::General(t, n) => {
             let mut n: CK_MAC_GENERAL_PARAMS = *n;
-            f(&mut of(*t, &mut n))
+            f(&mut mech_of(*t, &mut n))
         }
     }
 }

@@ -130,23 +130,34 @@ impl RawModule {
         crate::ck!(self, C_Login(s, user, p.as_mut_ptr(), p.len() as CK_ULONG))
     }
 
+    /// `C_InitToken` on `slot` with SO PIN `so_pin` and the label `label`
+    /// (blank-padded); `None` passes NULL (with a PIN length of 8).
+    pub fn init_token(
+        &self,
+        slot: CK_SLOT_ID,
+        so_pin: Option<&[u8]>,
+        label: Option<&str>,
+    ) -> CK_RV {
+        let mut so = so_pin.map(<[u8]>::to_vec);
+        let (p, n) = match &mut so {
+            Some(v) => (v.as_mut_ptr(), v.len() as CK_ULONG),
+            None => (ptr::null_mut(), 8),
+        };
+        let mut padded = label.map(padded32);
+        let l = padded.as_mut().map_or(ptr::null_mut(), |l| l.as_mut_ptr());
+        crate::ck!(self, C_InitToken(slot, p, n, l))
+    }
+
     /// On an initialised module, turns the spare token (the last slot) into a
     /// token labelled `label` with the test SO PIN and user PIN set, as an
     /// administrator would; returns its slot. No session is left open.
     pub fn make_token(&self, label: &str) -> CK_SLOT_ID {
         let slot = *self.slot_list().last().expect("a slot");
-        let mut so = SO_PIN.as_bytes().to_vec();
-        let mut padded = padded32(label);
-        let rv = crate::ck!(
-            self,
-            C_InitToken(
-                slot,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                padded.as_mut_ptr()
-            )
+        check(
+            self.init_token(slot, Some(SO_PIN.as_bytes()), Some(label)),
+            CKR_OK,
+            "C_InitToken",
         );
-        check(rv, CKR_OK, "C_InitToken");
         let s = self.open(slot, true);
         check(self.login(s, CKU_SO, SO_PIN), CKR_OK, "C_Login SO");
         let mut up = USER_PIN.as_bytes().to_vec();
@@ -208,11 +219,7 @@ impl RawModule {
         o: CK_OBJECT_HANDLE,
         t: CK_ATTRIBUTE_TYPE,
     ) -> Result<Vec<u8>, CK_RV> {
-        let mut a = CK_ATTRIBUTE {
-            type_: t,
-            pValue: ptr::null_mut(),
-            ulValueLen: 0,
-        };
+        let mut a = attr_query(t);
         rv_result(crate::ck!(self, C_GetAttributeValue(s, o, &mut a, 1)))?;
         let mut buf = vec![0u8; a.ulValueLen as usize];
         a.pValue = buf.as_mut_ptr() as *mut c_void;
@@ -286,6 +293,7 @@ impl RawModule {
 // ---------------------------------------------------------------------------
 
 /// An attribute value for an owned template (`Tpl`).
+#[derive(Clone)]
 pub enum V {
     /// A `CK_ULONG` (class, key type, length…).
     U(CK_ULONG),
@@ -295,6 +303,21 @@ pub enum V {
     Bytes(Vec<u8>),
     /// An attribute array (`CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, …).
     Attrs(Vec<(CK_ATTRIBUTE_TYPE, V)>),
+}
+
+/// A `CK_ULONG` attribute, for template lists.
+pub fn u(t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, V) {
+    (t, V::U(v))
+}
+
+/// A `CK_BBOOL` attribute, for template lists.
+pub fn b(t: CK_ATTRIBUTE_TYPE, v: bool) -> (CK_ATTRIBUTE_TYPE, V) {
+    (t, V::B(v))
+}
+
+/// A byte-string attribute, for template lists.
+pub fn by(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> (CK_ATTRIBUTE_TYPE, V) {
+    (t, V::Bytes(v.to_vec()))
 }
 
 /// A text attribute value (the bytes of `s`, no terminator).
@@ -428,6 +451,15 @@ pub fn attr_ref<T>(t: CK_ATTRIBUTE_TYPE, v: &mut T) -> CK_ATTRIBUTE {
     }
 }
 
+/// A `CK_ATTRIBUTE` with a NULL `pValue` and length 0 (a length query).
+pub fn attr_query(t: CK_ATTRIBUTE_TYPE) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: ptr::null_mut(),
+        ulValueLen: 0,
+    }
+}
+
 /// A `CK_ATTRIBUTE` pointing at the bytes of `v`.
 pub fn attr_bytes(t: CK_ATTRIBUTE_TYPE, v: &mut [u8]) -> CK_ATTRIBUTE {
     CK_ATTRIBUTE {
@@ -477,12 +509,28 @@ pub fn rv_result(rv: CK_RV) -> Result<(), CK_RV> {
     if rv == CKR_OK { Ok(()) } else { Err(rv) }
 }
 
-/// Unwraps a result, naming the CKR on failure.
+/// The tail of this process's module log (`FERROHSM_LOG`, which `TestEnv`
+/// sets), for failure messages; empty without a log.
+fn log_note() -> String {
+    let tail = crate::module_log_tail(6);
+    if tail.is_empty() {
+        tail
+    } else {
+        format!("\nmodule log (tail):\n{tail}")
+    }
+}
+
+/// The code of a result: `CKR_OK` for `Ok`.
+pub fn rv_of<T>(r: &Result<T, CK_RV>) -> CK_RV {
+    r.as_ref().err().copied().unwrap_or(CKR_OK)
+}
+
+/// Unwraps a result, naming the CKR on failure (with the module log's tail).
 #[track_caller]
 pub fn ok<T>(r: Result<T, CK_RV>, what: &str) -> T {
     match r {
         Ok(v) => v,
-        Err(rv) => panic!("{what}: expected CKR_OK, got {}", rv_name(rv)),
+        Err(rv) => panic!("{what}: expected CKR_OK, got {}{}", rv_name(rv), log_note()),
     }
 }
 
@@ -491,8 +539,17 @@ pub fn ok<T>(r: Result<T, CK_RV>, what: &str) -> T {
 pub fn err<T: std::fmt::Debug>(r: Result<T, CK_RV>, want: CK_RV, what: &str) {
     match r {
         Err(rv) if rv == want => {}
-        Err(rv) => panic!("{what}: expected {}, got {}", rv_name(want), rv_name(rv)),
-        Ok(v) => panic!("{what}: expected {}, got CKR_OK ({v:?})", rv_name(want)),
+        Err(rv) => panic!(
+            "{what}: expected {}, got {}{}",
+            rv_name(want),
+            rv_name(rv),
+            log_note()
+        ),
+        Ok(v) => panic!(
+            "{what}: expected {}, got CKR_OK ({v:?}){}",
+            rv_name(want),
+            log_note()
+        ),
     }
 }
 
@@ -501,9 +558,10 @@ pub fn err<T: std::fmt::Debug>(r: Result<T, CK_RV>, want: CK_RV, what: &str) {
 pub fn check(rv: CK_RV, want: CK_RV, what: &str) {
     assert!(
         rv == want,
-        "{what}: expected {}, got {}",
+        "{what}: expected {}, got {}{}",
         rv_name(want),
-        rv_name(rv)
+        rv_name(rv),
+        log_note()
     );
 }
 
@@ -512,8 +570,9 @@ pub fn check(rv: CK_RV, want: CK_RV, what: &str) {
 pub fn check_any(rv: CK_RV, want: &[CK_RV], what: &str) {
     assert!(
         want.contains(&rv),
-        "{what}: expected one of {:?}, got {}",
+        "{what}: expected one of {:?}, got {}{}",
         want.iter().map(|r| rv_name(*r)).collect::<Vec<_>>(),
-        rv_name(rv)
+        rv_name(rv),
+        log_note()
     );
 }

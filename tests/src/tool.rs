@@ -3,11 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 
+use crate::child::{Run, run_captured};
 use crate::{SO_PIN, TestEnv, USER_PIN, module_path};
+
+/// How long one run of the tool may take.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn mtime(p: &Path) -> SystemTime {
     std::fs::metadata(p)
@@ -75,4 +79,65 @@ pub fn command(env: &TestEnv, args: &[&str]) -> Command {
         .env("T_PIN", USER_PIN)
         .env_remove("FERROHSM_POLICY");
     c
+}
+
+/// Runs `cmd` (the tool with `args`, from `command`) to its end with captured
+/// output, failing the test after `TIMEOUT`.
+pub fn run_cmd(env: &TestEnv, cmd: Command, args: &[&str]) -> Run {
+    run_captured(
+        env,
+        cmd,
+        b"",
+        TIMEOUT,
+        &format!("ferrohsm {}", args.join(" ")),
+    )
+}
+
+/// `run_cmd`, requiring exit 0.
+#[track_caller]
+pub fn ok_cmd(env: &TestEnv, cmd: Command, args: &[&str]) -> Run {
+    let r = run_cmd(env, cmd, args);
+    r.assert_success(env);
+    r
+}
+
+/// The tool with `args` in `env` (see `command`), run to its end.
+pub fn run(env: &TestEnv, args: &[&str]) -> Run {
+    run_cmd(env, command(env, args), args)
+}
+
+/// `run`, requiring exit 0.
+#[track_caller]
+pub fn ok(env: &TestEnv, args: &[&str]) -> Run {
+    ok_cmd(env, command(env, args), args)
+}
+
+/// `ferrohsm init` of token `label` with the test PINs (`T_SO`, `T_PIN`) and
+/// `more` arguments, run by `ok` on `cmd(args)`; it must report the token.
+#[track_caller]
+pub fn init_with(
+    env: &TestEnv,
+    label: &str,
+    more: &[&str],
+    cmd: impl FnOnce(&[&str]) -> Command,
+) -> Run {
+    let mut args = vec![
+        "init",
+        "--label",
+        label,
+        "--so-pin-env",
+        "T_SO",
+        "--pin-env",
+        "T_PIN",
+    ];
+    args.extend_from_slice(more);
+    let r = ok_cmd(env, cmd(&args), &args);
+    assert!(r.stdout.contains("initialised token"), "{}", r.show());
+    r
+}
+
+/// `init_with` the plain `command`.
+#[track_caller]
+pub fn init(env: &TestEnv, label: &str, more: &[&str]) -> Run {
+    init_with(env, label, more, |args| command(env, args))
 }

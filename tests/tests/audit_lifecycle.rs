@@ -25,14 +25,12 @@ use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use ferrohsm_tests::child::{Run, run_captured};
+use ferrohsm_tests::child::Run;
 use ferrohsm_tests::p11::{pin, slot_of, spare_slot, user};
-use ferrohsm_tests::tool::{command, load};
+use ferrohsm_tests::tool::{self, command, load, run_cmd};
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, to_hex};
 use serde_json::Value;
 
-/// How long one run of the tool may take before the test fails as a hang.
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// A PIN no token here has.
 const BAD_PIN: &str = "wrong-pin-0000";
 /// PINs `C_SetPIN` moves to.
@@ -55,13 +53,7 @@ fn cli_in(env: &TestEnv, data: Option<&Path>, args: &[&str]) -> Run {
     if let Some(d) = data {
         c.env("FERROHSM_DIR", d);
     }
-    run_captured(
-        env,
-        c,
-        b"",
-        TIMEOUT,
-        &format!("ferrohsm {}", args.join(" ")),
-    )
+    run_cmd(env, c, args)
 }
 
 /// Runs the tool and requires exit 0.
@@ -84,19 +76,12 @@ fn json(r: &Run) -> Value {
 
 /// `ferrohsm init` with the test PINs (and `--policy spec` when `spec`).
 fn init(env: &TestEnv, label: &str, spec: bool) {
-    let mut args = vec![
-        "init",
-        "--label",
-        label,
-        "--so-pin-env",
-        "T_SO",
-        "--pin-env",
-        "T_PIN",
-    ];
-    if spec {
-        args.extend(["--policy", "spec"]);
-    }
-    ok(env, &args);
+    let more: &[&str] = if spec { &["--policy", "spec"] } else { &[] };
+    tool::init_with(env, label, more, |args| {
+        let mut c = command(env, args);
+        c.env("T_BAD", BAD_PIN);
+        c
+    });
 }
 
 /// `ferrohsm pending --json` of token `label`.

@@ -19,7 +19,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use cryptoki::mechanism::Mechanism;
@@ -27,12 +26,10 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use ferrohsm_tests::child::{Run, find_in_path, run_captured};
 use ferrohsm_tests::p11::{pin, slot_of, user};
-use ferrohsm_tests::tool::{command, load, module};
+use ferrohsm_tests::tool::{TIMEOUT, command, init_with, load, module, ok_cmd, run_cmd};
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN};
 use serde_json::Value;
 
-/// How long one run of the tool may take before the test fails as a hang.
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// A PIN no token here has.
 const BAD_PIN: &str = "wrong-pin-0000";
 /// PINs `set-pin` moves to.
@@ -49,16 +46,6 @@ fn cli(env: &TestEnv, args: &[&str]) -> Command {
     c
 }
 
-fn run_cmd(env: &TestEnv, cmd: Command, args: &[&str]) -> Run {
-    run_captured(
-        env,
-        cmd,
-        b"",
-        TIMEOUT,
-        &format!("ferrohsm {}", args.join(" ")),
-    )
-}
-
 fn run(env: &TestEnv, args: &[&str]) -> Run {
     run_cmd(env, cli(env, args), args)
 }
@@ -66,9 +53,7 @@ fn run(env: &TestEnv, args: &[&str]) -> Run {
 /// Runs the tool and requires exit 0.
 #[track_caller]
 fn ok(env: &TestEnv, args: &[&str]) -> Run {
-    let r = run(env, args);
-    r.assert_success(env);
-    r
+    ok_cmd(env, cli(env, args), args)
 }
 
 /// Checks a failed run: exit `code`; for 1, exactly one line on stderr,
@@ -98,20 +83,17 @@ fn json(r: &Run) -> Value {
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", r.show()))
 }
 
+/// `ferrohsm keygen` of a `ty` key labelled `label` on `token`, with `more`
+/// arguments; it must succeed.
+#[track_caller]
+fn keygen(env: &TestEnv, token: &str, ty: &str, label: &str, more: &[&str]) -> Run {
+    let args = ["keygen", "--token", token, "--type", ty, "--label", label];
+    ok(env, &[&args[..], more, &["--pin-env", "T_PIN"]].concat())
+}
+
 /// `ferrohsm init` with the test PINs.
 fn init(env: &TestEnv, label: &str, more: &[&str]) {
-    let mut args = vec![
-        "init",
-        "--label",
-        label,
-        "--so-pin-env",
-        "T_SO",
-        "--pin-env",
-        "T_PIN",
-    ];
-    args.extend_from_slice(more);
-    let r = ok(env, &args);
-    assert!(r.stdout.contains("initialised token"), "{}", r.show());
+    init_with(env, label, more, |args| cli(env, args));
 }
 
 fn objects_json(env: &TestEnv, token: &str) -> Vec<Value> {
@@ -284,81 +266,31 @@ fn init_tokens_keygen_and_objects_report_truthfully_in_json() {
     let env = TestEnv::new();
     init(&env, "alpha", &[]);
     init(&env, "beta", &["--policy", "spec"]);
+    let again = [
+        "--label",
+        "alpha",
+        "--so-pin-env",
+        "T_SO",
+        "--pin-env",
+        "T_PIN",
+    ];
     fails(
         &env,
-        &[
-            "init",
-            "--label",
-            "alpha",
-            "--so-pin-env",
-            "T_SO",
-            "--pin-env",
-            "T_PIN",
-        ],
+        &[&["init"], &again[..]].concat(),
         1,
         &["already exists"],
     );
 
-    ok(
+    keygen(&env, "alpha", "aes256", "k-aes", &[]);
+    keygen(&env, "alpha", "ec-p256", "k-ec", &["--id", "0102"]);
+    keygen(
         &env,
-        &[
-            "keygen",
-            "--token",
-            "alpha",
-            "--type",
-            "aes256",
-            "--label",
-            "k-aes",
-            "--pin-env",
-            "T_PIN",
-        ],
+        "alpha",
+        "ec-p384",
+        "k-384",
+        &["--usage", "sign,verify,derive"],
     );
-    ok(
-        &env,
-        &[
-            "keygen",
-            "--token",
-            "alpha",
-            "--type",
-            "ec-p256",
-            "--label",
-            "k-ec",
-            "--id",
-            "0102",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
-    ok(
-        &env,
-        &[
-            "keygen",
-            "--token",
-            "alpha",
-            "--type",
-            "ec-p384",
-            "--label",
-            "k-384",
-            "--usage",
-            "sign,verify,derive",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
-    let r = ok(
-        &env,
-        &[
-            "keygen",
-            "--token",
-            "alpha",
-            "--type",
-            "rsa2048",
-            "--label",
-            "k-rsa",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
+    let r = keygen(&env, "alpha", "rsa2048", "k-rsa", &[]);
     assert!(
         r.stderr.is_empty(),
         "no spinner without a terminal\n{}",
@@ -380,20 +312,7 @@ fn init_tokens_keygen_and_objects_report_truthfully_in_json() {
         1,
         &["already has a key labelled \"k-aes\""],
     );
-    ok(
-        &env,
-        &[
-            "keygen",
-            "--token",
-            "beta",
-            "--type",
-            "aes128",
-            "--label",
-            "b-aes",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
+    keygen(&env, "beta", "aes128", "b-aes", &[]);
 
     let t = json(&ok(&env, &["tokens", "--json"]));
     assert!(t["note"].as_str().unwrap().contains("public objects only"));
@@ -1053,20 +972,7 @@ fn backup_restores_into_a_fresh_directory_with_working_keys() {
     let env = TestEnv::new();
     init(&env, "alpha", &[]);
     for (ty, label) in [("aes256", "k-aes"), ("ec-p256", "k-ec")] {
-        ok(
-            &env,
-            &[
-                "keygen",
-                "--token",
-                "alpha",
-                "--type",
-                ty,
-                "--label",
-                label,
-                "--pin-env",
-                "T_PIN",
-            ],
-        );
+        keygen(&env, "alpha", ty, label, &[]);
     }
     let block = *b"0123456789abcdef";
     let p = load();
@@ -1229,34 +1135,8 @@ fn a_process_holding_the_module_sees_the_tools_changes() {
     let s = user(&p, "alpha", USER_PIN);
     assert!(find(&s, "live", None).is_empty());
 
-    ok(
-        &env,
-        &[
-            "keygen",
-            "--token",
-            "alpha",
-            "--type",
-            "ec-p256",
-            "--label",
-            "live",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
-    ok(
-        &env,
-        &[
-            "keygen",
-            "--token",
-            "alpha",
-            "--type",
-            "aes128",
-            "--label",
-            "live-aes",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
+    keygen(&env, "alpha", "ec-p256", "live", &[]);
+    keygen(&env, "alpha", "aes128", "live-aes", &[]);
     assert_eq!(find(&s, "live", None).len(), 2, "both halves of the pair");
     let sig = s
         .sign(

@@ -350,18 +350,8 @@ fn diff(want: &Model, seen: &Model) -> String {
 /// The token's audit events, after checking the whole chain with the audit
 /// root (opened with the user PIN, as `ferrohsm audit verify` does).
 fn verified_audit_events(env: &TestEnv, slot: CK_SLOT_ID) -> Vec<ferrohsm_store::AuditEvent> {
-    use ferrohsm_store::{AuditKey, PinRole, SledOptions, SledStore, Store, pin_wrap_aad};
-    let store = SledStore::open(&env.data_dir(), SledOptions::default()).expect("open store");
-    let token = store.token(slot).expect("read token").expect("token");
-    let key = token
-        .user_pin
-        .as_ref()
-        .expect("user PIN set")
-        .open(
-            USER_PIN.as_bytes(),
-            &pin_wrap_aad(&token.token_id, PinRole::User),
-        )
-        .expect("user PIN opens the storage key");
+    use ferrohsm_store::AuditKey;
+    let (store, token, key) = ferrohsm_tests::open_token_store(env, slot);
     let root = AuditKey::open(
         token.audit_root.as_ref().expect("audit root"),
         &key,

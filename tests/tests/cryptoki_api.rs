@@ -12,7 +12,7 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Limit;
+use cryptoki::slot::{Limit, Slot};
 use ferrohsm_tests::p11::{pin, ready_token, spare_slot, user_session};
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, from_hex, to_hex};
 use sha2::Digest;
@@ -131,6 +131,41 @@ fn attr_info(s: &Session, o: ObjectHandle, t: AttributeType) -> AttributeInfo {
         .remove(0)
 }
 
+/// Asserts that attribute `t` of `o` is sensitive (`CKR_ATTRIBUTE_SENSITIVE`).
+#[track_caller]
+fn assert_sensitive(s: &Session, o: ObjectHandle, t: AttributeType, what: &str) {
+    assert!(
+        matches!(attr_info(s, o, t), AttributeInfo::Sensitive),
+        "{what}: {t:?} must be CKR_ATTRIBUTE_SENSITIVE"
+    );
+}
+
+/// Asserts boolean attributes of `o`, rows of (type, expected value); `what`
+/// names the object in the messages.
+#[track_caller]
+fn assert_bools(s: &Session, o: ObjectHandle, what: &str, rows: &[(AttributeType, bool)]) {
+    for (t, want) in rows {
+        assert_eq!(get_bool(s, o, *t), *want, "{what}: {t:?} must be {want}");
+    }
+}
+
+/// Each template of the rows (template, what) is refused with
+/// `CKR_TEMPLATE_INCOMPLETE`.
+#[track_caller]
+fn incomplete(s: &Session, rows: Vec<(Vec<Attribute>, &str)>) {
+    for (t, what) in rows {
+        expect_rv(s.create_object(&t), RvError::TemplateIncomplete, what);
+    }
+}
+
+/// `expect_rv` over rows of (result, code, what); the calls are made in row order.
+#[track_caller]
+fn expect_rvs(rows: Vec<(cryptoki::error::Result<()>, RvError, &str)>) {
+    for (res, want, what) in rows {
+        expect_rv(res, want, what);
+    }
+}
+
 fn find_label(s: &Session, label: &str) -> Vec<ObjectHandle> {
     s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
         .expect("C_FindObjects by label")
@@ -171,6 +206,21 @@ fn digest_mechs() -> [(Mechanism<'static>, MechanismType); 5] {
         (Mechanism::Sha384, MechanismType::SHA384),
         (Mechanism::Sha512, MechanismType::SHA512),
     ]
+}
+
+/// A fresh test process (its `TestEnv`) with the token `LABEL` ready.
+fn token() -> (TestEnv, Pkcs11, Slot) {
+    let env = TestEnv::new();
+    let p = env.load();
+    let slot = ready_token(&p, LABEL);
+    (env, p, slot)
+}
+
+/// `token()` and a R/W user session on it.
+fn user_token() -> (TestEnv, Pkcs11, Slot, Session) {
+    let (env, p, slot) = token();
+    let s = user_session(&p, slot);
+    (env, p, slot, s)
 }
 
 /// Sets `FERROHSM_POLICY=spec` before the module is loaded.
@@ -356,9 +406,7 @@ fn token_info_session_counts_and_max_sessions() {
 
 #[test]
 fn reinit_token_wipes_objects_and_user_pin() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
     {
         let s = user_session(&p, slot);
         s.create_object(&data_template("public-data", false))
@@ -423,9 +471,7 @@ fn reinit_token_wipes_objects_and_user_pin() {
 
 #[test]
 fn login_state_machine() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
 
     let ro = p.open_ro_session(slot).expect("C_OpenSession RO");
     assert_eq!(state(&ro), SessionState::RoPublic);
@@ -502,10 +548,7 @@ fn login_state_machine() {
 
 #[test]
 fn closing_last_session_logs_out() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let a = user_session(&p, slot);
+    let (_env, p, slot, a) = user_token();
     let b = p.open_ro_session(slot).expect("C_OpenSession");
     assert_eq!(state(&b), SessionState::RoUser);
     a.close().expect("C_CloseSession");
@@ -527,9 +570,7 @@ fn closing_last_session_logs_out() {
 
 #[test]
 fn init_pin_needs_rw_so_session() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
     let s = p.open_rw_session(slot).expect("C_OpenSession");
     expect_rv(
         s.init_pin(&pin("another-pin")),
@@ -569,9 +610,7 @@ fn init_pin_needs_rw_so_session() {
 
 #[test]
 fn set_pin_user_and_so() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
 
     {
         let ro = p.open_ro_session(slot).expect("C_OpenSession RO");
@@ -729,9 +768,7 @@ fn user_pin_lockout_with_flags() {
 
 #[test]
 fn default_lockout_limit_is_ten() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
     let s = p.open_rw_session(slot).expect("C_OpenSession");
     for i in 0..9 {
         expect_rv(
@@ -768,10 +805,7 @@ fn default_lockout_limit_is_ten() {
 
 #[test]
 fn data_object_lifecycle() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     let o = s
         .create_object(&data_template("data-1", false))
         .expect("C_CreateObject data");
@@ -784,19 +818,17 @@ fn data_object_lifecycle() {
         get_bytes(&s, o, AttributeType::Application).unwrap(),
         b"ferrohsm tests"
     );
-    assert!(get_bool(&s, o, AttributeType::Token));
-    assert!(!get_bool(&s, o, AttributeType::Private));
-    assert!(
-        get_bool(&s, o, AttributeType::Modifiable),
-        "CKA_MODIFIABLE default TRUE"
-    );
-    assert!(
-        get_bool(&s, o, AttributeType::Copyable),
-        "CKA_COPYABLE default TRUE"
-    );
-    assert!(
-        get_bool(&s, o, AttributeType::Destroyable),
-        "CKA_DESTROYABLE default TRUE"
+    assert_bools(
+        &s,
+        o,
+        "data object defaults",
+        &[
+            (AttributeType::Token, true),
+            (AttributeType::Private, false),
+            (AttributeType::Modifiable, true),
+            (AttributeType::Copyable, true),
+            (AttributeType::Destroyable, true),
+        ],
     );
 
     s.update_attributes(o, &[Attribute::Label(b"data-renamed".to_vec())])
@@ -835,16 +867,18 @@ fn data_object_lifecycle() {
     );
 
     s.destroy_object(o).expect("C_DestroyObject");
-    expect_rv(
-        s.get_attributes(o, &[AttributeType::Label]),
-        RvError::ObjectHandleInvalid,
-        "C_GetAttributeValue on a destroyed object",
-    );
-    expect_rv(
-        s.destroy_object(o),
-        RvError::ObjectHandleInvalid,
-        "second C_DestroyObject",
-    );
+    expect_rvs(vec![
+        (
+            s.get_attributes(o, &[AttributeType::Label]).map(drop),
+            RvError::ObjectHandleInvalid,
+            "C_GetAttributeValue on a destroyed object",
+        ),
+        (
+            s.destroy_object(o),
+            RvError::ObjectHandleInvalid,
+            "second C_DestroyObject",
+        ),
+    ]);
     assert_eq!(find_label(&s, "data-copy"), vec![c]);
     s.destroy_object(c).expect("C_DestroyObject copy");
     assert!(s.find_objects(&[]).unwrap().is_empty());
@@ -852,10 +886,7 @@ fn data_object_lifecycle() {
 
 #[test]
 fn certificate_lifecycle() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     let mut t = vec![
         Attribute::Class(ObjectClass::CERTIFICATE),
         Attribute::CertificateType(CertificateType::X_509),
@@ -899,26 +930,23 @@ fn certificate_lifecycle() {
             && attrs.contains(&Attribute::Class(ObjectClass::CERTIFICATE)),
         "{attrs:?}"
     );
-    let no_type: Vec<Attribute> = t
-        .iter()
-        .filter(|a| a.attribute_type() != AttributeType::CertificateType)
-        .cloned()
-        .collect();
-    expect_rv(
-        s.create_object(&no_type),
-        RvError::TemplateIncomplete,
-        "C_CreateObject certificate without CKA_CERTIFICATE_TYPE",
-    );
-    let no_value: Vec<Attribute> = t
-        .iter()
-        .filter(|a| a.attribute_type() != AttributeType::Value)
-        .cloned()
-        .collect();
-    expect_rv(
-        s.create_object(&no_value),
-        RvError::TemplateIncomplete,
-        "C_CreateObject X.509 without CKA_VALUE",
-    );
+    for (missing, what) in [
+        (
+            AttributeType::CertificateType,
+            "C_CreateObject certificate without CKA_CERTIFICATE_TYPE",
+        ),
+        (
+            AttributeType::Value,
+            "C_CreateObject X.509 without CKA_VALUE",
+        ),
+    ] {
+        let without: Vec<Attribute> = t
+            .iter()
+            .filter(|a| a.attribute_type() != missing)
+            .cloned()
+            .collect();
+        expect_rv(s.create_object(&without), RvError::TemplateIncomplete, what);
+    }
     let found = s
         .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
         .unwrap();
@@ -928,10 +956,7 @@ fn certificate_lifecycle() {
 
 #[test]
 fn secret_key_lifecycle_and_imported_key_attributes() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     for len in [16usize, 24, 32] {
         let k = s
             .create_object(&aes_template(&format!("aes-{len}"), &vec![0x42; len]))
@@ -945,21 +970,16 @@ fn secret_key_lifecycle_and_imported_key_attributes() {
             len * 8
         );
         assert!(attrs.contains(&Attribute::KeyType(KeyType::AES)));
-        assert!(
-            !get_bool(&s, k, AttributeType::Local),
-            "imported: CKA_LOCAL FALSE"
-        );
-        assert!(
-            !get_bool(&s, k, AttributeType::AlwaysSensitive),
-            "imported: CKA_ALWAYS_SENSITIVE FALSE"
-        );
-        assert!(
-            !get_bool(&s, k, AttributeType::NeverExtractable),
-            "imported: CKA_NEVER_EXTRACTABLE FALSE"
-        );
-        assert!(
-            get_bool(&s, k, AttributeType::Private),
-            "keys default CKA_PRIVATE TRUE"
+        assert_bools(
+            &s,
+            k,
+            &format!("imported AES-{}", len * 8),
+            &[
+                (AttributeType::Local, false),
+                (AttributeType::AlwaysSensitive, false),
+                (AttributeType::NeverExtractable, false),
+                (AttributeType::Private, true),
+            ],
         );
     }
     for bad_len in [0usize, 15, 17, 33] {
@@ -989,23 +1009,26 @@ fn secret_key_lifecycle_and_imported_key_attributes() {
         vec![Attribute::ValueLen(20u64.into())],
         "CKA_VALUE_LEN"
     );
-    expect_rv(
-        s.create_object(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Token(true),
-        ]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject AES without CKA_VALUE",
-    );
-    expect_rv(
-        s.create_object(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Token(true),
-            Attribute::Value(vec![1; 16]),
-        ]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject secret key without CKA_KEY_TYPE",
+    incomplete(
+        &s,
+        vec![
+            (
+                vec![
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(true),
+                ],
+                "C_CreateObject AES without CKA_VALUE",
+            ),
+            (
+                vec![
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Token(true),
+                    Attribute::Value(vec![1; 16]),
+                ],
+                "C_CreateObject secret key without CKA_KEY_TYPE",
+            ),
+        ],
     );
     // unique IDs
     let all = s.find_objects(&[]).expect("C_FindObjects");
@@ -1026,10 +1049,7 @@ fn secret_key_lifecycle_and_imported_key_attributes() {
 
 #[test]
 fn rsa_key_objects() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     let public = s
         .create_object(&[
             Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -1061,47 +1081,50 @@ fn rsa_key_objects() {
             Attribute::PrivateExponent(from_hex(RSA_D)),
         ])
         .expect("C_CreateObject RSA private");
-    assert!(
-        get_bool(&s, private, AttributeType::Sensitive),
-        "hsm: private key sensitive"
+    assert_bools(
+        &s,
+        private,
+        "hsm: RSA private key",
+        &[
+            (AttributeType::Sensitive, true),
+            (AttributeType::Extractable, false),
+            (AttributeType::Private, true),
+        ],
     );
-    assert!(
-        !get_bool(&s, private, AttributeType::Extractable),
-        "hsm: not extractable"
-    );
-    assert!(get_bool(&s, private, AttributeType::Private));
-    assert!(
-        matches!(
-            attr_info(&s, private, AttributeType::PrivateExponent),
-            AttributeInfo::Sensitive
-        ),
-        "CKA_PRIVATE_EXPONENT of a sensitive key"
+    assert_sensitive(
+        &s,
+        private,
+        AttributeType::PrivateExponent,
+        "CKA_PRIVATE_EXPONENT of a sensitive key",
     );
     assert_eq!(
         get_bytes(&s, private, AttributeType::Modulus).unwrap(),
         from_hex(RSA_N),
         "modulus of a private key stays readable"
     );
-    expect_rv(
-        s.create_object(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::PublicExponent(vec![1, 0, 1]),
-        ]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject RSA public without CKA_MODULUS",
-    );
-    expect_rv(
-        s.create_object(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::RSA),
-            Attribute::Token(true),
-            Attribute::Modulus(from_hex(RSA_N)),
-            Attribute::PublicExponent(vec![1, 0, 1]),
-        ]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject RSA private without CKA_PRIVATE_EXPONENT",
+    incomplete(
+        &s,
+        vec![
+            (
+                vec![
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::RSA),
+                    Attribute::Token(true),
+                    Attribute::PublicExponent(vec![1, 0, 1]),
+                ],
+                "C_CreateObject RSA public without CKA_MODULUS",
+            ),
+            (
+                vec![
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::KeyType(KeyType::RSA),
+                    Attribute::Token(true),
+                    Attribute::Modulus(from_hex(RSA_N)),
+                    Attribute::PublicExponent(vec![1, 0, 1]),
+                ],
+                "C_CreateObject RSA private without CKA_PRIVATE_EXPONENT",
+            ),
+        ],
     );
     let by_id = s
         .find_objects(&[Attribute::Id(vec![0x01])])
@@ -1121,10 +1144,7 @@ fn rsa_key_objects() {
 
 #[test]
 fn ec_key_objects() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     let point = {
         let raw = from_hex(EC_PUB);
         let mut v = vec![0x04, raw.len() as u8];
@@ -1159,32 +1179,34 @@ fn ec_key_objects() {
             Attribute::Value(from_hex(EC_PRIV)),
         ])
         .expect("C_CreateObject EC private");
-    assert!(
-        matches!(
-            attr_info(&s, private, AttributeType::Value),
-            AttributeInfo::Sensitive
-        ),
-        "CKA_VALUE of a sensitive EC key"
+    assert_sensitive(
+        &s,
+        private,
+        AttributeType::Value,
+        "CKA_VALUE of a sensitive EC key",
     );
-    expect_rv(
-        s.create_object(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::Token(true),
-            Attribute::Value(from_hex(EC_PRIV)),
-        ]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject EC private without CKA_EC_PARAMS",
-    );
-    expect_rv(
-        s.create_object(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::Token(true),
-            Attribute::EcParams(from_hex(P256_PARAMS)),
-        ]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject EC public without CKA_EC_POINT",
+    incomplete(
+        &s,
+        vec![
+            (
+                vec![
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::Token(true),
+                    Attribute::Value(from_hex(EC_PRIV)),
+                ],
+                "C_CreateObject EC private without CKA_EC_PARAMS",
+            ),
+            (
+                vec![
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::EC),
+                    Attribute::Token(true),
+                    Attribute::EcParams(from_hex(P256_PARAMS)),
+                ],
+                "C_CreateObject EC public without CKA_EC_POINT",
+            ),
+        ],
     );
     s.destroy_object(private).expect("C_DestroyObject");
     s.destroy_object(public).expect("C_DestroyObject");
@@ -1192,46 +1214,45 @@ fn ec_key_objects() {
 
 #[test]
 fn create_template_errors() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
-    let mut t = data_template("bad", false);
-    t.push(Attribute::VendorDefined((
-        AttributeType::VendorDefined(cryptoki_sys::CKA_VENDOR_DEFINED | 0x7e57),
-        vec![1, 2, 3],
-    )));
-    expect_rv(
-        s.create_object(&t),
-        RvError::AttributeTypeInvalid,
-        "C_CreateObject with an unknown attribute type",
-    );
-    let mut t = aes_template("bad", &[1; 16]);
-    t.push(Attribute::Local(true));
-    expect_rv(
-        s.create_object(&t),
-        RvError::AttributeReadOnly,
-        "C_CreateObject with CKA_LOCAL",
-    );
-    let mut t = data_template("bad", false);
-    t.push(Attribute::UniqueId(b"mine".to_vec()));
-    expect_rv(
-        s.create_object(&t),
-        RvError::AttributeReadOnly,
-        "C_CreateObject with CKA_UNIQUE_ID",
-    );
-    let mut t = aes_template("bad", &[1; 16]);
-    t.push(Attribute::AlwaysSensitive(true));
-    expect_rv(
-        s.create_object(&t),
-        RvError::AttributeReadOnly,
-        "C_CreateObject with CKA_ALWAYS_SENSITIVE",
-    );
-    expect_rv(
-        s.create_object(&[Attribute::Token(true), Attribute::Label(b"x".to_vec())]),
-        RvError::TemplateIncomplete,
-        "C_CreateObject without CKA_CLASS",
-    );
+    let (_env, _p, _slot, s) = user_token();
+    let data = || data_template("bad", false);
+    let aes = || aes_template("bad", &[1; 16]);
+    let vendor = AttributeType::VendorDefined(cryptoki_sys::CKA_VENDOR_DEFINED | 0x7e57);
+    for (mut t, extra, want, what) in [
+        (
+            data(),
+            Some(Attribute::VendorDefined((vendor, vec![1, 2, 3]))),
+            RvError::AttributeTypeInvalid,
+            "C_CreateObject with an unknown attribute type",
+        ),
+        (
+            aes(),
+            Some(Attribute::Local(true)),
+            RvError::AttributeReadOnly,
+            "C_CreateObject with CKA_LOCAL",
+        ),
+        (
+            data(),
+            Some(Attribute::UniqueId(b"mine".to_vec())),
+            RvError::AttributeReadOnly,
+            "C_CreateObject with CKA_UNIQUE_ID",
+        ),
+        (
+            aes(),
+            Some(Attribute::AlwaysSensitive(true)),
+            RvError::AttributeReadOnly,
+            "C_CreateObject with CKA_ALWAYS_SENSITIVE",
+        ),
+        (
+            vec![Attribute::Token(true), Attribute::Label(b"x".to_vec())],
+            None,
+            RvError::TemplateIncomplete,
+            "C_CreateObject without CKA_CLASS",
+        ),
+    ] {
+        t.extend(extra);
+        expect_rv(s.create_object(&t), want, what);
+    }
     assert!(
         s.find_objects(&[]).unwrap().is_empty(),
         "failed creates leave no objects"
@@ -1240,40 +1261,33 @@ fn create_template_errors() {
 
 #[test]
 fn modify_copy_destroy_prohibited() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
-    let mut t = data_template("locked-mod", false);
-    t.push(Attribute::Modifiable(false));
-    let m = s
-        .create_object(&t)
-        .expect("C_CreateObject CKA_MODIFIABLE FALSE");
-    expect_rv(
-        s.update_attributes(m, &[Attribute::Label(b"x".to_vec())]),
-        RvError::ActionProhibited,
-        "C_SetAttributeValue on CKA_MODIFIABLE FALSE",
-    );
-    let mut t = data_template("locked-copy", false);
-    t.push(Attribute::Copyable(false));
-    let c = s
-        .create_object(&t)
-        .expect("C_CreateObject CKA_COPYABLE FALSE");
-    expect_rv(
-        s.copy_object(c, &[]),
-        RvError::ActionProhibited,
-        "C_CopyObject on CKA_COPYABLE FALSE",
-    );
-    let mut t = data_template("locked-destroy", false);
-    t.push(Attribute::Destroyable(false));
-    let d = s
-        .create_object(&t)
-        .expect("C_CreateObject CKA_DESTROYABLE FALSE");
-    expect_rv(
-        s.destroy_object(d),
-        RvError::ActionProhibited,
-        "C_DestroyObject on CKA_DESTROYABLE FALSE",
-    );
+    let (_env, _p, _slot, s) = user_token();
+    let locked = |label: &str, flag: Attribute| {
+        let mut t = data_template(label, false);
+        t.push(flag.clone());
+        s.create_object(&t)
+            .unwrap_or_else(|e| panic!("C_CreateObject {flag:?}: {e:?}"))
+    };
+    let m = locked("locked-mod", Attribute::Modifiable(false));
+    let c = locked("locked-copy", Attribute::Copyable(false));
+    let d = locked("locked-destroy", Attribute::Destroyable(false));
+    expect_rvs(vec![
+        (
+            s.update_attributes(m, &[Attribute::Label(b"x".to_vec())]),
+            RvError::ActionProhibited,
+            "C_SetAttributeValue on CKA_MODIFIABLE FALSE",
+        ),
+        (
+            s.copy_object(c, &[]).map(drop),
+            RvError::ActionProhibited,
+            "C_CopyObject on CKA_COPYABLE FALSE",
+        ),
+        (
+            s.destroy_object(d),
+            RvError::ActionProhibited,
+            "C_DestroyObject on CKA_DESTROYABLE FALSE",
+        ),
+    ]);
     assert_eq!(
         find_label(&s, "locked-destroy"),
         vec![d],
@@ -1289,10 +1303,7 @@ fn modify_copy_destroy_prohibited() {
 
 #[test]
 fn read_only_session_and_private_object_rules() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let rw = user_session(&p, slot);
+    let (_env, p, slot, rw) = user_token();
     let private = rw
         .create_object(&data_template("private-data", true))
         .expect("C_CreateObject private data");
@@ -1302,26 +1313,28 @@ fn read_only_session_and_private_object_rules() {
 
     let ro = p.open_ro_session(slot).expect("C_OpenSession RO");
     assert_eq!(state(&ro), SessionState::RoUser);
-    expect_rv(
-        ro.create_object(&data_template("ro-token", false)),
-        RvError::SessionReadOnly,
-        "C_CreateObject token object in RO session",
-    );
-    expect_rv(
-        ro.destroy_object(public),
-        RvError::SessionReadOnly,
-        "C_DestroyObject token object in RO session",
-    );
-    expect_rv(
-        ro.update_attributes(public, &[Attribute::Label(b"x".to_vec())]),
-        RvError::SessionReadOnly,
-        "C_SetAttributeValue token object in RO session",
-    );
-    expect_rv(
-        ro.copy_object(public, &[Attribute::Label(b"x".to_vec())]),
-        RvError::SessionReadOnly,
-        "C_CopyObject to a token object in RO session",
-    );
+    let x = [Attribute::Label(b"x".to_vec())];
+    for (res, what) in [
+        (
+            ro.create_object(&data_template("ro-token", false))
+                .map(drop),
+            "C_CreateObject token object in RO session",
+        ),
+        (
+            ro.destroy_object(public),
+            "C_DestroyObject token object in RO session",
+        ),
+        (
+            ro.update_attributes(public, &x),
+            "C_SetAttributeValue token object in RO session",
+        ),
+        (
+            ro.copy_object(public, &x).map(drop),
+            "C_CopyObject to a token object in RO session",
+        ),
+    ] {
+        expect_rv(res, RvError::SessionReadOnly, what);
+    }
     let mut st = data_template("ro-session-object", false);
     st[1] = Attribute::Token(false);
     let so = ro
@@ -1337,26 +1350,31 @@ fn read_only_session_and_private_object_rules() {
         "private object found when logged out"
     );
     assert_eq!(find_label(&rw, "public-data"), vec![public]);
-    expect_rv(
-        rw.get_attributes(private, &[AttributeType::Label]),
-        RvError::ObjectHandleInvalid,
-        "C_GetAttributeValue on a private object when logged out",
-    );
-    expect_rv(
-        rw.destroy_object(private),
-        RvError::ObjectHandleInvalid,
-        "C_DestroyObject on a private object when logged out",
-    );
-    expect_rv(
-        rw.create_object(&data_template("new-private", true)),
-        RvError::UserNotLoggedIn,
-        "C_CreateObject CKA_PRIVATE TRUE when not logged in",
-    );
-    expect_rv(
-        rw.create_object(&aes_template("aes-public-session", &[3; 16])),
-        RvError::UserNotLoggedIn,
-        "C_CreateObject key (private by default) when not logged in",
-    );
+    expect_rvs(vec![
+        (
+            rw.get_attributes(private, &[AttributeType::Label])
+                .map(drop),
+            RvError::ObjectHandleInvalid,
+            "C_GetAttributeValue on a private object when logged out",
+        ),
+        (
+            rw.destroy_object(private),
+            RvError::ObjectHandleInvalid,
+            "C_DestroyObject on a private object when logged out",
+        ),
+        (
+            rw.create_object(&data_template("new-private", true))
+                .map(drop),
+            RvError::UserNotLoggedIn,
+            "C_CreateObject CKA_PRIVATE TRUE when not logged in",
+        ),
+        (
+            rw.create_object(&aes_template("aes-public-session", &[3; 16]))
+                .map(drop),
+            RvError::UserNotLoggedIn,
+            "C_CreateObject key (private by default) when not logged in",
+        ),
+    ]);
     let pd = rw
         .create_object(&data_template("new-public", false))
         .expect("C_CreateObject public data in a public R/W session");
@@ -1379,28 +1397,23 @@ fn read_only_session_and_private_object_rules() {
 
 #[test]
 fn hsm_policy_keeps_keys_sensitive() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (env, _p, _slot, s) = user_token();
     let key = [0x5au8; 32];
     let k = s
         .create_object(&aes_template("aes", &key))
         .expect("C_CreateObject AES");
-    assert!(
-        get_bool(&s, k, AttributeType::Sensitive),
-        "hsm: CKA_SENSITIVE TRUE"
+    let flags = [AttributeType::Sensitive, AttributeType::Extractable];
+    assert_bools(
+        &s,
+        k,
+        "hsm: an AES key",
+        &[(flags[0], true), (flags[1], false)],
     );
-    assert!(
-        !get_bool(&s, k, AttributeType::Extractable),
-        "hsm: CKA_EXTRACTABLE FALSE"
-    );
-    assert!(
-        matches!(
-            attr_info(&s, k, AttributeType::Value),
-            AttributeInfo::Sensitive
-        ),
-        "hsm: CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE"
+    assert_sensitive(
+        &s,
+        k,
+        AttributeType::Value,
+        "hsm: CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE",
     );
     assert_eq!(
         get_bytes(&s, k, AttributeType::Value),
@@ -1425,44 +1438,43 @@ fn hsm_policy_keeps_keys_sensitive() {
         .create_object(&t)
         .expect("hsm: CKA_EXTRACTABLE TRUE on a sensitive key is allowed");
     assert!(get_bool(&s, e, AttributeType::Sensitive));
-    assert!(
-        matches!(
-            attr_info(&s, e, AttributeType::Value),
-            AttributeInfo::Sensitive
-        ),
-        "CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE"
+    assert_sensitive(
+        &s,
+        e,
+        AttributeType::Value,
+        "CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE",
     );
 
-    expect_rv(
-        s.update_attributes(k, &[Attribute::Sensitive(false)]),
-        RvError::AttributeReadOnly,
-        "C_SetAttributeValue CKA_SENSITIVE TRUE→FALSE",
-    );
-    expect_rv(
-        s.update_attributes(k, &[Attribute::Extractable(true)]),
-        RvError::AttributeReadOnly,
-        "C_SetAttributeValue CKA_EXTRACTABLE FALSE→TRUE",
-    );
-    expect_rv(
-        s.copy_object(k, &[Attribute::Sensitive(false)]),
-        RvError::AttributeReadOnly,
-        "C_CopyObject with CKA_SENSITIVE FALSE",
-    );
-    expect_rv(
-        s.copy_object(k, &[Attribute::Extractable(true)]),
-        RvError::AttributeReadOnly,
-        "C_CopyObject with CKA_EXTRACTABLE TRUE",
-    );
+    let weaker = [Attribute::Sensitive(false), Attribute::Extractable(true)];
+    for (a, what) in weaker
+        .iter()
+        .zip(["CKA_SENSITIVE TRUE→FALSE", "CKA_EXTRACTABLE FALSE→TRUE"])
+    {
+        expect_rv(
+            s.update_attributes(k, std::slice::from_ref(a)),
+            RvError::AttributeReadOnly,
+            &format!("C_SetAttributeValue {what}"),
+        );
+    }
+    for (a, what) in weaker
+        .iter()
+        .zip(["CKA_SENSITIVE FALSE", "CKA_EXTRACTABLE TRUE"])
+    {
+        expect_rv(
+            s.copy_object(k, std::slice::from_ref(a)),
+            RvError::AttributeReadOnly,
+            &format!("C_CopyObject with {what}"),
+        );
+    }
     let c = s
         .copy_object(k, &[Attribute::Label(b"aes-copy".to_vec())])
         .expect("C_CopyObject");
     assert!(get_bool(&s, c, AttributeType::Sensitive));
-    assert!(
-        matches!(
-            attr_info(&s, c, AttributeType::Value),
-            AttributeInfo::Sensitive
-        ),
-        "CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE"
+    assert_sensitive(
+        &s,
+        c,
+        AttributeType::Value,
+        "CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE",
     );
     // a sensitive key's value never matches in a search
     assert!(
@@ -1483,13 +1495,12 @@ fn check_spec_policy(p: &Pkcs11) {
     let k = s
         .create_object(&aes_template("aes", &key))
         .expect("C_CreateObject AES");
-    assert!(
-        !get_bool(&s, k, AttributeType::Sensitive),
-        "spec: CKA_SENSITIVE default FALSE"
-    );
-    assert!(
-        get_bool(&s, k, AttributeType::Extractable),
-        "spec: CKA_EXTRACTABLE default TRUE"
+    let flags = [AttributeType::Sensitive, AttributeType::Extractable];
+    assert_bools(
+        &s,
+        k,
+        "spec: defaults",
+        &[(flags[0], false), (flags[1], true)],
     );
     assert_eq!(
         get_bytes(&s, k, AttributeType::Value).as_deref(),
@@ -1511,12 +1522,11 @@ fn check_spec_policy(p: &Pkcs11) {
         .copy_object(k, &[Attribute::Sensitive(true)])
         .expect("C_CopyObject with CKA_SENSITIVE TRUE");
     assert!(get_bool(&s, c, AttributeType::Sensitive));
-    assert!(
-        matches!(
-            attr_info(&s, c, AttributeType::Value),
-            AttributeInfo::Sensitive
-        ),
-        "CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE"
+    assert_sensitive(
+        &s,
+        c,
+        AttributeType::Value,
+        "CKA_VALUE must be CKR_ATTRIBUTE_SENSITIVE",
     );
     expect_rv(
         s.copy_object(c, &[Attribute::Sensitive(false)]),
@@ -1526,12 +1536,11 @@ fn check_spec_policy(p: &Pkcs11) {
 
     s.update_attributes(k, &[Attribute::Sensitive(true)])
         .expect("C_SetAttributeValue CKA_SENSITIVE FALSE→TRUE");
-    assert!(
-        matches!(
-            attr_info(&s, k, AttributeType::Value),
-            AttributeInfo::Sensitive
-        ),
-        "CKA_VALUE sensitive after CKA_SENSITIVE→TRUE"
+    assert_sensitive(
+        &s,
+        k,
+        AttributeType::Value,
+        "CKA_VALUE sensitive after CKA_SENSITIVE→TRUE",
     );
     assert!(
         !get_bool(&s, k, AttributeType::AlwaysSensitive),
@@ -1576,10 +1585,7 @@ fn spec_policy_from_config() {
 
 #[test]
 fn find_by_label_id_class_and_snapshot() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     let mut made = Vec::new();
     for i in 0..5u8 {
         let t = data_template(&format!("obj-{}", i % 2), false);
@@ -1676,10 +1682,7 @@ fn find_by_label_id_class_and_snapshot() {
 
 #[test]
 fn session_objects_shared_and_die_with_session() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let a = user_session(&p, slot);
+    let (_env, p, slot, a) = user_token();
     let b = p.open_rw_session(slot).expect("C_OpenSession");
     let mut t = data_template("sess-obj", false);
     t[1] = Attribute::Token(false);
@@ -1716,9 +1719,7 @@ fn session_objects_shared_and_die_with_session() {
 
 #[test]
 fn digest_known_answers_and_mechanism_info() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
     let kats = [
         "a9993e364706816aba3e25717850c26c9cd0d89d",
         "23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7",
@@ -1787,9 +1788,7 @@ fn digest_known_answers_and_mechanism_info() {
 
 #[test]
 fn digest_random_split_multipart_equals_single_part() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
     let s = p.open_ro_session(slot).expect("C_OpenSession");
     let seed_bytes = s.generate_random_vec(8).expect("C_GenerateRandom");
     let mut rng = XorShift(u64::from_le_bytes(seed_bytes.try_into().unwrap()) | 1);
@@ -1822,10 +1821,7 @@ fn digest_random_split_multipart_equals_single_part() {
 #[test]
 fn digest_key_rules() {
     // hsm policy: a sensitive key is indigestible and ends the operation
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, _p, _slot, s) = user_token();
     let k = s
         .create_object(&aes_template("aes", &[0x11; 16]))
         .expect("C_CreateObject");
@@ -1884,10 +1880,7 @@ fn digest_key_of_non_sensitive_secret() {
 
 #[test]
 fn random_and_unsupported_functions() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
-    let s = user_session(&p, slot);
+    let (_env, p, slot, s) = user_token();
     let a = s.generate_random_vec(64).expect("C_GenerateRandom");
     let b = s.generate_random_vec(64).expect("C_GenerateRandom");
     assert_eq!(a.len(), 64);
@@ -1918,55 +1911,52 @@ fn random_and_unsupported_functions() {
         .map(|mt| p.get_mechanism_info(slot, mt).expect("C_GetMechanismInfo"))
         .collect();
     let adv = |f: fn(&cryptoki::mechanism::MechanismInfo) -> bool| infos.iter().any(f);
-    check_unsupported(
-        adv(|i| i.encrypt()),
-        s.encrypt_init(&Mechanism::AesEcb, k),
-        "C_EncryptInit",
-    );
-    check_unsupported(
-        adv(|i| i.decrypt()),
-        s.decrypt_init(&Mechanism::AesEcb, k),
-        "C_DecryptInit",
-    );
-    check_unsupported(
-        adv(|i| i.sign()),
-        s.sign_init(&Mechanism::Sha256Hmac, k),
-        "C_SignInit",
-    );
-    check_unsupported(
-        adv(|i| i.verify()),
-        s.verify_init(&Mechanism::Sha256Hmac, k),
-        "C_VerifyInit",
-    );
-    check_unsupported(
-        adv(|i| i.generate()),
-        s.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16u64.into())]),
-        "C_GenerateKey",
-    );
-    check_unsupported(
-        adv(|i| i.generate_key_pair()),
-        s.generate_key_pair(
-            &Mechanism::RsaPkcsKeyPairGen,
-            &[Attribute::ModulusBits(2048u64.into())],
-            &[],
+    let aes_ecb = Mechanism::AesEcb;
+    let (hmac, kw) = (Mechanism::Sha256Hmac, Mechanism::AesKeyWrap);
+    let rsa_bits = [Attribute::ModulusBits(2048u64.into())];
+    for (advertised, res, what) in [
+        (
+            adv(|i| i.encrypt()),
+            s.encrypt_init(&aes_ecb, k),
+            "C_EncryptInit",
         ),
-        "C_GenerateKeyPair",
-    );
-    check_unsupported(
-        adv(|i| i.wrap()),
-        s.wrap_key(&Mechanism::AesKeyWrap, k, k),
-        "C_WrapKey",
-    );
-    check_unsupported(
-        adv(|i| i.unwrap()),
-        s.unwrap_key(&Mechanism::AesKeyWrap, k, &[0; 24], &[]),
-        "C_UnwrapKey",
-    );
-    check_unsupported(
-        adv(|i| i.message_encrypt()),
-        s.message_encrypt_init(&Mechanism::AesEcb, k),
-        "C_MessageEncryptInit",
-    );
+        (
+            adv(|i| i.decrypt()),
+            s.decrypt_init(&aes_ecb, k),
+            "C_DecryptInit",
+        ),
+        (adv(|i| i.sign()), s.sign_init(&hmac, k), "C_SignInit"),
+        (adv(|i| i.verify()), s.verify_init(&hmac, k), "C_VerifyInit"),
+        (
+            adv(|i| i.generate()),
+            s.generate_key(&Mechanism::AesKeyGen, &[Attribute::ValueLen(16u64.into())])
+                .map(drop),
+            "C_GenerateKey",
+        ),
+        (
+            adv(|i| i.generate_key_pair()),
+            s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &rsa_bits, &[])
+                .map(drop),
+            "C_GenerateKeyPair",
+        ),
+        (
+            adv(|i| i.wrap()),
+            s.wrap_key(&kw, k, k).map(drop),
+            "C_WrapKey",
+        ),
+        (
+            adv(|i| i.unwrap()),
+            s.unwrap_key(&kw, k, &[0; 24], &[]).map(drop),
+            "C_UnwrapKey",
+        ),
+        (
+            adv(|i| i.message_encrypt()),
+            s.message_encrypt_init(&aes_ecb, k),
+            "C_MessageEncryptInit",
+        ),
+    ] {
+        check_unsupported(advertised, res, what);
+    }
 }
 
 /// No mechanism advertises the function: it must return CKR_FUNCTION_NOT_SUPPORTED;
@@ -2003,9 +1993,7 @@ unsafe impl Sync for SharedSession {}
 
 #[test]
 fn ten_threads_share_one_session() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (_env, p, slot) = token();
     let shared = SharedSession(user_session(&p, slot));
     let ok = std::sync::atomic::AtomicUsize::new(0);
     let busy = std::sync::atomic::AtomicUsize::new(0);
@@ -2061,9 +2049,7 @@ fn ten_threads_share_one_session() {
 
 #[test]
 fn log_never_contains_pins_or_key_bytes() {
-    let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, LABEL);
+    let (env, p, slot) = token();
     let new_user = "Changed-User-PIN-77";
     let new_so = "Changed-SO-PIN-88";
     let printable_key = b"PrintableAESKeyMaterial-0123456Z";

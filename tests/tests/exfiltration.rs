@@ -23,15 +23,13 @@
 //! listing every failed attempt (run with `--no-capture` to see the table of a
 //! passing test).
 
-use std::ffi::c_void;
-use std::ptr;
+use std::ops::Deref;
 
 use cryptoki_sys::*;
 use ferrohsm_tests::mech::{Mech, Salt, kwp, with_mech};
-use ferrohsm_tests::raw::{RawModule, Tpl, V, check, rv_name};
-use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck, from_hex as hex, to_hex};
-
-type H = CK_OBJECT_HANDLE;
+use ferrohsm_tests::raw::{V, attr_bytes, attr_ref, b, by, check, rv_name, rv_of, u};
+use ferrohsm_tests::tok::{self, Dir, H, tokens};
+use ferrohsm_tests::{SO_PIN, TestEnv, ck, from_hex as hex, to_hex};
 
 /// DER of the P-256 OID (`CKA_EC_PARAMS`).
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -57,16 +55,6 @@ const STRICT_ONE_WAY_KDF: bool = false;
 // ---------------------------------------------------------------------------
 // templates and mechanisms
 // ---------------------------------------------------------------------------
-
-fn u(t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::U(v))
-}
-fn b(t: CK_ATTRIBUTE_TYPE, v: bool) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::B(v))
-}
-fn by(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::Bytes(v.to_vec()))
-}
 
 /// Short names for the tables of this file.
 trait MechNames {
@@ -131,260 +119,17 @@ impl Policy {
     }
 }
 
-/// A token with a logged-in R/W user session.
+/// A token of the lab, with its key policy (the calls: `tok::Tok`'s).
 #[derive(Clone, Copy)]
 struct Tok {
-    m: RawModule,
+    tok: tok::Tok,
     policy: Policy,
-    slot: CK_SLOT_ID,
-    s: CK_SESSION_HANDLE,
 }
 
-impl Tok {
-    fn create_in(
-        &self,
-        s: CK_SESSION_HANDLE,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match ck!(self.m, C_CreateObject(s, t.ptr(), t.len(), &mut h)) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn create(&self, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<H, CK_RV> {
-        self.create_in(self.s, list)
-    }
-    fn generate(
-        &self,
-        mech: CK_MECHANISM_TYPE,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match with_mech(&Mech::Plain(mech), |mm| {
-            ck!(self.m, C_GenerateKey(self.s, mm, t.ptr(), t.len(), &mut h))
-        }) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn generate_pair(
-        &self,
-        mech: CK_MECHANISM_TYPE,
-        public: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-        private: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<(H, H), CK_RV> {
-        let (mut pt, mut kt) = (Tpl::new(public), Tpl::new(private));
-        let (mut ph, mut kh) = (CK_INVALID_HANDLE, CK_INVALID_HANDLE);
-        match with_mech(&Mech::Plain(mech), |mm| {
-            ck!(
-                self.m,
-                C_GenerateKeyPair(
-                    self.s,
-                    mm,
-                    pt.ptr(),
-                    pt.len(),
-                    kt.ptr(),
-                    kt.len(),
-                    &mut ph,
-                    &mut kh
-                )
-            )
-        }) {
-            CKR_OK => Ok((ph, kh)),
-            rv => Err(rv),
-        }
-    }
-    /// One attribute with a buffer of `cap` bytes (`None`: NULL pValue): (rv, ulValueLen, bytes).
-    fn get_raw_in(
-        &self,
-        s: CK_SESSION_HANDLE,
-        o: H,
-        ty: CK_ATTRIBUTE_TYPE,
-        cap: Option<usize>,
-    ) -> (CK_RV, CK_ULONG, Vec<u8>) {
-        let mut buf = vec![0xa5u8; cap.unwrap_or(0)];
-        let mut a = CK_ATTRIBUTE {
-            type_: ty,
-            pValue: if cap.is_some() {
-                buf.as_mut_ptr() as *mut c_void
-            } else {
-                ptr::null_mut()
-            },
-            ulValueLen: buf.len() as CK_ULONG,
-        };
-        let rv = ck!(self.m, C_GetAttributeValue(s, o, &mut a, 1));
-        (rv, a.ulValueLen, buf)
-    }
-    fn get_in(&self, s: CK_SESSION_HANDLE, o: H, ty: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-        let (rv, n, _) = self.get_raw_in(s, o, ty, None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let (rv, n2, mut buf) = self.get_raw_in(s, o, ty, Some(n as usize));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        buf.truncate(n2 as usize);
-        Ok(buf)
-    }
-    fn get(&self, o: H, ty: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-        self.get_in(self.s, o, ty)
-    }
-    fn flag(&self, o: H, ty: CK_ATTRIBUTE_TYPE) -> Option<bool> {
-        self.get(o, ty)
-            .ok()
-            .map(|v| v.first().is_some_and(|x| *x != 0))
-    }
-    fn set(&self, o: H, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> CK_RV {
-        let mut t = Tpl::new(list);
-        ck!(self.m, C_SetAttributeValue(self.s, o, t.ptr(), t.len()))
-    }
-    fn copy(&self, o: H, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match ck!(self.m, C_CopyObject(self.s, o, t.ptr(), t.len(), &mut h)) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    /// `C_WrapKey` with `buf` (`None`: NULL, a size query): (rv, *pulWrappedKeyLen).
-    fn wrap_raw(&self, mech: &Mech, wrapping: H, key: H, buf: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let (p, mut n) = match buf {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        let rv = with_mech(mech, |mm| {
-            ck!(self.m, C_WrapKey(self.s, mm, wrapping, key, p, &mut n))
-        });
-        (rv, n as usize)
-    }
-    /// Single-part `C_Encrypt` of `data` (size query first).
-    fn encrypt(&self, mech: &Mech, key: H, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let mut data = data.to_vec();
-        with_mech(mech, |mm| {
-            match ck!(self.m, C_EncryptInit(self.s, mm, key)) {
-                CKR_OK => {}
-                rv => return Err(rv),
-            }
-            let mut n: CK_ULONG = 0;
-            let (p, l) = (data.as_mut_ptr(), data.len() as CK_ULONG);
-            match ck!(self.m, C_Encrypt(self.s, p, l, ptr::null_mut(), &mut n)) {
-                CKR_OK => {}
-                rv => return Err(rv),
-            }
-            let mut out = vec![0u8; n as usize];
-            match ck!(self.m, C_Encrypt(self.s, p, l, out.as_mut_ptr(), &mut n)) {
-                CKR_OK => {}
-                rv => return Err(rv),
-            }
-            out.truncate(n as usize);
-            Ok(out)
-        })
-    }
-    /// Size query, then the wrap; the size query's failure is returned as is.
-    fn wrap(&self, mech: &Mech, wrapping: H, key: H) -> Result<Vec<u8>, CK_RV> {
-        let (rv, n) = self.wrap_raw(mech, wrapping, key, None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n];
-        let (rv, n) = self.wrap_raw(mech, wrapping, key, Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        out.truncate(n);
-        Ok(out)
-    }
-    fn unwrap(
-        &self,
-        mech: &Mech,
-        unwrapping: H,
-        blob: &[u8],
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut blob = blob.to_vec();
-        let mut h = CK_INVALID_HANDLE;
-        match with_mech(mech, |mm| {
-            ck!(
-                self.m,
-                C_UnwrapKey(
-                    self.s,
-                    mm,
-                    unwrapping,
-                    blob.as_mut_ptr(),
-                    blob.len() as CK_ULONG,
-                    t.ptr(),
-                    t.len(),
-                    &mut h
-                )
-            )
-        }) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn derive_in(
-        &self,
-        s: CK_SESSION_HANDLE,
-        mech: &Mech,
-        base: H,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match with_mech(mech, |mm| {
-            ck!(self.m, C_DeriveKey(s, mm, base, t.ptr(), t.len(), &mut h))
-        }) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn derive(&self, mech: &Mech, base: H, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<H, CK_RV> {
-        self.derive_in(self.s, mech, base, list)
-    }
-    fn find_in(
-        &self,
-        s: CK_SESSION_HANDLE,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<Vec<H>, CK_RV> {
-        let mut t = Tpl::new(list);
-        let rv = ck!(self.m, C_FindObjectsInit(s, t.ptr(), t.len()));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut all = Vec::new();
-        loop {
-            let mut hs = [CK_INVALID_HANDLE; 64];
-            let mut n: CK_ULONG = 0;
-            let rv = ck!(self.m, C_FindObjects(s, hs.as_mut_ptr(), 64, &mut n));
-            if rv != CKR_OK {
-                return Err(rv);
-            }
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&hs[..n as usize]);
-        }
-        check(
-            ck!(self.m, C_FindObjectsFinal(s)),
-            CKR_OK,
-            "C_FindObjectsFinal",
-        );
-        Ok(all)
-    }
-    fn logout(&self) {
-        check(ck!(self.m, C_Logout(self.s)), CKR_OK, "C_Logout");
-    }
-    fn login_user(&self) {
-        check(
-            self.m.login(self.s, CKU_USER, USER_PIN),
-            CKR_OK,
-            "C_Login user",
-        );
+impl Deref for Tok {
+    type Target = tok::Tok;
+    fn deref(&self) -> &tok::Tok {
+        &self.tok
     }
 }
 
@@ -596,7 +341,7 @@ fn import_rsa_public(
         b(CKA_ENCRYPT, true),
     ];
     l.extend(extra);
-    t.create_in(s, l)
+    t.on(s).create(l)
 }
 
 // ---------------------------------------------------------------------------
@@ -613,6 +358,9 @@ struct Row {
     why: String,
 }
 
+/// One attempt: its name, the function it calls, the answers allowed, the call.
+type Attempt<'a> = (String, &'a str, &'a [CK_RV], &'a dyn Fn() -> CK_RV);
+
 struct Lab {
     env: TestEnv,
     toks: Vec<Tok>,
@@ -626,35 +374,10 @@ impl Lab {
     /// is chosen at `C_InitToken` from `FERROHSM_POLICY`, read at `C_Initialize`).
     fn new() -> Lab {
         let env = TestEnv::new();
-        let set_policy = |p: &str| {
-            // SAFETY: this test's only thread runs here; the module reads the
-            // environment only inside C_Initialize and starts no threads, and
-            // nextest runs one test per process.
-            unsafe { std::env::set_var("FERROHSM_POLICY", p) };
-        };
-        set_policy("hsm");
-        let m = RawModule::load();
-        check(
-            ck!(m, C_Initialize(ptr::null_mut())),
-            CKR_OK,
-            "C_Initialize",
-        );
-        let hsm = m.make_token("exfil-hsm");
-        check(ck!(m, C_Finalize(ptr::null_mut())), CKR_OK, "C_Finalize");
-        set_policy("spec");
-        check(
-            ck!(m, C_Initialize(ptr::null_mut())),
-            CKR_OK,
-            "C_Initialize (spec)",
-        );
-        let spec = m.make_token("exfil-spec");
-        let toks: Vec<Tok> = [(Policy::Hsm, hsm), (Policy::Spec, spec)]
+        let toks: Vec<Tok> = tokens(&[("exfil-hsm", "hsm"), ("exfil-spec", "spec")])
             .into_iter()
-            .map(|(policy, slot)| {
-                let s = m.open(slot, true);
-                check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-                Tok { m, policy, slot, s }
-            })
+            .zip([Policy::Hsm, Policy::Spec])
+            .map(|(tok, policy)| Tok { tok, policy })
             .collect();
         // Each token has the policy it was made with.
         for t in &toks {
@@ -741,6 +464,16 @@ impl Lab {
             why,
         });
         pass
+    }
+
+    /// Makes the attempts of `rows` in order, each after `mark`, recording
+    /// each answer with `expect`.
+    fn attempts(&mut self, path: &'static str, key: &str, t: &Tok, rows: &[Attempt<'_>]) {
+        for (attempt, func, want, call) in rows {
+            self.mark();
+            let rv = call();
+            self.expect(path, key, t, attempt, func, rv, want);
+        }
     }
 
     /// Records a verdict computed by the caller.
@@ -902,7 +635,7 @@ fn read_key_material() {
             for &(ty, name) in k.secret_attrs() {
                 // Size query (pValue NULL).
                 lab.mark();
-                let (rv, n, _) = t.get_raw_in(t.s, tg.get(k), ty, None);
+                let (rv, n, _) = t.get_raw(tg.get(k), ty, None);
                 if lab.expect(
                     "read",
                     k.name(),
@@ -924,7 +657,7 @@ fn read_key_material() {
                 }
                 // With a large buffer: refused, length unavailable, buffer untouched.
                 lab.mark();
-                let (rv, n, buf) = t.get_raw_in(t.s, tg.get(k), ty, Some(4096));
+                let (rv, n, buf) = t.get_raw(tg.get(k), ty, Some(4096));
                 lab.expect(
                     "read",
                     k.name(),
@@ -941,18 +674,7 @@ fn read_key_material() {
                 lab.mark();
                 let mut class: CK_ULONG = 0;
                 let mut secret = vec![0u8; 4096];
-                let mut tpl = [
-                    CK_ATTRIBUTE {
-                        type_: CKA_CLASS,
-                        pValue: &mut class as *mut CK_ULONG as *mut c_void,
-                        ulValueLen: size_of::<CK_ULONG>() as CK_ULONG,
-                    },
-                    CK_ATTRIBUTE {
-                        type_: ty,
-                        pValue: secret.as_mut_ptr() as *mut c_void,
-                        ulValueLen: secret.len() as CK_ULONG,
-                    },
-                ];
+                let mut tpl = [attr_ref(CKA_CLASS, &mut class), attr_bytes(ty, &mut secret)];
                 let rv = ck!(
                     t.m,
                     C_GetAttributeValue(t.s, tg.get(k), tpl.as_mut_ptr(), 2)
@@ -1146,69 +868,47 @@ fn copy_and_set_cannot_unprotect() {
         let tg = make_targets(&t);
         for k in KINDS {
             let h = tg.get(k);
-            let copy_want = [CKR_ATTRIBUTE_READ_ONLY, CKR_TEMPLATE_INCONSISTENT];
-            lab.mark();
-            let rv = t
-                .copy(h, vec![b(CKA_EXTRACTABLE, true)])
-                .err()
-                .unwrap_or(CKR_OK);
-            lab.expect(
-                "copy/set",
-                k.name(),
-                &t,
-                "C_CopyObject EXTRACTABLE=TRUE",
-                "C_CopyObject",
-                rv,
-                &copy_want,
-            );
-            lab.mark();
-            let rv = t
-                .copy(h, vec![b(CKA_SENSITIVE, false)])
-                .err()
-                .unwrap_or(CKR_OK);
-            lab.expect(
-                "copy/set",
-                k.name(),
-                &t,
-                "C_CopyObject SENSITIVE=FALSE",
-                "C_CopyObject",
-                rv,
-                &copy_want,
-            );
-            lab.mark();
-            let rv = t.set(h, vec![b(CKA_SENSITIVE, false)]);
-            lab.expect(
-                "copy/set",
-                k.name(),
-                &t,
-                "C_SetAttributeValue SENSITIVE=FALSE",
-                "C_SetAttributeValue",
-                rv,
-                &[CKR_ATTRIBUTE_READ_ONLY],
-            );
-            lab.mark();
-            let rv = t.set(h, vec![b(CKA_EXTRACTABLE, true)]);
-            lab.expect(
-                "copy/set",
-                k.name(),
-                &t,
-                "C_SetAttributeValue EXTRACTABLE=TRUE",
-                "C_SetAttributeValue",
-                rv,
-                &[CKR_ATTRIBUTE_READ_ONLY],
-            );
-            // Replacing the key material with a known value.
+            let copy_want: &[CK_RV] = &[CKR_ATTRIBUTE_READ_ONLY, CKR_TEMPLATE_INCONSISTENT];
+            let read_only: &[CK_RV] = &[CKR_ATTRIBUTE_READ_ONLY];
+            let (copy, set) = ("C_CopyObject", "C_SetAttributeValue");
             let (ty, name) = k.secret_attrs()[0];
-            lab.mark();
-            let rv = t.set(h, vec![by(ty, KNOWN_KEY)]);
-            lab.expect(
+            lab.attempts(
                 "copy/set",
                 k.name(),
                 &t,
-                &format!("C_SetAttributeValue {name}=known"),
-                "C_SetAttributeValue",
-                rv,
-                &[CKR_ATTRIBUTE_READ_ONLY],
+                &[
+                    (
+                        "C_CopyObject EXTRACTABLE=TRUE".into(),
+                        copy,
+                        copy_want,
+                        &|| rv_of(&t.copy(h, vec![b(CKA_EXTRACTABLE, true)])),
+                    ),
+                    (
+                        "C_CopyObject SENSITIVE=FALSE".into(),
+                        copy,
+                        copy_want,
+                        &|| rv_of(&t.copy(h, vec![b(CKA_SENSITIVE, false)])),
+                    ),
+                    (
+                        "C_SetAttributeValue SENSITIVE=FALSE".into(),
+                        set,
+                        read_only,
+                        &|| t.set(h, vec![b(CKA_SENSITIVE, false)]),
+                    ),
+                    (
+                        "C_SetAttributeValue EXTRACTABLE=TRUE".into(),
+                        set,
+                        read_only,
+                        &|| t.set(h, vec![b(CKA_EXTRACTABLE, true)]),
+                    ),
+                    // Replacing the key material with a known value.
+                    (
+                        format!("C_SetAttributeValue {name}=known"),
+                        set,
+                        read_only,
+                        &|| t.set(h, vec![by(ty, KNOWN_KEY)]),
+                    ),
+                ],
             );
             // A plain copy is allowed and stays protected.
             lab.mark();
@@ -1649,6 +1349,39 @@ fn judge_derived(t: &Tok, h: H, case: &DeriveCase, attacker_wrap: H) -> (String,
 // 5. CKA_TRUSTED and CKA_WRAP_WITH_TRUSTED
 // ---------------------------------------------------------------------------
 
+/// Neither `C_SetAttributeValue` nor `C_CopyObject` of `h` may set the
+/// boolean `flag`; `what` names the attempt, `{}` standing for the function.
+fn set_and_copy(
+    lab: &mut Lab,
+    key: &str,
+    t: &Tok,
+    h: H,
+    flag: (CK_ATTRIBUTE_TYPE, bool),
+    what: &str,
+) {
+    let (set, copy) = ("C_SetAttributeValue", "C_CopyObject");
+    let template = || vec![b(flag.0, flag.1)];
+    lab.attempts(
+        "trusted",
+        key,
+        t,
+        &[
+            (
+                what.replace("{}", set),
+                set,
+                &[CKR_ATTRIBUTE_READ_ONLY],
+                &|| t.set(h, template()),
+            ),
+            (
+                what.replace("{}", copy),
+                copy,
+                &[CKR_ATTRIBUTE_READ_ONLY, CKR_TEMPLATE_INCONSISTENT],
+                &|| rv_of(&t.copy(h, template())),
+            ),
+        ],
+    );
+}
+
 #[test]
 fn trusted_attribute_tricks() {
     let mut lab = Lab::new();
@@ -1674,15 +1407,12 @@ fn trusted_attribute_tricks() {
         // Handles of private objects may change across a logout: find the
         // AES target anew (the only sensitive token AES-256 key with CKA_WRAP).
         let target_aes = t
-            .find_in(
-                t.s,
-                vec![
-                    u(CKA_CLASS, CKO_SECRET_KEY),
-                    u(CKA_KEY_TYPE, CKK_AES),
-                    b(CKA_TOKEN, true),
-                    b(CKA_WRAP, true),
-                ],
-            )
+            .find(vec![
+                u(CKA_CLASS, CKO_SECRET_KEY),
+                u(CKA_KEY_TYPE, CKK_AES),
+                b(CKA_TOKEN, true),
+                b(CKA_WRAP, true),
+            ])
             .expect("find the AES target");
         assert_eq!(target_aes.len(), 1, "one AES target");
         let target_aes = target_aes[0];
@@ -1693,70 +1423,43 @@ fn trusted_attribute_tricks() {
         let key = "imported";
 
         // The user cannot make a trusted key: create, set, copy, unwrap.
-        lab.mark();
-        let rv = import_rsa_public(
-            &t,
-            t.s,
-            &modulus,
-            vec![b(CKA_TOKEN, false), b(CKA_TRUSTED, true)],
-        )
-        .err()
-        .unwrap_or(CKR_OK);
-        lab.expect(
+        let trusted_rsa = vec![b(CKA_TOKEN, false), b(CKA_TRUSTED, true)];
+        let trusted_aes = vec![
+            u(CKA_CLASS, CKO_SECRET_KEY),
+            u(CKA_KEY_TYPE, CKK_AES),
+            by(CKA_VALUE, KNOWN_WRAP),
+            b(CKA_TOKEN, false),
+            b(CKA_WRAP, true),
+            b(CKA_TRUSTED, true),
+        ];
+        let (create, read_only) = ("C_CreateObject", &[CKR_ATTRIBUTE_READ_ONLY]);
+        lab.attempts(
             "trusted",
             key,
             &t,
-            "user C_CreateObject RSA public TRUSTED=TRUE",
-            "C_CreateObject",
-            rv,
-            &[CKR_ATTRIBUTE_READ_ONLY],
-        );
-        lab.mark();
-        let rv = t
-            .create(vec![
-                u(CKA_CLASS, CKO_SECRET_KEY),
-                u(CKA_KEY_TYPE, CKK_AES),
-                by(CKA_VALUE, KNOWN_WRAP),
-                b(CKA_TOKEN, false),
-                b(CKA_WRAP, true),
-                b(CKA_TRUSTED, true),
-            ])
-            .err()
-            .unwrap_or(CKR_OK);
-        lab.expect(
-            "trusted",
-            key,
-            &t,
-            "user C_CreateObject AES TRUSTED=TRUE",
-            "C_CreateObject",
-            rv,
-            &[CKR_ATTRIBUTE_READ_ONLY],
+            &[
+                (
+                    "user C_CreateObject RSA public TRUSTED=TRUE".into(),
+                    create,
+                    read_only,
+                    &|| rv_of(&import_rsa_public(&t, t.s, &modulus, trusted_rsa.clone())),
+                ),
+                (
+                    "user C_CreateObject AES TRUSTED=TRUE".into(),
+                    create,
+                    read_only,
+                    &|| rv_of(&t.create(trusted_aes.clone())),
+                ),
+            ],
         );
         for (what, h) in [("AES", imported_aes), ("RSA public", imported_rsa)] {
-            lab.mark();
-            let rv = t.set(h, vec![b(CKA_TRUSTED, true)]);
-            lab.expect(
-                "trusted",
+            set_and_copy(
+                &mut lab,
                 key,
                 &t,
-                &format!("user C_SetAttributeValue {what} TRUSTED=TRUE"),
-                "C_SetAttributeValue",
-                rv,
-                &[CKR_ATTRIBUTE_READ_ONLY],
-            );
-            lab.mark();
-            let rv = t
-                .copy(h, vec![b(CKA_TRUSTED, true)])
-                .err()
-                .unwrap_or(CKR_OK);
-            lab.expect(
-                "trusted",
-                key,
-                &t,
-                &format!("user C_CopyObject {what} TRUSTED=TRUE"),
-                "C_CopyObject",
-                rv,
-                &[CKR_ATTRIBUTE_READ_ONLY, CKR_TEMPLATE_INCONSISTENT],
+                h,
+                (CKA_TRUSTED, true),
+                &format!("user {{}} {what} TRUSTED=TRUE"),
             );
         }
         // Unwrapping a known key with forged attributes.
@@ -1890,31 +1593,8 @@ fn trusted_attribute_tricks() {
                 );
             }
         }
-        lab.mark();
-        let rv = t.set(wwt, vec![b(CKA_WRAP_WITH_TRUSTED, false)]);
-        lab.expect(
-            "trusted",
-            kk,
-            &t,
-            "C_SetAttributeValue WRAP_WITH_TRUSTED=FALSE",
-            "C_SetAttributeValue",
-            rv,
-            &[CKR_ATTRIBUTE_READ_ONLY],
-        );
-        lab.mark();
-        let rv = t
-            .copy(wwt, vec![b(CKA_WRAP_WITH_TRUSTED, false)])
-            .err()
-            .unwrap_or(CKR_OK);
-        lab.expect(
-            "trusted",
-            kk,
-            &t,
-            "C_CopyObject WRAP_WITH_TRUSTED=FALSE",
-            "C_CopyObject",
-            rv,
-            &[CKR_ATTRIBUTE_READ_ONLY, CKR_TEMPLATE_INCONSISTENT],
-        );
+        let flag = (CKA_WRAP_WITH_TRUSTED, false);
+        set_and_copy(&mut lab, kk, &t, wwt, flag, "{} WRAP_WITH_TRUSTED=FALSE");
     }
     lab.finish();
 }
@@ -1946,13 +1626,14 @@ fn logged_out_and_so_sessions_see_nothing() {
             } else {
                 "public session"
             };
-            let found = t.find_in(s, vec![]).expect("C_FindObjects");
+            let found = t.on(s).find(vec![]).expect("C_FindObjects");
             let visible_secret: Vec<H> = found
                 .iter()
                 .copied()
                 .filter(|h| {
                     let c = t
-                        .get_in(s, *h, CKA_CLASS)
+                        .on(s)
+                        .get(*h, CKA_CLASS)
                         .ok()
                         .map(|v| CK_ULONG::from_ne_bytes(v.try_into().unwrap_or_default()));
                     hidden.iter().any(|(_, x)| x == h)
@@ -1975,7 +1656,8 @@ fn logged_out_and_so_sessions_see_nothing() {
                 ("private keys", CKO_PRIVATE_KEY),
             ] {
                 let n = t
-                    .find_in(s, vec![u(CKA_CLASS, class)])
+                    .on(s)
+                    .find(vec![u(CKA_CLASS, class)])
                     .map(|v| v.len())
                     .unwrap_or(usize::MAX);
                 lab.verdict(
@@ -1988,139 +1670,77 @@ fn logged_out_and_so_sessions_see_nothing() {
                 );
             }
             for (k, h) in &hidden {
-                let kn = k.name();
-                lab.mark();
-                let (rv, _, _) = t.get_raw_in(s, *h, CKA_CLASS, Some(8));
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_GetAttributeValue CKA_CLASS"),
-                    "C_GetAttributeValue",
-                    rv,
-                    &[CKR_OBJECT_HANDLE_INVALID],
-                );
+                let (h, ts) = (*h, t.on(s));
                 let (ty, name) = k.secret_attrs()[0];
-                lab.mark();
-                let (rv, _, _) = t.get_raw_in(s, *h, ty, Some(4096));
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_GetAttributeValue {name}"),
-                    "C_GetAttributeValue",
-                    rv,
-                    &[CKR_OBJECT_HANDLE_INVALID],
-                );
-                lab.mark();
-                let mut size: CK_ULONG = 0;
-                let rv = ck!(t.m, C_GetObjectSize(s, *h, &mut size));
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_GetObjectSize"),
-                    "C_GetObjectSize",
-                    rv,
-                    &[CKR_OBJECT_HANDLE_INVALID],
-                );
-                lab.mark();
-                let mut tpl = Tpl::new(vec![b(CKA_TOKEN, false)]);
-                let mut c = CK_INVALID_HANDLE;
-                let rv = ck!(t.m, C_CopyObject(s, *h, tpl.ptr(), tpl.len(), &mut c));
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_CopyObject"),
-                    "C_CopyObject",
-                    rv,
-                    &[CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_READ_ONLY],
-                );
-                lab.mark();
-                let rv = with_mech(&kwp(), |mm| {
-                    let mut n: CK_ULONG = 0;
-                    ck!(t.m, C_WrapKey(s, mm, imported, *h, ptr::null_mut(), &mut n))
-                });
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_WrapKey (imported wrapping key)"),
-                    "C_WrapKey",
-                    rv,
-                    &[CKR_WRAPPING_KEY_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID],
-                );
-                lab.mark();
-                let rv = with_mech(&Mech::Oaep, |mm| {
-                    let mut n: CK_ULONG = 0;
-                    ck!(
-                        t.m,
-                        C_WrapKey(s, mm, tg.rsa_pub, *h, ptr::null_mut(), &mut n)
-                    )
-                });
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_WrapKey (visible RSA public key)"),
-                    "C_WrapKey",
-                    rv,
-                    &[CKR_KEY_HANDLE_INVALID],
-                );
-                lab.mark();
-                let rv = t
-                    .derive_in(
-                        s,
-                        &Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, vec![0; 32]),
-                        *h,
-                        vec![
-                            u(CKA_CLASS, CKO_SECRET_KEY),
-                            u(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
-                            u(CKA_VALUE_LEN, 32),
-                            b(CKA_TOKEN, false),
-                        ],
-                    )
-                    .err()
-                    .unwrap_or(CKR_OK);
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_DeriveKey"),
-                    "C_DeriveKey",
-                    rv,
-                    &[CKR_KEY_HANDLE_INVALID],
-                );
-                lab.mark();
-                let rv = with_mech(&Mech::Bytes(CKM_AES_CBC_PAD, vec![0; 16]), |mm| {
-                    ck!(t.m, C_EncryptInit(s, mm, *h))
-                });
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_EncryptInit"),
-                    "C_EncryptInit",
-                    rv,
-                    &[CKR_KEY_HANDLE_INVALID],
-                );
-                lab.mark();
-                let rv = with_mech(&Mech::Plain(CKM_SHA256), |mm| ck!(t.m, C_DigestInit(s, mm)));
-                check(rv, CKR_OK, "C_DigestInit");
-                let rv = ck!(t.m, C_DigestKey(s, *h));
-                lab.expect(
-                    path,
-                    kn,
-                    &t,
-                    &format!("{who}: C_DigestKey"),
-                    "C_DigestKey",
-                    rv,
-                    &[CKR_KEY_HANDLE_INVALID],
-                );
-                let mut out = [0u8; 64];
-                let mut n = out.len() as CK_ULONG;
-                let _ = ck!(t.m, C_DigestFinal(s, out.as_mut_ptr(), &mut n));
+                let no_object: &[CK_RV] = &[CKR_OBJECT_HANDLE_INVALID];
+                let no_key: &[CK_RV] = &[CKR_KEY_HANDLE_INVALID];
+                let derive = Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, vec![0; 32]);
+                let derived = vec![
+                    u(CKA_CLASS, CKO_SECRET_KEY),
+                    u(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+                    u(CKA_VALUE_LEN, 32),
+                    b(CKA_TOKEN, false),
+                ];
+                let attempts: [Attempt<'_>; 9] = [
+                    (
+                        "C_GetAttributeValue CKA_CLASS".into(),
+                        "C_GetAttributeValue",
+                        no_object,
+                        &|| ts.get_raw(h, CKA_CLASS, Some(8)).0,
+                    ),
+                    (
+                        format!("C_GetAttributeValue {name}"),
+                        "C_GetAttributeValue",
+                        no_object,
+                        &|| ts.get_raw(h, ty, Some(4096)).0,
+                    ),
+                    (
+                        "C_GetObjectSize".into(),
+                        "C_GetObjectSize",
+                        no_object,
+                        &|| {
+                            let mut size: CK_ULONG = 0;
+                            ck!(t.m, C_GetObjectSize(s, h, &mut size))
+                        },
+                    ),
+                    (
+                        "C_CopyObject".into(),
+                        "C_CopyObject",
+                        &[CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_READ_ONLY],
+                        &|| rv_of(&ts.copy(h, vec![b(CKA_TOKEN, false)])),
+                    ),
+                    (
+                        "C_WrapKey (imported wrapping key)".into(),
+                        "C_WrapKey",
+                        &[CKR_WRAPPING_KEY_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID],
+                        &|| ts.wrap_raw(&kwp(), imported, h, None).0,
+                    ),
+                    (
+                        "C_WrapKey (visible RSA public key)".into(),
+                        "C_WrapKey",
+                        no_key,
+                        &|| ts.wrap_raw(&Mech::Oaep, tg.rsa_pub, h, None).0,
+                    ),
+                    ("C_DeriveKey".into(), "C_DeriveKey", no_key, &|| {
+                        rv_of(&ts.derive(&derive, h, derived.clone()))
+                    }),
+                    ("C_EncryptInit".into(), "C_EncryptInit", no_key, &|| {
+                        let cbc_pad = Mech::Bytes(CKM_AES_CBC_PAD, vec![0; 16]);
+                        ts.crypt_init(Dir::Enc, &cbc_pad, h)
+                    }),
+                    ("C_DigestKey".into(), "C_DigestKey", no_key, &|| {
+                        let rv =
+                            with_mech(&Mech::Plain(CKM_SHA256), |mm| ck!(t.m, C_DigestInit(s, mm)));
+                        check(rv, CKR_OK, "C_DigestInit");
+                        let rv = ck!(t.m, C_DigestKey(s, h));
+                        let mut out = [0u8; 64];
+                        let mut n = out.len() as CK_ULONG;
+                        let _ = ck!(t.m, C_DigestFinal(s, out.as_mut_ptr(), &mut n));
+                        rv
+                    }),
+                ];
+                let attempts = attempts.map(|(a, f, w, c)| (format!("{who}: {a}"), f, w, c));
+                lab.attempts(path, k.name(), &t, &attempts);
             }
         }
         t.logout();
@@ -2132,7 +1752,7 @@ fn logged_out_and_so_sessions_see_nothing() {
             ("private keys", CKO_PRIVATE_KEY),
         ] {
             let n = t
-                .find_in(t.s, vec![u(CKA_CLASS, class), b(CKA_TOKEN, true)])
+                .find(vec![u(CKA_CLASS, class), b(CKA_TOKEN, true)])
                 .map_or(0, |v| v.len());
             lab.verdict(
                 "public session",
@@ -2200,64 +1820,37 @@ fn object_size_and_log_reveal_nothing() {
         }
         // Refused operations with known key values in the template must not
         // echo them in the log (checked for every test in `finish`).
-        lab.mark();
-        let rv = t
-            .create(vec![
-                u(CKA_CLASS, CKO_SECRET_KEY),
-                u(CKA_KEY_TYPE, CKK_AES),
-                by(CKA_VALUE, &KNOWN_KEY[..31]),
-                b(CKA_TOKEN, false),
-            ])
-            .err()
-            .unwrap_or(CKR_OK);
-        lab.expect(
+        let aes = |value: &[u8], extra: Option<(CK_ATTRIBUTE_TYPE, V)>| {
+            let mut l = vec![u(CKA_CLASS, CKO_SECRET_KEY), u(CKA_KEY_TYPE, CKK_AES)];
+            l.extend([by(CKA_VALUE, value), b(CKA_TOKEN, false)]);
+            l.extend(extra);
+            rv_of(&t.create(l))
+        };
+        let create = "C_CreateObject";
+        lab.attempts(
             "log",
             "known",
             &t,
-            "C_CreateObject AES with a 31-byte value",
-            "C_CreateObject",
-            rv,
-            &[CKR_ATTRIBUTE_VALUE_INVALID],
-        );
-        lab.mark();
-        let rv = t
-            .create(vec![
-                u(CKA_CLASS, CKO_SECRET_KEY),
-                u(CKA_KEY_TYPE, CKK_AES),
-                by(CKA_VALUE, KNOWN_KEY),
-                b(CKA_TOKEN, false),
-                b(CKA_TRUSTED, true),
-            ])
-            .err()
-            .unwrap_or(CKR_OK);
-        lab.expect(
-            "log",
-            "known",
-            &t,
-            "C_CreateObject AES TRUSTED=TRUE",
-            "C_CreateObject",
-            rv,
-            &[CKR_ATTRIBUTE_READ_ONLY],
-        );
-        lab.mark();
-        let rv = t
-            .create(vec![
-                u(CKA_CLASS, CKO_SECRET_KEY),
-                u(CKA_KEY_TYPE, CKK_AES),
-                by(CKA_VALUE, KNOWN_WRAP),
-                b(CKA_TOKEN, false),
-                by(CKA_CHECK_VALUE, &[1, 2, 3]),
-            ])
-            .err()
-            .unwrap_or(CKR_OK);
-        lab.expect(
-            "log",
-            "known",
-            &t,
-            "C_CreateObject AES wrong CKA_CHECK_VALUE",
-            "C_CreateObject",
-            rv,
-            &[CKR_ATTRIBUTE_VALUE_INVALID],
+            &[
+                (
+                    "C_CreateObject AES with a 31-byte value".into(),
+                    create,
+                    &[CKR_ATTRIBUTE_VALUE_INVALID],
+                    &|| aes(&KNOWN_KEY[..31], None),
+                ),
+                (
+                    "C_CreateObject AES TRUSTED=TRUE".into(),
+                    create,
+                    &[CKR_ATTRIBUTE_READ_ONLY],
+                    &|| aes(KNOWN_KEY, Some(b(CKA_TRUSTED, true))),
+                ),
+                (
+                    "C_CreateObject AES wrong CKA_CHECK_VALUE".into(),
+                    create,
+                    &[CKR_ATTRIBUTE_VALUE_INVALID],
+                    &|| aes(KNOWN_WRAP, Some(by(CKA_CHECK_VALUE, &[1, 2, 3]))),
+                ),
+            ],
         );
         let wk = import_wrapping_key(&t);
         lab.mark();

@@ -8,39 +8,22 @@
 //! only wrapped under a key no caller can know.
 
 use std::ffi::c_void;
-use std::mem::size_of;
 use std::ptr;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, Tpl, V, check, check_any, rv_name};
+use ferrohsm_tests::mech::{Mech, kwp, mech_of};
+use ferrohsm_tests::raw::{V, b, by, check, check_any, err, ok, plain_mechanism, rv_name, u};
+use ferrohsm_tests::tok::{Dir, H, Tok, set_policy};
 use ferrohsm_tests::{TestEnv, USER_PIN, ck};
-
-type H = CK_OBJECT_HANDLE;
-
-fn u(t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::U(v))
-}
-fn b(t: CK_ATTRIBUTE_TYPE, v: bool) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::B(v))
-}
-fn by(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::Bytes(v.to_vec()))
-}
 
 /// A module with one token of the given key policy and a logged-in R/W user
 /// session on it.
-fn setup(policy: &str) -> (TestEnv, RawModule, CK_SLOT_ID, CK_SESSION_HANDLE) {
+fn setup(policy: &str) -> (TestEnv, Tok) {
     let env = TestEnv::new();
-    // SAFETY: first thing in the test, before any thread or the module exists;
-    // nextest runs one test per process.
-    unsafe { std::env::set_var("FERROHSM_POLICY", policy) };
-    let m = RawModule::init();
-    let slot = m.make_token("hardening");
-    let s = m.open(slot, true);
-    check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-    (env, m, slot, s)
+    set_policy(policy);
+    (env, Tok::ready("hardening"))
 }
 
 /// Runs `f` on its own thread and fails the test if it has not returned
@@ -54,40 +37,8 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
         .unwrap_or_else(|_| panic!("{what}: no answer within {secs} s (the module hangs)"))
 }
 
-fn generate_pair(
-    m: &RawModule,
-    s: CK_SESSION_HANDLE,
-    mech: CK_MECHANISM_TYPE,
-    public: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    private: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-) -> Result<(H, H), CK_RV> {
-    let (mut pt, mut kt) = (Tpl::new(public), Tpl::new(private));
-    let (mut ph, mut kh) = (CK_INVALID_HANDLE, CK_INVALID_HANDLE);
-    let mut mm = CK_MECHANISM {
-        mechanism: mech,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    let rv = ck!(
-        m,
-        C_GenerateKeyPair(
-            s,
-            &mut mm,
-            pt.ptr(),
-            pt.len(),
-            kt.ptr(),
-            kt.len(),
-            &mut ph,
-            &mut kh
-        )
-    );
-    if rv == CKR_OK { Ok((ph, kh)) } else { Err(rv) }
-}
-
-fn rsa_pair(m: &RawModule, s: CK_SESSION_HANDLE) -> (H, H) {
-    generate_pair(
-        m,
-        s,
+fn rsa_pair(t: &Tok) -> (H, H) {
+    t.generate_pair(
         CKM_RSA_PKCS_KEY_PAIR_GEN,
         vec![
             u(CKA_MODULUS_BITS, 2048),
@@ -100,11 +51,24 @@ fn rsa_pair(m: &RawModule, s: CK_SESSION_HANDLE) -> (H, H) {
     .expect("RSA-2048 key pair")
 }
 
-fn mech_of<P>(ty: CK_MECHANISM_TYPE, p: &mut P) -> CK_MECHANISM {
-    CK_MECHANISM {
-        mechanism: ty,
-        pParameter: p as *mut P as *mut c_void,
-        ulParameterLen: size_of::<P>() as CK_ULONG,
+/// Asserts that both inits of `pair` (public, private) refuse `mm` with
+/// `CKR_MECHANISM_PARAM_INVALID`: sign and verify (`sign`) or encrypt and
+/// decrypt; `what` names the mechanism in the messages.
+fn inits_refuse(tok: &Tok, mm: &mut CK_MECHANISM, pair: (H, H), sign: bool, what: &str) {
+    let (public, private) = pair;
+    let inits = if sign {
+        [
+            ("C_SignInit", tok.sign_init(&mut *mm, private)),
+            ("C_VerifyInit", tok.verify_init(&mut *mm, public)),
+        ]
+    } else {
+        [
+            ("C_EncryptInit", tok.crypt_init(Dir::Enc, &mut *mm, public)),
+            ("C_DecryptInit", tok.crypt_init(Dir::Dec, &mut *mm, private)),
+        ]
+    };
+    for (init, rv) in inits {
+        check(rv, CKR_MECHANISM_PARAM_INVALID, &format!("{init} {what}"));
     }
 }
 
@@ -120,9 +84,9 @@ fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_ULONG, salt: CK_ULONG) -> CK_RSA_PKCS_PS
 /// also from a public session making a public session key pair.
 #[test]
 fn rsa_key_generation_refuses_bad_exponents_at_once() {
-    let (_env, m, slot, s) = setup("spec");
-    check(ck!(m, C_Logout(s)), CKR_OK, "C_Logout");
-    let public = m.open(slot, false);
+    let (_env, tok) = setup("spec");
+    tok.logout();
+    let public = tok.on(tok.m.open(tok.slot, false));
     let bad: &[&[u8]] = &[
         &[0x01, 0x00, 0x00], // 65536
         &[0x02],
@@ -136,9 +100,7 @@ fn rsa_key_generation_refuses_bad_exponents_at_once() {
         let e = e.to_vec();
         let shown = e.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let rv = within(60, &format!("C_GenerateKeyPair e={shown}"), move || {
-            generate_pair(
-                &m,
-                public,
+            public.generate_pair(
                 CKM_RSA_PKCS_KEY_PAIR_GEN,
                 vec![
                     u(CKA_MODULUS_BITS, 2048),
@@ -162,68 +124,38 @@ fn rsa_key_generation_refuses_bad_exponents_at_once() {
 /// largest one that fits works; no refused init leaves an operation behind.
 #[test]
 fn pss_salt_length_is_bounded_by_the_modulus() {
-    let (_env, m, _slot, s) = setup("spec");
-    let (public, private) = rsa_pair(&m, s);
+    let (_env, tok) = setup("spec");
+    let pair = rsa_pair(&tok);
     // 2048-bit modulus, SHA-256: emLen 256, so sLen <= 256 - 32 - 2 = 222.
     let huge: [CK_ULONG; 6] = [223, 256, 1 << 30, 1 << 40, (1 << 63) - 1, CK_ULONG::MAX];
     for mech in [CKM_SHA256_RSA_PKCS_PSS, CKM_RSA_PKCS_PSS] {
         for salt in huge {
             let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, salt);
-            let mut mm = mech_of(mech, &mut p);
-            check(
-                ck!(m, C_SignInit(s, &mut mm, private)),
-                CKR_MECHANISM_PARAM_INVALID,
-                &format!("C_SignInit {mech:#x} sLen={salt}"),
-            );
-            check(
-                ck!(m, C_VerifyInit(s, &mut mm, public)),
-                CKR_MECHANISM_PARAM_INVALID,
-                &format!("C_VerifyInit {mech:#x} sLen={salt}"),
-            );
+            let what = format!("{mech:#x} sLen={salt}");
+            inits_refuse(&tok, &mut mech_of(mech, &mut p), pair, true, &what);
         }
     }
     // The largest salt that fits signs and verifies, and no operation was
     // left active by the refusals.
+    let (public, private) = pair;
     let mut p = pss(CKM_SHA256, CKG_MGF1_SHA256, 222);
     let mut mm = mech_of(CKM_SHA256_RSA_PKCS_PSS, &mut p);
-    let mut data = b"salted to the brim".to_vec();
+    let data = b"salted to the brim";
     check(
-        ck!(m, C_SignInit(s, &mut mm, private)),
+        tok.sign_init(&mut mm, private),
         CKR_OK,
         "C_SignInit sLen=222",
     );
     let mut sig = vec![0u8; 256];
-    let mut n = sig.len() as CK_ULONG;
+    let (rv, n) = tok.sign_raw(data, Some(&mut sig));
+    check(rv, CKR_OK, "C_Sign sLen=222");
     check(
-        ck!(
-            m,
-            C_Sign(
-                s,
-                data.as_mut_ptr(),
-                data.len() as CK_ULONG,
-                sig.as_mut_ptr(),
-                &mut n
-            )
-        ),
-        CKR_OK,
-        "C_Sign sLen=222",
-    );
-    check(
-        ck!(m, C_VerifyInit(s, &mut mm, public)),
+        tok.verify_init(&mut mm, public),
         CKR_OK,
         "C_VerifyInit sLen=222",
     );
     check(
-        ck!(
-            m,
-            C_Verify(
-                s,
-                data.as_mut_ptr(),
-                data.len() as CK_ULONG,
-                sig.as_mut_ptr(),
-                n
-            )
-        ),
+        tok.verify_once(data, &sig[..n]),
         CKR_OK,
         "C_Verify sLen=222",
     );
@@ -232,8 +164,8 @@ fn pss_salt_length_is_bounded_by_the_modulus() {
 /// Finding 3: parameters and values the spec constrains are checked.
 #[test]
 fn parameters_and_enumerated_values_are_checked() {
-    let (_env, m, _slot, s) = setup("spec");
-    let (public, private) = rsa_pair(&m, s);
+    let (_env, tok) = setup("spec");
+    let pair = rsa_pair(&tok);
 
     // OAEP: a label with a source other than CKZ_DATA_SPECIFIED.
     let mut label = b"a label".to_vec();
@@ -245,16 +177,13 @@ fn parameters_and_enumerated_values_are_checked() {
             pSourceData: label.as_mut_ptr() as *mut c_void,
             ulSourceDataLen: label.len() as CK_ULONG,
         };
-        let mut mm = mech_of(CKM_RSA_PKCS_OAEP, &mut p);
-        check(
-            ck!(m, C_EncryptInit(s, &mut mm, public)),
-            CKR_MECHANISM_PARAM_INVALID,
-            &format!("C_EncryptInit OAEP source={source} with a label"),
-        );
-        check(
-            ck!(m, C_DecryptInit(s, &mut mm, private)),
-            CKR_MECHANISM_PARAM_INVALID,
-            &format!("C_DecryptInit OAEP source={source} with a label"),
+        let what = format!("OAEP source={source} with a label");
+        inits_refuse(
+            &tok,
+            &mut mech_of(CKM_RSA_PKCS_OAEP, &mut p),
+            pair,
+            false,
+            &what,
         );
     }
 
@@ -265,21 +194,8 @@ fn parameters_and_enumerated_values_are_checked() {
         CKM_SHA512_RSA_PKCS_PSS,
         CKM_RSA_PKCS_PSS,
     ] {
-        let mut mm = CK_MECHANISM {
-            mechanism: mech,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        check(
-            ck!(m, C_SignInit(s, &mut mm, private)),
-            CKR_MECHANISM_PARAM_INVALID,
-            &format!("C_SignInit {mech:#x} without parameter"),
-        );
-        check(
-            ck!(m, C_VerifyInit(s, &mut mm, public)),
-            CKR_MECHANISM_PARAM_INVALID,
-            &format!("C_VerifyInit {mech:#x} without parameter"),
-        );
+        let what = format!("{mech:#x} without parameter");
+        inits_refuse(&tok, &mut plain_mechanism(mech), pair, true, &what);
     }
 
     // Enumerated attribute values the spec does not define.
@@ -313,7 +229,7 @@ fn parameters_and_enumerated_values_are_checked() {
             by(CKA_VALUE, b"not parsed: the type is checked first"),
         ];
         t.extend(extra);
-        let rv = m.create(s, t).err().unwrap_or(CKR_OK);
+        let rv = tok.create(t).err().unwrap_or(CKR_OK);
         check(
             rv,
             CKR_ATTRIBUTE_VALUE_INVALID,
@@ -327,7 +243,8 @@ fn parameters_and_enumerated_values_are_checked() {
 /// is readable: any KDF or copy over it would fault and kill this process.
 #[test]
 fn overlong_pins_are_refused_unread() {
-    let (_env, m, slot, s) = setup("spec");
+    let (_env, tok) = setup("spec");
+    let (m, slot, s) = (tok.m, tok.slot, tok.s);
     let page = 4096usize;
     // SAFETY: an anonymous private mapping of two pages; no other code uses it.
     let base = unsafe {
@@ -408,14 +325,10 @@ fn hsm_wraps_only_under_keys_no_caller_knows() {
 
 fn wrap_policy_case(policy: &str) {
     let env = TestEnv::new();
-    // SAFETY: before the module is loaded in this process (see `setup`); each
-    // iteration loads, initialises and finalises the module on this thread.
-    unsafe { std::env::set_var("FERROHSM_POLICY", policy) };
-    let m = RawModule::load();
-    m.initialize();
-    let slot = m.make_token(&format!("wrap-{policy}"));
-    let s = m.open(slot, true);
-    check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
+    // Before the module is loaded (see `setup`); each iteration loads,
+    // initialises and finalises the module on this thread.
+    set_policy(policy);
+    let tok = Tok::ready(&format!("wrap-{policy}"));
     let hsm = policy == "hsm";
 
     let aes = |extra: Vec<(CK_ATTRIBUTE_TYPE, V)>| {
@@ -427,26 +340,24 @@ fn wrap_policy_case(policy: &str) {
             b(CKA_SENSITIVE, true),
         ];
         t.extend(extra);
-        m.generate_key(s, CKM_AES_KEY_GEN, t)
+        tok.generate(CKM_AES_KEY_GEN, t)
+    };
+    // A key whose value the caller chose.
+    let known = [0x42u8; 32];
+    let import = |usages: &[CK_ATTRIBUTE_TYPE]| {
+        let mut t = vec![
+            u(CKA_CLASS, CKO_SECRET_KEY),
+            u(CKA_KEY_TYPE, CKK_AES),
+            by(CKA_VALUE, &known),
+            b(CKA_TOKEN, false),
+        ];
+        t.extend(usages.iter().map(|&a| b(a, true)));
+        tok.create(t)
     };
     // The key to get out: generated, sensitive, extractable.
     let target = aes(vec![b(CKA_EXTRACTABLE, true)]).expect("extractable target");
     // A wrapping key whose value the caller chose.
-    let known = [0x42u8; 32];
-    let imported = m
-        .create(
-            s,
-            vec![
-                u(CKA_CLASS, CKO_SECRET_KEY),
-                u(CKA_KEY_TYPE, CKK_AES),
-                by(CKA_VALUE, &known),
-                b(CKA_TOKEN, false),
-                b(CKA_WRAP, true),
-                b(CKA_UNWRAP, true),
-                b(CKA_ENCRYPT, true),
-            ],
-        )
-        .expect("import a wrapping key");
+    let imported = import(&[CKA_WRAP, CKA_UNWRAP, CKA_ENCRYPT]).expect("import a wrapping key");
     // Good: generated here, never extractable, wraps but cannot decrypt (the
     // token's default usages include CKA_DECRYPT, so say so).
     let good = aes(vec![
@@ -467,77 +378,34 @@ fn wrap_policy_case(policy: &str) {
     let extractable_wk =
         aes(vec![b(CKA_EXTRACTABLE, true), b(CKA_WRAP, true)]).expect("extractable wrapping key");
     // Derived from the imported key (and so computable by the caller).
-    let mut data = [7u8; 32];
-    let mut sd = CK_KEY_DERIVATION_STRING_DATA {
-        pData: data.as_mut_ptr(),
-        ulLen: data.len() as CK_ULONG,
-    };
-    let mut dm = mech_of(CKM_AES_ECB_ENCRYPT_DATA, &mut sd);
     // The imported key lacks CKA_DERIVE: give it on a copy.
-    let derive_base = {
-        let mut t = Tpl::new(vec![b(CKA_DERIVE, true)]);
-        let mut h = CK_INVALID_HANDLE;
-        let rv = ck!(m, C_CopyObject(s, imported, t.ptr(), t.len(), &mut h));
-        if hsm {
-            // Usages only narrow on hsm tokens: import a derive-capable twin.
-            check(
-                rv,
-                CKR_ATTRIBUTE_READ_ONLY,
-                "C_CopyObject widening CKA_DERIVE",
-            );
-            m.create(
-                s,
-                vec![
-                    u(CKA_CLASS, CKO_SECRET_KEY),
-                    u(CKA_KEY_TYPE, CKK_AES),
-                    by(CKA_VALUE, &known),
-                    b(CKA_TOKEN, false),
-                    b(CKA_DERIVE, true),
-                ],
-            )
-            .expect("import a derive base")
-        } else {
-            check(rv, CKR_OK, "C_CopyObject with CKA_DERIVE");
-            h
-        }
+    let copied = tok.copy(imported, vec![b(CKA_DERIVE, true)]);
+    let derive_base = if hsm {
+        // Usages only narrow on hsm tokens: import a derive-capable twin.
+        err(
+            copied,
+            CKR_ATTRIBUTE_READ_ONLY,
+            "C_CopyObject widening CKA_DERIVE",
+        );
+        import(&[CKA_DERIVE]).expect("import a derive base")
+    } else {
+        ok(copied, "C_CopyObject with CKA_DERIVE")
     };
-    let mut dt = Tpl::new(vec![
-        u(CKA_CLASS, CKO_SECRET_KEY),
-        u(CKA_KEY_TYPE, CKK_AES),
-        u(CKA_VALUE_LEN, 32),
-        b(CKA_TOKEN, false),
-        b(CKA_WRAP, true),
-    ]);
-    let mut derived = CK_INVALID_HANDLE;
-    check(
-        ck!(
-            m,
-            C_DeriveKey(s, &mut dm, derive_base, dt.ptr(), dt.len(), &mut derived)
+    let derived = ok(
+        tok.derive(
+            &Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, vec![7; 32]),
+            derive_base,
+            vec![
+                u(CKA_CLASS, CKO_SECRET_KEY),
+                u(CKA_KEY_TYPE, CKK_AES),
+                u(CKA_VALUE_LEN, 32),
+                b(CKA_TOKEN, false),
+                b(CKA_WRAP, true),
+            ],
         ),
-        CKR_OK,
         "C_DeriveKey from the imported key",
     );
 
-    let wrap = |wk: H| -> CK_RV {
-        let mut mm = CK_MECHANISM {
-            mechanism: CKM_AES_KEY_WRAP_KWP,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        let mut n: CK_ULONG = 0;
-        let rv = ck!(
-            m,
-            C_WrapKey(s, &mut mm, wk, target, ptr::null_mut(), &mut n)
-        );
-        if rv != CKR_OK {
-            return rv;
-        }
-        let mut out = vec![0u8; n as usize];
-        ck!(
-            m,
-            C_WrapKey(s, &mut mm, wk, target, out.as_mut_ptr(), &mut n)
-        )
-    };
     let refused = if hsm { CKR_KEY_NOT_WRAPPABLE } else { CKR_OK };
     for (what, wk, want) in [
         ("imported (caller-known) key", imported, refused),
@@ -546,7 +414,7 @@ fn wrap_policy_case(policy: &str) {
         ("generated extractable key", extractable_wk, refused),
         ("generated never-extractable wrap-only key", good, CKR_OK),
     ] {
-        let rv = wrap(wk);
+        let rv = tok.wrap(&kwp(), wk, target).err().unwrap_or(CKR_OK);
         assert_eq!(
             rv,
             want,
@@ -562,26 +430,27 @@ fn wrap_policy_case(policy: &str) {
             "the refusal is explained in the log"
         );
         // The good key cannot gain CKA_DECRYPT afterwards, by set or by copy.
-        let mut t = Tpl::new(vec![b(CKA_DECRYPT, true)]);
         check(
-            ck!(m, C_SetAttributeValue(s, good, t.ptr(), t.len())),
+            tok.set(good, vec![b(CKA_DECRYPT, true)]),
             CKR_ATTRIBUTE_READ_ONLY,
             "hsm: C_SetAttributeValue CKA_DECRYPT=TRUE on a wrapping key",
         );
-        let mut h = CK_INVALID_HANDLE;
-        check(
-            ck!(m, C_CopyObject(s, good, t.ptr(), t.len(), &mut h)),
+        err(
+            tok.copy(good, vec![b(CKA_DECRYPT, true)]),
             CKR_ATTRIBUTE_READ_ONLY,
             "hsm: C_CopyObject with CKA_DECRYPT=TRUE of a wrapping key",
         );
         // Narrowing stays allowed.
-        let mut t = Tpl::new(vec![b(CKA_UNWRAP, false)]);
         check(
-            ck!(m, C_SetAttributeValue(s, good, t.ptr(), t.len())),
+            tok.set(good, vec![b(CKA_UNWRAP, false)]),
             CKR_OK,
             "hsm: C_SetAttributeValue CKA_UNWRAP=FALSE",
         );
     }
-    check(ck!(m, C_Finalize(ptr::null_mut())), CKR_OK, "C_Finalize");
+    check(
+        ck!(tok.m, C_Finalize(ptr::null_mut())),
+        CKR_OK,
+        "C_Finalize",
+    );
     eprintln!("{policy}: wrap policy as expected ({})", rv_name(refused));
 }

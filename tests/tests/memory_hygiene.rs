@@ -46,7 +46,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 
 use ferrohsm_tests::child::{Run, child_command, emit, find_in_path, role, run_captured};
-use ferrohsm_tests::{TestEnv, USER_PIN, module_path, p11, to_hex};
+use ferrohsm_tests::{TestEnv, module_path, p11, to_hex};
 
 const LABEL: &str = "hygiene";
 /// DER of the P-256 curve OID.
@@ -446,18 +446,7 @@ fn needles(env: &TestEnv, slot: u64) -> Vec<(String, Vec<u8>)> {
     // The storage key, from the store with the user PIN (no module loaded:
     // the store's file lock is free).
     {
-        use ferrohsm_store::{PinRole, SledOptions, SledStore, Store, pin_wrap_aad};
-        let store = SledStore::open(&env.data_dir(), SledOptions::default()).expect("open store");
-        let token = store.token(slot).expect("read token").expect("token");
-        let key = token
-            .user_pin
-            .as_ref()
-            .expect("user PIN set")
-            .open(
-                USER_PIN.as_bytes(),
-                &pin_wrap_aad(&token.token_id, PinRole::User),
-            )
-            .expect("user PIN opens the storage key");
+        let (_store, _token, key) = ferrohsm_tests::open_token_store(env, slot);
         out.push(("the storage key".to_string(), key.bytes().to_vec()));
     }
     let p = env.load();

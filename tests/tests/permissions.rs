@@ -10,13 +10,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
-use ferrohsm_tests::child::{Run, run_captured};
+use ferrohsm_tests::child::Run;
 use ferrohsm_tests::p11::{ready_token, user_session};
-use ferrohsm_tests::tool::command;
+use ferrohsm_tests::tool::{command, ok_cmd};
 use ferrohsm_tests::{TestEnv, USER_PIN};
 
 fn mode(p: &Path) -> u32 {
@@ -70,15 +69,7 @@ fn assert_private(root: &Path) {
 fn tool(env: &TestEnv, data_dir: &Path, args: &[&str]) -> Run {
     let mut c = command(env, args);
     c.env("FERROHSM_DIR", data_dir);
-    let r = run_captured(
-        env,
-        c,
-        b"",
-        Duration::from_secs(60),
-        &format!("ferrohsm {}", args.join(" ")),
-    );
-    r.assert_success(env);
-    r
+    ok_cmd(env, c, args)
 }
 
 #[test]

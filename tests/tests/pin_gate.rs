@@ -48,19 +48,13 @@ fn module_backup_and_tool_share_one_lockout_counter() {
         Err(CkError::Pkcs11(RvError::PinIncorrect, _))
     ));
     assert_eq!(flags(), (true, false, false), "after C_Login");
+    // `ferrohsm backup` with the SO PIN in `pin_env`.
+    let backup = |pin_env: &str| {
+        let args = ["backup", "--token", "gate", "--out", bak];
+        tool(&env, &[&args[..], &["--so-pin-env", pin_env]].concat())
+    };
     // 2. The backup path.
-    let (ok, text) = tool(
-        &env,
-        &[
-            "backup",
-            "--token",
-            "gate",
-            "--out",
-            bak,
-            "--so-pin-env",
-            "T_BAD",
-        ],
-    );
+    let (ok, text) = backup("T_BAD");
     assert!(!ok && text.contains("wrong SO PIN"), "backup: {text}");
     assert_eq!(flags(), (true, false, false), "after ferrohsm backup");
     // 3. The tool's own check.
@@ -92,18 +86,7 @@ fn module_backup_and_tool_share_one_lockout_counter() {
         s.login(UserType::So, Some(&pin(ferrohsm_tests::SO_PIN))),
         Err(CkError::Pkcs11(RvError::PinLocked, _))
     ));
-    let (ok, text) = tool(
-        &env,
-        &[
-            "backup",
-            "--token",
-            "gate",
-            "--out",
-            bak,
-            "--so-pin-env",
-            "T_SO",
-        ],
-    );
+    let (ok, text) = backup("T_SO");
     assert!(!ok && text.contains("locked"), "backup when locked: {text}");
     assert!(!std::path::Path::new(bak).exists(), "no backup written");
 }

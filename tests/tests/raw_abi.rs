@@ -9,8 +9,10 @@ use std::ptr;
 
 use cryptoki_sys::*;
 use ferrohsm_tests::raw::{
-    RawModule as Module, attr_bytes, attr_ref, check, check_any, padded32, rv_name,
+    RawModule as Module, attr_bytes, attr_query, attr_ref, check, check_any, plain_mechanism,
+    rv_name,
 };
+use ferrohsm_tests::tok::Tok;
 use ferrohsm_tests::{SO_PIN, TestEnv, USER_PIN, ck, ck3};
 use sha2::Digest;
 
@@ -24,11 +26,20 @@ fn ready(m: &Module) -> CK_SLOT_ID {
     m.make_token("raw-abi")
 }
 
-/// A R/W user session on a ready token.
-fn user_rw(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let s = m.open(slot, true);
-    check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-    s
+/// A fresh process (its `TestEnv`, with `config` lines) and module with the
+/// token ready (see `ready`).
+fn ready_env(config: &str) -> (TestEnv, Module, CK_SLOT_ID) {
+    let env = TestEnv::with_config(config);
+    let m = Module::load();
+    let slot = ready(&m);
+    (env, m, slot)
+}
+
+/// `ready_env("")` and a R/W user session on the token.
+fn user_session() -> (TestEnv, Module, CK_SLOT_ID, CK_SESSION_HANDLE) {
+    let (env, m, slot) = ready_env("");
+    let t = Tok::login(m, slot);
+    (env, t.m, t.slot, t.s)
 }
 
 /// Creates a token AES key (default policy: sensitive) with the given value and ID.
@@ -86,11 +97,7 @@ fn create_data(m: &Module, s: CK_SESSION_HANDLE, token: bool) -> CK_OBJECT_HANDL
 }
 
 fn sha256_mech() -> CK_MECHANISM {
-    CK_MECHANISM {
-        mechanism: CKM_SHA256,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    }
+    plain_mechanism(CKM_SHA256)
 }
 
 fn assert_padded(field: &[u8], what: &str) {
@@ -284,18 +291,9 @@ fn info_structures_are_space_padded() {
     );
 
     // initialised token
-    let mut so = SO_PIN.as_bytes().to_vec();
-    let mut label = padded32("padded label");
+    let so = Some(SO_PIN.as_bytes());
     check(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
+        m.init_token(slot, so, Some("padded label")),
         CKR_OK,
         "C_InitToken",
     );
@@ -404,21 +402,8 @@ fn slot_list_size_queries() {
         "C_GetSlotList",
     );
     let slot = buf[0];
-    let mut so = SO_PIN.as_bytes().to_vec();
-    let mut label = padded32("slots");
-    check(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
-        CKR_OK,
-        "C_InitToken",
-    );
+    let so = Some(SO_PIN.as_bytes());
+    check(m.init_token(slot, so, Some("slots")), CKR_OK, "C_InitToken");
     let mut n: CK_ULONG = 1;
     check(
         ck!(m, C_GetSlotList(CK_FALSE, buf.as_mut_ptr(), &mut n)),
@@ -439,9 +424,7 @@ fn slot_list_size_queries() {
 
 #[test]
 fn mechanism_list_and_info() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
+    let (_env, m, slot) = ready_env("");
     check(
         ck!(
             m,
@@ -730,9 +713,7 @@ fn open_session_and_bad_handles() {
 
 #[test]
 fn login_arguments_and_states() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
+    let (_env, m, slot) = ready_env("");
     let ro = m.open(slot, false);
     let rw = m.open(slot, true);
     check(
@@ -848,18 +829,9 @@ fn login_arguments_and_states() {
     );
 
     // C_InitToken arguments
-    let mut so = SO_PIN.as_bytes().to_vec();
-    let mut label = padded32("x");
+    let so = Some(SO_PIN.as_bytes());
     check(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
+        m.init_token(slot, so, Some("x")),
         CKR_SESSION_EXISTS,
         "C_InitToken with sessions open",
     );
@@ -868,102 +840,46 @@ fn login_arguments_and_states() {
         CKR_OK,
         "C_CloseAllSessions",
     );
-    check(
-        ck!(m, C_InitToken(slot, ptr::null_mut(), 8, label.as_mut_ptr())),
-        CKR_ARGUMENTS_BAD,
-        "C_InitToken(NULL PIN)",
-    );
-    check(
-        ck!(
-            m,
-            C_InitToken(slot, so.as_mut_ptr(), so.len() as CK_ULONG, ptr::null_mut())
+    let x = Some("x");
+    for (slot, pin, label, want, what) in [
+        (slot, None, x, CKR_ARGUMENTS_BAD, "C_InitToken(NULL PIN)"),
+        (slot, so, None, CKR_ARGUMENTS_BAD, "C_InitToken(NULL label)"),
+        (0xdead, so, x, CKR_SLOT_ID_INVALID, "C_InitToken(bad slot)"),
+        (
+            slot,
+            Some(&b"wrong-so-pin"[..]),
+            x,
+            CKR_PIN_INCORRECT,
+            "C_InitToken with a wrong SO PIN",
         ),
-        CKR_ARGUMENTS_BAD,
-        "C_InitToken(NULL label)",
-    );
-    check(
-        ck!(
-            m,
-            C_InitToken(
-                0xdead,
-                so.as_mut_ptr(),
-                so.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
-        CKR_SLOT_ID_INVALID,
-        "C_InitToken(bad slot)",
-    );
-    let mut wrong = *b"wrong-so-pin";
-    check(
-        ck!(
-            m,
-            C_InitToken(
-                slot,
-                wrong.as_mut_ptr(),
-                wrong.len() as CK_ULONG,
-                label.as_mut_ptr()
-            )
-        ),
-        CKR_PIN_INCORRECT,
-        "C_InitToken with a wrong SO PIN",
-    );
+    ] {
+        check(m.init_token(slot, pin, label), want, what);
+    }
 }
 
 #[test]
 fn login_user_30_behaves_like_login() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
+    let (_env, m, slot) = ready_env("");
     let s = m.open(slot, true);
-    let mut name = *b"someone";
-    let mut bad = *b"wrong-pin";
+    // C_LoginUser as CKU_USER named "someone"; `None` passes a NULL PIN.
+    let login_user = |pin: Option<&[u8]>| {
+        let mut name = *b"someone";
+        let mut p = pin.map(<[u8]>::to_vec);
+        let (pp, pl) = match &mut p {
+            Some(v) => (v.as_mut_ptr(), v.len() as CK_ULONG),
+            None => (ptr::null_mut(), 8),
+        };
+        let (np, nl) = (name.as_mut_ptr(), name.len() as CK_ULONG);
+        ck3!(m, C_LoginUser(s, CKU_USER, pp, pl, np, nl))
+    };
+    let user = Some(USER_PIN.as_bytes());
     check(
-        ck3!(
-            m,
-            C_LoginUser(
-                s,
-                CKU_USER,
-                bad.as_mut_ptr(),
-                bad.len() as CK_ULONG,
-                name.as_mut_ptr(),
-                name.len() as CK_ULONG
-            )
-        ),
+        login_user(Some(b"wrong-pin")),
         CKR_PIN_INCORRECT,
         "C_LoginUser wrong PIN",
     );
-    check(
-        ck3!(
-            m,
-            C_LoginUser(
-                s,
-                CKU_USER,
-                ptr::null_mut(),
-                8,
-                name.as_mut_ptr(),
-                name.len() as CK_ULONG
-            )
-        ),
-        CKR_ARGUMENTS_BAD,
-        "C_LoginUser NULL PIN",
-    );
-    let mut p = USER_PIN.as_bytes().to_vec();
-    check(
-        ck3!(
-            m,
-            C_LoginUser(
-                s,
-                CKU_USER,
-                p.as_mut_ptr(),
-                p.len() as CK_ULONG,
-                name.as_mut_ptr(),
-                name.len() as CK_ULONG
-            )
-        ),
-        CKR_OK,
-        "C_LoginUser",
-    );
+    check(login_user(None), CKR_ARGUMENTS_BAD, "C_LoginUser NULL PIN");
+    check(login_user(user), CKR_OK, "C_LoginUser");
     let mut info = CK_SESSION_INFO::default();
     check(
         ck!(m, C_GetSessionInfo(s, &mut info)),
@@ -972,17 +888,7 @@ fn login_user_30_behaves_like_login() {
     );
     assert_eq!(info.state, CKS_RW_USER_FUNCTIONS, "state after C_LoginUser");
     check(
-        ck3!(
-            m,
-            C_LoginUser(
-                s,
-                CKU_USER,
-                p.as_mut_ptr(),
-                p.len() as CK_ULONG,
-                name.as_mut_ptr(),
-                name.len() as CK_ULONG
-            )
-        ),
+        login_user(user),
         CKR_USER_ALREADY_LOGGED_IN,
         "second C_LoginUser",
     );
@@ -991,9 +897,7 @@ fn login_user_30_behaves_like_login() {
 
 #[test]
 fn user_pin_lockout_raw_flags() {
-    let _env = TestEnv::with_config("max_login_failures = 3");
-    let m = Module::load();
-    let slot = ready(&m);
+    let (_env, m, slot) = ready_env("max_login_failures = 3");
     let s = m.open(slot, true);
     let flags = || {
         let mut ti = CK_TOKEN_INFO::default();
@@ -1058,10 +962,7 @@ fn user_pin_lockout_raw_flags() {
 
 #[test]
 fn object_function_arguments() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
-    let s = user_rw(&m, slot);
+    let (_env, m, slot, s) = user_session();
     let mut h = CK_INVALID_HANDLE;
     check(
         ck!(m, C_CreateObject(s, ptr::null_mut(), 2, &mut h)),
@@ -1228,10 +1129,7 @@ fn object_function_arguments() {
 
 #[test]
 fn imported_key_attribute_values() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
-    let s = user_rw(&m, slot);
+    let (_env, m, _slot, s) = user_session();
     let mut value = [0x61u8; 16];
     let mut id = *b"id";
     let k = create_aes(&m, s, &mut value, &mut id);
@@ -1271,11 +1169,7 @@ fn imported_key_attribute_values() {
     assert_eq!(vlen, 16, "CKA_VALUE_LEN");
     // unique id: present, non-empty, different per object
     let uid = |h: CK_OBJECT_HANDLE| {
-        let mut t = [CK_ATTRIBUTE {
-            type_: CKA_UNIQUE_ID,
-            pValue: ptr::null_mut(),
-            ulValueLen: 0,
-        }];
+        let mut t = [attr_query(CKA_UNIQUE_ID)];
         check(
             ck!(m, C_GetAttributeValue(s, h, t.as_mut_ptr(), 1)),
             CKR_OK,
@@ -1302,10 +1196,7 @@ fn imported_key_attribute_values() {
 
 #[test]
 fn get_attribute_value_per_attribute_results_and_precedence() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
-    let s = user_rw(&m, slot);
+    let (_env, m, _slot, s) = user_session();
     let mut value = [0x7fu8; 32];
     let mut id = *b"eight-id";
     let k = create_aes(&m, s, &mut value, &mut id);
@@ -1330,11 +1221,7 @@ fn get_attribute_value_per_attribute_results_and_precedence() {
             attr_bytes(CKA_VENDOR_DEFINED | 0x5151, unknown),
             attr_bytes(CKA_ID, small_id),
             attr_ref(CKA_CLASS, class),
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE_LEN,
-                pValue: ptr::null_mut(),
-                ulValueLen: 0,
-            },
+            attr_query(CKA_VALUE_LEN),
         ]
     };
     let check_good = |t: &[CK_ATTRIBUTE], label: &[u8; 32], class: CK_OBJECT_CLASS, what: &str| {
@@ -1433,30 +1320,28 @@ fn get_attribute_value_per_attribute_results_and_precedence() {
     check_good(&t, &label, class, "small only");
     assert_eq!(small_id, [0xee; 2], "too-small buffer must not be written");
 
-    // length query of the sensitive value alone
-    let mut t = [CK_ATTRIBUTE {
-        type_: CKA_VALUE,
-        pValue: ptr::null_mut(),
-        ulValueLen: 0,
-    }];
-    check(
-        ck!(m, C_GetAttributeValue(s, k, t.as_mut_ptr(), 1)),
-        CKR_ATTRIBUTE_SENSITIVE,
-        "length query of a sensitive CKA_VALUE",
-    );
-    assert_eq!(t[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
-    // an attribute not on this class (CKA_MODULUS on a secret key)
-    let mut t = [CK_ATTRIBUTE {
-        type_: CKA_MODULUS,
-        pValue: ptr::null_mut(),
-        ulValueLen: 0,
-    }];
-    check(
-        ck!(m, C_GetAttributeValue(s, k, t.as_mut_ptr(), 1)),
-        CKR_ATTRIBUTE_TYPE_INVALID,
-        "CKA_MODULUS of a secret key",
-    );
-    assert_eq!(t[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    // a length query alone: of the sensitive value, and of an attribute not
+    // on this class (CKA_MODULUS on a secret key)
+    for (type_, want, what) in [
+        (
+            CKA_VALUE,
+            CKR_ATTRIBUTE_SENSITIVE,
+            "length query of a sensitive CKA_VALUE",
+        ),
+        (
+            CKA_MODULUS,
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            "CKA_MODULUS of a secret key",
+        ),
+    ] {
+        let mut t = [attr_query(type_)];
+        check(
+            ck!(m, C_GetAttributeValue(s, k, t.as_mut_ptr(), 1)),
+            want,
+            what,
+        );
+        assert_eq!(t[0].ulValueLen, CK_UNAVAILABLE_INFORMATION, "{what}");
+    }
     // exact-size query then fetch
     let mut id_buf = vec![0u8; 8];
     let mut t = [attr_bytes(CKA_ID, &mut id_buf)];
@@ -1470,10 +1355,7 @@ fn get_attribute_value_per_attribute_results_and_precedence() {
 
 #[test]
 fn find_objects_arguments_and_cancel() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
-    let s = user_rw(&m, slot);
+    let (_env, m, _slot, s) = user_session();
     let _a = create_data(&m, s, true);
     let _b = create_data(&m, s, false);
     let mut objs = [0 as CK_OBJECT_HANDLE; 8];
@@ -1563,9 +1445,7 @@ fn find_objects_arguments_and_cancel() {
 
 #[test]
 fn digest_size_queries_keep_operation_alive() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
+    let (_env, m, slot) = ready_env("");
     let s = m.open(slot, false);
     let want = sha2::Sha256::digest(b"abc").to_vec();
     let mut data = *b"abc";
@@ -1659,26 +1539,16 @@ fn digest_size_queries_keep_operation_alive() {
         CKR_MECHANISM_PARAM_INVALID,
         "C_DigestInit(CKM_SHA256 with a parameter)",
     );
-    let mut unknown = CK_MECHANISM {
-        mechanism: CKM_VENDOR_DEFINED | 0x99,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    check(
-        ck!(m, C_DigestInit(s, &mut unknown)),
-        CKR_MECHANISM_INVALID,
-        "C_DigestInit(unknown mechanism)",
-    );
-    let mut md5 = CK_MECHANISM {
-        mechanism: CKM_MD5,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    check(
-        ck!(m, C_DigestInit(s, &mut md5)),
-        CKR_MECHANISM_INVALID,
-        "C_DigestInit(CKM_MD5, not offered)",
-    );
+    for (mech, what) in [
+        (CKM_VENDOR_DEFINED | 0x99, "C_DigestInit(unknown mechanism)"),
+        (CKM_MD5, "C_DigestInit(CKM_MD5, not offered)"),
+    ] {
+        check(
+            ck!(m, C_DigestInit(s, &mut plain_mechanism(mech))),
+            CKR_MECHANISM_INVALID,
+            what,
+        );
+    }
 
     // C_SessionCancel(CKF_DIGEST)
     check(ck!(m, C_DigestInit(s, &mut mech)), CKR_OK, "C_DigestInit");
@@ -1702,10 +1572,7 @@ fn digest_size_queries_keep_operation_alive() {
 
 #[test]
 fn digest_key_raw() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
-    let s = user_rw(&m, slot);
+    let (_env, m, _slot, s) = user_session();
     let mut value = [0x33u8; 16];
     let mut id = *b"k";
     let k = create_aes(&m, s, &mut value, &mut id);
@@ -1750,10 +1617,7 @@ fn digest_key_raw() {
 
 #[test]
 fn random_events_and_unsupported_functions() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
-    let s = user_rw(&m, slot);
+    let (_env, m, slot, s) = user_session();
     check(
         ck!(m, C_GenerateRandom(s, ptr::null_mut(), 16)),
         CKR_ARGUMENTS_BAD,
@@ -1801,21 +1665,9 @@ fn random_events_and_unsupported_functions() {
     let mut value = [0x44u8; 16];
     let mut id = *b"u";
     let k = create_aes(&m, s, &mut value, &mut id);
-    let mut ecb = CK_MECHANISM {
-        mechanism: CKM_AES_ECB,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    let mut hmac = CK_MECHANISM {
-        mechanism: CKM_SHA256_HMAC,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    let mut kg = CK_MECHANISM {
-        mechanism: CKM_AES_KEY_GEN,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
+    let mut ecb = plain_mechanism(CKM_AES_ECB);
+    let mut hmac = plain_mechanism(CKM_SHA256_HMAC);
+    let mut kg = plain_mechanism(CKM_AES_KEY_GEN);
     let mut h: CK_OBJECT_HANDLE = 0;
     let mut h2: CK_OBJECT_HANDLE = 0;
     let mut buf = [0u8; 64];
@@ -1844,7 +1696,77 @@ fn random_events_and_unsupported_functions() {
         );
         all_flags |= mi.flags;
     }
-    let unsupported = |flag: CK_FLAGS, rv: CK_RV, what: &str| {
+    let null = ptr::null_mut();
+    // (the flag advertising the function, its answer, what), called in row order
+    for (flag, rv, what) in [
+        (
+            CKF_ENCRYPT,
+            ck!(m, C_EncryptInit(s, &mut ecb, k)),
+            "C_EncryptInit",
+        ),
+        (
+            CKF_DECRYPT,
+            ck!(m, C_DecryptInit(s, &mut ecb, k)),
+            "C_DecryptInit",
+        ),
+        (CKF_SIGN, ck!(m, C_SignInit(s, &mut hmac, k)), "C_SignInit"),
+        (
+            CKF_VERIFY,
+            ck!(m, C_VerifyInit(s, &mut hmac, k)),
+            "C_VerifyInit",
+        ),
+        (
+            CKF_GENERATE,
+            ck!(m, C_GenerateKey(s, &mut kg, null, 0, &mut h)),
+            "C_GenerateKey",
+        ),
+        (
+            CKF_GENERATE_KEY_PAIR,
+            ck!(
+                m,
+                C_GenerateKeyPair(s, &mut kg, null, 0, null, 0, &mut h, &mut h2)
+            ),
+            "C_GenerateKeyPair",
+        ),
+        (
+            CKF_WRAP,
+            ck!(m, C_WrapKey(s, &mut ecb, k, k, buf.as_mut_ptr(), &mut len)),
+            "C_WrapKey",
+        ),
+        (
+            CKF_UNWRAP,
+            ck!(
+                m,
+                C_UnwrapKey(s, &mut ecb, k, buf.as_mut_ptr(), 16, null, 0, &mut h)
+            ),
+            "C_UnwrapKey",
+        ),
+        (
+            CKF_DERIVE,
+            ck!(m, C_DeriveKey(s, &mut ecb, k, null, 0, &mut h)),
+            "C_DeriveKey",
+        ),
+        (
+            CKF_MESSAGE_ENCRYPT,
+            ck3!(m, C_MessageEncryptInit(s, &mut ecb, k)),
+            "C_MessageEncryptInit",
+        ),
+        (
+            CKF_MESSAGE_DECRYPT,
+            ck3!(m, C_MessageDecryptInit(s, &mut ecb, k)),
+            "C_MessageDecryptInit",
+        ),
+        (
+            CKF_MESSAGE_SIGN,
+            ck3!(m, C_MessageSignInit(s, &mut hmac, k)),
+            "C_MessageSignInit",
+        ),
+        (
+            CKF_MESSAGE_VERIFY,
+            ck3!(m, C_MessageVerifyInit(s, &mut hmac, k)),
+            "C_MessageVerifyInit",
+        ),
+    ] {
         if all_flags & flag != 0 {
             assert!(
                 rv != CKR_FUNCTION_NOT_SUPPORTED,
@@ -1853,92 +1775,7 @@ fn random_events_and_unsupported_functions() {
         } else {
             check(rv, CKR_FUNCTION_NOT_SUPPORTED, what);
         }
-    };
-    unsupported(
-        CKF_ENCRYPT,
-        ck!(m, C_EncryptInit(s, &mut ecb, k)),
-        "C_EncryptInit",
-    );
-    unsupported(
-        CKF_DECRYPT,
-        ck!(m, C_DecryptInit(s, &mut ecb, k)),
-        "C_DecryptInit",
-    );
-    unsupported(CKF_SIGN, ck!(m, C_SignInit(s, &mut hmac, k)), "C_SignInit");
-    unsupported(
-        CKF_VERIFY,
-        ck!(m, C_VerifyInit(s, &mut hmac, k)),
-        "C_VerifyInit",
-    );
-    unsupported(
-        CKF_GENERATE,
-        ck!(m, C_GenerateKey(s, &mut kg, ptr::null_mut(), 0, &mut h)),
-        "C_GenerateKey",
-    );
-    unsupported(
-        CKF_GENERATE_KEY_PAIR,
-        ck!(
-            m,
-            C_GenerateKeyPair(
-                s,
-                &mut kg,
-                ptr::null_mut(),
-                0,
-                ptr::null_mut(),
-                0,
-                &mut h,
-                &mut h2
-            )
-        ),
-        "C_GenerateKeyPair",
-    );
-    unsupported(
-        CKF_WRAP,
-        ck!(m, C_WrapKey(s, &mut ecb, k, k, buf.as_mut_ptr(), &mut len)),
-        "C_WrapKey",
-    );
-    unsupported(
-        CKF_UNWRAP,
-        ck!(
-            m,
-            C_UnwrapKey(
-                s,
-                &mut ecb,
-                k,
-                buf.as_mut_ptr(),
-                16,
-                ptr::null_mut(),
-                0,
-                &mut h
-            )
-        ),
-        "C_UnwrapKey",
-    );
-    unsupported(
-        CKF_DERIVE,
-        ck!(m, C_DeriveKey(s, &mut ecb, k, ptr::null_mut(), 0, &mut h)),
-        "C_DeriveKey",
-    );
-    unsupported(
-        CKF_MESSAGE_ENCRYPT,
-        ck3!(m, C_MessageEncryptInit(s, &mut ecb, k)),
-        "C_MessageEncryptInit",
-    );
-    unsupported(
-        CKF_MESSAGE_DECRYPT,
-        ck3!(m, C_MessageDecryptInit(s, &mut ecb, k)),
-        "C_MessageDecryptInit",
-    );
-    unsupported(
-        CKF_MESSAGE_SIGN,
-        ck3!(m, C_MessageSignInit(s, &mut hmac, k)),
-        "C_MessageSignInit",
-    );
-    unsupported(
-        CKF_MESSAGE_VERIFY,
-        ck3!(m, C_MessageVerifyInit(s, &mut hmac, k)),
-        "C_MessageVerifyInit",
-    );
+    }
 }
 
 /// PKCS#11 §5.10: "A call to C_DigestUpdate which results in an error terminates
@@ -1946,9 +1783,7 @@ fn random_events_and_unsupported_functions() {
 /// unless they return CKR_OK for a length query or CKR_BUFFER_TOO_SMALL.
 #[test]
 fn digest_errors_end_the_operation() {
-    let _env = TestEnv::new();
-    let m = Module::load();
-    let slot = ready(&m);
+    let (_env, m, slot) = ready_env("");
     let mut data = *b"abc";
     let mut out = [0u8; 64];
     let mut mech = sha256_mech();

