@@ -4,12 +4,15 @@
 use cryptoki_sys::*;
 use ferrohsm_store::KeyPolicy;
 
+use std::sync::Arc;
+
+use super::slot::Session;
 use super::state::Module;
 use crate::audit::{self};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::logging::Level;
-use crate::mechanism::{self, Dir, MechanismArg, key_types};
+use crate::mechanism::{self, CipherBuilder, Dir, Mechanism, MechanismArg, key_types};
 use crate::object::policy::RawAttr;
 use crate::object::policy::{self, Origin};
 use crate::object::{Object, unique_id};
@@ -139,6 +142,46 @@ impl Module {
         None
     }
 
+    /// The table row, cipher builder and checked key of `C_WrapKey`
+    /// (`usage` `CKA_WRAP`) or `C_UnwrapKey` (`CKA_UNWRAP`), with the key
+    /// errors renamed to the wrapping/unwrapping-key codes the spec gives.
+    fn wrap_row_and_key(
+        &self,
+        s: &Session,
+        mech: &MechanismArg,
+        handle: CK_OBJECT_HANDLE,
+        usage: CK_ATTRIBUTE_TYPE,
+    ) -> Result<(&'static Mechanism, CipherBuilder, Arc<Object>)> {
+        let (flag, func, bad_handle, bad_type) = if usage == CKA_WRAP {
+            (
+                CKF_WRAP,
+                "C_WrapKey",
+                Error::WrappingKeyHandleInvalid,
+                Error::WrappingKeyTypeInconsistent,
+            )
+        } else {
+            (
+                CKF_UNWRAP,
+                "C_UnwrapKey",
+                Error::UnwrappingKeyHandleInvalid,
+                Error::UnwrappingKeyTypeInconsistent,
+            )
+        };
+        let row = mechanism::lookup(mech.ty)?;
+        let build = row
+            .cipher
+            .filter(|_| row.flags & flag != 0)
+            .ok_or(Error::MechanismInvalid)?;
+        let key = self
+            .usable_key(s, handle, mech, row, usage, func)
+            .map_err(|e| match e {
+                Error::KeyHandleInvalid => bad_handle,
+                Error::KeyTypeInconsistent => bad_type,
+                e => e,
+            })?;
+        Ok((row, build, key))
+    }
+
     pub(super) fn wrap_key_inner(
         &self,
         h: CK_SESSION_HANDLE,
@@ -148,18 +191,7 @@ impl Module {
         out: &mut OutBuf<'_>,
     ) -> Result<()> {
         let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
-        let build = row
-            .cipher
-            .filter(|_| row.flags & CKF_WRAP != 0)
-            .ok_or(Error::MechanismInvalid)?;
-        let wk = self
-            .usable_key(&s, wrapping, mech, row, CKA_WRAP, "C_WrapKey")
-            .map_err(|e| match e {
-                Error::KeyHandleInvalid => Error::WrappingKeyHandleInvalid,
-                Error::KeyTypeInconsistent => Error::WrappingKeyTypeInconsistent,
-                e => e,
-            })?;
+        let (row, build, wk) = self.wrap_row_and_key(&s, mech, wrapping, CKA_WRAP)?;
         let (target, policy) = {
             let t = s.slot.token.read();
             let target = t.object(key).map_err(|_| Error::KeyHandleInvalid)?;
@@ -270,18 +302,7 @@ impl Module {
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
-        let build = row
-            .cipher
-            .filter(|_| row.flags & CKF_UNWRAP != 0)
-            .ok_or(Error::MechanismInvalid)?;
-        let uk = self
-            .usable_key(&s, unwrapping, mech, row, CKA_UNWRAP, "C_UnwrapKey")
-            .map_err(|e| match e {
-                Error::KeyHandleInvalid => Error::UnwrappingKeyHandleInvalid,
-                Error::KeyTypeInconsistent => Error::UnwrappingKeyTypeInconsistent,
-                e => e,
-            })?;
+        let (row, build, uk) = self.wrap_row_and_key(&s, mech, unwrapping, CKA_UNWRAP)?;
         let (actor, id) = {
             let t = s.slot.token.read();
             (Self::actor(&t)?, Self::new_store_id()?)
