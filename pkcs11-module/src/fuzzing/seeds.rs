@@ -112,7 +112,7 @@ pub(super) fn param_seed(ty: CK_MECHANISM_TYPE) -> Vec<u8> {
 
 pub(super) fn mechanism_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for m in MECHANISMS {
+    for m in MECHANISMS.iter() {
         let head = [&[0x80u8][..], &m.ty.to_le_bytes(), &[0]].concat();
         let param = param_seed(m.ty);
         let payload: Vec<u8> = (0..48u8).collect();

@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn every_key_type_of_a_mechanism_has_a_row() {
-        for m in super::super::MECHANISMS {
+        for m in super::super::MECHANISMS.iter() {
             for kt in m.key_types {
                 assert!(lookup(*kt).is_some(), "{}: key type {kt:#x}", m.name);
             }

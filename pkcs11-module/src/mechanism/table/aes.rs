@@ -1,0 +1,94 @@
+//! AES rows: key generation and the cipher modes (CMAC is with the MACs).
+use cryptoki_sys::*;
+
+use super::{AES, WRAPS, row};
+use crate::mechanism::{
+    CipherBuilder, KeyGen, MAX_SECRET_LEN, Mechanism, ParamShape, aes, aes_key, key_value,
+};
+
+const fn aes_cipher(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    extra: CK_FLAGS,
+    param: ParamShape,
+    build: CipherBuilder,
+) -> Mechanism {
+    Mechanism {
+        min_key: 16,
+        max_key: 32,
+        key_types: AES,
+        param,
+        cipher: Some(build),
+        ..row(ty, name, CKF_ENCRYPT | CKF_DECRYPT | extra)
+    }
+}
+
+pub(super) static ROWS: &[Mechanism] = &[
+    Mechanism {
+        min_key: 16,
+        max_key: 32,
+        keygen: Some(KeyGen { key_type: CKK_AES }),
+        ..row(CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", CKF_GENERATE)
+    },
+    Mechanism {
+        // Generic secret key sizes are in bits (PKCS#11 v3.0 §6.43).
+        min_key: 8,
+        max_key: (MAX_SECRET_LEN * 8) as CK_ULONG,
+        keygen: Some(KeyGen {
+            key_type: CKK_GENERIC_SECRET,
+        }),
+        ..row(
+            CKM_GENERIC_SECRET_KEY_GEN,
+            "CKM_GENERIC_SECRET_KEY_GEN",
+            CKF_GENERATE,
+        )
+    },
+    aes_cipher(
+        CKM_AES_ECB,
+        "CKM_AES_ECB",
+        0,
+        ParamShape::None,
+        |p, k, d| aes::ecb(p, aes_key(k)?, d),
+    ),
+    aes_cipher(
+        CKM_AES_CBC,
+        "CKM_AES_CBC",
+        0,
+        ParamShape::Bytes,
+        |p, k, d| aes::cbc(p, aes_key(k)?, d),
+    ),
+    aes_cipher(
+        CKM_AES_CBC_PAD,
+        "CKM_AES_CBC_PAD",
+        WRAPS,
+        ParamShape::Bytes,
+        |p, k, d| aes::cbc_pad(p, aes_key(k)?, d),
+    ),
+    aes_cipher(CKM_AES_CTR, "CKM_AES_CTR", 0, ParamShape::Ctr, |p, k, d| {
+        aes::ctr(p, aes_key(k)?, d)
+    }),
+    aes_cipher(
+        CKM_AES_GCM,
+        "CKM_AES_GCM",
+        WRAPS,
+        ParamShape::Gcm,
+        |p, k, d| aes::gcm(p, aes_key(k)?, d),
+    ),
+    Mechanism {
+        pad_wrap: Some(|p, k, d| aes::kw_zero_padded(p, key_value(k)?, d)),
+        ..aes_cipher(
+            CKM_AES_KEY_WRAP,
+            "CKM_AES_KEY_WRAP",
+            WRAPS,
+            ParamShape::Bytes,
+            |p, k, d| aes::kw(p, key_value(k)?, d),
+        )
+    },
+    aes_cipher(
+        CKM_AES_KEY_WRAP_KWP,
+        "CKM_AES_KEY_WRAP_KWP",
+        WRAPS,
+        ParamShape::Bytes,
+        |p, k, d| aes::kwp(p, key_value(k)?, d),
+    ),
+];

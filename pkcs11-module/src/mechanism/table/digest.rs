@@ -1,0 +1,24 @@
+//! Digest rows.
+use cryptoki_sys::*;
+
+use super::row;
+use crate::mechanism::{Mechanism, digest, digest::DigestOp};
+
+const fn digest_row(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    build: fn() -> Box<dyn DigestOp>,
+) -> Mechanism {
+    Mechanism {
+        digest: Some(build),
+        ..row(ty, name, CKF_DIGEST)
+    }
+}
+
+pub(super) static ROWS: &[Mechanism] = &[
+    digest_row(CKM_SHA_1, "CKM_SHA_1", digest::new::<sha1::Sha1>),
+    digest_row(CKM_SHA224, "CKM_SHA224", digest::new::<sha2::Sha224>),
+    digest_row(CKM_SHA256, "CKM_SHA256", digest::new::<sha2::Sha256>),
+    digest_row(CKM_SHA384, "CKM_SHA384", digest::new::<sha2::Sha384>),
+    digest_row(CKM_SHA512, "CKM_SHA512", digest::new::<sha2::Sha512>),
+];

@@ -1,0 +1,59 @@
+//! Elliptic-curve rows: key-pair generation, ECDSA, ECDH.
+use cryptoki_sys::*;
+
+use super::{EC, EC_FLAGS, row};
+use crate::mechanism::{Derive, KeyPairGen, Mechanism, ParamShape, SignBuilder, ec};
+
+const fn ec_row(ty: CK_MECHANISM_TYPE, name: &'static str, sign: SignBuilder) -> Mechanism {
+    Mechanism {
+        min_key: 256,
+        max_key: 384,
+        key_types: EC,
+        sign: Some(sign),
+        ..row(ty, name, CKF_SIGN | CKF_VERIFY | EC_FLAGS)
+    }
+}
+
+macro_rules! ecdsa_rows {
+    ($($m:ident, $h:ident;)*) => {
+        &[$( ec_row($m, stringify!($m), |p, k, v| ec::ecdsa(p, k, v, Some($h))), )*]
+    };
+}
+
+pub(super) static ROWS: &[Mechanism] = &[
+    Mechanism {
+        min_key: 256,
+        max_key: 384,
+        keypair: Some(KeyPairGen {
+            key_type: CKK_EC,
+            generate: ec::generate,
+        }),
+        ..row(
+            CKM_EC_KEY_PAIR_GEN,
+            "CKM_EC_KEY_PAIR_GEN",
+            CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+        )
+    },
+    ec_row(CKM_ECDSA, "CKM_ECDSA", |p, k, v| ec::ecdsa(p, k, v, None)),
+    Mechanism {
+        min_key: 256,
+        max_key: 384,
+        key_types: EC,
+        param: ParamShape::Ecdh,
+        derive: Some(Derive {
+            derive: ec::ecdh,
+            default_len: ec::field_len,
+            second_key: |_| None,
+            data: false,
+        }),
+        ..row(CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE", CKF_DERIVE | EC_FLAGS)
+    },
+];
+
+pub(super) static HASHED: &[Mechanism] = ecdsa_rows! {
+    CKM_ECDSA_SHA1, CKM_SHA_1;
+    CKM_ECDSA_SHA224, CKM_SHA224;
+    CKM_ECDSA_SHA256, CKM_SHA256;
+    CKM_ECDSA_SHA384, CKM_SHA384;
+    CKM_ECDSA_SHA512, CKM_SHA512;
+};
