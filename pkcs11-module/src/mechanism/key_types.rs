@@ -86,6 +86,21 @@ pub struct KeyType {
     /// Pairs: the attributes of a PKCS#8 private key (`C_UnwrapKey`);
     /// `CKR_WRAPPED_KEY_INVALID` if it is not one of this type.
     pub from_pkcs8: Option<FromPkcs8>,
+    /// The strength `hsm` tokens insist on (`spec` tokens take what the
+    /// family takes, as SoftHSMv2 does).
+    pub hsm_floor: Option<Floor>,
+}
+
+/// A key size below which `hsm` tokens refuse to generate or import a key.
+#[derive(Clone, Copy)]
+pub struct Floor {
+    /// The key's size in bits from a template or imported attributes, if
+    /// they say it.
+    pub bits: fn(&Attrs) -> Option<usize>,
+    /// The smallest size taken.
+    pub min: usize,
+    /// Why, for the log line of a refusal.
+    pub why: &'static str,
 }
 
 const fn secret(
@@ -108,6 +123,7 @@ const fn secret(
         import_private: None,
         to_pkcs8: None,
         from_pkcs8: None,
+        hsm_floor: None,
     }
 }
 
@@ -133,21 +149,17 @@ const fn pair(ty: CK_KEY_TYPE, name: &'static str, attrs: AttrSet, f: PairForms)
         import_private: Some(f.import_private),
         to_pkcs8: Some(f.to_pkcs8),
         from_pkcs8: Some(f.from_pkcs8),
+        hsm_floor: None,
     }
 }
 
 /// An imported RSA public key: records `CKA_MODULUS_BITS` from the modulus,
 /// then the family's checks.
 fn rsa_public_import(attrs: &mut Attrs) -> Result<()> {
-    let n = match attrs.get(&CKA_MODULUS) {
-        Some(AttrValue::Bytes(n)) => n.as_slice(),
-        _ => return Err(Error::TemplateIncomplete),
-    };
-    let first = n
-        .iter()
-        .position(|&b| b != 0)
-        .ok_or(Error::AttributeValueInvalid)?;
-    let bits = (n.len() - first) * 8 - n[first].leading_zeros() as usize;
+    if !matches!(attrs.get(&CKA_MODULUS), Some(AttrValue::Bytes(_))) {
+        return Err(Error::TemplateIncomplete);
+    }
+    let bits = rsa::bits_of(attrs).ok_or(Error::AttributeValueInvalid)?;
     attrs.insert(CKA_MODULUS_BITS, AttrValue::Ulong(bits as u64));
     rsa::check_public_import(attrs)
 }
@@ -171,17 +183,24 @@ pub static KEY_TYPES: &[KeyType] = &[
         |n| n >= 1,
         mac::check_value,
     ),
-    pair(
-        CKK_RSA,
-        "CKK_RSA",
-        AttrSet::Rsa,
-        PairForms {
-            import_public: rsa_public_import,
-            import_private: rsa::check_private_import,
-            to_pkcs8: rsa::to_pkcs8,
-            from_pkcs8: rsa::from_pkcs8,
-        },
-    ),
+    KeyType {
+        hsm_floor: Some(Floor {
+            bits: rsa::bits_of,
+            min: rsa::HSM_MIN_BITS,
+            why: "RSA keys need at least 2048 bits (NIST SP 800-131A)",
+        }),
+        ..pair(
+            CKK_RSA,
+            "CKK_RSA",
+            AttrSet::Rsa,
+            PairForms {
+                import_public: rsa_public_import,
+                import_private: rsa::check_private_import,
+                to_pkcs8: rsa::to_pkcs8,
+                from_pkcs8: rsa::from_pkcs8,
+            },
+        )
+    },
     pair(
         CKK_EC,
         "CKK_EC",

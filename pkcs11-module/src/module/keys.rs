@@ -32,6 +32,7 @@ impl Module {
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
+        self.may_create(&s, &[(template, true)])?;
         let row = mechanism::lookup(mech.ty)?;
         let kg = row.keygen.ok_or(Error::MechanismInvalid)?;
         if mech.param != mechanism::Param::None {
@@ -98,6 +99,7 @@ impl Module {
         private_template: &[RawAttr],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let s = self.session(h)?;
+        self.may_create(&s, &[(public_template, false), (private_template, true)])?;
         let row = mechanism::lookup(mech.ty)?;
         let kp = row.keypair.ok_or(Error::MechanismInvalid)?;
         if mech.param != mechanism::Param::None {
@@ -204,6 +206,7 @@ impl Module {
         let row = mechanism::lookup(mech.ty)?;
         let derive = row.derive.ok_or(Error::MechanismInvalid)?;
         let k = self.usable_key(&s, base, mech, row, CKA_DERIVE, "C_DeriveKey")?;
+        self.may_create(&s, &[(template, true)])?;
         let second = match (derive.second_key)(&mech.param) {
             Some(h2) => Some(
                 self.usable_key(&s, h2, mech, row, CKA_DERIVE, "C_DeriveKey")

@@ -29,6 +29,48 @@ impl Module {
         })
     }
 
+    /// The session checks of a call that creates objects from `templates`
+    /// (each with whether it makes key material), before any template or
+    /// mechanism check: clients test `CKR_SESSION_READ_ONLY` and
+    /// `CKR_USER_NOT_LOGGED_IN` first (ARCHITECTURE.md, "Error precedence").
+    /// `insert_object` checks the complete attributes again.
+    pub(super) fn may_create(&self, s: &Session, templates: &[(&[RawAttr], bool)]) -> Result<()> {
+        let flag = |tpl: &[RawAttr], ty| {
+            tpl.iter()
+                .rev()
+                .find(|a| a.ty == ty)
+                .map(|a| a.value.iter().any(|&b| b != 0))
+        };
+        let token = |tpl: &[RawAttr]| flag(tpl, CKA_TOKEN).unwrap_or(false);
+        if !s.rw && templates.iter().any(|(tpl, _)| token(tpl)) {
+            return Err(Error::SessionReadOnly);
+        }
+        let needs_user = templates.iter().any(|&(tpl, key_material)| {
+            flag(tpl, CKA_PRIVATE).unwrap_or(key_material) || (key_material && token(tpl))
+        });
+        if needs_user && s.slot.token.read().login != Login::User {
+            return Err(Error::UserNotLoggedIn);
+        }
+        Ok(())
+    }
+
+    /// Whether a `C_CreateObject` template makes key material (its class).
+    pub(super) fn makes_key_material(template: &[RawAttr]) -> bool {
+        template
+            .iter()
+            .rev()
+            .find(|a| a.ty == CKA_CLASS)
+            .is_some_and(|a| {
+                let class = a
+                    .value
+                    .as_slice()
+                    .try_into()
+                    .map(CK_ULONG::from_ne_bytes)
+                    .ok();
+                matches!(class, Some(CKO_PRIVATE_KEY | CKO_SECRET_KEY))
+            })
+    }
+
     /// Inserts a new object, writing token objects to the store first, and
     /// records its creation by `func` (with `mech`) in the audit log.
     pub(super) fn insert_object(
@@ -104,6 +146,7 @@ impl Module {
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
+        self.may_create(&s, &[(template, Self::makes_key_material(template))])?;
         let id = Self::new_store_id()?;
         // The template is checked and imported keys parsed (RSA arithmetic)
         // with no token lock held, so other sessions' *Init calls do not wait.
@@ -139,15 +182,25 @@ impl Module {
         e: Error,
         template: &[RawAttr],
     ) {
-        let why = if e == Error::AttributeValueInvalid
+        let why = if e == Error::KeySizeRange && policy == KeyPolicy::Hsm {
+            let floors: Vec<&str> = crate::mechanism::key_types::KEY_TYPES
+                .iter()
+                .filter_map(|k| k.hsm_floor.map(|f| f.why))
+                .collect();
+            format!(
+                " (this token's key policy is 'hsm': {}; a 'spec' token takes smaller keys)",
+                floors.join("; ")
+            )
+        } else if e == Error::AttributeValueInvalid
             && policy == KeyPolicy::Hsm
             && template
                 .iter()
                 .any(|a| a.ty == CKA_SENSITIVE && a.value.first() == Some(&0))
         {
             " (this token's key policy is 'hsm': private and secret keys must be sensitive)"
+                .to_string()
         } else {
-            ""
+            String::new()
         };
         log!(
             self.log,
@@ -184,6 +237,14 @@ impl Module {
         let s = self.session(h)?;
         let mut t = s.slot.token.write();
         let src = t.object(obj)?;
+        let to_token = template
+            .iter()
+            .rev()
+            .find(|a| a.ty == CKA_TOKEN)
+            .map_or(src.is_token(), |a| a.value.iter().any(|&b| b != 0));
+        if to_token && !s.rw {
+            return Err(Error::SessionReadOnly);
+        }
         if !src.flag(CKA_COPYABLE) {
             return Err(Error::ActionProhibited);
         }

@@ -303,6 +303,7 @@ impl Module {
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         let (row, build, uk) = self.wrap_row_and_key(&s, mech, unwrapping, CKA_UNWRAP)?;
+        self.may_create(&s, &[(template, true)])?;
         let (actor, id) = {
             let t = s.slot.token.read();
             (Self::actor(&t)?, Self::new_store_id()?)

@@ -33,13 +33,25 @@ pub fn check_x509(attrs: &mut Attrs) -> Result<()> {
     ];
     for (ty, value) in fields {
         match attrs.get(&ty) {
-            Some(AttrValue::Bytes(given)) if !given.is_empty() && *given != value => {
+            Some(AttrValue::Bytes(given)) if !given.is_empty() && !confirms(ty, given, &value) => {
                 return Err(Error::AttributeValueInvalid);
             }
+            // The caller's form is kept: clients find the certificate by it.
+            Some(AttrValue::Bytes(given)) if !given.is_empty() => {}
             _ => {
                 attrs.insert(ty, AttrValue::Bytes(value));
             }
         }
     }
     Ok(())
+}
+
+/// Whether a caller's value of `ty` describes the certificate's `der`. The
+/// spec says `CKA_SERIAL_NUMBER` is the DER INTEGER, but Java's SunPKCS11
+/// (`keytool -genkeypair`) stores the INTEGER's content bytes; SoftHSMv2
+/// takes both, so both are accepted when the certificate confirms them.
+fn confirms(ty: CK_ATTRIBUTE_TYPE, given: &[u8], der: &[u8]) -> bool {
+    given == der
+        || (ty == CKA_SERIAL_NUMBER
+            && der::asn1::AnyRef::from_der(der).is_ok_and(|any| any.value() == given))
 }

@@ -268,10 +268,21 @@ fn check_policy(attrs: &Attrs, cls: u8, actor: Actor) -> Result<()> {
     {
         return Err(Error::AttributeValueInvalid);
     }
+    if actor.policy == KeyPolicy::Hsm && below_hsm_floor(attrs).is_some() {
+        return Err(Error::KeySizeRange);
+    }
     if get_bool(attrs, CKA_TRUSTED) && !actor.so {
         return Err(Error::AttributeReadOnly);
     }
     Ok(())
+}
+
+/// Why `hsm` tokens refuse a key this small (the key-type row's floor), or
+/// `None` if its size is allowed or not said.
+fn below_hsm_floor(attrs: &Attrs) -> Option<&'static str> {
+    let kt = get_ulong(attrs, CKA_KEY_TYPE)?;
+    let floor = key_types::lookup(kt)?.hsm_floor?;
+    ((floor.bits)(attrs)? < floor.min).then_some(floor.why)
 }
 
 /// Whether a change from `old` to `new` is allowed by `change`.

@@ -60,6 +60,13 @@ fn import(hash: CK_MECHANISM_TYPE, value: &[u8]) -> Option<Digest> {
 }
 
 /// The slot of a signature scheme AWS-LC does (0..6), `None` for the rest.
+/// Whether AWS-LC takes an RSA key of this size (its algorithms are
+/// 2048 to 8192 bits; it parses smaller keys but then fails every
+/// signature, so other sizes must go to RustCrypto rather than be "invalid").
+fn aws_lc_size(key: &impl rsa::traits::PublicKeyParts) -> bool {
+    (2048..=8192).contains(&key.n().bit_width())
+}
+
 fn rsa_slot(s: RsaSig) -> Option<usize> {
     let h = |hash| match hash {
         CKM_SHA256 => Some(0),
@@ -117,7 +124,7 @@ impl RsaPrivate {
         digest: &[u8],
         out: &mut [u8],
     ) -> Option<Result<()>> {
-        if !private_key_ops() {
+        if !private_key_ops() || !aws_lc_size(key) {
             return None;
         }
         let slot = rsa_slot(scheme)?;
@@ -155,7 +162,7 @@ impl RsaPrivate {
         label: &[u8],
         input: &[u8],
     ) -> Option<Result<Zeroizing<Vec<u8>>>> {
-        if !private_key_ops() {
+        if !private_key_ops() || !aws_lc_size(key) {
             return None;
         }
         let alg = oaep_alg(hash, mgf)?;
@@ -194,6 +201,9 @@ impl RsaPublic {
         digest: &[u8],
         signature: &[u8],
     ) -> Option<bool> {
+        if !aws_lc_size(key) {
+            return None;
+        }
         let slot = rsa_slot(scheme)?;
         let hash = match scheme {
             RsaSig::Pkcs1(h) | RsaSig::Pss { hash: h, .. } => h,
@@ -222,6 +232,9 @@ impl RsaPublic {
         label: &[u8],
         input: &[u8],
     ) -> Option<Result<Vec<u8>>> {
+        if !aws_lc_size(key) {
+            return None;
+        }
         let alg = oaep_alg(hash, mgf)?;
         let k = once(&self.encrypter, || {
             let pk =

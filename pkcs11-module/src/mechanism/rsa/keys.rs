@@ -21,10 +21,20 @@ use crate::object::attrs::Attrs;
 
 use super::pad::pkcs1;
 
-/// Smallest modulus generated or accepted, in bits.
-pub const MIN_BITS: usize = 2048;
-/// Largest modulus generated or accepted, in bits.
-pub const MAX_BITS: usize = 4096;
+/// Smallest modulus generated, or accepted in a private key, in bits: what
+/// SoftHSMv2 takes, as test suites make 1024-bit keys everywhere. Key policy
+/// raises it: `hsm` tokens keep `HSM_MIN_BITS` (`key_types` row of CKK_RSA).
+pub const MIN_BITS: usize = 1024;
+/// Smallest modulus of an imported public key, in bits (verifying old
+/// signatures needs old keys; SoftHSMv2 takes them too).
+pub const MIN_PUBLIC_BITS: usize = 512;
+/// Smallest modulus on `hsm` tokens (NIST SP 800-131A: below 2048 bits RSA
+/// is disallowed), for generation and import alike.
+pub const HSM_MIN_BITS: usize = 2048;
+/// Largest modulus generated, in bits (8192-bit primes take minutes).
+pub const MAX_GEN_BITS: usize = 8192;
+/// Largest modulus accepted, in bits.
+pub const MAX_BITS: usize = 16384;
 /// Public exponent when the template gives none.
 pub(super) const DEFAULT_E: u64 = 65537;
 
@@ -93,6 +103,20 @@ pub(super) fn private_from<'a>(
     Ok(key)
 }
 
+/// The modulus size of a key's attributes in bits: the width of
+/// `CKA_MODULUS`, else `CKA_MODULUS_BITS` of a generation template (key
+/// policy checks it before anything is generated or parsed).
+pub fn bits_of(attrs: &Attrs) -> Option<usize> {
+    match (attrs.get(&CKA_MODULUS), attrs.get(&CKA_MODULUS_BITS)) {
+        (Some(AttrValue::Bytes(n)), _) => {
+            let first = n.iter().position(|&x| x != 0)?;
+            Some((n.len() - first) * 8 - n[first].leading_zeros() as usize)
+        }
+        (_, Some(AttrValue::Ulong(b))) => Some(*b as usize),
+        _ => None,
+    }
+}
+
 /// No RSA modulus outside these sizes is a key anyone uses: refused as a bad
 /// value before any arithmetic runs on it (a caller's 1 MB "modulus" must
 /// cost nothing). Sizes inside it but outside `MIN_BITS..=MAX_BITS` are
@@ -125,12 +149,12 @@ pub(super) fn exponent_plausible(e: &[u8]) -> Result<()> {
 pub(super) fn public_from(n: &[u8], e: &[u8]) -> Result<PublicKey> {
     modulus_in_range(n)?;
     exponent_plausible(e)?;
-    let key = PublicKey::new(uint(n, 0)?, uint(e, 0)?).map_err(|_| Error::AttributeValueInvalid)?;
-    let bits = key.n().bit_width() as usize;
-    if !(MIN_BITS..=MAX_BITS).contains(&bits) {
+    let (n, e) = (uint(n, 0)?, uint(e, 0)?);
+    if !(MIN_PUBLIC_BITS..=MAX_BITS).contains(&(n.bit_width() as usize)) {
         return Err(Error::KeySizeRange);
     }
-    Ok(key)
+    PublicKey::new_with_size_limits(n, e, MIN_PUBLIC_BITS..=MAX_BITS)
+        .map_err(|_| Error::AttributeValueInvalid)
 }
 
 /// A parsed private key as cached with its object: the RustCrypto key and
@@ -226,7 +250,7 @@ pub(super) fn private_attrs(key: &PrivateKey) -> Result<Attrs> {
     Ok(a)
 }
 
-/// A fresh key pair of `CKA_MODULUS_BITS` (2048 to 4096) and
+/// A fresh key pair of `CKA_MODULUS_BITS` (`MIN_BITS` to `MAX_GEN_BITS`) and
 /// `CKA_PUBLIC_EXPONENT` (default 65537) from the public template: the
 /// attributes the token adds to the public and the private key. The pair is
 /// checked by a signature before it is returned.
@@ -235,7 +259,7 @@ pub fn generate(public: &Attrs) -> Result<(Attrs, Attrs)> {
         Some(AttrValue::Ulong(b)) => *b as usize,
         _ => return Err(Error::TemplateIncomplete),
     };
-    if !(MIN_BITS..=MAX_BITS).contains(&bits) {
+    if !(MIN_BITS..=MAX_GEN_BITS).contains(&bits) {
         return Err(Error::KeySizeRange);
     }
     let e = match bytes_of(public, CKA_PUBLIC_EXPONENT) {

@@ -36,8 +36,8 @@ mod sign;
 
 pub use cipher::cipher;
 pub use keys::{
-    MAX_BITS, MIN_BITS, check_private_import, check_public_import, from_pkcs8, generate,
-    private_key, public_key, to_pkcs8,
+    HSM_MIN_BITS, MAX_BITS, MAX_GEN_BITS, MIN_BITS, MIN_PUBLIC_BITS, bits_of, check_private_import,
+    check_public_import, from_pkcs8, generate, private_key, public_key, to_pkcs8,
 };
 pub use sign::sign_op;
 

@@ -13,7 +13,7 @@ const fn rsa_row(
     sign: Option<SignBuilder>,
 ) -> Mechanism {
     Mechanism {
-        min_key: rsa::MIN_BITS as CK_ULONG,
+        min_key: rsa::MIN_PUBLIC_BITS as CK_ULONG,
         max_key: rsa::MAX_BITS as CK_ULONG,
         key_types: RSA,
         param,
@@ -37,7 +37,7 @@ macro_rules! rsa_hash_rows {
 pub(super) static ROWS: &[Mechanism] = &[
     Mechanism {
         min_key: rsa::MIN_BITS as CK_ULONG,
-        max_key: rsa::MAX_BITS as CK_ULONG,
+        max_key: rsa::MAX_GEN_BITS as CK_ULONG,
         keypair: Some(KeyPairGen {
             key_type: CKK_RSA,
             generate: rsa::generate,
