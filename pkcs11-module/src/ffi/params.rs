@@ -10,7 +10,8 @@ use cryptoki_sys::*;
 
 use super::input;
 use crate::error::{Error, Result};
-use crate::mechanism::{self, MechanismArg, Param, ParamShape};
+use crate::mechanism::kdf::kbkdf::{self, Format, PrfData};
+use crate::mechanism::{self, MechanismArg, Param, ParamShape, Templates};
 
 /// `CK_GCM_PARAMS` as PKCS#11 v2.40 headers declare it (no `ulIvBits`), still
 /// sent by callers built against them.
@@ -48,12 +49,15 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
             ParamShape::Hkdf => hkdf,
             ParamShape::StringData => string_data,
             ParamShape::AesCbcData => cbc_data,
+            ParamShape::Kbkdf => kbkdf_counter,
+            ParamShape::KbkdfFeedback => kbkdf_feedback,
             ParamShape::None
             | ParamShape::Bytes
             | ParamShape::Ctr
             | ParamShape::Pss
             | ParamShape::MacGeneral
-            | ParamShape::KeyHandle => flat,
+            | ParamShape::KeyHandle
+            | ParamShape::Extract => flat,
         };
         // SAFETY: forwarded caller promise: `pParameter` is valid for
         // `ulParameterLen` bytes holding the parameter of this mechanism, the
@@ -218,6 +222,174 @@ unsafe fn cbc_data(p: *const u8, len: CK_ULONG) -> Result<Param> {
     // SAFETY: the caller promises pData valid for `length` bytes.
     let data = unsafe { copied(c.pData, c.length) }?;
     Ok(Param::AesCbcData { iv: c.iv, data })
+}
+
+/// The `count` elements at `p` (NULL only with 0), at most `max` of them.
+///
+/// # Safety
+/// `p` must be NULL or valid for `count` elements.
+unsafe fn array<'a, T>(p: *const T, count: CK_ULONG, max: usize) -> Result<&'a [T]> {
+    let n = usize::try_from(count).map_err(|_| Error::MechanismParamInvalid)?;
+    if n > max || (p.is_null() && n != 0) {
+        return Err(Error::MechanismParamInvalid);
+    }
+    if n == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: non-NULL and valid for `n` elements by the caller's promise;
+    // the C structures read here are plain integers and pointers.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// A counter or length format at `pValue`, which must be exactly `T`.
+///
+/// # Safety
+/// `p.pValue` must be valid for `p.ulValueLen` bytes.
+unsafe fn format_of<T: Copy>(p: &CK_PRF_DATA_PARAM) -> Result<T> {
+    // SAFETY: forwarded caller promise; `read` checks the size.
+    unsafe { read::<T>(p.pValue as *const u8, p.ulValueLen) }
+}
+
+/// The `CK_PRF_DATA_PARAM` array of an SP 800-108 parameter, copied.
+///
+/// # Safety
+/// `p` must be valid for `n` elements whose `pValue` are valid as their
+/// types say.
+unsafe fn prf_data(p: *const CK_PRF_DATA_PARAM, n: CK_ULONG) -> Result<Vec<PrfData>> {
+    // SAFETY: forwarded caller promise.
+    let params = unsafe { array(p, n, kbkdf::MAX_DATA_PARAMS) }?;
+    params
+        .iter()
+        .map(|d| {
+            let counter = |f: CK_SP800_108_COUNTER_FORMAT| Format {
+                little_endian: f.bLittleEndian,
+                bits: f.ulWidthInBits,
+            };
+            Ok(match d.type_ {
+                CK_SP800_108_ITERATION_VARIABLE if d.pValue.is_null() && d.ulValueLen == 0 => {
+                    PrfData::Iteration(None)
+                }
+                CK_SP800_108_ITERATION_VARIABLE => {
+                    // SAFETY: the caller promises pValue valid for ulValueLen.
+                    PrfData::Iteration(Some(counter(unsafe { format_of(d) }?)))
+                }
+                // SAFETY: as above.
+                CK_SP800_108_COUNTER => PrfData::Counter(counter(unsafe { format_of(d) }?)),
+                CK_SP800_108_DKM_LENGTH => {
+                    // SAFETY: as above.
+                    let f: CK_SP800_108_DKM_LENGTH_FORMAT = unsafe { format_of(d) }?;
+                    PrfData::DkmLength {
+                        method: f.dkmLengthMethod,
+                        format: Format {
+                            little_endian: f.bLittleEndian,
+                            bits: f.ulWidthInBits,
+                        },
+                    }
+                }
+                CK_SP800_108_BYTE_ARRAY => {
+                    // SAFETY: the caller promises pValue valid for ulValueLen.
+                    PrfData::Bytes(unsafe { copied(d.pValue as *const u8, d.ulValueLen) }?)
+                }
+                other => PrfData::Other(other),
+            })
+        })
+        .collect()
+}
+
+/// The templates of `pAdditionalDerivedKeys`, copied; every `phKey` must be
+/// writable (NULL is the parameter's fault).
+///
+/// # Safety
+/// `p` must be valid for `n` elements whose templates are valid.
+unsafe fn extra_keys(p: *const CK_DERIVED_KEY, n: CK_ULONG) -> Result<Templates> {
+    // SAFETY: forwarded caller promise.
+    let keys = unsafe { array(p, n, kbkdf::MAX_EXTRA_KEYS) }?;
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        if k.phKey.is_null() {
+            return Err(Error::MechanismParamInvalid);
+        }
+        // SAFETY: the caller promises pTemplate valid for ulAttributeCount.
+        out.push(unsafe { super::template(k.pTemplate, k.ulAttributeCount) }?);
+    }
+    Ok(Templates(out))
+}
+
+/// `CK_SP800_108_KDF_PARAMS` (counter and double-pipeline modes).
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
+unsafe fn kbkdf_counter(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let k = unsafe { read::<CK_SP800_108_KDF_PARAMS>(p, len) }?;
+    // SAFETY: the caller promises both arrays valid for their counts.
+    let (data, extra) = unsafe {
+        (
+            prf_data(k.pDataParams, k.ulNumberOfDataParams)?,
+            extra_keys(k.pAdditionalDerivedKeys, k.ulAdditionalDerivedKeys)?,
+        )
+    };
+    Ok(Param::Kbkdf {
+        prf: k.prfType,
+        data,
+        iv: None,
+        extra,
+    })
+}
+
+/// `CK_SP800_108_FEEDBACK_KDF_PARAMS`.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
+unsafe fn kbkdf_feedback(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let k = unsafe { read::<CK_SP800_108_FEEDBACK_KDF_PARAMS>(p, len) }?;
+    // SAFETY: the caller promises the arrays and the IV valid for their lengths.
+    let (data, extra, iv) = unsafe {
+        (
+            prf_data(k.pDataParams, k.ulNumberOfDataParams)?,
+            extra_keys(k.pAdditionalDerivedKeys, k.ulAdditionalDerivedKeys)?,
+            copied(k.pIV, k.ulIVLen)?,
+        )
+    };
+    Ok(Param::Kbkdf {
+        prf: k.prfType,
+        data,
+        iv: Some(iv),
+        extra,
+    })
+}
+
+/// Where `C_DeriveKey` writes the handles of the additional keys of an SP
+/// 800-108 parameter (`phKey` of each `CK_DERIVED_KEY`, in order); empty for
+/// other mechanisms. Call after `mechanism` accepted the parameter.
+///
+/// # Safety
+/// As for `mechanism`.
+pub(super) unsafe fn extra_key_outputs(
+    p: *const CK_MECHANISM,
+) -> Result<Vec<*mut CK_OBJECT_HANDLE>> {
+    // SAFETY: `as_ref` checks for NULL; validity is the caller's promise.
+    let m = unsafe { p.as_ref() }.ok_or(Error::ArgumentsBad)?;
+    let shape = mechanism::lookup(m.mechanism).map_or(ParamShape::Bytes, |row| row.param);
+    let (ptr, len) = (m.pParameter as *const u8, m.ulParameterLen);
+    // SAFETY: forwarded caller promise (the structure the row names).
+    let (keys, n) = unsafe {
+        match shape {
+            ParamShape::Kbkdf => {
+                let k = read::<CK_SP800_108_KDF_PARAMS>(ptr, len)?;
+                (k.pAdditionalDerivedKeys, k.ulAdditionalDerivedKeys)
+            }
+            ParamShape::KbkdfFeedback => {
+                let k = read::<CK_SP800_108_FEEDBACK_KDF_PARAMS>(ptr, len)?;
+                (k.pAdditionalDerivedKeys, k.ulAdditionalDerivedKeys)
+            }
+            _ => return Ok(Vec::new()),
+        }
+    };
+    // SAFETY: forwarded caller promise.
+    let keys = unsafe { array(keys, n, kbkdf::MAX_EXTRA_KEYS) }?;
+    Ok(keys.iter().map(|k| k.phKey).collect())
 }
 
 #[cfg(test)]
