@@ -608,6 +608,148 @@ mod tests {
     }
 
     #[test]
+    fn sp800_108_both_layouts_and_outputs() {
+        let mut counter = CK_SP800_108_COUNTER_FORMAT {
+            bLittleEndian: 1,
+            ulWidthInBits: 16,
+        };
+        let mut dkm = CK_SP800_108_DKM_LENGTH_FORMAT {
+            dkmLengthMethod: CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS,
+            bLittleEndian: 0,
+            ulWidthInBits: 32,
+        };
+        let mut label = *b"label";
+        let ptr = |p: *mut u8| p as *mut c_void;
+        let mut data = [
+            CK_PRF_DATA_PARAM {
+                type_: CK_SP800_108_ITERATION_VARIABLE,
+                pValue: ptr(&mut counter as *mut _ as *mut u8),
+                ulValueLen: size_of::<CK_SP800_108_COUNTER_FORMAT>() as CK_ULONG,
+            },
+            CK_PRF_DATA_PARAM {
+                type_: CK_SP800_108_BYTE_ARRAY,
+                pValue: ptr(label.as_mut_ptr()),
+                ulValueLen: 5,
+            },
+            CK_PRF_DATA_PARAM {
+                type_: CK_SP800_108_DKM_LENGTH,
+                pValue: ptr(&mut dkm as *mut _ as *mut u8),
+                ulValueLen: size_of::<CK_SP800_108_DKM_LENGTH_FORMAT>() as CK_ULONG,
+            },
+            CK_PRF_DATA_PARAM {
+                type_: CK_SP800_108_KEY_HANDLE,
+                pValue: std::ptr::null_mut(),
+                ulValueLen: 0,
+            },
+        ];
+        let mut len: CK_ULONG = 16;
+        let mut tpl = [CK_ATTRIBUTE {
+            type_: CKA_VALUE_LEN,
+            pValue: ptr(&mut len as *mut _ as *mut u8),
+            ulValueLen: size_of::<CK_ULONG>() as CK_ULONG,
+        }];
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        let mut extra = [CK_DERIVED_KEY {
+            pTemplate: tpl.as_mut_ptr(),
+            ulAttributeCount: 1,
+            phKey: &mut handle,
+        }];
+        let k = CK_SP800_108_KDF_PARAMS {
+            prfType: CKM_SHA256_HMAC,
+            ulNumberOfDataParams: 4,
+            pDataParams: data.as_mut_ptr(),
+            ulAdditionalDerivedKeys: 1,
+            pAdditionalDerivedKeys: extra.as_mut_ptr(),
+        };
+        let want_data = vec![
+            PrfData::Iteration(Some(Format {
+                little_endian: 1,
+                bits: 16,
+            })),
+            PrfData::Bytes(label.to_vec()),
+            PrfData::DkmLength {
+                method: CK_SP800_108_DKM_LENGTH_SUM_OF_KEYS,
+                format: Format {
+                    little_endian: 0,
+                    bits: 32,
+                },
+            },
+            PrfData::Other(CK_SP800_108_KEY_HANDLE),
+        ];
+        let want_extra = Templates(vec![vec![crate::object::policy::RawAttr::new(
+            CKA_VALUE_LEN,
+            &len.to_ne_bytes(),
+        )]]);
+        assert_eq!(
+            decode(CKM_SP800_108_COUNTER_KDF, &k),
+            Ok(Param::Kbkdf {
+                prf: CKM_SHA256_HMAC,
+                data: want_data.clone(),
+                iv: None,
+                extra: want_extra.clone(),
+            })
+        );
+        refuses_other_lengths(CKM_SP800_108_COUNTER_KDF, &k, &[]);
+        let mut iv = [7u8; 4];
+        let f = CK_SP800_108_FEEDBACK_KDF_PARAMS {
+            prfType: CKM_AES_CMAC,
+            ulNumberOfDataParams: 4,
+            pDataParams: data.as_mut_ptr(),
+            ulIVLen: 4,
+            pIV: iv.as_mut_ptr(),
+            ulAdditionalDerivedKeys: 1,
+            pAdditionalDerivedKeys: extra.as_mut_ptr(),
+        };
+        assert_eq!(
+            decode(CKM_SP800_108_FEEDBACK_KDF, &f),
+            Ok(Param::Kbkdf {
+                prf: CKM_AES_CMAC,
+                data: want_data,
+                iv: Some(iv.to_vec()),
+                extra: want_extra,
+            })
+        );
+        // Where C_DeriveKey writes the additional handles.
+        let mut kb = bytes_of(&k);
+        let m = CK_MECHANISM {
+            mechanism: CKM_SP800_108_COUNTER_KDF,
+            pParameter: kb.as_mut_ptr() as *mut c_void,
+            ulParameterLen: kb.len() as CK_ULONG,
+        };
+        // SAFETY: the structure and everything it points to are alive.
+        let outs = unsafe { extra_key_outputs(&m) }.unwrap();
+        assert_eq!(outs, vec![&mut handle as *mut CK_OBJECT_HANDLE]);
+        // A wrong-sized counter format, a NULL phKey, too many parameters.
+        data[0].ulValueLen = 8;
+        assert_eq!(
+            decode(CKM_SP800_108_COUNTER_KDF, &k),
+            Err(Error::MechanismParamInvalid)
+        );
+        data[0].ulValueLen = size_of::<CK_SP800_108_COUNTER_FORMAT>() as CK_ULONG;
+        extra[0].phKey = std::ptr::null_mut();
+        assert_eq!(
+            decode(CKM_SP800_108_COUNTER_KDF, &k),
+            Err(Error::MechanismParamInvalid)
+        );
+        let many = CK_SP800_108_KDF_PARAMS {
+            ulNumberOfDataParams: kbkdf::MAX_DATA_PARAMS as CK_ULONG + 1,
+            ulAdditionalDerivedKeys: 0,
+            pAdditionalDerivedKeys: std::ptr::null_mut(),
+            ..k
+        };
+        assert_eq!(
+            decode(CKM_SP800_108_COUNTER_KDF, &many),
+            Err(Error::MechanismParamInvalid)
+        );
+        // CK_EXTRACT_PARAMS is flat.
+        let bit: CK_EXTRACT_PARAMS = 21;
+        assert_eq!(
+            decode(CKM_EXTRACT_KEY_FROM_KEY, &bit),
+            Ok(Param::Raw(bit.to_ne_bytes().to_vec()))
+        );
+    }
+
+    #[test]
     fn flat_shapes_are_their_bytes() {
         let ctr = CK_AES_CTR_PARAMS {
             ulCounterBits: 32,
