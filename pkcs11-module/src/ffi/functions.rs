@@ -529,7 +529,7 @@ entry!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJ
     // SP 800-108 additional keys: each phKey holds CK_INVALID_HANDLE until
     // all the keys are made (v3.0: a failed call leaves no key behind).
     // SAFETY: caller promise for pMechanism; `mechanism` read it already.
-    let extra_out = unsafe { super::params::extra_key_outputs(p_mech) }?;
+    let extra_out = unsafe { super::kbkdf::extra_key_outputs(p_mech) }?;
     for p in &extra_out {
         // SAFETY: each phKey is non-NULL (checked by `mechanism`) and
         // writable by the caller's promise.
