@@ -1,5 +1,5 @@
 //! Owned PKCS#11 mechanisms with pointer parameters (GCM, OAEP, HKDF, ECDH,
-//! encrypt-data, concatenation) for the raw-ABI tests of wrapping and
+//! encrypt-data, concatenation, extraction, SP 800-108) for the raw-ABI tests of wrapping and
 //! derivation: `with_mech` lays the C structures out for one call.
 
 use std::ffi::c_void;
@@ -73,6 +73,11 @@ pub enum Mech {
     },
     /// `CK_MAC_GENERAL_PARAMS` (one `CK_ULONG`) for a `*_GENERAL` mechanism.
     General(CK_MECHANISM_TYPE, CK_ULONG),
+    /// `CKM_EXTRACT_KEY_FROM_KEY` with this bit index (`CK_EXTRACT_PARAMS`).
+    Extract(CK_ULONG),
+    /// `CKM_SP800_108_COUNTER_KDF` with this PRF: a 32-bit big-endian counter,
+    /// then this label; no additional keys.
+    Kbkdf(CK_MECHANISM_TYPE, Vec<u8>),
 }
 
 /// The pre-v3.0 `CK_GCM_PARAMS` (no `ulIvBits`): 40 bytes on 64-bit Linux.
@@ -98,6 +103,8 @@ impl Mech {
             Mech::Concat(_) => CKM_CONCATENATE_BASE_AND_KEY,
             Mech::Ecdh(_) => CKM_ECDH1_DERIVE,
             Mech::Ctr(..) => CKM_AES_CTR,
+            Mech::Extract(_) => CKM_EXTRACT_KEY_FROM_KEY,
+            Mech::Kbkdf(..) => CKM_SP800_108_COUNTER_KDF,
         }
     }
 }
@@ -261,6 +268,37 @@ pub fn with_mech<R>(mech: &Mech, f: impl FnOnce(&mut CK_MECHANISM) -> R) -> R {
         Mech::General(t, n) => {
             let mut n: CK_MAC_GENERAL_PARAMS = *n;
             f(&mut mech_of(*t, &mut n))
+        }
+        Mech::Extract(bit) => {
+            let mut p: CK_EXTRACT_PARAMS = *bit;
+            f(&mut mech_of(CKM_EXTRACT_KEY_FROM_KEY, &mut p))
+        }
+        Mech::Kbkdf(prf, label) => {
+            let mut label = label.clone();
+            let mut counter = CK_SP800_108_COUNTER_FORMAT {
+                bLittleEndian: CK_FALSE,
+                ulWidthInBits: 32,
+            };
+            let mut data = [
+                CK_PRF_DATA_PARAM {
+                    type_: CK_SP800_108_ITERATION_VARIABLE,
+                    pValue: &mut counter as *mut _ as *mut c_void,
+                    ulValueLen: size_of::<CK_SP800_108_COUNTER_FORMAT>() as CK_ULONG,
+                },
+                CK_PRF_DATA_PARAM {
+                    type_: CK_SP800_108_BYTE_ARRAY,
+                    pValue: opt_ptr(&mut label) as *mut c_void,
+                    ulValueLen: label.len() as CK_ULONG,
+                },
+            ];
+            let mut prm = CK_SP800_108_KDF_PARAMS {
+                prfType: *prf,
+                ulNumberOfDataParams: data.len() as CK_ULONG,
+                pDataParams: data.as_mut_ptr(),
+                ulAdditionalDerivedKeys: 0,
+                pAdditionalDerivedKeys: ptr::null_mut(),
+            };
+            f(&mut mech_of(CKM_SP800_108_COUNTER_KDF, &mut prm))
         }
     }
 }

@@ -46,7 +46,7 @@ const KNOWN_KEY: &[u8; 32] = &[
     0x20, 0x3a, 0xdf, 0xb2, 0x4a, 0x34, 0x9b, 0x6a, 0xf6, 0xc3, 0xe6, 0x55, 0xa3, 0x6c, 0xd3, 0x90,
 ];
 
-/// HKDF and ECDH are one-way: a readable result does not reveal the base key,
+/// HKDF, ECDH and SP 800-108 are one-way: a readable result does not reveal the base key,
 /// and the specification lets the template make it non-sensitive. With `false`
 /// a readable result of these mechanisms (on the `spec` token) is reported in
 /// the table as `READABLE(one-way)` without failing; `true` makes it a failure.
@@ -1117,6 +1117,56 @@ fn derive_cases(k: Kind, target: H, known: H, known_generic: H) -> Vec<DeriveCas
             false,
             false,
             64,
+        ),
+        case(
+            "CONCATENATE_BASE_AND_DATA",
+            Mech::StrData(CKM_CONCATENATE_BASE_AND_DATA, vec![0x42; 16]),
+            target,
+            false,
+            secret,
+            false,
+            false,
+            48,
+        ),
+        case(
+            "CONCATENATE_DATA_AND_BASE",
+            Mech::StrData(CKM_CONCATENATE_DATA_AND_BASE, vec![0x42; 16]),
+            target,
+            false,
+            secret,
+            false,
+            false,
+            48,
+        ),
+        case(
+            "XOR_BASE_AND_DATA",
+            Mech::StrData(CKM_XOR_BASE_AND_DATA, vec![0x42; 32]),
+            target,
+            false,
+            secret,
+            false,
+            false,
+            32,
+        ),
+        case(
+            "EXTRACT_KEY_FROM_KEY",
+            Mech::Extract(8),
+            target,
+            false,
+            secret,
+            false,
+            false,
+            32,
+        ),
+        case(
+            "SP800_108_COUNTER_KDF(HMAC)",
+            Mech::Kbkdf(CKM_SHA256_HMAC, b"exfiltrate".to_vec()),
+            target,
+            false,
+            secret,
+            true,
+            false,
+            32,
         ),
         case(
             "ECDH1_DERIVE",

@@ -526,7 +526,21 @@ entry!(C_DeriveKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, base: CK_OBJ
     let m = module()?;
     // SAFETY: caller promise for pMechanism, pTemplate and phKey.
     let (mech, t, ph) = unsafe { (mechanism(p_mech)?, template(p_template, count)?, out(ph)?) };
-    *ph = m.derive_key(h, &mech, base, &t)?;
+    // SP 800-108 additional keys: each phKey holds CK_INVALID_HANDLE until
+    // all the keys are made (v3.0: a failed call leaves no key behind).
+    // SAFETY: caller promise for pMechanism; `mechanism` read it already.
+    let extra_out = unsafe { super::kbkdf::extra_key_outputs(p_mech) }?;
+    for p in &extra_out {
+        // SAFETY: each phKey is non-NULL (checked by `mechanism`) and
+        // writable by the caller's promise.
+        unsafe { p.write_unaligned(CK_INVALID_HANDLE) };
+    }
+    let (first, extra) = m.derive_keys(h, &mech, base, &t)?;
+    *ph = first;
+    for (p, handle) in extra_out.iter().zip(extra) {
+        // SAFETY: as above.
+        unsafe { p.write_unaligned(handle) };
+    }
     Ok(())
 });
 

@@ -4,6 +4,7 @@
 //! `Module` method and maps its `Result` to a `CK_RV`. Nothing else lives here.
 
 mod functions;
+mod kbkdf;
 mod lists;
 mod params;
 

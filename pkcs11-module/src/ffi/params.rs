@@ -9,6 +9,7 @@ use std::mem::size_of;
 use cryptoki_sys::*;
 
 use super::input;
+use super::kbkdf::{kbkdf_counter, kbkdf_feedback};
 use crate::error::{Error, Result};
 use crate::mechanism::{self, MechanismArg, Param, ParamShape};
 
@@ -48,12 +49,15 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
             ParamShape::Hkdf => hkdf,
             ParamShape::StringData => string_data,
             ParamShape::AesCbcData => cbc_data,
+            ParamShape::Kbkdf => kbkdf_counter,
+            ParamShape::KbkdfFeedback => kbkdf_feedback,
             ParamShape::None
             | ParamShape::Bytes
             | ParamShape::Ctr
             | ParamShape::Pss
             | ParamShape::MacGeneral
-            | ParamShape::KeyHandle => flat,
+            | ParamShape::KeyHandle
+            | ParamShape::Extract => flat,
         };
         // SAFETY: forwarded caller promise: `pParameter` is valid for
         // `ulParameterLen` bytes holding the parameter of this mechanism, the
@@ -87,7 +91,7 @@ unsafe fn flat(p: *const u8, len: CK_ULONG) -> Result<Param> {
 ///
 /// # Safety
 /// `p` must be NULL or valid for `len` bytes.
-unsafe fn read<T: Copy>(p: *const u8, len: CK_ULONG) -> Result<T> {
+pub(super) unsafe fn read<T: Copy>(p: *const u8, len: CK_ULONG) -> Result<T> {
     if p.is_null() || usize::try_from(len).ok() != Some(size_of::<T>()) {
         return Err(Error::MechanismParamInvalid);
     }
@@ -102,7 +106,7 @@ unsafe fn read<T: Copy>(p: *const u8, len: CK_ULONG) -> Result<T> {
 ///
 /// # Safety
 /// `p` must be NULL or valid for `len` bytes.
-unsafe fn copied(p: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
+pub(super) unsafe fn copied(p: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
     // SAFETY: forwarded caller promise.
     unsafe { input(p, len) }
         .map(<[u8]>::to_vec)
@@ -221,14 +225,14 @@ unsafe fn cbc_data(p: *const u8, len: CK_ULONG) -> Result<Param> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::ffi::c_void;
 
     use super::*;
 
     /// Decodes `param` (its bytes, exactly as a C caller lays it out) as the
     /// parameter of `ty`.
-    fn decode<T>(ty: CK_MECHANISM_TYPE, param: &T) -> Result<Param> {
+    pub(in crate::ffi) fn decode<T>(ty: CK_MECHANISM_TYPE, param: &T) -> Result<Param> {
         decode_len(ty, param, size_of::<T>())
     }
 
@@ -251,7 +255,7 @@ mod tests {
         })
     }
 
-    fn bytes_of<T>(v: &T) -> Vec<u8> {
+    pub(in crate::ffi) fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: a `T` is valid for `size_of::<T>()` bytes, all initialised:
         // the test structures have no padding, except CK_HKDF_PARAMS, which
         // the test zeroes before it sets the fields.
@@ -259,7 +263,11 @@ mod tests {
     }
 
     /// Every wrong length of a structure with pointers is refused.
-    fn refuses_other_lengths<T>(ty: CK_MECHANISM_TYPE, param: &T, also_ok: &[usize]) {
+    pub(in crate::ffi) fn refuses_other_lengths<T>(
+        ty: CK_MECHANISM_TYPE,
+        param: &T,
+        also_ok: &[usize],
+    ) {
         for len in [
             1,
             size_of::<T>() - 8,

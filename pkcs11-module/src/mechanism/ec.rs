@@ -539,8 +539,9 @@ pub fn ecdh(
             if len > secret.len() {
                 return Err(Error::TemplateInconsistent);
             }
-            // The leftmost bytes, as OpenSSL and SoftHSMv2 truncate.
-            return Ok(Zeroizing::new(secret[..len].to_vec()));
+            // A shorter key keeps the rightmost bytes, as SoftHSMv2 and
+            // Kryoptic cut it.
+            return Ok(Zeroizing::new(secret[secret.len() - len..].to_vec()));
         }
         CKD_SHA1_KDF => CKM_SHA_1,
         CKD_SHA224_KDF => CKM_SHA224,

@@ -86,7 +86,45 @@ pub enum Param {
         /// The data to encrypt (whole blocks).
         data: Vec<u8>,
     },
+    /// `CK_SP800_108_KDF_PARAMS` or `CK_SP800_108_FEEDBACK_KDF_PARAMS`, with
+    /// the data parameters and the additional keys' templates copied.
+    Kbkdf {
+        /// `prfType`: a MAC mechanism (`CKM_SHA256_HMAC`, `CKM_AES_CMAC`, ...).
+        prf: CK_MECHANISM_TYPE,
+        /// `pDataParams`, in order.
+        data: Vec<kdf::kbkdf::PrfData>,
+        /// `pIV` of the feedback form (`Some`, possibly empty); `None` for
+        /// the counter and double-pipeline forms.
+        iv: Option<Vec<u8>>,
+        /// The templates of `pAdditionalDerivedKeys`, in order.
+        extra: Templates,
+    },
 }
+
+/// Attribute templates carried by a mechanism parameter (the additional keys
+/// of SP 800-108). Debug shows only their number: templates may hold values.
+#[derive(Clone, Default)]
+pub struct Templates(pub Vec<Vec<crate::object::policy::RawAttr>>);
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Templates({})", self.0.len())
+    }
+}
+
+impl PartialEq for Templates {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|(a, b)| {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(x, y)| x.ty == y.ty && *x.value == *y.value)
+            })
+    }
+}
+
+impl Eq for Templates {}
 
 /// The C layout of a mechanism's parameter: what `ffi` reads at
 /// `pParameter` for the row (PKCS#11 v3.0 names each structure). Flat layouts
@@ -123,6 +161,14 @@ pub enum ParamShape {
     /// A `CK_OBJECT_HANDLE` (flat): the other key of
     /// `CKM_CONCATENATE_BASE_AND_KEY`. `Param::Raw`.
     KeyHandle,
+    /// `CK_EXTRACT_PARAMS` (flat): one `CK_ULONG`, the bit index of
+    /// `CKM_EXTRACT_KEY_FROM_KEY`. `Param::Raw`.
+    Extract,
+    /// `CK_SP800_108_KDF_PARAMS` (counter and double-pipeline forms).
+    /// `Param::Kbkdf` with no IV.
+    Kbkdf,
+    /// `CK_SP800_108_FEEDBACK_KDF_PARAMS`. `Param::Kbkdf` with an IV.
+    KbkdfFeedback,
 }
 
 /// Direction of a cipher operation.
@@ -242,6 +288,24 @@ pub struct KeyPairGen {
 /// and the second key the parameter names (if any).
 pub type DeriveFn = fn(&Param, &Object, Option<&Object>, usize) -> Result<Zeroizing<Vec<u8>>>;
 
+/// How many of `len` derived bytes are bytes of the base key, and of the
+/// second key, in the clear.
+pub type CopiedFn = fn(&Param, &Object, Option<&Object>, usize) -> [usize; 2];
+
+/// Derives several keys at once: the values for `lens` (the key of the
+/// `C_DeriveKey` template first, then each key the parameter adds).
+pub type MultiFn = fn(&Param, &Object, &[usize]) -> Result<Vec<Zeroizing<Vec<u8>>>>;
+
+/// Keys a mechanism parameter asks to derive besides the template's
+/// (SP 800-108 `pAdditionalDerivedKeys`).
+#[derive(Clone, Copy)]
+pub struct MultiKey {
+    /// The additional keys' templates, in the order their values are cut.
+    pub templates: fn(&Param) -> &[Vec<crate::object::policy::RawAttr>],
+    /// All the values, in one run of the KDF.
+    pub derive: MultiFn,
+}
+
 /// What `C_DeriveKey` does with a derivation mechanism.
 #[derive(Clone, Copy)]
 pub struct Derive {
@@ -254,6 +318,43 @@ pub struct Derive {
     pub second_key: fn(&Param) -> Option<CK_OBJECT_HANDLE>,
     /// Makes a data object (`CKM_HKDF_DATA`) instead of a secret key.
     pub data: bool,
+    /// The output reveals nothing of the base key (ECDH, HKDF, SP 800-108),
+    /// and PKCS#11 v3.0 lets the template choose `CKA_SENSITIVE` and
+    /// `CKA_EXTRACTABLE` freely (omitted, they follow the base): honoured on
+    /// `spec` tokens. Otherwise (and on `hsm` tokens) the new key is at least
+    /// as protected as its bases.
+    pub one_way: bool,
+    /// For mechanisms that copy the base keys' bytes (concatenation, XOR,
+    /// extraction): how many derived bytes are copies of each base. On `hsm`
+    /// tokens a key holding fewer than `MIN_COPIED` bytes of a base (or of
+    /// all that base has) is refused: a short piece of a key is found by
+    /// trying every value against a MAC made with it, a piece at a time.
+    pub copied: Option<CopiedFn>,
+    /// Several keys from one run (SP 800-108 additional derived keys).
+    pub multi: Option<MultiKey>,
+}
+
+/// The fewest base-key bytes a copying derivation may put in a key on an
+/// `hsm` token (see `Derive::copied`): 128 bits, beyond any search.
+pub const MIN_COPIED: usize = 16;
+
+impl Derive {
+    /// A derivation row's behaviour with the usual defaults: no second key,
+    /// a secret key out, protected like its bases, one key per call.
+    pub const fn new(
+        derive: DeriveFn,
+        default_len: fn(&Param, &Object, Option<&Object>) -> Result<usize>,
+    ) -> Derive {
+        Derive {
+            derive,
+            default_len,
+            second_key: |_| None,
+            data: false,
+            one_way: false,
+            copied: None,
+            multi: None,
+        }
+    }
 }
 
 /// The key's secret value (internal use only: operations, never callers).
@@ -398,7 +499,7 @@ mod tests {
         }
     }
 
-    const SHAPES: [ParamShape; 12] = [
+    const SHAPES: [ParamShape; 15] = [
         ParamShape::None,
         ParamShape::Bytes,
         ParamShape::Ctr,
@@ -411,6 +512,9 @@ mod tests {
         ParamShape::StringData,
         ParamShape::AesCbcData,
         ParamShape::KeyHandle,
+        ParamShape::Extract,
+        ParamShape::Kbkdf,
+        ParamShape::KbkdfFeedback,
     ];
 
     fn ul(v: CK_ULONG) -> Vec<u8> {
@@ -471,6 +575,33 @@ mod tests {
                 data: vec![0x55; 32],
             }],
             S::KeyHandle => vec![Param::Raw(ul(2))],
+            S::Extract => vec![Param::Raw(ul(3))],
+            S::Kbkdf | S::KbkdfFeedback => {
+                use kdf::kbkdf::{Format, PrfData};
+                let format = Format {
+                    little_endian: 0,
+                    bits: 32,
+                };
+                let label = PrfData::Bytes(b"label".to_vec());
+                // Counter mode, then the chained forms (feedback, pipeline).
+                let forms = [
+                    vec![PrfData::Iteration(Some(format)), label.clone()],
+                    vec![PrfData::Iteration(None), PrfData::Counter(format), label],
+                ];
+                let iv = (shape == S::KbkdfFeedback).then(|| vec![9; 16]);
+                forms
+                    .into_iter()
+                    .filter(|f| iv.is_none() || f[0] == PrfData::Iteration(None))
+                    .flat_map(|data| {
+                        [CKM_SHA256_HMAC, CKM_AES_CMAC].map(|prf| Param::Kbkdf {
+                            prf,
+                            data: data.clone(),
+                            iv: iv.clone(),
+                            extra: Templates::default(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            }
         }
     }
 

@@ -1,4 +1,5 @@
-//! Making keys: `C_GenerateKey`, `C_GenerateKeyPair`, `C_DeriveKey`.
+//! Making keys: `C_GenerateKey`, `C_GenerateKeyPair` (`C_DeriveKey` is in
+//! `derive`).
 #![forbid(unsafe_code)]
 
 use cryptoki_sys::*;
@@ -10,7 +11,7 @@ use crate::logging::Level;
 use crate::mechanism::{self, MechanismArg, key_types};
 use crate::object::policy::RawAttr;
 use crate::object::policy::{self, Origin};
-use crate::object::{Object, unique_id};
+use crate::object::unique_id;
 use crate::secret;
 
 impl Module {
@@ -176,151 +177,5 @@ impl Module {
             row.name
         );
         Ok((ph, kh))
-    }
-
-    /// `C_DeriveKey`: a secret key (or, for `CKM_HKDF_DATA`, a data object)
-    /// from a base key, and a second key when the parameter names one. The
-    /// new key is at least as protected as its bases: sensitive if any base
-    /// is, unextractable if any base is (a template asking otherwise is
-    /// `CKR_TEMPLATE_INCONSISTENT`), and `CKA_ALWAYS_SENSITIVE`/
-    /// `CKA_NEVER_EXTRACTABLE` only if they held for every base.
-    pub fn derive_key(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: &MechanismArg,
-        base: CK_OBJECT_HANDLE,
-        template: &[RawAttr],
-    ) -> Result<CK_OBJECT_HANDLE> {
-        // Shared secrets, derived values and their copies: key region.
-        secret::scope(|| self.derive_key_inner(h, mech, base, template))
-    }
-
-    pub(super) fn derive_key_inner(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: &MechanismArg,
-        base: CK_OBJECT_HANDLE,
-        template: &[RawAttr],
-    ) -> Result<CK_OBJECT_HANDLE> {
-        let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
-        let derive = row.derive.ok_or(Error::MechanismInvalid)?;
-        let k = self.usable_key(&s, base, mech, row, CKA_DERIVE, "C_DeriveKey")?;
-        self.may_create(&s, &[(template, true)])?;
-        let second = match (derive.second_key)(&mech.param) {
-            Some(h2) => Some(
-                self.usable_key(&s, h2, mech, row, CKA_DERIVE, "C_DeriveKey")
-                    .map_err(|e| match e {
-                        Error::KeyHandleInvalid => Error::MechanismParamInvalid,
-                        e => e,
-                    })?,
-            ),
-            None => None,
-        };
-        let bases: Vec<&Object> = std::iter::once(&*k).chain(second.as_deref()).collect();
-        let (actor, id) = {
-            let t = s.slot.token.read();
-            (Self::actor(&t)?, Self::new_store_id()?)
-        };
-        // CKM_HKDF_DATA: the length comes as CKA_VALUE_LEN, which a data
-        // object does not have; take it out of the template.
-        let mut asked_len = None;
-        let template: Vec<RawAttr> = if derive.data {
-            let mut rest = Vec::new();
-            for a in template {
-                if a.ty == CKA_VALUE_LEN {
-                    asked_len = Some(a.as_ulong().ok_or(Error::AttributeValueInvalid)?);
-                } else {
-                    rest.push(a.clone());
-                }
-            }
-            rest
-        } else {
-            template.to_vec()
-        };
-        let template = Self::with_key_template(&template, &k, CKA_DERIVE_TEMPLATE)?;
-        let class = if derive.data {
-            CKO_DATA
-        } else {
-            CKO_SECRET_KEY
-        };
-        // Without CKA_KEY_TYPE a derived key is a generic secret.
-        let mut implied = vec![(CKA_CLASS, class)];
-        if !derive.data && !template.iter().any(|a| a.ty == CKA_KEY_TYPE) {
-            implied.push((CKA_KEY_TYPE, CKK_GENERIC_SECRET));
-        }
-        let mut attrs = policy::build(
-            &template,
-            &implied,
-            Origin::Derive(mech.ty),
-            actor,
-            &unique_id(id),
-        )
-        .inspect_err(|e| self.refused(&s, actor.policy, "C_DeriveKey", *e, &template))?;
-        let kt = match attrs.get(&CKA_KEY_TYPE) {
-            Some(ferrohsm_store::AttrValue::Ulong(kt)) => Some(*kt as CK_KEY_TYPE),
-            _ if derive.data => None,
-            _ => return Err(Error::TemplateIncomplete),
-        };
-        // A data object's value is sized like a generic secret's.
-        let key_type = key_types::lookup(kt.unwrap_or(CKK_GENERIC_SECRET))
-            .ok_or(Error::TemplateInconsistent)?;
-        let len = match (attrs.get(&CKA_VALUE_LEN), asked_len) {
-            (Some(ferrohsm_store::AttrValue::Ulong(n)), _) => *n as usize,
-            (Some(_), _) => return Err(Error::AttributeValueInvalid),
-            (None, Some(n)) => n as usize,
-            (None, None) if key_type.needs_value_len => return Err(Error::TemplateIncomplete),
-            (None, None) => (derive.default_len)(&mech.param, &k, second.as_deref())?,
-        };
-        // Only secrets have a value length (a key-pair type is inconsistent
-        // with a derived secret key).
-        let value_len = key_type.value_len.ok_or(Error::TemplateInconsistent)?;
-        if !value_len(len) {
-            return Err(Error::TemplateInconsistent);
-        }
-        if !derive.data {
-            policy::protect_like_bases(&mut attrs, &template, &bases)
-                .inspect_err(|e| self.refused(&s, actor.policy, "C_DeriveKey", *e, &template))?;
-        } else if bases.iter().any(|b| policy::is_protected(&b.attrs)) {
-            // A data object's value is readable by anyone: never from a
-            // protected key.
-            log!(
-                self.log,
-                Level::Info,
-                "session {h}: {} refused: a data object cannot hold what a sensitive key derives",
-                row.name
-            );
-            return Err(Error::KeyFunctionNotPermitted);
-        }
-        let value = (derive.derive)(&mech.param, &k, second.as_deref(), len).inspect_err(|e| {
-            log!(
-                self.log,
-                Level::Info,
-                "session {h}: {} from {} refused: {e}",
-                row.name,
-                k.describe()
-            );
-        })?;
-        match kt {
-            Some(kt) => {
-                policy::set_secret_value(&mut attrs, kt, &value)?;
-                for b in &bases {
-                    policy::inherit_sensitivity(&mut attrs, &b.attrs);
-                }
-            }
-            None => {
-                attrs.insert(CKA_VALUE, ferrohsm_store::AttrValue::Bytes(value.to_vec()));
-            }
-        }
-        let mut t = s.slot.token.write();
-        let handle = self.insert_object(&s, &mut t, attrs, id, "C_DeriveKey", Some(mech.ty))?;
-        log!(
-            self.log,
-            Level::Info,
-            "session {h}: derived object {handle} with {} from {}",
-            row.name,
-            k.describe()
-        );
-        Ok(handle)
     }
 }

@@ -15,7 +15,8 @@
 //! | `sessions` | `C_OpenSession` … `C_SessionCancel`, `C_Login`, `C_Logout`, `Session` |
 //! | `objects` | `C_CreateObject`, `C_CopyObject`, `C_DestroyObject`, attributes, `C_FindObjects*` |
 //! | `crypto` | `usable_key`, `C_Digest*`, `C_Encrypt*`/`C_Decrypt*`, `C_Sign*`/`C_Verify*`, random |
-//! | `keys` | `C_GenerateKey`, `C_GenerateKeyPair`, `C_DeriveKey` |
+//! | `keys` | `C_GenerateKey`, `C_GenerateKeyPair` |
+//! | `derive` | `C_DeriveKey`, with the additional keys of SP 800-108 |
 //! | `wrap` | `C_WrapKey`, `C_UnwrapKey` |
 //!
 //! Lock order (never the reverse): `slots` → one `Slot::token` → `sessions` →
@@ -26,6 +27,7 @@
 mod auditing;
 mod coherence;
 mod crypto;
+mod derive;
 mod info;
 mod keys;
 mod objects;

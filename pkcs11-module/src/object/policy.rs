@@ -215,11 +215,15 @@ pub fn inherit_sensitivity(attrs: &mut Attrs, base: &Attrs) {
 /// Makes a derived key at least as protected as its bases: sensitive if any
 /// base is sensitive, unextractable if any base is unextractable. A template
 /// that explicitly asks otherwise is `CKR_TEMPLATE_INCONSISTENT`; otherwise
-/// the attribute is raised silently.
+/// the attribute is raised silently. With `template_decides` (a one-way KDF
+/// on a `spec` token: ECDH, HKDF, SP 800-108, whose v3.0 rules let the
+/// template set both "to either CK_TRUE or CK_FALSE"), what the template
+/// says stands, and only omitted attributes follow the bases.
 pub fn protect_like_bases(
     attrs: &mut Attrs,
     template: &[RawAttr],
     bases: &[&crate::object::Object],
+    template_decides: bool,
 ) -> Result<()> {
     let asked = |ty: CK_ATTRIBUTE_TYPE| {
         template
@@ -228,18 +232,24 @@ pub fn protect_like_bases(
             .map(|a| a.value.first() == Some(&1))
     };
     if bases.iter().any(|b| get_bool(&b.attrs, CKA_SENSITIVE)) {
-        if asked(CKA_SENSITIVE) == Some(false) {
-            return Err(Error::TemplateInconsistent);
+        match asked(CKA_SENSITIVE) {
+            Some(false) if template_decides => {}
+            Some(false) => return Err(Error::TemplateInconsistent),
+            _ => {
+                attrs.insert(CKA_SENSITIVE, AttrValue::Bool(true));
+            }
         }
-        attrs.insert(CKA_SENSITIVE, AttrValue::Bool(true));
     }
     let unextractable =
         |a: &Attrs| a.contains_key(&CKA_EXTRACTABLE) && !get_bool(a, CKA_EXTRACTABLE);
     if bases.iter().any(|b| unextractable(&b.attrs)) {
-        if asked(CKA_EXTRACTABLE) == Some(true) {
-            return Err(Error::TemplateInconsistent);
+        match asked(CKA_EXTRACTABLE) {
+            Some(true) if template_decides => {}
+            Some(true) => return Err(Error::TemplateInconsistent),
+            _ => {
+                attrs.insert(CKA_EXTRACTABLE, AttrValue::Bool(false));
+            }
         }
-        attrs.insert(CKA_EXTRACTABLE, AttrValue::Bool(false));
     }
     // As for a generated key, from the final values; `inherit_sensitivity`
     // then takes the bases' history into account.

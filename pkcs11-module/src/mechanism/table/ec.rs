@@ -35,20 +35,25 @@ pub(super) static ROWS: &[Mechanism] = &[
         )
     },
     ec_row(CKM_ECDSA, "CKM_ECDSA", |p, k, v| ec::ecdsa(p, k, v, None)),
+    ecdh_row(CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE"),
+    // The NIST curves have cofactor 1: cofactor ECDH is plain ECDH on them.
+    ecdh_row(CKM_ECDH1_COFACTOR_DERIVE, "CKM_ECDH1_COFACTOR_DERIVE"),
+];
+
+/// An ECDH row: one-way (the template may ask a readable secret).
+const fn ecdh_row(ty: CK_MECHANISM_TYPE, name: &'static str) -> Mechanism {
     Mechanism {
         min_key: 256,
         max_key: 384,
         key_types: EC,
         param: ParamShape::Ecdh,
         derive: Some(Derive {
-            derive: ec::ecdh,
-            default_len: ec::field_len,
-            second_key: |_| None,
-            data: false,
+            one_way: true,
+            ..Derive::new(ec::ecdh, ec::field_len)
         }),
-        ..row(CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE", CKF_DERIVE | EC_FLAGS)
-    },
-];
+        ..row(ty, name, CKF_DERIVE | EC_FLAGS)
+    }
+}
 
 pub(super) static HASHED: &[Mechanism] = ecdsa_rows! {
     CKM_ECDSA_SHA1, CKM_SHA_1;

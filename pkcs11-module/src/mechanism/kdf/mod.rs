@@ -1,10 +1,15 @@
 //! Key derivation: HKDF (RFC 5869, `CKM_HKDF_DERIVE`/`CKM_HKDF_DATA` with the
-//! v3.0 `CK_HKDF_PARAMS`), AES encryption of data (`CKM_AES_ECB_ENCRYPT_DATA`,
-//! `CKM_AES_CBC_ENCRYPT_DATA`) and `CKM_CONCATENATE_BASE_AND_KEY`.
+//! v3.0 `CK_HKDF_PARAMS`) and AES encryption of data (`CKM_AES_ECB_ENCRYPT_DATA`,
+//! `CKM_AES_CBC_ENCRYPT_DATA`) here; the simple derivations of v3.0 §2.42
+//! (concatenation, XOR, extraction) in `simple`; SP 800-108 (`CKM_SP800_108_*`)
+//! in `kbkdf`.
 //!
-//! Each returns the new key's value; the module builds the key and makes it
-//! at least as protected as its base keys.
+//! Each returns the new key's value; the module builds the key and protects
+//! it as its row says (`Derive::one_way`, `Derive::copied`).
 #![forbid(unsafe_code)]
+
+pub mod kbkdf;
+pub mod simple;
 
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
@@ -157,40 +162,4 @@ pub fn encrypt_data(
 /// The default length of an encrypt-data derivation: all of the data.
 pub fn encrypt_data_len(param: &Param, cbc: bool) -> Result<usize> {
     Ok(encrypt_data_param(param, cbc)?.0.len())
-}
-
-/// The key named by `CKM_CONCATENATE_BASE_AND_KEY`'s parameter.
-pub fn concatenated_key(param: &Param) -> Option<CK_OBJECT_HANDLE> {
-    const UL: usize = std::mem::size_of::<CK_OBJECT_HANDLE>();
-    match param {
-        Param::Raw(p) if p.len() == UL => {
-            let mut b = [0u8; UL];
-            b.copy_from_slice(p);
-            Some(CK_OBJECT_HANDLE::from_ne_bytes(b))
-        }
-        _ => None,
-    }
-}
-
-/// The base key's value followed by the other key's, the leftmost `len` bytes.
-pub fn concatenate(
-    _: &Param,
-    base: &Object,
-    other: Option<&Object>,
-    len: usize,
-) -> Result<Zeroizing<Vec<u8>>> {
-    let other = other.ok_or(Error::MechanismParamInvalid)?;
-    let mut v = Zeroizing::new(key_value(base)?.to_vec());
-    v.extend_from_slice(key_value(other)?);
-    if len > v.len() {
-        return Err(Error::TemplateInconsistent);
-    }
-    v.truncate(len);
-    Ok(v)
-}
-
-/// The default length of a concatenation: both values.
-pub fn concatenate_len(_: &Param, base: &Object, other: Option<&Object>) -> Result<usize> {
-    let other = other.ok_or(Error::MechanismParamInvalid)?;
-    Ok(key_value(base)?.len() + key_value(other)?.len())
 }
