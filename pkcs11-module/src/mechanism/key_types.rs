@@ -13,7 +13,7 @@ use cryptoki_sys::*;
 use ferrohsm_store::AttrValue;
 use zeroize::Zeroizing;
 
-use super::{MAX_SECRET_LEN, aes, ec, mac, rsa};
+use super::{MAX_SECRET_LEN, aes, aes_modes, chacha, ec, mac, rsa};
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
@@ -77,6 +77,9 @@ pub struct KeyType {
     pub needs_value_len: bool,
     /// Secrets: `CKA_CHECK_VALUE` of a value (v3.0 §4.10).
     pub check_value: Option<CheckValue>,
+    /// Secrets of one size only (ChaCha20): the length `C_GenerateKey` gives
+    /// when the template has no `CKA_VALUE_LEN`.
+    pub default_len: Option<usize>,
     /// Pairs: the checks of an imported (`C_CreateObject`) public key.
     pub import_public: Option<ImportCheck>,
     /// Pairs: the checks of an imported private key.
@@ -104,6 +107,7 @@ const fn secret(
         import_len: Some(import_len),
         needs_value_len: false,
         check_value: Some(check_value),
+        default_len: None,
         import_public: None,
         import_private: None,
         to_pkcs8: None,
@@ -129,6 +133,7 @@ const fn pair(ty: CK_KEY_TYPE, name: &'static str, attrs: AttrSet, f: PairForms)
         import_len: None,
         needs_value_len: false,
         check_value: None,
+        default_len: None,
         import_public: Some(f.import_public),
         import_private: Some(f.import_private),
         to_pkcs8: Some(f.to_pkcs8),
@@ -171,6 +176,27 @@ pub static KEY_TYPES: &[KeyType] = &[
         |n| n >= 1,
         mac::check_value,
     ),
+    KeyType {
+        // Two AES-128 or two AES-256 keys (v3.0 §2.15.x, CKK_AES_XTS).
+        needs_value_len: true,
+        ..secret(
+            CKK_AES_XTS,
+            "CKK_AES_XTS",
+            |n| matches!(n, 32 | 64),
+            |n| matches!(n, 32 | 64),
+            aes_modes::xts_check_value,
+        )
+    },
+    KeyType {
+        default_len: Some(chacha::KEY_LEN),
+        ..secret(
+            CKK_CHACHA20,
+            "CKK_CHACHA20",
+            |n| n == chacha::KEY_LEN,
+            |n| n == chacha::KEY_LEN,
+            chacha::check_value,
+        )
+    },
     pair(
         CKK_RSA,
         "CKK_RSA",
