@@ -197,11 +197,12 @@ impl Ccm {
 }
 
 impl OneShot for Ccm {
-    fn out_len(&self, _len: usize) -> usize {
-        // The lengths are fixed by the parameter.
+    fn out_len(&self, len: usize) -> usize {
+        // From the input actually given (bounded by it, whatever ulDataLen
+        // says): `process` refuses any other length than ulDataLen's.
         match self.dir {
-            Dir::Encrypt => self.data_len + self.mac_len,
-            Dir::Decrypt => self.data_len,
+            Dir::Encrypt => len + self.mac_len,
+            Dir::Decrypt => len.saturating_sub(self.mac_len),
         }
     }
 
