@@ -171,11 +171,13 @@ impl ChaChaStream {
         let buf = &mut out[..input.len()];
         buf.copy_from_slice(input);
         // The crate refuses (and leaves `buf` alone) rather than let the
-        // block counter wrap.
-        match &mut self.stream {
+        // block counter wrap. The key's words pass through the stack and
+        // vector registers: wiped after.
+        let stream = &mut self.stream;
+        crate::secret::scrubbed(|| match stream {
             Stream::Ietf(c) => c.try_apply_keystream(buf),
             Stream::Legacy(c) => c.try_apply_keystream(buf),
-        }
+        })
         .map_err(|_| {
             buf.fill(0);
             match self.dir {
@@ -222,20 +224,31 @@ pub fn chacha20(param: &Param, key: Arc<ChaChaKey>, dir: Dir) -> Result<Box<dyn 
     else {
         return Err(Error::MechanismParamInvalid);
     };
-    let kb: &[u8; KEY_LEN] = &key.0;
-    let k = kb.into();
+    // The cipher state holds the key: built in the key region, with the
+    // stack it passed through wiped.
+    crate::secret::scope(|| {
+        let kb: &[u8; KEY_LEN] = &key.0;
+        stream_op(kb.into(), counter, *counter_bits, nonce, *nonce_bits, dir)
+    })
+}
+
+/// The stream operation for one counter/nonce split (see `chacha20`).
+fn stream_op(
+    k: &chacha20::Key,
+    counter: &[u8],
+    counter_bits: u64,
+    nonce: &[u8],
+    nonce_bits: u64,
+    dir: Dir,
+) -> Result<Box<dyn CipherOp>> {
     let stream = match (counter_bits, nonce_bits) {
         (32, 96) => {
             let ctr = u32::from_le_bytes(
                 counter
-                    .as_slice()
                     .try_into()
                     .map_err(|_| Error::MechanismParamInvalid)?,
             );
-            let n: [u8; 12] = nonce
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::MechanismParamInvalid)?;
+            let n: [u8; 12] = nonce.try_into().map_err(|_| Error::MechanismParamInvalid)?;
             let mut c = ChaCha20::new(k, &n.into());
             c.seek(u64::from(ctr) * 64);
             Stream::Ietf(c)
@@ -243,14 +256,10 @@ pub fn chacha20(param: &Param, key: Arc<ChaChaKey>, dir: Dir) -> Result<Box<dyn 
         (64, 64) => {
             let ctr = u64::from_le_bytes(
                 counter
-                    .as_slice()
                     .try_into()
                     .map_err(|_| Error::MechanismParamInvalid)?,
             );
-            let n: [u8; 8] = nonce
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::MechanismParamInvalid)?;
+            let n: [u8; 8] = nonce.try_into().map_err(|_| Error::MechanismParamInvalid)?;
             let mut c = ChaCha20Legacy::new(k, &n.into());
             c.seek(u128::from(ctr) * 64);
             Stream::Legacy(c)
