@@ -1004,3 +1004,66 @@ fn cmac_general_lengths_and_errors() {
     );
     assert_eq!(cut, full[..8]);
 }
+
+// ---------------------------------------------------------------------------
+// derived keys of the new types
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hkdf_derives_chacha20_and_xts_keys() {
+    use ferrohsm_tests::mech::Salt;
+    let (_env, spec, hsm) = spec_and_hsm();
+    for tok in [&spec, &hsm] {
+        let base = ok(
+            tok.generate(
+                CKM_GENERIC_SECRET_KEY_GEN,
+                vec![
+                    b(CKA_TOKEN, false),
+                    b(CKA_DERIVE, true),
+                    u(CKA_VALUE_LEN, 32),
+                ],
+            ),
+            "HKDF base key",
+        );
+        let hkdf = Mech::Hkdf {
+            data: false,
+            extract: true,
+            expand: true,
+            salt: Salt::Data(b"salt".to_vec()),
+            info: b"info".to_vec(),
+        };
+        let usage = || {
+            vec![
+                (CKA_CLASS, V::U(CKO_SECRET_KEY)),
+                b(CKA_TOKEN, false),
+                b(CKA_ENCRYPT, true),
+                b(CKA_DECRYPT, true),
+            ]
+        };
+        // ChaCha20: one size, so no CKA_VALUE_LEN needed.
+        let mut t = usage();
+        t.push((CKA_KEY_TYPE, V::U(CKK_CHACHA20)));
+        let k = ok(tok.derive(&hkdf, base, t), "derive a ChaCha20 key");
+        assert_eq!(tok.get_ulong(k, CKA_VALUE_LEN), 32);
+        round_trip(
+            tok,
+            "derived ChaCha20",
+            &poly(&[1; 12], b""),
+            k,
+            b"derived",
+            &[3],
+        );
+        // XTS: two sizes, so CKA_VALUE_LEN is required.
+        let mut t = usage();
+        t.push((CKA_KEY_TYPE, V::U(CKK_AES_XTS)));
+        check(
+            tok.derive(&hkdf, base, t.clone()).unwrap_err(),
+            CKR_TEMPLATE_INCOMPLETE,
+            "derive an XTS key without CKA_VALUE_LEN",
+        );
+        t.push(u(CKA_VALUE_LEN, 64));
+        let k = ok(tok.derive(&hkdf, base, t), "derive an XTS key");
+        assert_eq!(tok.get_ulong(k, CKA_VALUE_LEN), 64);
+        round_trip(tok, "derived XTS", &xts(&[2; 16]), k, &[9; 40], &[3]);
+    }
+}

@@ -77,8 +77,8 @@ pub struct KeyType {
     pub needs_value_len: bool,
     /// Secrets: `CKA_CHECK_VALUE` of a value (v3.0 §4.10).
     pub check_value: Option<CheckValue>,
-    /// Secrets of one size only (ChaCha20): the length `C_GenerateKey` gives
-    /// when the template has no `CKA_VALUE_LEN`.
+    /// Secrets of one size only (ChaCha20): the length `C_GenerateKey` and
+    /// `C_DeriveKey` give when the template has no `CKA_VALUE_LEN`.
     pub default_len: Option<usize>,
     /// Pairs: the checks of an imported (`C_CreateObject`) public key.
     pub import_public: Option<ImportCheck>,
@@ -257,6 +257,17 @@ mod tests {
                 assert_eq!(has, secret, "{}: {what} is for secrets only", k.name);
             }
             assert!(secret || !k.needs_value_len, "{}", k.name);
+            // A one-size type's default length is that size, and such a
+            // type needs no CKA_VALUE_LEN.
+            if let Some(n) = k.default_len {
+                let made = k.value_len.expect("a secret");
+                assert!(made(n) && !k.needs_value_len, "{}", k.name);
+                assert!(
+                    (0..=MAX_SECRET_LEN).all(|m| m == n || !made(m)),
+                    "{}",
+                    k.name
+                );
+            }
             for (has, what) in [
                 (k.import_public.is_some(), "import_public"),
                 (k.import_private.is_some(), "import_private"),
