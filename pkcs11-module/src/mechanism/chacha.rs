@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20::{ChaCha20, ChaCha20Legacy};
+use chacha20::{ChaCha20, ChaCha20Legacy, XChaCha20};
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, XChaCha20Poly1305};
 use zeroize::Zeroizing;
@@ -128,9 +128,10 @@ impl OneShot for ChaChaPoly {
 }
 
 /// Builds `CKM_CHACHA20_POLY1305` from `CK_SALSA20_CHACHA20_POLY1305_PARAMS`:
-/// a 12-byte nonce (RFC 8439) or a 24-byte one (XChaCha20-Poly1305); the
-/// 8-byte nonce of the pre-RFC construction is refused, as its MAC input
-/// differs and no peer we test against makes it.
+/// a 12-byte nonce (RFC 8439), a 24-byte one (XChaCha20-Poly1305) or an
+/// 8-byte one: the original ChaCha20's 64-bit nonce under RFC 8439's AEAD
+/// construction, whose state is the 12-byte nonce with four zero bytes in
+/// front (as OpenSSL pads a short ChaCha20-Poly1305 IV, on the left).
 pub fn chacha20_poly1305(
     param: &Param,
     key: Arc<ChaChaKey>,
@@ -139,13 +140,15 @@ pub fn chacha20_poly1305(
     let Param::ChaChaPoly { nonce, aad } = param else {
         return Err(Error::MechanismParamInvalid);
     };
-    if !matches!(nonce.len(), 12 | 24) {
-        return Err(Error::MechanismParamInvalid);
-    }
+    let nonce = match nonce.len() {
+        12 | 24 => nonce.clone(),
+        8 => [&[0u8; 4][..], nonce].concat(),
+        _ => return Err(Error::MechanismParamInvalid),
+    };
     Ok(buffered(ChaChaPoly {
         key,
         dir,
-        nonce: nonce.clone(),
+        nonce,
         aad: aad.clone(),
     }))
 }
@@ -158,6 +161,8 @@ enum Stream {
     Ietf(ChaCha20),
     /// The original: 64-bit counter, 64-bit nonce.
     Legacy(ChaCha20Legacy),
+    /// XChaCha20: 192-bit nonce (HChaCha20 subkey), 32-bit counter.
+    X(XChaCha20),
 }
 
 /// The plain stream cipher, multi-part: every update is output at once.
@@ -177,6 +182,7 @@ impl ChaChaStream {
         crate::secret::scrubbed(|| match stream {
             Stream::Ietf(c) => c.try_apply_keystream(buf),
             Stream::Legacy(c) => c.try_apply_keystream(buf),
+            Stream::X(c) => c.try_apply_keystream(buf),
         })
         .map_err(|_| {
             buf.fill(0);
@@ -211,8 +217,10 @@ impl CipherOp for ChaChaStream {
 }
 
 /// Builds `CKM_CHACHA20` from `CK_CHACHA20_PARAMS`: a 32-bit block counter
-/// with a 96-bit nonce (RFC 8439) or a 64-bit counter with a 64-bit nonce
-/// (the original ChaCha20). The counter is read as the state holds it:
+/// with a 96-bit nonce (RFC 8439), a 64-bit counter with a 64-bit nonce
+/// (the original ChaCha20), or a 192-bit nonce (XChaCha20) with a 32- or
+/// 64-bit counter below 2^32 (the variant the nonce length picks, as the
+/// v3.0 text has it). The counter is read as the state holds it:
 /// little-endian, as OpenSSL's `chacha20` IV carries it.
 pub fn chacha20(param: &Param, key: Arc<ChaChaKey>, dir: Dir) -> Result<Box<dyn CipherOp>> {
     let Param::ChaCha20 {
@@ -263,6 +271,18 @@ fn stream_op(
             let mut c = ChaCha20Legacy::new(k, &n.into());
             c.seek(u128::from(ctr) * 64);
             Stream::Legacy(c)
+        }
+        (32 | 64, 192) => {
+            let mut b = [0u8; 8];
+            b.get_mut(..counter.len())
+                .ok_or(Error::MechanismParamInvalid)?
+                .copy_from_slice(counter);
+            let ctr =
+                u32::try_from(u64::from_le_bytes(b)).map_err(|_| Error::MechanismParamInvalid)?;
+            let n: [u8; 24] = nonce.try_into().map_err(|_| Error::MechanismParamInvalid)?;
+            let mut c = XChaCha20::new(k, &n.into());
+            c.seek(u64::from(ctr) * 64);
+            Stream::X(c)
         }
         _ => return Err(Error::MechanismParamInvalid),
     };
@@ -380,7 +400,7 @@ only one tip for the future, sunscreen would be it.";
     fn aead_refuses_bad_parameters() {
         for bad in [
             Param::ChaChaPoly {
-                nonce: vec![0; 8],
+                nonce: vec![0; 7],
                 aad: vec![],
             },
             Param::ChaChaPoly {
@@ -395,6 +415,61 @@ only one tip for the future, sunscreen would be it.";
                 Some(Error::MechanismParamInvalid)
             );
         }
+    }
+
+    /// An 8-byte nonce is the 12-byte one with four zero bytes in front.
+    #[test]
+    fn aead_short_nonce_is_left_padded() {
+        let short = Param::ChaChaPoly {
+            nonce: vec![7; 8],
+            aad: b"a".to_vec(),
+        };
+        let long = Param::ChaChaPoly {
+            nonce: [&[0u8; 4][..], &[7; 8]].concat(),
+            aad: b"a".to_vec(),
+        };
+        let a = run_single(
+            chacha20_poly1305(&short, key(&RFC_KEY), Dir::Encrypt).unwrap(),
+            SUNSCREEN,
+        )
+        .unwrap();
+        let b = run_single(
+            chacha20_poly1305(&long, key(&RFC_KEY), Dir::Encrypt).unwrap(),
+            SUNSCREEN,
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            run_single(
+                chacha20_poly1305(&short, key(&RFC_KEY), Dir::Decrypt).unwrap(),
+                &a
+            )
+            .unwrap(),
+            SUNSCREEN
+        );
+    }
+
+    /// XChaCha20: the AEAD of draft-irtf-cfrg-xchacha-03 §A.3.1 encrypts
+    /// with the stream from block 1, so the stream with counter 1 over its
+    /// plaintext gives its ciphertext (either counter width).
+    #[test]
+    fn xchacha20_stream() {
+        let nonce = hex!("404142434445464748494a4b4c4d4e4f5051525354555657");
+        for counter in [&1u32.to_le_bytes()[..], &1u64.to_le_bytes()] {
+            let p = stream_param(counter, &nonce);
+            let ct = run_single(
+                chacha20(&p, key(&RFC_KEY), Dir::Encrypt).unwrap(),
+                SUNSCREEN,
+            )
+            .unwrap();
+            assert_eq!(&ct[..16], hex!("bd6d179d3e83d43b9576579493c0e939"));
+        }
+        // A 64-bit counter past 32 bits is refused, not wrapped.
+        let p = stream_param(&(1u64 << 32).to_le_bytes(), &nonce);
+        assert_eq!(
+            chacha20(&p, key(&RFC_KEY), Dir::Encrypt).err(),
+            Some(Error::MechanismParamInvalid)
+        );
     }
 
     fn stream_param(counter: &[u8], nonce: &[u8]) -> Param {
