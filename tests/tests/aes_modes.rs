@@ -791,6 +791,27 @@ fn xts_keys_round_trips_and_errors_on_both_tokens() {
             };
             check(rv, want, &format!("XTS key of {bad:?} bytes"));
         }
+        // SP 800-38E: the two halves must differ.
+        let mut same = [0x11u8; 64];
+        check(
+            tok.create(secret_key_template(
+                CKK_AES_XTS,
+                &same,
+                vec![b(CKA_TOKEN, false)],
+            ))
+            .unwrap_err(),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "XTS key with equal halves",
+        );
+        same[63] = 0x12;
+        ok(
+            tok.create(secret_key_template(
+                CKK_AES_XTS,
+                &same,
+                vec![b(CKA_TOKEN, false)],
+            )),
+            "XTS key with different halves",
+        );
         let aes = ok(generate(tok, CKM_AES_KEY_GEN, Some(32)), "AES key");
         check(
             init(tok, Dir::Enc, &xts(&[7; 16]), aes),

@@ -331,8 +331,15 @@ pub fn xts_key(key: &Object) -> Result<Arc<XtsKey>> {
 
 /// `CKA_CHECK_VALUE` of a `CKK_AES_XTS` key. PKCS#11 v3.0 §4.10 takes the
 /// first three bytes of a block of zeros encrypted with the key type's
-/// cipher and mode: here XTS, with a zero tweak.
+/// cipher and mode: here XTS, with a zero tweak. Every key value the token
+/// stores passes here, so here the token refuses a key whose two halves are
+/// equal (`CKR_ATTRIBUTE_VALUE_INVALID`): SP 800-38E and IEEE 1619-2018 require
+/// them to differ, as OpenSSL 3 does.
 pub fn xts_check_value(key: &[u8]) -> Result<[u8; 3]> {
+    let (k1, k2) = key.split_at(key.len() / 2);
+    if bool::from(k1.ct_eq(k2)) {
+        return Err(Error::AttributeValueInvalid);
+    }
     let mut b = [0u8; 16];
     XtsKey::new(key)?.run(Dir::Encrypt, &mut b, [0; 16]);
     Ok([b[0], b[1], b[2]])
@@ -732,7 +739,19 @@ mod tests {
         for len in [16, 24, 48, 33] {
             assert_eq!(XtsKey::new(&vec![1; len]).err(), Some(Error::KeySizeRange));
         }
-        // The check value is XTS of a zero block under a zero tweak (vector 1).
-        assert_eq!(xts_check_value(&[0; 32]).unwrap(), hex!("917cf6"));
+        // The check value is XTS of a zero block under a zero tweak (vector
+        // 15's key: its first block, data 0..15, is no help; compare with
+        // the mode itself); a key with equal halves is refused.
+        let k15 = hex!("fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0");
+        let zero = xts_run(&k15, [0; 16], Dir::Encrypt, &[0; 16]).unwrap();
+        assert_eq!(xts_check_value(&k15).unwrap(), zero[..3]);
+        assert_eq!(
+            xts_check_value(&[0; 32]).err(),
+            Some(Error::AttributeValueInvalid)
+        );
+        assert_eq!(
+            xts_check_value(&[9; 64]).err(),
+            Some(Error::AttributeValueInvalid)
+        );
     }
 }

@@ -177,7 +177,7 @@ pub static KEY_TYPES: &[KeyType] = &[
         mac::check_value,
     ),
     KeyType {
-        // Two AES-128 or two AES-256 keys (v3.0 §2.15.x, CKK_AES_XTS).
+        // Two AES-128 or two AES-256 keys, which must differ (aes_modes).
         needs_value_len: true,
         ..secret(
             CKK_AES_XTS,
