@@ -336,6 +336,21 @@ mod tests {
             check_value(CKK_RSA, &[0; 16]).unwrap_err(),
             Error::KeyTypeInconsistent
         );
+        // ChaCha20: its keystream under a zero nonce and counter (RFC 8439
+        // A.1 #1 for the zero key); XTS: equal halves refused.
+        assert_eq!(
+            check_value(CKK_CHACHA20, &[0; 32]).unwrap(),
+            [0x76, 0xb8, 0xe0]
+        );
+        assert!(check_value(CKK_AES_XTS, &[[1; 16], [2; 16]].concat()).is_ok());
+        assert_eq!(
+            check_value(CKK_AES_XTS, &[1; 32]).unwrap_err(),
+            Error::AttributeValueInvalid
+        );
+        let xts = lookup(CKK_AES_XTS).unwrap();
+        assert!(xts.needs_value_len && xts.default_len.is_none());
+        let chacha = lookup(CKK_CHACHA20).unwrap();
+        assert!(!chacha.needs_value_len && chacha.default_len == Some(32));
     }
 
     fn private_object(kt: CK_KEY_TYPE, mut attrs: Attrs) -> Object {
