@@ -51,6 +51,9 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
             ParamShape::AesCbcData => cbc_data,
             ParamShape::Kbkdf => kbkdf_counter,
             ParamShape::KbkdfFeedback => kbkdf_feedback,
+            ParamShape::Ccm => ccm,
+            ParamShape::ChaChaPoly => chacha_poly,
+            ParamShape::ChaCha20 => chacha20,
             ParamShape::None
             | ParamShape::Bytes
             | ParamShape::Ctr
@@ -222,6 +225,68 @@ unsafe fn cbc_data(p: *const u8, len: CK_ULONG) -> Result<Param> {
     // SAFETY: the caller promises pData valid for `length` bytes.
     let data = unsafe { copied(c.pData, c.length) }?;
     Ok(Param::AesCbcData { iv: c.iv, data })
+}
+
+/// `CK_CCM_PARAMS` (v3.0; v2.40's `CK_AES_CCM_PARAMS` has the same layout),
+/// with the nonce and AAD copied.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
+unsafe fn ccm(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let c = unsafe { read::<CK_CCM_PARAMS>(p, len) }?;
+    // SAFETY: the caller promises pNonce and pAAD valid for their lengths.
+    let (nonce, aad) = unsafe { (copied(c.pNonce, c.ulNonceLen)?, copied(c.pAAD, c.ulAADLen)?) };
+    Ok(Param::Ccm {
+        data_len: c.ulDataLen as u64,
+        nonce,
+        aad,
+        mac_len: c.ulMACLen as u64,
+    })
+}
+
+/// `CK_SALSA20_CHACHA20_POLY1305_PARAMS`, with the nonce and AAD copied.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for their lengths.
+unsafe fn chacha_poly(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let c = unsafe { read::<CK_SALSA20_CHACHA20_POLY1305_PARAMS>(p, len) }?;
+    // SAFETY: the caller promises pNonce and pAAD valid for their lengths.
+    let (nonce, aad) = unsafe { (copied(c.pNonce, c.ulNonceLen)?, copied(c.pAAD, c.ulAADLen)?) };
+    Ok(Param::ChaChaPoly { nonce, aad })
+}
+
+/// `CK_CHACHA20_PARAMS`: the block counter and nonce, whose lengths are
+/// given in bits; a length that is no whole number of bytes (or absurdly
+/// long) is the parameter's fault.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and its pointers valid for the byte
+/// lengths of their bit counts.
+unsafe fn chacha20(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let c = unsafe { read::<CK_CHACHA20_PARAMS>(p, len) }?;
+    let bytes = |bits: CK_ULONG| {
+        if !bits.is_multiple_of(8) || bits > 256 {
+            return Err(Error::MechanismParamInvalid);
+        }
+        Ok(bits / 8)
+    };
+    let (counter_len, nonce_len) = (bytes(c.blockCounterBits)?, bytes(c.ulNonceBits)?);
+    // SAFETY: the caller promises both pointers valid for their lengths.
+    let (counter, nonce) = unsafe {
+        (
+            copied(c.pBlockCounter, counter_len)?,
+            copied(c.pNonce, nonce_len)?,
+        )
+    };
+    Ok(Param::ChaCha20 {
+        counter,
+        counter_bits: c.blockCounterBits as u64,
+        nonce,
+        nonce_bits: c.ulNonceBits as u64,
+    })
 }
 
 #[cfg(test)]
@@ -515,6 +580,78 @@ pub(super) mod tests {
             ulAADLen: 0,
             ulTagBits: 128,
         };
-        assert_eq!(decode(CKM_AES_CCM, &g), Ok(Param::Raw(bytes_of(&g))));
+        assert_eq!(decode(CKM_AES_OFB, &g), Ok(Param::Raw(bytes_of(&g))));
+    }
+
+    #[test]
+    fn ccm_chacha_poly_and_chacha20() {
+        let (mut nonce, mut aad) = ([7u8; 13], *b"header");
+        let c = CK_CCM_PARAMS {
+            ulDataLen: 40,
+            pNonce: nonce.as_mut_ptr(),
+            ulNonceLen: 13,
+            pAAD: aad.as_mut_ptr(),
+            ulAADLen: 6,
+            ulMACLen: 12,
+        };
+        assert_eq!(
+            decode(CKM_AES_CCM, &c),
+            Ok(Param::Ccm {
+                data_len: 40,
+                nonce: nonce.to_vec(),
+                aad: aad.to_vec(),
+                mac_len: 12,
+            })
+        );
+        refuses_other_lengths(CKM_AES_CCM, &c, &[]);
+        let null_aad = CK_CCM_PARAMS {
+            pAAD: std::ptr::null_mut(),
+            ..c
+        };
+        assert_eq!(
+            decode(CKM_AES_CCM, &null_aad),
+            Err(Error::MechanismParamInvalid)
+        );
+        let p = CK_SALSA20_CHACHA20_POLY1305_PARAMS {
+            pNonce: nonce.as_mut_ptr(),
+            ulNonceLen: 12,
+            pAAD: aad.as_mut_ptr(),
+            ulAADLen: 6,
+        };
+        assert_eq!(
+            decode(CKM_CHACHA20_POLY1305, &p),
+            Ok(Param::ChaChaPoly {
+                nonce: nonce[..12].to_vec(),
+                aad: aad.to_vec(),
+            })
+        );
+        refuses_other_lengths(CKM_CHACHA20_POLY1305, &p, &[]);
+        let mut counter = [1u8, 0, 0, 0];
+        let c20 = CK_CHACHA20_PARAMS {
+            pBlockCounter: counter.as_mut_ptr(),
+            blockCounterBits: 32,
+            pNonce: nonce.as_mut_ptr(),
+            ulNonceBits: 96,
+        };
+        assert_eq!(
+            decode(CKM_CHACHA20, &c20),
+            Ok(Param::ChaCha20 {
+                counter: counter.to_vec(),
+                counter_bits: 32,
+                nonce: nonce[..12].to_vec(),
+                nonce_bits: 96,
+            })
+        );
+        refuses_other_lengths(CKM_CHACHA20, &c20, &[]);
+        for bad_bits in [31, 1 << 40] {
+            let bad = CK_CHACHA20_PARAMS {
+                blockCounterBits: bad_bits,
+                ..c20
+            };
+            assert_eq!(
+                decode(CKM_CHACHA20, &bad),
+                Err(Error::MechanismParamInvalid)
+            );
+        }
     }
 }

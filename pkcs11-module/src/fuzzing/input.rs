@@ -110,6 +110,9 @@ pub(super) fn keys() -> &'static Keys {
             secret(CKK_AES, &[0x11; 16]),
             secret(CKK_AES, &[0x22; 32]),
             secret(CKK_GENERIC_SECRET, &[0x01]),
+            secret(CKK_AES_XTS, &[[0x33; 16], [0x34; 16]].concat()),
+            secret(CKK_AES_XTS, &[[0x44; 32], [0x45; 32]].concat()),
+            secret(CKK_CHACHA20, &[0x55; 32]),
         ];
         let rsa_priv = rsa::from_pkcs8(RSA_TEST_KEY).expect("the RSA test key parses");
         let mut rsa_pub = Attrs::new();

@@ -99,6 +99,27 @@ fn param_for(ty: CK_MECHANISM_TYPE, u: &mut Input<'_>) -> Param {
             }
         }
         CKM_CONCATENATE_BASE_AND_KEY => Param::Raw(ulong(u.pick(&[1, 2, 3, 4]))),
+        CKM_AES_CTS | CKM_AES_XTS => Param::Raw(u.bytes().to_vec()),
+        CKM_AES_CCM => Param::Ccm {
+            data_len: u.pick(&[0, 1, 16, 33, 48, 65535, 1 << 24, u64::MAX]),
+            nonce: u.bytes().to_vec(),
+            aad: u.bytes().to_vec(),
+            mac_len: u.pick(&[0, 4, 7, 8, 16, 18]),
+        },
+        CKM_CHACHA20_POLY1305 => Param::ChaChaPoly {
+            nonce: u.bytes().to_vec(),
+            aad: u.bytes().to_vec(),
+        },
+        CKM_CHACHA20 => {
+            let counter = u.bytes().to_vec();
+            let nonce = u.bytes().to_vec();
+            Param::ChaCha20 {
+                counter_bits: counter.len() as u64 * 8,
+                counter,
+                nonce_bits: nonce.len() as u64 * 8,
+                nonce,
+            }
+        }
         _ => Param::None,
     }
 }
@@ -113,6 +134,9 @@ fn any_param(u: &mut Input<'_>) -> Param {
         CKM_ECDH1_DERIVE,
         CKM_HKDF_DERIVE,
         CKM_AES_CBC_ENCRYPT_DATA,
+        CKM_AES_CCM,
+        CKM_CHACHA20_POLY1305,
+        CKM_CHACHA20,
     ];
     let ty = shapes[u.byte() as usize % shapes.len()];
     param_for(ty, u)

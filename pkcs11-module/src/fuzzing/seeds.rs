@@ -106,6 +106,11 @@ pub(super) fn param_seed(ty: CK_MECHANISM_TYPE) -> Vec<u8> {
         CKM_AES_ECB_ENCRYPT_DATA => with_len(&[0x33; 32]),
         CKM_AES_CBC_ENCRYPT_DATA => [vec![0x44; 16], with_len(&[0x55; 32])].concat(),
         CKM_CONCATENATE_BASE_AND_KEY => vec![0],
+        CKM_AES_CTS | CKM_AES_XTS => with_len(&[0x06; 16]),
+        // ulDataLen 48 (the payload), nonce 12, AAD, MAC 16.
+        CKM_AES_CCM => [vec![4], with_len(&[0x0c; 12]), with_len(b"aad"), vec![4]].concat(),
+        CKM_CHACHA20_POLY1305 => [with_len(&[0x0c; 12]), with_len(b"aad")].concat(),
+        CKM_CHACHA20 => [with_len(&[0; 4]), with_len(&[0x0c; 12])].concat(),
         _ => Vec::new(),
     }
 }

@@ -13,7 +13,7 @@ use cryptoki_sys::*;
 use ferrohsm_store::AttrValue;
 use zeroize::Zeroizing;
 
-use super::{MAX_SECRET_LEN, aes, ec, mac, rsa};
+use super::{MAX_SECRET_LEN, aes, aes_modes, chacha, ec, mac, rsa};
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
@@ -77,6 +77,9 @@ pub struct KeyType {
     pub needs_value_len: bool,
     /// Secrets: `CKA_CHECK_VALUE` of a value (v3.0 §4.10).
     pub check_value: Option<CheckValue>,
+    /// Secrets of one size only (ChaCha20): the length `C_GenerateKey` and
+    /// `C_DeriveKey` give when the template has no `CKA_VALUE_LEN`.
+    pub default_len: Option<usize>,
     /// Pairs: the checks of an imported (`C_CreateObject`) public key.
     pub import_public: Option<ImportCheck>,
     /// Pairs: the checks of an imported private key.
@@ -119,6 +122,7 @@ const fn secret(
         import_len: Some(import_len),
         needs_value_len: false,
         check_value: Some(check_value),
+        default_len: None,
         import_public: None,
         import_private: None,
         to_pkcs8: None,
@@ -145,6 +149,7 @@ const fn pair(ty: CK_KEY_TYPE, name: &'static str, attrs: AttrSet, f: PairForms)
         import_len: None,
         needs_value_len: false,
         check_value: None,
+        default_len: None,
         import_public: Some(f.import_public),
         import_private: Some(f.import_private),
         to_pkcs8: Some(f.to_pkcs8),
@@ -183,6 +188,27 @@ pub static KEY_TYPES: &[KeyType] = &[
         |n| n >= 1,
         mac::check_value,
     ),
+    KeyType {
+        // Two AES-128 or two AES-256 keys, which must differ (aes_modes).
+        needs_value_len: true,
+        ..secret(
+            CKK_AES_XTS,
+            "CKK_AES_XTS",
+            |n| matches!(n, 32 | 64),
+            |n| matches!(n, 32 | 64),
+            aes_modes::xts_check_value,
+        )
+    },
+    KeyType {
+        default_len: Some(chacha::KEY_LEN),
+        ..secret(
+            CKK_CHACHA20,
+            "CKK_CHACHA20",
+            |n| n == chacha::KEY_LEN,
+            |n| n == chacha::KEY_LEN,
+            chacha::check_value,
+        )
+    },
     KeyType {
         hsm_floor: Some(Floor {
             bits: rsa::bits_of,
@@ -250,6 +276,17 @@ mod tests {
                 assert_eq!(has, secret, "{}: {what} is for secrets only", k.name);
             }
             assert!(secret || !k.needs_value_len, "{}", k.name);
+            // A one-size type's default length is that size, and such a
+            // type needs no CKA_VALUE_LEN.
+            if let Some(n) = k.default_len {
+                let made = k.value_len.expect("a secret");
+                assert!(made(n) && !k.needs_value_len, "{}", k.name);
+                assert!(
+                    (0..=MAX_SECRET_LEN).all(|m| m == n || !made(m)),
+                    "{}",
+                    k.name
+                );
+            }
             for (has, what) in [
                 (k.import_public.is_some(), "import_public"),
                 (k.import_private.is_some(), "import_private"),
@@ -318,6 +355,21 @@ mod tests {
             check_value(CKK_RSA, &[0; 16]).unwrap_err(),
             Error::KeyTypeInconsistent
         );
+        // ChaCha20: its keystream under a zero nonce and counter (RFC 8439
+        // A.1 #1 for the zero key); XTS: equal halves refused.
+        assert_eq!(
+            check_value(CKK_CHACHA20, &[0; 32]).unwrap(),
+            [0x76, 0xb8, 0xe0]
+        );
+        assert!(check_value(CKK_AES_XTS, &[[1; 16], [2; 16]].concat()).is_ok());
+        assert_eq!(
+            check_value(CKK_AES_XTS, &[1; 32]).unwrap_err(),
+            Error::AttributeValueInvalid
+        );
+        let xts = lookup(CKK_AES_XTS).unwrap();
+        assert!(xts.needs_value_len && xts.default_len.is_none());
+        let chacha = lookup(CKK_CHACHA20).unwrap();
+        assert!(!chacha.needs_value_len && chacha.default_len == Some(32));
     }
 
     fn private_object(kt: CK_KEY_TYPE, mut attrs: Attrs) -> Object {

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod aes;
+pub mod aes_modes;
 pub mod backend;
+pub mod chacha;
 pub mod digest;
 pub mod ec;
 pub mod kdf;
@@ -78,6 +80,37 @@ pub enum Param {
         salt_key: CK_OBJECT_HANDLE,
         /// `pInfo`.
         info: Vec<u8>,
+    },
+    /// `CK_CCM_PARAMS` (v3.0; the same layout as v2.40's `CK_AES_CCM_PARAMS`),
+    /// with the nonce and AAD copied.
+    Ccm {
+        /// `ulDataLen`: the length of the plaintext.
+        data_len: u64,
+        /// `pNonce`.
+        nonce: Vec<u8>,
+        /// `pAAD`.
+        aad: Vec<u8>,
+        /// `ulMACLen`, in bytes.
+        mac_len: u64,
+    },
+    /// `CK_SALSA20_CHACHA20_POLY1305_PARAMS`, with the nonce and AAD copied.
+    ChaChaPoly {
+        /// `pNonce`.
+        nonce: Vec<u8>,
+        /// `pAAD`.
+        aad: Vec<u8>,
+    },
+    /// `CK_CHACHA20_PARAMS`, with the counter and nonce copied (whole bytes
+    /// of the bit lengths given; the builder checks the lengths).
+    ChaCha20 {
+        /// `pBlockCounter`: `blockCounterBits / 8` bytes.
+        counter: Vec<u8>,
+        /// `blockCounterBits`.
+        counter_bits: u64,
+        /// `pNonce`: `ulNonceBits / 8` bytes.
+        nonce: Vec<u8>,
+        /// `ulNonceBits`.
+        nonce_bits: u64,
     },
     /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`, with the data copied.
     AesCbcData {
@@ -158,6 +191,12 @@ pub enum ParamShape {
     StringData,
     /// `CK_AES_CBC_ENCRYPT_DATA_PARAMS`. `Param::AesCbcData`.
     AesCbcData,
+    /// `CK_CCM_PARAMS`. `Param::Ccm`.
+    Ccm,
+    /// `CK_SALSA20_CHACHA20_POLY1305_PARAMS`. `Param::ChaChaPoly`.
+    ChaChaPoly,
+    /// `CK_CHACHA20_PARAMS`. `Param::ChaCha20`.
+    ChaCha20,
     /// A `CK_OBJECT_HANDLE` (flat): the other key of
     /// `CKM_CONCATENATE_BASE_AND_KEY`. `Param::Raw`.
     KeyHandle,
@@ -515,6 +554,9 @@ mod tests {
         ParamShape::Extract,
         ParamShape::Kbkdf,
         ParamShape::KbkdfFeedback,
+        ParamShape::Ccm,
+        ParamShape::ChaChaPoly,
+        ParamShape::ChaCha20,
     ];
 
     fn ul(v: CK_ULONG) -> Vec<u8> {
@@ -602,6 +644,22 @@ mod tests {
                     })
                     .collect::<Vec<_>>()
             }
+            S::Ccm => vec![Param::Ccm {
+                data_len: 16,
+                nonce: vec![3; 13],
+                aad: b"aad".to_vec(),
+                mac_len: 16,
+            }],
+            S::ChaChaPoly => vec![Param::ChaChaPoly {
+                nonce: vec![4; 12],
+                aad: b"aad".to_vec(),
+            }],
+            S::ChaCha20 => vec![Param::ChaCha20 {
+                counter: vec![0; 4],
+                counter_bits: 32,
+                nonce: vec![5; 12],
+                nonce_bits: 96,
+            }],
         }
     }
 
@@ -645,6 +703,8 @@ mod tests {
             secret(2, CKK_GENERIC_SECRET, &[0x5a; 32]),
             key_object(3, CKO_PRIVATE_KEY, CKK_RSA, rsa),
             key_object(4, CKO_PRIVATE_KEY, CKK_EC, private),
+            secret(5, CKK_AES_XTS, &(0..32).collect::<Vec<u8>>()),
+            secret(6, CKK_CHACHA20, &[0x66; 32]),
         ];
         (keys, peer)
     }

@@ -220,6 +220,8 @@ impl Module {
             (Some(_), _) => return Err(Error::AttributeValueInvalid),
             (None, Some(n)) => n as usize,
             (None, None) if key_type.needs_value_len => return Err(Error::TemplateIncomplete),
+            // A key type of one size (ChaCha20) has that length.
+            (None, None) if key_type.default_len.is_some() => key_type.default_len.unwrap_or(0),
             (None, None) => (c.derive.default_len)(&c.mech.param, c.base, c.second)?,
         };
         // Only secrets have a value length (a key-pair type is inconsistent

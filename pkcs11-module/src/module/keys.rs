@@ -43,7 +43,9 @@ impl Module {
         let actor = Self::actor(&t)?;
         let id = Self::new_store_id()?;
         let implied = [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, kg.key_type)];
-        let value_len = key_types::lookup(kg.key_type).and_then(|k| k.value_len);
+        let row_kt = key_types::lookup(kg.key_type);
+        let value_len = row_kt.and_then(|k| k.value_len);
+        let default_len = row_kt.and_then(|k| k.default_len);
         let mut attrs = policy::build(
             template,
             &implied,
@@ -51,6 +53,13 @@ impl Module {
             actor,
             &unique_id(id),
         )
+        .map(|mut a| {
+            // A key type of one size needs no CKA_VALUE_LEN in the template.
+            if let (None, Some(n)) = (a.get(&CKA_VALUE_LEN), default_len) {
+                a.insert(CKA_VALUE_LEN, ferrohsm_store::AttrValue::Ulong(n as u64));
+            }
+            a
+        })
         .and_then(|a| match a.get(&CKA_VALUE_LEN) {
             Some(ferrohsm_store::AttrValue::Ulong(n))
                 if value_len.is_some_and(|ok| ok(*n as usize)) =>

@@ -2,6 +2,7 @@
 use cryptoki_sys::*;
 
 use super::{AES, WRAPS, row};
+use crate::mechanism::aes_modes::{self, xts_key};
 use crate::mechanism::{
     CipherBuilder, KeyGen, MAX_SECRET_LEN, Mechanism, ParamShape, aes, aes_key, key_value,
 };
@@ -91,4 +92,39 @@ pub(super) static ROWS: &[Mechanism] = &[
         ParamShape::Bytes,
         |p, k, d| aes::kwp(p, key_value(k)?, d),
     ),
+];
+
+/// The modes of `aes_modes`: CTS, CCM and XTS (with its own key type).
+pub(super) static MODES: &[Mechanism] = &[
+    aes_cipher(
+        CKM_AES_CTS,
+        "CKM_AES_CTS",
+        0,
+        ParamShape::Bytes,
+        |p, k, d| aes_modes::cts(p, aes_key(k)?, d),
+    ),
+    aes_cipher(
+        CKM_AES_CCM,
+        "CKM_AES_CCM",
+        WRAPS,
+        ParamShape::Ccm,
+        |p, k, d| aes_modes::ccm(p, aes_key(k)?, d),
+    ),
+    Mechanism {
+        // An XTS key is two AES keys: 32 or 64 bytes (AES-128 or AES-256).
+        min_key: 32,
+        max_key: 64,
+        keygen: Some(KeyGen {
+            key_type: CKK_AES_XTS,
+        }),
+        ..row(CKM_AES_XTS_KEY_GEN, "CKM_AES_XTS_KEY_GEN", CKF_GENERATE)
+    },
+    Mechanism {
+        min_key: 32,
+        max_key: 64,
+        key_types: &[CKK_AES_XTS],
+        param: ParamShape::Bytes,
+        cipher: Some(|p, k, d| aes_modes::xts(p, xts_key(k)?, d)),
+        ..row(CKM_AES_XTS, "CKM_AES_XTS", CKF_ENCRYPT | CKF_DECRYPT)
+    },
 ];

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod aes;
+mod chacha;
 mod digest;
 mod ec;
 mod kdf;
@@ -19,6 +20,8 @@ use super::{Derive, Mechanism, ParamShape};
 pub(super) static FAMILIES: &[&[Mechanism]] = &[
     digest::ROWS,
     aes::ROWS,
+    aes::MODES,
+    chacha::ROWS,
     mac::ROWS,
     mac::HMACS,
     rsa::ROWS,
