@@ -538,7 +538,7 @@ mod tests {
         }
     }
 
-    const SHAPES: [ParamShape; 15] = [
+    const SHAPES: [ParamShape; 18] = [
         ParamShape::None,
         ParamShape::Bytes,
         ParamShape::Ctr,
