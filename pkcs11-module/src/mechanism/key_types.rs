@@ -13,7 +13,7 @@ use cryptoki_sys::*;
 use ferrohsm_store::AttrValue;
 use zeroize::Zeroizing;
 
-use super::{MAX_SECRET_LEN, aes, ec, mac, rsa};
+use super::{MAX_SECRET_LEN, aes, des, ec, mac, rsa};
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
@@ -86,6 +86,15 @@ pub struct KeyType {
     /// Pairs: the attributes of a PKCS#8 private key (`C_UnwrapKey`);
     /// `CKR_WRAPPED_KEY_INVALID` if it is not one of this type.
     pub from_pkcs8: Option<FromPkcs8>,
+    /// A legacy algorithm's key type (DES): stored only on tokens whose key
+    /// policy offers legacy algorithms (`module/legacy.rs`).
+    pub legacy: bool,
+    /// Secrets of one size (DES): the value length `C_GenerateKey` and
+    /// `C_DeriveKey` use when the template gives no `CKA_VALUE_LEN`.
+    pub fixed_len: Option<usize>,
+    /// Secrets: makes a freshly generated random value a proper key of the
+    /// type (DES: odd parity in every byte).
+    pub fix_generated: Option<fn(&mut [u8])>,
 }
 
 const fn secret(
@@ -108,6 +117,21 @@ const fn secret(
         import_private: None,
         to_pkcs8: None,
         from_pkcs8: None,
+        legacy: false,
+        fixed_len: None,
+        fix_generated: None,
+    }
+}
+
+/// A DES key type: `len` bytes (8, 16 or 24), legacy, odd parity when made
+/// here. Imports of any parity are accepted, as other tokens do (the parity
+/// bits are ignored by the cipher).
+const fn des_row(ty: CK_KEY_TYPE, name: &'static str, len: fn(usize) -> bool, n: usize) -> KeyType {
+    KeyType {
+        legacy: true,
+        fixed_len: Some(n),
+        fix_generated: Some(des::set_odd_parity),
+        ..secret(ty, name, len, len, des::check_value)
     }
 }
 
@@ -133,6 +157,9 @@ const fn pair(ty: CK_KEY_TYPE, name: &'static str, attrs: AttrSet, f: PairForms)
         import_private: Some(f.import_private),
         to_pkcs8: Some(f.to_pkcs8),
         from_pkcs8: Some(f.from_pkcs8),
+        legacy: false,
+        fixed_len: None,
+        fix_generated: None,
     }
 }
 
@@ -171,6 +198,9 @@ pub static KEY_TYPES: &[KeyType] = &[
         |n| n >= 1,
         mac::check_value,
     ),
+    des_row(CKK_DES, "CKK_DES", |n| n == 8, 8),
+    des_row(CKK_DES2, "CKK_DES2", |n| n == 16, 16),
+    des_row(CKK_DES3, "CKK_DES3", |n| n == 24, 24),
     pair(
         CKK_RSA,
         "CKK_RSA",
@@ -231,6 +261,10 @@ mod tests {
                 assert_eq!(has, secret, "{}: {what} is for secrets only", k.name);
             }
             assert!(secret || !k.needs_value_len, "{}", k.name);
+            assert!(secret || k.fixed_len.is_none() && k.fix_generated.is_none());
+            if let (Some(n), Some(made)) = (k.fixed_len, k.value_len) {
+                assert!(made(n) && !k.needs_value_len, "{}", k.name);
+            }
             for (has, what) in [
                 (k.import_public.is_some(), "import_public"),
                 (k.import_private.is_some(), "import_private"),
@@ -290,6 +324,13 @@ mod tests {
         assert_eq!(
             check_value(CKK_GENERIC_SECRET, b"abc").unwrap(),
             [0xa9, 0x99, 0x3e]
+        );
+        // DES: E_K(0^64), NIST SP 800-67 / FIPS 81 known answer below.
+        let k = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+        assert_eq!(check_value(CKK_DES, &k).unwrap(), [0xd5, 0xd4, 0x4f]);
+        assert_eq!(
+            check_value(CKK_DES3, &[k, k, k].concat()).unwrap(),
+            [0xd5, 0xd4, 0x4f]
         );
         assert_eq!(
             check_value(CKK_AES, &[0; 15]).unwrap_err(),

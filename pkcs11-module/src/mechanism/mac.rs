@@ -1,4 +1,5 @@
-//! MACs for `C_Sign`/`C_Verify`: HMAC with SHA-1 and SHA-2 (RFC 2104, `hmac`)
+//! MACs for `C_Sign`/`C_Verify`: HMAC with SHA-1, SHA-2, SHA-3 and (legacy)
+//! MD5 (RFC 2104, `hmac`)
 //! and AES-CMAC (SP 800-38B, `cmac`), each in full and `_GENERAL` (truncated)
 //! forms. Verification compares in constant time.
 #![forbid(unsafe_code)]
@@ -53,7 +54,7 @@ impl<M: Mac + Clone + Send> SignOp for Keyed<M> {
 
 /// The output length asked for by a `_GENERAL` parameter (`CK_MAC_GENERAL_PARAMS`,
 /// one `CK_ULONG`), between `min` and `full` bytes; `None` for the full forms.
-fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usize> {
+pub(super) fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usize> {
     const UL: usize = std::mem::size_of::<cryptoki_sys::CK_ULONG>();
     match (general, param) {
         (false, Param::None) => Ok(full),
@@ -73,7 +74,7 @@ fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usiz
     }
 }
 
-fn keyed<M: Mac + KeyInit + Clone + Send + 'static>(
+pub(super) fn keyed<M: Mac + KeyInit + Clone + Send + 'static>(
     key: &[u8],
     len: usize,
 ) -> Result<Box<dyn SignOp>> {

@@ -32,7 +32,7 @@ impl Module {
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(&s, mech.ty, CKF_GENERATE, "C_GenerateKey")?;
         let kg = row.keygen.ok_or(Error::MechanismInvalid)?;
         if mech.param != mechanism::Param::None {
             return Err(Error::MechanismParamInvalid);
@@ -41,7 +41,10 @@ impl Module {
         let actor = Self::actor(&t)?;
         let id = Self::new_store_id()?;
         let implied = [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, kg.key_type)];
-        let value_len = key_types::lookup(kg.key_type).and_then(|k| k.value_len);
+        let key_type = key_types::lookup(kg.key_type).ok_or(Error::MechanismInvalid)?;
+        let value_len = key_type.value_len;
+        // A type of one size (DES) needs no CKA_VALUE_LEN.
+        let fixed_len = key_type.fixed_len;
         let mut attrs = policy::build(
             template,
             &implied,
@@ -56,15 +59,20 @@ impl Module {
                 Ok(a)
             }
             Some(_) => Err(Error::AttributeValueInvalid),
+            None if fixed_len.is_some() => Ok(a),
             None => Err(Error::TemplateIncomplete),
         })
         .inspect_err(|e| self.refused(&s, actor.policy, "C_GenerateKey", *e, template))?;
-        let len = match attrs.get(&CKA_VALUE_LEN) {
-            Some(ferrohsm_store::AttrValue::Ulong(n)) => *n as usize,
+        let len = match (attrs.get(&CKA_VALUE_LEN), fixed_len) {
+            (Some(ferrohsm_store::AttrValue::Ulong(n)), _) => *n as usize,
+            (None, Some(n)) => n,
             _ => return Err(Error::TemplateIncomplete),
         };
         let mut value = zeroize::Zeroizing::new(vec![0u8; len]);
         getrandom::fill(&mut value).map_err(|_| Error::DeviceError)?;
+        if let Some(fix) = key_type.fix_generated {
+            fix(&mut value);
+        }
         policy::set_secret_value(&mut attrs, kg.key_type, &value)?;
         let handle = self.insert_object(&s, &mut t, attrs, id, "C_GenerateKey", Some(mech.ty))?;
         log!(
@@ -98,7 +106,7 @@ impl Module {
         private_template: &[RawAttr],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(&s, mech.ty, CKF_GENERATE_KEY_PAIR, "C_GenerateKeyPair")?;
         let kp = row.keypair.ok_or(Error::MechanismInvalid)?;
         if mech.param != mechanism::Param::None {
             return Err(Error::MechanismParamInvalid);
@@ -201,7 +209,7 @@ impl Module {
         template: &[RawAttr],
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(&s, mech.ty, CKF_DERIVE, "C_DeriveKey")?;
         let derive = row.derive.ok_or(Error::MechanismInvalid)?;
         let k = self.usable_key(&s, base, mech, row, CKA_DERIVE, "C_DeriveKey")?;
         let second = match (derive.second_key)(&mech.param) {
@@ -267,6 +275,7 @@ impl Module {
             (Some(_), _) => return Err(Error::AttributeValueInvalid),
             (None, Some(n)) => n as usize,
             (None, None) if key_type.needs_value_len => return Err(Error::TemplateIncomplete),
+            (None, None) if let Some(n) = key_type.fixed_len => n,
             (None, None) => (derive.default_len)(&mech.param, &k, second.as_deref())?,
         };
         // Only secrets have a value length (a key-pair type is inconsistent

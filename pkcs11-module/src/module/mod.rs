@@ -17,6 +17,7 @@
 //! | `crypto` | `usable_key`, `C_Digest*`, `C_Encrypt*`/`C_Decrypt*`, `C_Sign*`/`C_Verify*`, random |
 //! | `keys` | `C_GenerateKey`, `C_GenerateKeyPair`, `C_DeriveKey` |
 //! | `wrap` | `C_WrapKey`, `C_UnwrapKey` |
+//! | `legacy` | which mechanisms and key types a token's key policy offers (legacy algorithms) |
 //!
 //! Lock order (never the reverse): `slots` → one `Slot::token` → `sessions` →
 //! one `Session::ops`. Slow work (PIN KDF, crypto, store writes that may wait
@@ -28,6 +29,7 @@ mod coherence;
 mod crypto;
 mod info;
 mod keys;
+mod legacy;
 mod objects;
 mod sessions;
 mod slot;
