@@ -150,6 +150,42 @@ mod tests {
         assert!(cmac(&Param::Raw(17u64.to_ne_bytes().to_vec()), &k, true).is_err());
     }
 
+    /// RFC 2202 §2 (HMAC-MD5) and the NIST CSRC HMAC-SHA3-256 example.
+    #[test]
+    fn rfc2202_hmac_md5_and_hmac_sha3() {
+        let cases: [(&[u8], &[u8], [u8; 16]); 3] = [
+            (
+                &[0x0b; 16],
+                b"Hi There",
+                hex!("9294727a3638bb1c13f48ef8158bfc9d"),
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                hex!("750c783e6ab0b503eaa86e310a5db738"),
+            ),
+            (
+                &[0xaa; 16],
+                &[0xdd; 50],
+                hex!("56be34521d144c88dbb8c733f0e8b3f6"),
+            ),
+        ];
+        for (k, data, want) in cases {
+            assert_eq!(
+                mac(hmac::<md5::Md5>(&Param::None, k, false).unwrap(), data),
+                want
+            );
+        }
+        let k: Vec<u8> = (0u8..32).collect();
+        assert_eq!(
+            mac(
+                hmac::<sha3::Sha3_256>(&Param::None, &k, false).unwrap(),
+                b"Sample message for keylen<blocklen"
+            ),
+            hex!("4fe8e202c4f058e8dddc23d8c34e467343e23555e24fc2f025d598f558f67205")
+        );
+    }
+
     #[test]
     fn rfc4231_hmac_and_verify() {
         let k = [0x0b; 20];
