@@ -14,10 +14,11 @@ use std::process::Command;
 use std::ptr;
 
 use cryptoki_sys::*;
+use ferrohsm_tests::child::{init_token_args, pkcs11_tool, run_captured};
 use ferrohsm_tests::mech::{Mech, mech_of};
 use ferrohsm_tests::raw::{b, by, check, err, ok, rv_name, secret_key_template, u};
 use ferrohsm_tests::tok::{Dir, H, Tok, tokens};
-use ferrohsm_tests::{TestEnv, ck, from_hex, to_hex};
+use ferrohsm_tests::{TestEnv, USER_PIN, ck, from_hex, to_hex};
 
 const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -1113,5 +1114,102 @@ fn oaep_with_sha3_agrees_with_openssl() {
             Ok(&msg[..]),
             "OAEP-{md} from openssl"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// a stock client: OpenSC's pkcs11-tool
+// ---------------------------------------------------------------------------
+
+/// `pkcs11-tool --module <ferrohsm> <args>` in `env`, asserting exit 0:
+/// its standard output.
+fn tool(env: &TestEnv, args: &[&str]) -> String {
+    let run = run_captured(
+        env,
+        pkcs11_tool(env, args),
+        b"",
+        std::time::Duration::from_secs(60),
+        &format!("pkcs11-tool {args:?}"),
+    );
+    assert!(
+        run.status.success(),
+        "pkcs11-tool {args:?} failed:\n{}\nmodule log:\n{}",
+        run.show(),
+        env.log_tail(20)
+    );
+    run.stdout
+}
+
+#[test]
+fn pkcs11_tool_sees_legacy_mechanisms_on_spec_tokens_only() {
+    for (policy, offered) in [("spec", true), ("hsm", false)] {
+        let env = TestEnv::with_config(&format!("default_policy = \"{policy}\""));
+        tool(
+            &env,
+            &init_token_args(policy, &["--init-pin", "--pin", USER_PIN]),
+        );
+        let list = tool(&env, &["--list-mechanisms"]);
+        for name in [
+            "DES3-CBC-PAD",
+            "DES3-KEY-GEN",
+            "DES-ECB",
+            "MD5-RSA-PKCS",
+            "MD5-HMAC,",
+        ] {
+            assert_eq!(list.contains(name), offered, "{policy}: {name} in\n{list}");
+        }
+        for name in ["SHA3-256", "SHA3-512-HMAC", "ECDSA-SHA3-384"] {
+            assert!(list.contains(name), "{policy}: {name} missing from\n{list}");
+        }
+        let input = file(&env, "abc.txt", b"abc");
+        let output = env.dir.path().join("md5.bin");
+        let args = [
+            "--hash",
+            "-m",
+            "MD5",
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ];
+        if offered {
+            tool(&env, &args);
+            assert_eq!(
+                to_hex(&std::fs::read(&output).unwrap()),
+                "900150983cd24fb0d6963f7d28e17f72"
+            );
+            let out = tool(
+                &env,
+                &[
+                    "--login",
+                    "--pin",
+                    USER_PIN,
+                    "--keygen",
+                    "--key-type",
+                    "DES3:24",
+                    "--label",
+                    "d3",
+                ],
+            );
+            assert!(out.contains("DES3 length 24"), "{out}");
+        } else {
+            let run = run_captured(
+                &env,
+                pkcs11_tool(&env, &args),
+                b"",
+                std::time::Duration::from_secs(60),
+                "pkcs11-tool --hash -m MD5",
+            );
+            assert!(
+                !run.status.success(),
+                "MD5 on an hsm token:\n{}",
+                run.show()
+            );
+            assert!(
+                env.log().contains("key policy 'hsm'"),
+                "{}",
+                env.log_tail(10)
+            );
+        }
     }
 }
