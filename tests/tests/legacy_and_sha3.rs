@@ -855,6 +855,59 @@ fn rsa_pkcs_wraps_and_unwraps_secret_keys_on_spec_tokens() {
     );
 }
 
+#[test]
+fn des3_cbc_pad_wraps_keys_on_spec_tokens() {
+    let (_env, t) = spec();
+    let kek = ok(
+        t.generate(
+            CKM_DES3_KEY_GEN,
+            vec![b(CKA_TOKEN, false), b(CKA_WRAP, true), b(CKA_UNWRAP, true)],
+        ),
+        "DES3 wrapping key",
+    );
+    let value: Vec<u8> = (0u8..32).collect();
+    let aes = secret(&t, CKK_AES, &value);
+    let m = Mech::Bytes(CKM_DES3_CBC_PAD, vec![9; 8]);
+    let wrapped = ok(t.wrap(&m, kek, aes), "C_WrapKey DES3_CBC_PAD");
+    assert_eq!(wrapped.len(), 40, "32 bytes padded to 40");
+    let back = ok(
+        t.unwrap(
+            &m,
+            kek,
+            &wrapped,
+            vec![
+                u(CKA_CLASS, CKO_SECRET_KEY),
+                u(CKA_KEY_TYPE, CKK_AES),
+                b(CKA_TOKEN, false),
+                b(CKA_EXTRACTABLE, true),
+                b(CKA_SENSITIVE, false),
+            ],
+        ),
+        "C_UnwrapKey DES3_CBC_PAD",
+    );
+    assert_eq!(t.value(back), value);
+    // A two-key DES key travels under it too, and keeps its check value.
+    let des = secret(&t, CKK_DES2, &[0x31; 16]);
+    let w = ok(t.wrap(&m, kek, des), "wrap DES2");
+    let d = ok(
+        t.unwrap(
+            &m,
+            kek,
+            &w,
+            vec![
+                u(CKA_CLASS, CKO_SECRET_KEY),
+                u(CKA_KEY_TYPE, CKK_DES2),
+                b(CKA_TOKEN, false),
+            ],
+        ),
+        "unwrap DES2",
+    );
+    assert_eq!(
+        ok(t.get(d, CKA_CHECK_VALUE), "KCV"),
+        ok(t.get(des, CKA_CHECK_VALUE), "KCV")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // SHA-3 (both policies) and SHA-224
 // ---------------------------------------------------------------------------
