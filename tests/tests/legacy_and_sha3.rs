@@ -1118,6 +1118,85 @@ fn sha3_and_sha224_ecdsa_verify_with_openssl() {
 }
 
 #[test]
+fn ecdh_with_sha3_x963_kdf_agrees_with_openssl() {
+    let (_env, t) = spec();
+    let pair = || {
+        ok(
+            t.generate_pair(
+                CKM_EC_KEY_PAIR_GEN,
+                vec![by(CKA_EC_PARAMS, P256), b(CKA_TOKEN, false)],
+                vec![
+                    b(CKA_TOKEN, false),
+                    b(CKA_DERIVE, true),
+                    b(CKA_SENSITIVE, false),
+                ],
+            ),
+            "EC pair",
+        )
+    };
+    let ((_, a), (b_pub, _)) = (pair(), pair());
+    let point = ok(t.get(b_pub, CKA_EC_POINT), "CKA_EC_POINT");
+    let derive = |kdf: CK_ULONG, shared: &[u8], len: CK_ULONG| {
+        let (mut shared, mut public) = (shared.to_vec(), point.clone());
+        let mut prm = CK_ECDH1_DERIVE_PARAMS {
+            kdf,
+            ulSharedDataLen: shared.len() as CK_ULONG,
+            pSharedData: if shared.is_empty() {
+                ptr::null_mut()
+            } else {
+                shared.as_mut_ptr()
+            },
+            ulPublicDataLen: public.len() as CK_ULONG,
+            pPublicData: public.as_mut_ptr(),
+        };
+        let mut m = mech_of(CKM_ECDH1_DERIVE, &mut prm);
+        let k = ok(
+            t.derive(
+                &mut m,
+                a,
+                vec![
+                    u(CKA_CLASS, CKO_SECRET_KEY),
+                    u(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+                    u(CKA_VALUE_LEN, len),
+                    b(CKA_TOKEN, false),
+                    b(CKA_SENSITIVE, false),
+                    b(CKA_EXTRACTABLE, true),
+                ],
+            ),
+            "C_DeriveKey ECDH",
+        );
+        t.value(k)
+    };
+    let z = derive(CKD_NULL, b"", 32);
+    for (kdf, md) in [
+        (CKD_SHA3_224_KDF, "SHA3-224"),
+        (CKD_SHA3_256_KDF, "SHA3-256"),
+        (CKD_SHA3_384_KDF, "SHA3-384"),
+        (CKD_SHA3_512_KDF, "SHA3-512"),
+    ] {
+        let got = derive(kdf, b"shared info", 72);
+        let (done, out, e) = openssl(&[
+            "kdf",
+            "-keylen",
+            "72",
+            "-kdfopt",
+            &format!("digest:{md}"),
+            "-kdfopt",
+            &format!("hexsecret:{}", to_hex(&z)),
+            "-kdfopt",
+            &format!("hexinfo:{}", to_hex(b"shared info")),
+            "X963KDF",
+        ]);
+        assert!(done, "openssl kdf X963KDF: {e}");
+        let want: String = String::from_utf8_lossy(&out)
+            .trim()
+            .replace(':', "")
+            .to_ascii_lowercase();
+        assert_eq!(to_hex(&got), want, "ECDH with X9.63 KDF over {md}");
+    }
+}
+
+#[test]
 fn oaep_with_sha3_agrees_with_openssl() {
     let (env, t) = hsm();
     let (public, private) = rsa_pair(&t);
