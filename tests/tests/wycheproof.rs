@@ -5,7 +5,8 @@
 //! (`CKM_SHA*_RSA_PKCS`, and `CKM_RSA_PKCS` on a caller-built DigestInfo), RSA-PSS
 //! verification (`CKM_SHA*_RSA_PKCS_PSS`, `CKM_RSA_PKCS_PSS`), RSA-OAEP decryption
 //! (`CKM_RSA_PKCS_OAEP` with labels, every SHA-1/SHA-2 hash and MGF1 hash pairing) and
-//! ECDH P-256/P-384 (`CKM_ECDH1_DERIVE`, `CKD_NULL`, peer point bare and DER-wrapped).
+//! ECDH P-256/P-384 (`CKM_ECDH1_DERIVE`, `CKD_NULL`, peer point bare and DER-wrapped),
+//! and SHA-3 (`CKM_ECDSA_SHA3_*` from the DER files, `CKM_SHA3_*_RSA_PKCS`).
 //!
 //! Every key is imported with `C_CreateObject` as a session object; every operation is
 //! one `C_*Init` plus one single-part call. A *valid* vector must give `CKR_OK` (and the
@@ -345,8 +346,9 @@ struct Hash {
     digest_info: &'static [u8],
 }
 
-/// SHA-1 and SHA-2 (but SHA-512/224 and SHA-512/256, which have no PKCS#11
-/// RSA/ECDSA combination or MGF1 constant in v3.0 as used here); None for the rest.
+/// SHA-1, SHA-2 (but SHA-512/224 and SHA-512/256, which have no PKCS#11
+/// RSA/ECDSA combination or MGF1 constant in v3.0 as used here) and SHA-3;
+/// None for the rest.
 fn hash(h: HashFunction) -> Option<Hash> {
     Some(match h {
         HashFunction::Sha1 => Hash {
@@ -402,6 +404,50 @@ fn hash(h: HashFunction) -> Option<Hash> {
             digest_info: &[
                 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
                 0x03, 0x05, 0x00, 0x04, 0x40,
+            ],
+        },
+        HashFunction::Sha3_224 => Hash {
+            ckm: CKM_SHA3_224,
+            mgf: CKG_MGF1_SHA3_224,
+            ecdsa: CKM_ECDSA_SHA3_224,
+            rsa_pkcs: CKM_SHA3_224_RSA_PKCS,
+            rsa_pss: CKM_SHA3_224_RSA_PKCS_PSS,
+            digest_info: &[
+                0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x07, 0x05, 0x00, 0x04, 0x1c,
+            ],
+        },
+        HashFunction::Sha3_256 => Hash {
+            ckm: CKM_SHA3_256,
+            mgf: CKG_MGF1_SHA3_256,
+            ecdsa: CKM_ECDSA_SHA3_256,
+            rsa_pkcs: CKM_SHA3_256_RSA_PKCS,
+            rsa_pss: CKM_SHA3_256_RSA_PKCS_PSS,
+            digest_info: &[
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x08, 0x05, 0x00, 0x04, 0x20,
+            ],
+        },
+        HashFunction::Sha3_384 => Hash {
+            ckm: CKM_SHA3_384,
+            mgf: CKG_MGF1_SHA3_384,
+            ecdsa: CKM_ECDSA_SHA3_384,
+            rsa_pkcs: CKM_SHA3_384_RSA_PKCS,
+            rsa_pss: CKM_SHA3_384_RSA_PKCS_PSS,
+            digest_info: &[
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x09, 0x05, 0x00, 0x04, 0x30,
+            ],
+        },
+        HashFunction::Sha3_512 => Hash {
+            ckm: CKM_SHA3_512,
+            mgf: CKG_MGF1_SHA3_512,
+            ecdsa: CKM_ECDSA_SHA3_512,
+            rsa_pkcs: CKM_SHA3_512_RSA_PKCS,
+            rsa_pss: CKM_SHA3_512_RSA_PKCS_PSS,
+            digest_info: &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x0a, 0x05, 0x00, 0x04, 0x40,
             ],
         },
         _ => return None,
@@ -1160,6 +1206,34 @@ fn rsa_pkcs1_verify() {
             .map(|f| rsa_pkcs1_file(&h, f, Input::Message, ALL))
             .collect(),
     );
+}
+
+/// SHA-3 (issue 17): `CKM_ECDSA_SHA3_*` on P-256/P-384 (DER files, converted
+/// to r||s) and `CKM_SHA3_*_RSA_PKCS` at 2048 and 3072 bits. All vectors.
+#[test]
+fn sha3_verify() {
+    let (_env, h) = hsm("wycheproof-sha3");
+    let mut tallies: Vec<Tally> = [
+        ("ecdsa_secp256r1_sha3_256", &P256),
+        ("ecdsa_secp256r1_sha3_512", &P256),
+        ("ecdsa_secp384r1_sha3_384", &P384),
+        ("ecdsa_secp384r1_sha3_512", &P384),
+    ]
+    .iter()
+    .map(|(f, c)| ecdsa_file(&h, f, c, SigForm::Der, Input::Message, ALL))
+    .collect();
+    for f in [
+        "rsa_signature_2048_sha3_224",
+        "rsa_signature_2048_sha3_256",
+        "rsa_signature_2048_sha3_384",
+        "rsa_signature_2048_sha3_512",
+        "rsa_signature_3072_sha3_256",
+        "rsa_signature_3072_sha3_384",
+        "rsa_signature_3072_sha3_512",
+    ] {
+        tallies.push(rsa_pkcs1_file(&h, f, Input::Message, ALL));
+    }
+    finish(tallies);
 }
 
 /// `CKM_RSA_PKCS` verification of a DigestInfo the caller built. All vectors.

@@ -66,13 +66,28 @@ impl<'a> Input<'a> {
     }
 }
 
-pub(super) const HASHES: &[CK_ULONG] = &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512];
+pub(super) const HASHES: &[CK_ULONG] = &[
+    CKM_SHA_1,
+    CKM_SHA224,
+    CKM_SHA256,
+    CKM_SHA384,
+    CKM_SHA512,
+    CKM_SHA3_224,
+    CKM_SHA3_256,
+    CKM_SHA3_384,
+    CKM_SHA3_512,
+    CKM_MD5,
+];
 pub(super) const MGFS: &[CK_ULONG] = &[
     CKG_MGF1_SHA1,
     CKG_MGF1_SHA224,
     CKG_MGF1_SHA256,
     CKG_MGF1_SHA384,
     CKG_MGF1_SHA512,
+    CKG_MGF1_SHA3_224,
+    CKG_MGF1_SHA3_256,
+    CKG_MGF1_SHA3_384,
+    CKG_MGF1_SHA3_512,
 ];
 
 /// Sizes a caller may sensibly name (tags, salts, counters, lengths).
@@ -131,6 +146,10 @@ pub(super) fn keys() -> &'static Keys {
             all.push(with_identity(private, CKO_PRIVATE_KEY, CKK_EC));
             all.push(with_identity(public, CKO_PUBLIC_KEY, CKK_EC));
         }
+        // Legacy DES keys last, so that the handles above stay as they were.
+        all.push(secret(CKK_DES, &[0x01; 8]));
+        all.push(secret(CKK_DES2, &[0x23; 16]));
+        all.push(secret(CKK_DES3, &[0x45; 24]));
         Keys(
             all.into_iter()
                 .enumerate()

@@ -34,7 +34,8 @@ pub use seeds::seeds;
 fn param_for(ty: CK_MECHANISM_TYPE, u: &mut Input<'_>) -> Param {
     let ulong = |v: CK_ULONG| v.to_ne_bytes().to_vec();
     match ty {
-        CKM_AES_CBC | CKM_AES_CBC_PAD => Param::Raw(u.bytes().to_vec()),
+        CKM_AES_CBC | CKM_AES_CBC_PAD | CKM_DES_CBC | CKM_DES_CBC_PAD | CKM_DES3_CBC
+        | CKM_DES3_CBC_PAD => Param::Raw(u.bytes().to_vec()),
         CKM_AES_CTR => {
             let mut p = ulong(u.pick(&[1, 8, 32, 64, 127, 128, 129]));
             p.extend((0..16).map(|_| u.byte()));
@@ -56,7 +57,11 @@ fn param_for(ty: CK_MECHANISM_TYPE, u: &mut Input<'_>) -> Param {
         | CKM_SHA224_RSA_PKCS_PSS
         | CKM_SHA256_RSA_PKCS_PSS
         | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS => {
+        | CKM_SHA512_RSA_PKCS_PSS
+        | CKM_SHA3_224_RSA_PKCS_PSS
+        | CKM_SHA3_256_RSA_PKCS_PSS
+        | CKM_SHA3_384_RSA_PKCS_PSS
+        | CKM_SHA3_512_RSA_PKCS_PSS => {
             let mut p = ulong(u.pick(HASHES));
             p.extend(ulong(u.pick(MGFS)));
             p.extend(ulong(u.pick(SIZES)));
@@ -67,7 +72,13 @@ fn param_for(ty: CK_MECHANISM_TYPE, u: &mut Input<'_>) -> Param {
         | CKM_SHA224_HMAC_GENERAL
         | CKM_SHA256_HMAC_GENERAL
         | CKM_SHA384_HMAC_GENERAL
-        | CKM_SHA512_HMAC_GENERAL => Param::Raw(ulong(u.pick(SIZES))),
+        | CKM_SHA512_HMAC_GENERAL
+        | CKM_SHA3_224_HMAC_GENERAL
+        | CKM_SHA3_256_HMAC_GENERAL
+        | CKM_SHA3_384_HMAC_GENERAL
+        | CKM_SHA3_512_HMAC_GENERAL
+        | CKM_MD5_HMAC_GENERAL
+        | CKM_DES3_CMAC_GENERAL => Param::Raw(ulong(u.pick(SIZES))),
         CKM_ECDH1_DERIVE => Param::Ecdh {
             kdf: u.pick(&[
                 CKD_NULL,

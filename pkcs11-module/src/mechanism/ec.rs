@@ -1,7 +1,7 @@
 //! Elliptic-curve keys on P-256 and P-384 (RustCrypto `p256`/`p384`): key
 //! pairs, import checks, ECDSA (`CKM_ECDSA`, `CKM_ECDSA_SHA*`, signatures as
 //! fixed-width `r || s`) and ECDH (`CKM_ECDH1_DERIVE`, `CKD_NULL` and the
-//! ANSI X9.63 SHA KDFs).
+//! ANSI X9.63 KDFs over SHA-1, SHA-2 and SHA-3).
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -548,6 +548,10 @@ pub fn ecdh(
         CKD_SHA256_KDF => CKM_SHA256,
         CKD_SHA384_KDF => CKM_SHA384,
         CKD_SHA512_KDF => CKM_SHA512,
+        CKD_SHA3_224_KDF => CKM_SHA3_224,
+        CKD_SHA3_256_KDF => CKM_SHA3_256,
+        CKD_SHA3_384_KDF => CKM_SHA3_384,
+        CKD_SHA3_512_KDF => CKM_SHA3_512,
         _ => return Err(Error::MechanismParamInvalid),
     };
     // ANSI X9.63 KDF: Hash(Z || counter32 || SharedInfo) for counter = 1, 2, …

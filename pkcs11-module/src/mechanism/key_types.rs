@@ -13,7 +13,7 @@ use cryptoki_sys::*;
 use ferrohsm_store::AttrValue;
 use zeroize::Zeroizing;
 
-use super::{MAX_SECRET_LEN, aes, aes_modes, chacha, ec, mac, rsa};
+use super::{MAX_SECRET_LEN, aes, aes_modes, chacha, des, ec, mac, rsa};
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
@@ -77,9 +77,6 @@ pub struct KeyType {
     pub needs_value_len: bool,
     /// Secrets: `CKA_CHECK_VALUE` of a value (v3.0 §4.10).
     pub check_value: Option<CheckValue>,
-    /// Secrets of one size only (ChaCha20): the length `C_GenerateKey` and
-    /// `C_DeriveKey` give when the template has no `CKA_VALUE_LEN`.
-    pub default_len: Option<usize>,
     /// Pairs: the checks of an imported (`C_CreateObject`) public key.
     pub import_public: Option<ImportCheck>,
     /// Pairs: the checks of an imported private key.
@@ -92,6 +89,15 @@ pub struct KeyType {
     /// The strength `hsm` tokens insist on (`spec` tokens take what the
     /// family takes, as SoftHSMv2 does).
     pub hsm_floor: Option<Floor>,
+    /// A legacy algorithm's key type (DES): stored only on tokens whose key
+    /// policy offers legacy algorithms (`module/legacy.rs`).
+    pub legacy: bool,
+    /// Secrets of one size (DES, ChaCha20): the value length `C_GenerateKey` and
+    /// `C_DeriveKey` use when the template gives no `CKA_VALUE_LEN`.
+    pub fixed_len: Option<usize>,
+    /// Secrets: makes a freshly generated random value a proper key of the
+    /// type (DES: odd parity in every byte).
+    pub fix_generated: Option<fn(&mut [u8])>,
 }
 
 /// A key size below which `hsm` tokens refuse to generate or import a key.
@@ -122,12 +128,26 @@ const fn secret(
         import_len: Some(import_len),
         needs_value_len: false,
         check_value: Some(check_value),
-        default_len: None,
         import_public: None,
         import_private: None,
         to_pkcs8: None,
         from_pkcs8: None,
         hsm_floor: None,
+        legacy: false,
+        fixed_len: None,
+        fix_generated: None,
+    }
+}
+
+/// A DES key type: `len` bytes (8, 16 or 24), legacy, odd parity when made
+/// here. Imports of any parity are accepted, as other tokens do (the parity
+/// bits are ignored by the cipher).
+const fn des_row(ty: CK_KEY_TYPE, name: &'static str, len: fn(usize) -> bool, n: usize) -> KeyType {
+    KeyType {
+        legacy: true,
+        fixed_len: Some(n),
+        fix_generated: Some(des::set_odd_parity),
+        ..secret(ty, name, len, len, des::check_value)
     }
 }
 
@@ -149,12 +169,14 @@ const fn pair(ty: CK_KEY_TYPE, name: &'static str, attrs: AttrSet, f: PairForms)
         import_len: None,
         needs_value_len: false,
         check_value: None,
-        default_len: None,
         import_public: Some(f.import_public),
         import_private: Some(f.import_private),
         to_pkcs8: Some(f.to_pkcs8),
         from_pkcs8: Some(f.from_pkcs8),
         hsm_floor: None,
+        legacy: false,
+        fixed_len: None,
+        fix_generated: None,
     }
 }
 
@@ -188,6 +210,9 @@ pub static KEY_TYPES: &[KeyType] = &[
         |n| n >= 1,
         mac::check_value,
     ),
+    des_row(CKK_DES, "CKK_DES", |n| n == 8, 8),
+    des_row(CKK_DES2, "CKK_DES2", |n| n == 16, 16),
+    des_row(CKK_DES3, "CKK_DES3", |n| n == 24, 24),
     KeyType {
         // Two AES-128 or two AES-256 keys, which must differ (aes_modes).
         needs_value_len: true,
@@ -200,7 +225,7 @@ pub static KEY_TYPES: &[KeyType] = &[
         )
     },
     KeyType {
-        default_len: Some(chacha::KEY_LEN),
+        fixed_len: Some(chacha::KEY_LEN),
         ..secret(
             CKK_CHACHA20,
             "CKK_CHACHA20",
@@ -276,10 +301,10 @@ mod tests {
                 assert_eq!(has, secret, "{}: {what} is for secrets only", k.name);
             }
             assert!(secret || !k.needs_value_len, "{}", k.name);
-            // A one-size type's default length is that size, and such a
-            // type needs no CKA_VALUE_LEN.
-            if let Some(n) = k.default_len {
-                let made = k.value_len.expect("a secret");
+            assert!(secret || k.fixed_len.is_none() && k.fix_generated.is_none());
+            // A one-size type's length is that size, and such a type needs
+            // no CKA_VALUE_LEN.
+            if let (Some(n), Some(made)) = (k.fixed_len, k.value_len) {
                 assert!(made(n) && !k.needs_value_len, "{}", k.name);
                 assert!(
                     (0..=MAX_SECRET_LEN).all(|m| m == n || !made(m)),
@@ -347,6 +372,13 @@ mod tests {
             check_value(CKK_GENERIC_SECRET, b"abc").unwrap(),
             [0xa9, 0x99, 0x3e]
         );
+        // DES: E_K(0^64), NIST SP 800-67 / FIPS 81 known answer below.
+        let k = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+        assert_eq!(check_value(CKK_DES, &k).unwrap(), [0xd5, 0xd4, 0x4f]);
+        assert_eq!(
+            check_value(CKK_DES3, &[k, k, k].concat()).unwrap(),
+            [0xd5, 0xd4, 0x4f]
+        );
         assert_eq!(
             check_value(CKK_AES, &[0; 15]).unwrap_err(),
             Error::KeySizeRange
@@ -367,9 +399,9 @@ mod tests {
             Error::AttributeValueInvalid
         );
         let xts = lookup(CKK_AES_XTS).unwrap();
-        assert!(xts.needs_value_len && xts.default_len.is_none());
+        assert!(xts.needs_value_len && xts.fixed_len.is_none());
         let chacha = lookup(CKK_CHACHA20).unwrap();
-        assert!(!chacha.needs_value_len && chacha.default_len == Some(32));
+        assert!(!chacha.needs_value_len && chacha.fixed_len == Some(32));
     }
 
     fn private_object(kt: CK_KEY_TYPE, mut attrs: Attrs) -> Object {

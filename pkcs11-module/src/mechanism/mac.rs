@@ -1,4 +1,5 @@
-//! MACs for `C_Sign`/`C_Verify`: HMAC with SHA-1 and SHA-2 (RFC 2104, `hmac`)
+//! MACs for `C_Sign`/`C_Verify`: HMAC with SHA-1, SHA-2, SHA-3 and (legacy)
+//! MD5 (RFC 2104, `hmac`)
 //! and AES-CMAC (SP 800-38B, `cmac`), each in full and `_GENERAL` (truncated)
 //! forms. Verification compares in constant time.
 #![forbid(unsafe_code)]
@@ -53,7 +54,7 @@ impl<M: Mac + Clone + Send> SignOp for Keyed<M> {
 
 /// The output length asked for by a `_GENERAL` parameter (`CK_MAC_GENERAL_PARAMS`,
 /// one `CK_ULONG`), between `min` and `full` bytes; `None` for the full forms.
-fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usize> {
+pub(super) fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usize> {
     const UL: usize = std::mem::size_of::<cryptoki_sys::CK_ULONG>();
     match (general, param) {
         (false, Param::None) => Ok(full),
@@ -73,7 +74,7 @@ fn out_len(param: &Param, general: bool, min: usize, full: usize) -> Result<usiz
     }
 }
 
-fn keyed<M: Mac + KeyInit + Clone + Send + 'static>(
+pub(super) fn keyed<M: Mac + KeyInit + Clone + Send + 'static>(
     key: &[u8],
     len: usize,
 ) -> Result<Box<dyn SignOp>> {
@@ -147,6 +148,42 @@ mod tests {
             hex!("070a16b4")
         );
         assert!(cmac(&Param::Raw(17u64.to_ne_bytes().to_vec()), &k, true).is_err());
+    }
+
+    /// RFC 2202 §2 (HMAC-MD5) and the NIST CSRC HMAC-SHA3-256 example.
+    #[test]
+    fn rfc2202_hmac_md5_and_hmac_sha3() {
+        let cases: [(&[u8], &[u8], [u8; 16]); 3] = [
+            (
+                &[0x0b; 16],
+                b"Hi There",
+                hex!("9294727a3638bb1c13f48ef8158bfc9d"),
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                hex!("750c783e6ab0b503eaa86e310a5db738"),
+            ),
+            (
+                &[0xaa; 16],
+                &[0xdd; 50],
+                hex!("56be34521d144c88dbb8c733f0e8b3f6"),
+            ),
+        ];
+        for (k, data, want) in cases {
+            assert_eq!(
+                mac(hmac::<md5::Md5>(&Param::None, k, false).unwrap(), data),
+                want
+            );
+        }
+        let k: Vec<u8> = (0u8..32).collect();
+        assert_eq!(
+            mac(
+                hmac::<sha3::Sha3_256>(&Param::None, &k, false).unwrap(),
+                b"Sample message for keylen<blocklen"
+            ),
+            hex!("4fe8e202c4f058e8dddc23d8c34e467343e23555e24fc2f025d598f558f67205")
+        );
     }
 
     #[test]

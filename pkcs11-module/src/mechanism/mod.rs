@@ -10,6 +10,7 @@ pub mod aes;
 pub mod aes_modes;
 pub mod backend;
 pub mod chacha;
+pub mod des;
 pub mod digest;
 pub mod ec;
 pub mod kdf;
@@ -468,19 +469,39 @@ pub struct Mechanism {
     /// `cipher`; `C_UnwrapKey` then strips the zeros to the key's length.
     pub pad_wrap: Option<CipherBuilder>,
     /// Whether `C_WrapKey` may carry private keys (as PKCS#8) with this
-    /// mechanism; FALSE for RSA-OAEP, whose message is shorter than any
-    /// private key, so it wraps secret keys only.
+    /// mechanism; FALSE for RSA-OAEP and RSA PKCS#1 v1.5, whose message is
+    /// shorter than any private key, so they wrap secret keys only.
     pub wraps_private_keys: bool,
+    /// The capabilities (`CKF_*` of `flags`) that are legacy algorithms
+    /// (DES, MD5, RSA PKCS#1 v1.5 key transport): offered on `spec` tokens as
+    /// SoftHSMv2 offers them, refused with `CKR_MECHANISM_INVALID` and left
+    /// out of the mechanism's info on `hsm` tokens, as a FIPS-mode HSM does.
+    /// `LEGACY` (every bit) makes the whole row legacy: `hsm` tokens do not
+    /// list it. The module checks this in one place (`module/legacy.rs`).
+    pub legacy: CK_FLAGS,
 }
 
+/// `Mechanism::legacy` of a row that is legacy as a whole.
+pub const LEGACY: CK_FLAGS = !0;
+
 impl Mechanism {
-    /// `CK_MECHANISM_INFO` for `C_GetMechanismInfo`.
-    pub fn info(&self) -> CK_MECHANISM_INFO {
+    /// `CK_MECHANISM_INFO` for `C_GetMechanismInfo`; `legacy_too` FALSE
+    /// leaves out the legacy capabilities (an `hsm` token's answer).
+    pub fn info(&self, legacy_too: bool) -> CK_MECHANISM_INFO {
         CK_MECHANISM_INFO {
             ulMinKeySize: self.min_key,
             ulMaxKeySize: self.max_key,
-            flags: self.flags,
+            flags: if legacy_too {
+                self.flags
+            } else {
+                self.flags & !self.legacy
+            },
         }
+    }
+
+    /// Whether the row is legacy as a whole (`hsm` tokens do not offer it).
+    pub fn is_legacy(&self) -> bool {
+        self.legacy == LEGACY
     }
 }
 
@@ -593,6 +614,10 @@ mod tests {
                 (CKM_SHA256, CKG_MGF1_SHA256),
                 (CKM_SHA384, CKG_MGF1_SHA384),
                 (CKM_SHA512, CKG_MGF1_SHA512),
+                (CKM_SHA3_224, CKG_MGF1_SHA3_224),
+                (CKM_SHA3_256, CKG_MGF1_SHA3_256),
+                (CKM_SHA3_384, CKG_MGF1_SHA3_384),
+                (CKM_SHA3_512, CKG_MGF1_SHA3_512),
             ]
             .map(|(h, mgf)| Param::Raw([ul(h), ul(mgf), ul(20)].concat()))
             .to_vec(),
@@ -701,6 +726,8 @@ mod tests {
         let keys = vec![
             secret(1, CKK_AES, &[0x11; 16]),
             secret(2, CKK_GENERIC_SECRET, &[0x5a; 32]),
+            secret(5, CKK_DES, &[0x01; 8]),
+            secret(6, CKK_DES3, &[0x23; 24]),
             key_object(3, CKO_PRIVATE_KEY, CKK_RSA, rsa),
             key_object(4, CKO_PRIVATE_KEY, CKK_EC, private),
             secret(5, CKK_AES_XTS, &(0..32).collect::<Vec<u8>>()),

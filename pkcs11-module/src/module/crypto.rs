@@ -26,11 +26,15 @@ impl Module {
     /// `C_DigestInit`.
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: &MechanismArg) -> Result<()> {
         let s = self.session(h)?;
+        if s.ops.lock().digest.is_some() {
+            return Err(Error::OperationActive);
+        }
+        self.mechanism_row(&s, mech.ty, CKF_DIGEST, "C_DigestInit")?;
+        let op = mechanism::digest_op(mech)?;
         let mut ops = s.ops.lock();
         if ops.digest.is_some() {
             return Err(Error::OperationActive);
         }
-        let op = mechanism::digest_op(mech)?;
         ops.digest = Some(DigestState {
             op,
             multipart: false,
@@ -180,12 +184,12 @@ impl Module {
         if s.ops.lock().cipher(dir).is_some() {
             return Err(Error::OperationActive);
         }
-        let row = mechanism::lookup(mech.ty)?;
-        let build = row.cipher.ok_or(Error::MechanismInvalid)?;
-        let (usage, func) = match dir {
-            Dir::Encrypt => (CKA_ENCRYPT, "C_EncryptInit"),
-            Dir::Decrypt => (CKA_DECRYPT, "C_DecryptInit"),
+        let (usage, func, flag) = match dir {
+            Dir::Encrypt => (CKA_ENCRYPT, "C_EncryptInit", CKF_ENCRYPT),
+            Dir::Decrypt => (CKA_DECRYPT, "C_DecryptInit", CKF_DECRYPT),
         };
+        let row = self.mechanism_row(&s, mech.ty, flag, func)?;
+        let build = row.cipher.ok_or(Error::MechanismInvalid)?;
         let k = self.usable_key(&s, key, mech, row, usage, func)?;
         let op = build(&mech.param, &k, dir)?;
         let mut ops = s.ops.lock();
@@ -272,13 +276,13 @@ impl Module {
         if busy(&mut s.ops.lock()) {
             return Err(Error::OperationActive);
         }
-        let row = mechanism::lookup(mech.ty)?;
-        let build = row.sign.ok_or(Error::MechanismInvalid)?;
-        let (usage, func) = if verify {
-            (CKA_VERIFY, "C_VerifyInit")
+        let (usage, func, flag) = if verify {
+            (CKA_VERIFY, "C_VerifyInit", CKF_VERIFY)
         } else {
-            (CKA_SIGN, "C_SignInit")
+            (CKA_SIGN, "C_SignInit", CKF_SIGN)
         };
+        let row = self.mechanism_row(&s, mech.ty, flag, func)?;
+        let build = row.sign.ok_or(Error::MechanismInvalid)?;
         let k = self.usable_key(&s, key, mech, row, usage, func)?;
         let op = build(&mech.param, &k, verify)?;
         let mut ops = s.ops.lock();

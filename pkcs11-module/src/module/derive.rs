@@ -78,7 +78,7 @@ impl Module {
         template: &[RawAttr],
     ) -> Result<(CK_OBJECT_HANDLE, Vec<CK_OBJECT_HANDLE>)> {
         let s = self.session(h)?;
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(&s, mech.ty, CKF_DERIVE, "C_DeriveKey")?;
         let derive = row.derive.ok_or(Error::MechanismInvalid)?;
         let k = self.usable_key(&s, base, mech, row, CKA_DERIVE, "C_DeriveKey")?;
         self.may_create(&s, &[(template, true)])?;
@@ -220,8 +220,8 @@ impl Module {
             (Some(_), _) => return Err(Error::AttributeValueInvalid),
             (None, Some(n)) => n as usize,
             (None, None) if key_type.needs_value_len => return Err(Error::TemplateIncomplete),
-            // A key type of one size (ChaCha20) has that length.
-            (None, None) if key_type.default_len.is_some() => key_type.default_len.unwrap_or(0),
+            // A key type of one size (DES, ChaCha20) has that length.
+            (None, None) if let Some(n) = key_type.fixed_len => n,
             (None, None) => (c.derive.default_len)(&c.mech.param, c.base, c.second)?,
         };
         // Only secrets have a value length (a key-pair type is inconsistent

@@ -167,10 +167,16 @@ impl Module {
         })
     }
 
-    /// Mechanisms of a slot (every slot offers the whole table).
+    /// Mechanisms of a slot: the whole table, less the legacy rows on a
+    /// token whose key policy does not offer them (`legacy`).
     pub fn mechanism_list(&self, id: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
-        self.slot(id)?;
-        Ok(mechanism::MECHANISMS.iter().map(|m| m.ty).collect())
+        let slot = self.slot(id)?;
+        let legacy_too = super::legacy::offers_legacy(self.slot_policy(&slot));
+        Ok(mechanism::MECHANISMS
+            .iter()
+            .filter(|m| legacy_too || !m.is_legacy())
+            .map(|m| m.ty)
+            .collect())
     }
 
     /// `CK_MECHANISM_INFO` of one mechanism.
@@ -179,7 +185,12 @@ impl Module {
         id: CK_SLOT_ID,
         ty: CK_MECHANISM_TYPE,
     ) -> Result<CK_MECHANISM_INFO> {
-        self.slot(id)?;
-        Ok(mechanism::lookup(ty)?.info())
+        let slot = self.slot(id)?;
+        let legacy_too = super::legacy::offers_legacy(self.slot_policy(&slot));
+        let row = mechanism::lookup(ty)?;
+        if row.is_legacy() && !legacy_too {
+            return Err(crate::error::Error::MechanismInvalid);
+        }
+        Ok(row.info(legacy_too))
     }
 }

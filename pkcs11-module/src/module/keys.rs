@@ -34,7 +34,7 @@ impl Module {
     ) -> Result<CK_OBJECT_HANDLE> {
         let s = self.session(h)?;
         self.may_create(&s, &[(template, true)])?;
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(&s, mech.ty, CKF_GENERATE, "C_GenerateKey")?;
         let kg = row.keygen.ok_or(Error::MechanismInvalid)?;
         if mech.param != mechanism::Param::None {
             return Err(Error::MechanismParamInvalid);
@@ -43,9 +43,10 @@ impl Module {
         let actor = Self::actor(&t)?;
         let id = Self::new_store_id()?;
         let implied = [(CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, kg.key_type)];
-        let row_kt = key_types::lookup(kg.key_type);
-        let value_len = row_kt.and_then(|k| k.value_len);
-        let default_len = row_kt.and_then(|k| k.default_len);
+        let key_type = key_types::lookup(kg.key_type).ok_or(Error::MechanismInvalid)?;
+        let value_len = key_type.value_len;
+        // A type of one size (DES, ChaCha20) needs no CKA_VALUE_LEN.
+        let fixed_len = key_type.fixed_len;
         let mut attrs = policy::build(
             template,
             &implied,
@@ -53,13 +54,6 @@ impl Module {
             actor,
             &unique_id(id),
         )
-        .map(|mut a| {
-            // A key type of one size needs no CKA_VALUE_LEN in the template.
-            if let (None, Some(n)) = (a.get(&CKA_VALUE_LEN), default_len) {
-                a.insert(CKA_VALUE_LEN, ferrohsm_store::AttrValue::Ulong(n as u64));
-            }
-            a
-        })
         .and_then(|a| match a.get(&CKA_VALUE_LEN) {
             Some(ferrohsm_store::AttrValue::Ulong(n))
                 if value_len.is_some_and(|ok| ok(*n as usize)) =>
@@ -67,15 +61,20 @@ impl Module {
                 Ok(a)
             }
             Some(_) => Err(Error::AttributeValueInvalid),
+            None if fixed_len.is_some() => Ok(a),
             None => Err(Error::TemplateIncomplete),
         })
         .inspect_err(|e| self.refused(&s, actor.policy, "C_GenerateKey", *e, template))?;
-        let len = match attrs.get(&CKA_VALUE_LEN) {
-            Some(ferrohsm_store::AttrValue::Ulong(n)) => *n as usize,
+        let len = match (attrs.get(&CKA_VALUE_LEN), fixed_len) {
+            (Some(ferrohsm_store::AttrValue::Ulong(n)), _) => *n as usize,
+            (None, Some(n)) => n,
             _ => return Err(Error::TemplateIncomplete),
         };
         let mut value = zeroize::Zeroizing::new(vec![0u8; len]);
         getrandom::fill(&mut value).map_err(|_| Error::DeviceError)?;
+        if let Some(fix) = key_type.fix_generated {
+            fix(&mut value);
+        }
         policy::set_secret_value(&mut attrs, kg.key_type, &value)?;
         let handle = self.insert_object(&s, &mut t, attrs, id, "C_GenerateKey", Some(mech.ty))?;
         log!(
@@ -110,7 +109,7 @@ impl Module {
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let s = self.session(h)?;
         self.may_create(&s, &[(public_template, false), (private_template, true)])?;
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(&s, mech.ty, CKF_GENERATE_KEY_PAIR, "C_GenerateKeyPair")?;
         let kp = row.keypair.ok_or(Error::MechanismInvalid)?;
         if mech.param != mechanism::Param::None {
             return Err(Error::MechanismParamInvalid);

@@ -18,6 +18,7 @@
 //! | `keys` | `C_GenerateKey`, `C_GenerateKeyPair` |
 //! | `derive` | `C_DeriveKey`, with the additional keys of SP 800-108 |
 //! | `wrap` | `C_WrapKey`, `C_UnwrapKey` |
+//! | `legacy` | which mechanisms and key types a token's key policy offers (legacy algorithms) |
 //!
 //! Lock order (never the reverse): `slots` → one `Slot::token` → `sessions` →
 //! one `Session::ops`. Slow work (PIN KDF, crypto, store writes that may wait
@@ -30,6 +31,7 @@ mod crypto;
 mod derive;
 mod info;
 mod keys;
+mod legacy;
 mod objects;
 mod sessions;
 mod slot;

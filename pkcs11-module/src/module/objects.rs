@@ -95,6 +95,7 @@ impl Module {
             if token_obj && !s.rw {
                 return Err(Error::SessionReadOnly);
             }
+            self.key_type_offered(s, t.record()?.policy, &obj.attrs, func)?;
             if obj.needs_user() && t.login != Login::User {
                 return Err(Error::UserNotLoggedIn);
             }

@@ -598,7 +598,12 @@ fn random_and_seed() {
 fn mechanisms_come_from_the_table() {
     let m = module();
     let list = m.mechanism_list(0).unwrap();
-    assert_eq!(list.len(), crate::mechanism::MECHANISMS.len());
+    // An hsm token (the test default) lists every row but the legacy ones.
+    let modern = crate::mechanism::MECHANISMS
+        .iter()
+        .filter(|r| !r.is_legacy())
+        .count();
+    assert_eq!(list.len(), modern);
     let info = m.mechanism_info(0, CKM_SHA256).unwrap();
     assert_ne!(info.flags & CKF_DIGEST, 0);
     assert_ne!(info.flags & CKF_HW, 0);
@@ -1466,4 +1471,111 @@ fn spec_tokens_and_a_zero_wait_delete_at_once() {
                 .is_empty()
         );
     }
+}
+
+/// A module whose token (slot 0) has `policy`, with a logged-in R/W user
+/// session.
+fn policy_token(policy: KeyPolicy) -> (Module, CK_SESSION_HANDLE) {
+    let mut cfg = Config::for_tests();
+    cfg.default_policy = policy;
+    let m = Module::new(cfg, Arc::new(MemoryStore::new())).unwrap();
+    m.init_token(0, SO, &label("legacy")).unwrap();
+    let h = rw(&m);
+    m.login(h, CKU_SO, SO).unwrap();
+    m.init_pin(h, USER).unwrap();
+    m.logout(h).unwrap();
+    m.login(h, CKU_USER, USER).unwrap();
+    (m, h)
+}
+
+#[test]
+fn legacy_algorithms_follow_the_token_policy() {
+    let des3 = |extra: Vec<RawAttr>| {
+        let mut t = vec![
+            RawAttr::ulong(CKA_CLASS, CKO_SECRET_KEY),
+            RawAttr::ulong(CKA_KEY_TYPE, CKK_DES3),
+            RawAttr::new(CKA_VALUE, &[0x23; 24]),
+            RawAttr::bool(CKA_SENSITIVE, true),
+        ];
+        t.extend(extra);
+        t
+    };
+    // hsm: not listed, no info, refused at every entry point.
+    let (m, h) = policy_token(KeyPolicy::Hsm);
+    let list = m.mechanism_list(0).unwrap();
+    for ty in [
+        CKM_DES3_CBC,
+        CKM_DES3_KEY_GEN,
+        CKM_MD5,
+        CKM_MD5_HMAC,
+        CKM_MD5_RSA_PKCS,
+    ] {
+        assert!(!list.contains(&ty), "{ty:#x} listed on an hsm token");
+        assert_eq!(m.mechanism_info(0, ty).err(), Some(Error::MechanismInvalid));
+    }
+    // CKM_RSA_PKCS is listed, but without its (legacy) key transport.
+    let info = m.mechanism_info(0, CKM_RSA_PKCS).unwrap();
+    assert_eq!(info.flags & (CKF_WRAP | CKF_UNWRAP), 0);
+    assert_ne!(info.flags & CKF_ENCRYPT, 0);
+    assert!(list.contains(&CKM_SHA3_256) && list.contains(&CKM_ECDSA_SHA3_384));
+    assert_eq!(
+        m.digest_init(h, &mech(CKM_MD5)),
+        Err(Error::MechanismInvalid)
+    );
+    assert_eq!(
+        m.generate_key(h, &mech(CKM_DES3_KEY_GEN), &[]),
+        Err(Error::MechanismInvalid)
+    );
+    assert_eq!(
+        m.create_object(h, &des3(vec![])),
+        Err(Error::AttributeValueInvalid)
+    );
+    // SHA-3 is no legacy algorithm.
+    m.digest_init(h, &mech(CKM_SHA3_256)).unwrap();
+    let mut out = [0u8; 32];
+    m.digest(h, b"abc", &mut OutBuf::new(Some(&mut out)))
+        .unwrap();
+    assert_eq!(out[..4], [0x3a, 0x98, 0x5d, 0xa7]);
+
+    // spec: listed with every flag, usable.
+    let (m, h) = policy_token(KeyPolicy::Spec);
+    let list = m.mechanism_list(0).unwrap();
+    assert_eq!(list.len(), crate::mechanism::MECHANISMS.len());
+    let info = m.mechanism_info(0, CKM_RSA_PKCS).unwrap();
+    assert_eq!(info.flags & (CKF_WRAP | CKF_UNWRAP), CKF_WRAP | CKF_UNWRAP);
+    m.digest_init(h, &mech(CKM_MD5)).unwrap();
+    let mut out = [0u8; 16];
+    m.digest(h, b"abc", &mut OutBuf::new(Some(&mut out)))
+        .unwrap();
+    assert_eq!(out[..4], [0x90, 0x01, 0x50, 0x98]);
+    // DES keys are made with odd parity and no CKA_VALUE_LEN.
+    for (keygen, len) in [
+        (CKM_DES_KEY_GEN, 8),
+        (CKM_DES2_KEY_GEN, 16),
+        (CKM_DES3_KEY_GEN, 24),
+    ] {
+        let k = m
+            .generate_key(h, &mech(keygen), &[RawAttr::bool(CKA_SENSITIVE, false)])
+            .unwrap();
+        let r = m.get_attributes(h, k, &[CKA_VALUE, CKA_VALUE_LEN]).unwrap();
+        let Reading::Value(v) = &r[0] else {
+            panic!("value of a non-sensitive key")
+        };
+        assert_eq!(v.len(), len);
+        assert!(v.iter().all(|b| b.count_ones() % 2 == 1), "odd parity");
+    }
+    assert_eq!(
+        m.generate_key(
+            h,
+            &mech(CKM_DES3_KEY_GEN),
+            &[RawAttr::ulong(CKA_VALUE_LEN, 16)]
+        ),
+        Err(Error::AttributeValueInvalid)
+    );
+    let k = m.create_object(h, &des3(vec![])).unwrap();
+    let enc = MechanismArg {
+        ty: CKM_DES3_CBC_PAD,
+        param: crate::mechanism::Param::Raw(vec![0; 8]),
+    };
+    m.cipher_init(h, &enc, k, Dir::Encrypt).unwrap();
 }

@@ -167,7 +167,7 @@ impl Module {
                 Error::UnwrappingKeyTypeInconsistent,
             )
         };
-        let row = mechanism::lookup(mech.ty)?;
+        let row = self.mechanism_row(s, mech.ty, flag, func)?;
         let build = row
             .cipher
             .filter(|_| row.flags & flag != 0)
@@ -247,10 +247,8 @@ impl Module {
             ));
         }
         if !row.wraps_private_keys && target.ulong(CKA_CLASS) != Some(CKO_SECRET_KEY) {
-            return Err(refuse(
-                Error::KeyNotWrappable,
-                "RSA-OAEP wraps secret keys only",
-            ));
+            let why = format!("{} wraps secret keys only", row.name);
+            return Err(refuse(Error::KeyNotWrappable, &why));
         }
         let material = Self::wrappable_material(&target)?;
         // Key wrap zero-pads keys to whole semiblocks (the row's wrapping builder).

@@ -432,6 +432,38 @@ mod tests {
         );
     }
 
+    /// SHA-224, SHA-3 and MD5 are not AWS-LC's here: RSA signatures and OAEP
+    /// with them decline, so RustCrypto runs them (ECDSA takes the digest
+    /// already reduced to the field, whatever the hash).
+    #[test]
+    fn other_hashes_are_left_to_rustcrypto() {
+        let key = rsa::PrivateKey::new(&mut SysRng, 2048).unwrap();
+        let public = key.as_public_key();
+        let (fp, fq) = (RsaPrivate::default(), RsaPublic::default());
+        for (hash, len) in [
+            (CKM_SHA224, 28),
+            (CKM_SHA3_224, 28),
+            (CKM_SHA3_256, 32),
+            (CKM_SHA3_384, 48),
+            (CKM_SHA3_512, 64),
+            (CKM_MD5, 16),
+        ] {
+            let h = vec![7u8; len];
+            let mut sig = vec![0u8; 256];
+            let pss = RsaSig::Pss {
+                hash,
+                mgf: hash,
+                salt: len,
+            };
+            for s in [RsaSig::Pkcs1(hash), pss] {
+                assert!(fp.sign(&key, s, &h, &mut sig).is_none(), "{hash:#x}");
+                assert!(fq.verify(public, s, &h, &sig).is_none(), "{hash:#x}");
+            }
+            assert!(fq.oaep_encrypt(public, hash, hash, b"", b"x").is_none());
+            assert!(fp.oaep_decrypt(&key, hash, hash, b"", &sig).is_none());
+        }
+    }
+
     #[test]
     fn ec_agrees_with_rustcrypto() {
         use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};

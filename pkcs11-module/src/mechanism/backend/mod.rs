@@ -12,8 +12,9 @@
 //! - `rustcrypto.rs` (the pure-Rust build): declines everything.
 //!
 //! Everything else stays RustCrypto: raw RSA, PKCS#1 v1.5 decryption (its
-//! implicit-rejection path), PKCS#1 signatures with SHA-1/SHA-224, mixed
-//! hashes or other salt lengths, `CKM_ECDSA` over input of another length,
+//! implicit-rejection path), PKCS#1 signatures with SHA-1/SHA-224, SHA-3
+//! or MD5, PSS and OAEP with SHA-224 or SHA-3, mixed hashes or other salt
+//! lengths, `CKM_ECDSA` over input of another length,
 //! key generation, import checks and PKCS#8.
 //!
 //! The backend's parsed keys live in the family's cached key (built once per

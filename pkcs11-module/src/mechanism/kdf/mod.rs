@@ -107,6 +107,10 @@ pub fn hkdf(
         CKM_SHA256 => hkdf_with::<sha2::Sha256>(x, e, salt, ikm, info, len),
         CKM_SHA384 => hkdf_with::<sha2::Sha384>(x, e, salt, ikm, info, len),
         CKM_SHA512 => hkdf_with::<sha2::Sha512>(x, e, salt, ikm, info, len),
+        CKM_SHA3_224 => hkdf_with::<sha3::Sha3_224>(x, e, salt, ikm, info, len),
+        CKM_SHA3_256 => hkdf_with::<sha3::Sha3_256>(x, e, salt, ikm, info, len),
+        CKM_SHA3_384 => hkdf_with::<sha3::Sha3_384>(x, e, salt, ikm, info, len),
+        CKM_SHA3_512 => hkdf_with::<sha3::Sha3_512>(x, e, salt, ikm, info, len),
         _ => Err(Error::MechanismParamInvalid),
     }
 }

@@ -11,7 +11,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq, ConstantTimeLess};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::mechanism::digest::for_mechanism;
+use crate::mechanism::digest::{for_mechanism, for_signing};
 
 /// DigestInfo prefixes of RFC 8017 §9.2, note 1.
 pub(super) fn digest_info_prefix(hash: CK_MECHANISM_TYPE) -> Option<&'static [u8]> {
@@ -36,6 +36,28 @@ pub(super) fn digest_info_prefix(hash: CK_MECHANISM_TYPE) -> Option<&'static [u8
             0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
             0x03, 0x05, 0x00, 0x04, 0x40,
         ],
+        // SHA-3: id-sha3-224 … id-sha3-512 (2.16.840.1.101.3.4.2.7 … 10).
+        CKM_SHA3_224 => &[
+            0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x07, 0x05, 0x00, 0x04, 0x1c,
+        ],
+        CKM_SHA3_256 => &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x08, 0x05, 0x00, 0x04, 0x20,
+        ],
+        CKM_SHA3_384 => &[
+            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x09, 0x05, 0x00, 0x04, 0x30,
+        ],
+        CKM_SHA3_512 => &[
+            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x0a, 0x05, 0x00, 0x04, 0x40,
+        ],
+        // MD5 (1.2.840.113549.2.5), for the legacy CKM_MD5_RSA_PKCS.
+        CKM_MD5 => &[
+            0x30, 0x20, 0x30, 0x0c, 0x06, 0x08, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05,
+            0x05, 0x00, 0x04, 0x10,
+        ],
         _ => return None,
     })
 }
@@ -46,11 +68,7 @@ pub(super) fn pkcs1(hash: Option<CK_MECHANISM_TYPE>) -> Result<Pkcs1v15Sign> {
     Ok(match hash {
         None => Pkcs1v15Sign::new_unprefixed(),
         Some(h) => Pkcs1v15Sign {
-            hash_len: Some(
-                for_mechanism(h)
-                    .ok_or(Error::MechanismInvalid)?
-                    .output_len(),
-            ),
+            hash_len: Some(for_signing(h).ok_or(Error::MechanismInvalid)?.output_len()),
             prefix: digest_info_prefix(h).ok_or(Error::MechanismInvalid)?.into(),
         },
     })
@@ -78,6 +96,22 @@ macro_rules! with_digest {
             }
             CKM_SHA512 => {
                 type $d = sha2::Sha512;
+                $body
+            }
+            CKM_SHA3_224 => {
+                type $d = sha3::Sha3_224;
+                $body
+            }
+            CKM_SHA3_256 => {
+                type $d = sha3::Sha3_256;
+                $body
+            }
+            CKM_SHA3_384 => {
+                type $d = sha3::Sha3_384;
+                $body
+            }
+            CKM_SHA3_512 => {
+                type $d = sha3::Sha3_512;
                 $body
             }
             _ => Err(Error::MechanismParamInvalid),
@@ -188,6 +222,10 @@ pub(super) fn mgf_hash(mgf: CK_ULONG) -> Result<CK_MECHANISM_TYPE> {
         CKG_MGF1_SHA256 => CKM_SHA256,
         CKG_MGF1_SHA384 => CKM_SHA384,
         CKG_MGF1_SHA512 => CKM_SHA512,
+        CKG_MGF1_SHA3_224 => CKM_SHA3_224,
+        CKG_MGF1_SHA3_256 => CKM_SHA3_256,
+        CKG_MGF1_SHA3_384 => CKM_SHA3_384,
+        CKG_MGF1_SHA3_512 => CKM_SHA3_512,
         _ => return Err(Error::MechanismParamInvalid),
     })
 }

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::mechanism::backend::RsaSig;
-use crate::mechanism::digest::{DigestOp, for_mechanism};
+use crate::mechanism::digest::{DigestOp, for_mechanism, for_signing};
 use crate::mechanism::{Param, SignOp};
 use crate::object::Object;
 
@@ -247,6 +247,10 @@ pub(super) fn is_hashed_pss(mech: CK_MECHANISM_TYPE) -> bool {
             | CKM_SHA256_RSA_PKCS_PSS
             | CKM_SHA384_RSA_PKCS_PSS
             | CKM_SHA512_RSA_PKCS_PSS
+            | CKM_SHA3_224_RSA_PKCS_PSS
+            | CKM_SHA3_256_RSA_PKCS_PSS
+            | CKM_SHA3_384_RSA_PKCS_PSS
+            | CKM_SHA3_512_RSA_PKCS_PSS
     )
 }
 
@@ -301,7 +305,7 @@ pub fn sign_op(
         }
     }
     let hasher = match hash {
-        Some(h) => Some(for_mechanism(h).ok_or(Error::MechanismInvalid)?),
+        Some(h) => Some(for_signing(h).ok_or(Error::MechanismInvalid)?),
         None => None,
     };
     Ok(Box::new(RsaSign {

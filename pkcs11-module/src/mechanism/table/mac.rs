@@ -1,4 +1,5 @@
-//! MAC rows: HMAC over each hash, AES CMAC.
+//! MAC rows: HMAC over each SHA hash, AES CMAC (MD5 and DES MACs are with
+//! the legacy rows, `des.rs`).
 use cryptoki_sys::*;
 
 use super::{AES, row};
@@ -27,8 +28,8 @@ pub(super) const fn mac_row(
     }
 }
 
-const HMAC_KEYS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
-const HMAC_SIZES: (CK_ULONG, CK_ULONG) = (1, MAX_SECRET_LEN as CK_ULONG);
+pub(super) const HMAC_KEYS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
+pub(super) const HMAC_SIZES: (CK_ULONG, CK_ULONG) = (1, MAX_SECRET_LEN as CK_ULONG);
 
 macro_rules! hmac_rows {
     ($($full:ident, $general:ident, $d:ty;)*) => {
@@ -64,4 +65,8 @@ pub(super) static HMACS: &[Mechanism] = hmac_rows! {
     CKM_SHA256_HMAC, CKM_SHA256_HMAC_GENERAL, sha2::Sha256;
     CKM_SHA384_HMAC, CKM_SHA384_HMAC_GENERAL, sha2::Sha384;
     CKM_SHA512_HMAC, CKM_SHA512_HMAC_GENERAL, sha2::Sha512;
+    CKM_SHA3_224_HMAC, CKM_SHA3_224_HMAC_GENERAL, sha3::Sha3_224;
+    CKM_SHA3_256_HMAC, CKM_SHA3_256_HMAC_GENERAL, sha3::Sha3_256;
+    CKM_SHA3_384_HMAC, CKM_SHA3_384_HMAC_GENERAL, sha3::Sha3_384;
+    CKM_SHA3_512_HMAC, CKM_SHA3_512_HMAC_GENERAL, sha3::Sha3_512;
 };

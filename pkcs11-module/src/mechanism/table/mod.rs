@@ -6,6 +6,7 @@
 
 mod aes;
 mod chacha;
+mod des;
 mod digest;
 mod ec;
 mod kdf;
@@ -22,6 +23,7 @@ pub(super) static FAMILIES: &[&[Mechanism]] = &[
     aes::ROWS,
     aes::MODES,
     chacha::ROWS,
+    des::ROWS,
     mac::ROWS,
     mac::HMACS,
     rsa::ROWS,
@@ -29,6 +31,7 @@ pub(super) static FAMILIES: &[&[Mechanism]] = &[
     ec::ROWS,
     ec::HASHED,
     kdf::ROWS,
+    des::MD5,
 ];
 
 /// A row with no key sizes, key types, parameter or builders yet.
@@ -49,12 +52,17 @@ pub(super) const fn row(ty: CK_MECHANISM_TYPE, name: &'static str, flags: CK_FLA
         derive: None,
         pad_wrap: None,
         wraps_private_keys: true,
+        legacy: 0,
     }
 }
 
 /// `C_WrapKey`/`C_UnwrapKey` with a cipher mechanism.
 pub(super) const WRAPS: CK_FLAGS = CKF_WRAP | CKF_UNWRAP;
 pub(super) const AES: &[CK_KEY_TYPE] = &[CKK_AES];
+/// Single DES keys.
+pub(super) const DES: &[CK_KEY_TYPE] = &[CKK_DES];
+/// Triple-DES keys, two- and three-key.
+pub(super) const DES3: &[CK_KEY_TYPE] = &[CKK_DES2, CKK_DES3];
 pub(super) const SECRETS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
 /// HKDF takes generic secrets (PKCS#11 v3.0 §2.43 also names CKK_HKDF, which
 /// this token does not create).

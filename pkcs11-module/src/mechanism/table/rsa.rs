@@ -4,7 +4,7 @@ use cryptoki_sys::*;
 use super::{RSA, WRAPS, row};
 use crate::mechanism::{CipherBuilder, KeyPairGen, Mechanism, ParamShape, SignBuilder, rsa};
 
-const fn rsa_row(
+pub(super) const fn rsa_row(
     ty: CK_MECHANISM_TYPE,
     name: &'static str,
     flags: CK_FLAGS,
@@ -48,14 +48,21 @@ pub(super) static ROWS: &[Mechanism] = &[
             CKF_GENERATE_KEY_PAIR,
         )
     },
-    rsa_row(
-        CKM_RSA_PKCS,
-        "CKM_RSA_PKCS",
-        CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY,
-        ParamShape::None,
-        Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS)),
-        Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS, None)),
-    ),
+    // PKCS#1 v1.5 key transport (C_WrapKey/C_UnwrapKey of secret keys, as
+    // SoftHSMv2 offers it) is legacy: spec tokens only. Its message is
+    // shorter than any private key's PKCS#8, so it wraps secret keys only.
+    Mechanism {
+        wraps_private_keys: false,
+        legacy: WRAPS,
+        ..rsa_row(
+            CKM_RSA_PKCS,
+            "CKM_RSA_PKCS",
+            CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY | WRAPS,
+            ParamShape::None,
+            Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS)),
+            Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS, None)),
+        )
+    },
     rsa_row(
         CKM_RSA_X_509,
         "CKM_RSA_X_509",
@@ -91,4 +98,8 @@ pub(super) static HASHED: &[Mechanism] = rsa_hash_rows! {
     CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA256;
     CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384;
     CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_SHA512;
+    CKM_SHA3_224_RSA_PKCS, CKM_SHA3_224_RSA_PKCS_PSS, CKM_SHA3_224;
+    CKM_SHA3_256_RSA_PKCS, CKM_SHA3_256_RSA_PKCS_PSS, CKM_SHA3_256;
+    CKM_SHA3_384_RSA_PKCS, CKM_SHA3_384_RSA_PKCS_PSS, CKM_SHA3_384;
+    CKM_SHA3_512_RSA_PKCS, CKM_SHA3_512_RSA_PKCS_PSS, CKM_SHA3_512;
 };
