@@ -5,6 +5,7 @@
 
 mod functions;
 mod lists;
+mod message;
 mod params;
 
 use std::panic::AssertUnwindSafe;

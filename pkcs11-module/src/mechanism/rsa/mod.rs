@@ -32,6 +32,7 @@
 mod cipher;
 mod keys;
 mod pad;
+mod recover;
 mod sign;
 
 pub use cipher::cipher;
@@ -39,6 +40,7 @@ pub use keys::{
     MAX_BITS, MIN_BITS, check_private_import, check_public_import, from_pkcs8, generate,
     private_key, public_key, to_pkcs8,
 };
+pub use recover::recover_op;
 pub use sign::sign_op;
 
 #[cfg(test)]

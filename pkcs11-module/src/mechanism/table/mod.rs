@@ -46,6 +46,8 @@ pub(super) const fn row(ty: CK_MECHANISM_TYPE, name: &'static str, flags: CK_FLA
         derive: None,
         pad_wrap: None,
         wraps_private_keys: true,
+        recover: None,
+        aead: None,
     }
 }
 
