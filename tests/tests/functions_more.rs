@@ -1267,6 +1267,11 @@ fn message_sign_and_verify_hmac_and_ecdsa() {
     );
     // The wrong key kind for a usage is refused at Init.
     check(
+        ck3!(t.m, C_MessageSignFinal(t.s)),
+        CKR_OK,
+        "C_MessageSignFinal",
+    );
+    check(
         msg_sign_init(&t, false, CKM_ECDSA_SHA256, ep),
         CKR_KEY_FUNCTION_NOT_PERMITTED,
         "C_MessageSignInit with a public key",
@@ -1458,7 +1463,7 @@ fn operation_state_rules_and_tampering() {
         "C_GetOperationState with an encryption active",
     );
     check(
-        ck!(t.m, C_SessionCancel(t.s, CKF_ENCRYPT)),
+        ck3!(t.m, C_SessionCancel(t.s, CKF_ENCRYPT)),
         CKR_OK,
         "C_SessionCancel",
     );

@@ -110,7 +110,7 @@ impl GcmAead {
             Param::Gcm {
                 iv: g.iv.clone(),
                 aad: aad.to_vec(),
-                tag_bits: g.tag_bits as u64,
+                tag_bits: g.tag_bits,
             },
             tag_len,
         ))
@@ -182,7 +182,7 @@ pub fn generate_iv(p: &mut MessageParam, counter: &mut u64) -> Result<()> {
         return Ok(());
     }
     let total = g.iv.len() as u64 * 8;
-    let fixed = g.fixed_bits as u64;
+    let fixed = g.fixed_bits;
     if fixed >= total {
         // Nothing left to generate (or more fixed bits than the IV has).
         return Err(Error::ArgumentsBad);

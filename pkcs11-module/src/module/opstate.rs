@@ -60,7 +60,7 @@ impl Module {
         blob.extend_from_slice(MAGIC);
         blob.push(VERSION);
         blob.push(KIND_DIGEST);
-        blob.extend_from_slice(&(d.mech as u64).to_le_bytes());
+        blob.extend_from_slice(&d.mech.to_le_bytes());
         blob.push(d.multipart as u8);
         blob.extend_from_slice(&state);
         let mut mac = self.state_mac();
@@ -98,7 +98,7 @@ impl Module {
         }
         let mut ty = [0u8; 8];
         ty.copy_from_slice(&body[6..14]);
-        let mech = u64::from_le_bytes(ty) as CK_MECHANISM_TYPE;
+        let mech = CK_MECHANISM_TYPE::from_le_bytes(ty);
         let multipart = body[14] != 0;
         let build = mechanism::lookup(mech)
             .ok()
