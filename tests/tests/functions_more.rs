@@ -825,6 +825,33 @@ fn message_encrypt_with_each_iv_generator() {
         CKR_MECHANISM_PARAM_INVALID,
         "C_MessageEncryptInit with a parameter",
     );
+    // A first message's CK_GCM_MESSAGE_PARAMS at Init (as the cryptoki crate
+    // passes it) is accepted and not used; its pointers are never read as
+    // CK_GCM_PARAMS' AAD (same size, ivGenerator where pAAD would be).
+    let mut first = GcmMsg::new(&[0; 12], 0, CKG_GENERATE);
+    first.with(|pp, pl| {
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: pp,
+            ulParameterLen: pl,
+        };
+        check(
+            ck3!(t.m, C_MessageEncryptInit(t.s, &mut m, key)),
+            CKR_OK,
+            "C_MessageEncryptInit with a CK_GCM_MESSAGE_PARAMS",
+        );
+    });
+    let mut p = GcmMsg::new(&[5; 12], 64, CKG_GENERATE_COUNTER);
+    let ct = ok(
+        msg_once(&t, Dir::Enc, &mut p, &aad, &data),
+        "C_EncryptMessage",
+    );
+    assert_eq!(p.iv[..8], [5; 8]);
+    assert_eq!(
+        [ct, p.tag.clone()].concat(),
+        gcm_encrypt(&t, key, &p.iv, &aad, &data)
+    );
+    check(msg_final(&t, Dir::Enc), CKR_OK, "C_MessageEncryptFinal");
     let no_encrypt = ok(
         t.create(vec![
             u(CKA_CLASS, CKO_SECRET_KEY),

@@ -9,7 +9,7 @@ use std::ffi::c_void;
 
 use cryptoki_sys::*;
 
-use super::params::mechanism;
+use super::params::{flat_mechanism, mechanism};
 use super::{entry, input, len_of, module, with_outbuf};
 use crate::error::{Error, Result};
 use crate::mechanism::Dir;
@@ -128,7 +128,7 @@ macro_rules! message_cipher_functions {
         entry!($init(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
             let m = module()?;
             // SAFETY: caller promise for pMechanism.
-            let mech = unsafe { mechanism(p_mech) }?;
+            let mech = unsafe { flat_mechanism(p_mech) }?;
             m.message_cipher_init(h, &mech, key, $dir)
         });
 

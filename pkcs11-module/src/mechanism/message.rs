@@ -66,6 +66,18 @@ pub struct GcmMessage {
     pub tag_out: bool,
 }
 
+impl MessageShape {
+    /// The size of the C structure (0 for none): a mechanism parameter of
+    /// `C_Message*Init` of this size is a first message's parameter, which
+    /// callers such as the `cryptoki` crate pass there; it is not used.
+    pub fn c_size(self) -> usize {
+        match self {
+            MessageShape::None => 0,
+            MessageShape::Gcm => std::mem::size_of::<CK_GCM_MESSAGE_PARAMS>(),
+        }
+    }
+}
+
 impl MessageParam {
     /// The tag length in bytes the parameter names (0 for none).
     pub fn tag_len(&self) -> usize {

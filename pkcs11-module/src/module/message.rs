@@ -29,8 +29,12 @@ use crate::session::{MessageCipherState, MessageSignState, OutBuf, PendingMessag
 
 impl Module {
     /// `C_MessageEncryptInit` / `C_MessageDecryptInit`: a row with an
-    /// `aead` column and a key allowed to encrypt / decrypt. The mechanism
-    /// parameter of `Init` is empty: every message brings its own.
+    /// `aead` column and a key allowed to encrypt / decrypt. Every message
+    /// brings its own parameter, so `Init` takes none; a parameter of the
+    /// size of the message parameter (`CK_GCM_MESSAGE_PARAMS`, which the
+    /// `cryptoki` crate passes) is accepted and not used (`ffi` copied it as
+    /// bytes without following its pointers); anything else is
+    /// `CKR_MECHANISM_PARAM_INVALID`.
     pub fn message_cipher_init(
         &self,
         h: CK_SESSION_HANDLE,
@@ -48,11 +52,13 @@ impl Module {
             Dir::Encrypt => (CKA_ENCRYPT, "C_MessageEncryptInit"),
             Dir::Decrypt => (CKA_DECRYPT, "C_MessageDecryptInit"),
         };
-        if mech.param != mechanism::Param::None {
-            return Err(Error::MechanismParamInvalid);
-        }
         let k = self.usable_key(&s, key, mech, row, usage, func)?;
         let aead = build(&k)?;
+        match &mech.param {
+            mechanism::Param::None => {}
+            mechanism::Param::Raw(b) if b.len() == aead.shape().c_size() => {}
+            _ => return Err(Error::MechanismParamInvalid),
+        }
         let mut ops = s.ops.lock();
         let slot = ops.msg_cipher(dir);
         if slot.is_some() {
