@@ -3,13 +3,12 @@
 //! `module`.)
 #![forbid(unsafe_code)]
 
-use cryptoki_sys::*;
-
-use crate::error::{Error, Result};
 use std::sync::Arc;
 
+use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
+use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
 use crate::mechanism::message::{MessageAead, MessageParam};
 use crate::mechanism::{CipherOp, Dir, Mechanism, Param, RecoverOp, SignOp};
