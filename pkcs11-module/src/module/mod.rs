@@ -40,6 +40,8 @@ mod token;
 mod wrap;
 
 #[cfg(test)]
+mod message_tests;
+#[cfg(test)]
 mod tests;
 
 pub use info::{
