@@ -449,6 +449,110 @@ fn sign_recover_and_verify_recover_round_trip_and_match_openssl() {
     );
 }
 
+/// Runs `openssl args…` in the test directory, asserting success; stdout.
+fn openssl(env: &TestEnv, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn verify_recover_of_signatures_made_by_openssl() {
+    let (env, t) = token("hsm");
+    openssl(
+        &env,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "k.pem",
+        ],
+    );
+    let text = String::from_utf8(openssl(
+        &env,
+        &["rsa", "-in", "k.pem", "-noout", "-modulus"],
+    ))
+    .expect("utf-8");
+    let modulus = from_hex(text.trim().trim_start_matches("Modulus="));
+    assert_eq!(modulus.len(), 256);
+    let public = ok(
+        t.create(vec![
+            u(CKA_CLASS, CKO_PUBLIC_KEY),
+            u(CKA_KEY_TYPE, CKK_RSA),
+            b(CKA_TOKEN, false),
+            b(CKA_VERIFY_RECOVER, true),
+            by(CKA_MODULUS, &modulus),
+            by(CKA_PUBLIC_EXPONENT, &[1, 0, 1]),
+        ]),
+        "import the OpenSSL public key",
+    );
+    let dir = env.dir.path();
+    // PKCS #1 v1.5 over raw data (no DigestInfo), and raw RSA.
+    let data = b"signed by openssl, recovered by the token".to_vec();
+    std::fs::write(dir.join("data.bin"), &data).expect("write data");
+    let mut block = vec![0u8; 256];
+    block[1..].copy_from_slice(&[0x3c; 255]);
+    std::fs::write(dir.join("block.bin"), &block).expect("write block");
+    openssl(
+        &env,
+        &[
+            "pkeyutl", "-sign", "-inkey", "k.pem", "-in", "data.bin", "-out", "sig.bin",
+        ],
+    );
+    openssl(
+        &env,
+        &[
+            // The raw private-key operation (pkeyutl -sign wants a hash).
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            "k.pem",
+            "-pkeyopt",
+            "rsa_padding_mode:none",
+            "-in",
+            "block.bin",
+            "-out",
+            "raw.bin",
+        ],
+    );
+    let sig = std::fs::read(dir.join("sig.bin")).expect("read signature");
+    let raw = std::fs::read(dir.join("raw.bin")).expect("read raw signature");
+    assert_eq!(
+        ok(
+            recover(&t, true, CKM_RSA_PKCS, public, &sig),
+            "C_VerifyRecover of an OpenSSL PKCS #1 v1.5 signature"
+        ),
+        data
+    );
+    assert_eq!(
+        ok(
+            recover(&t, true, CKM_RSA_X_509, public, &raw),
+            "C_VerifyRecover of an OpenSSL raw RSA signature"
+        ),
+        block
+    );
+    // The raw block of a PKCS #1 signature shows the type 1 padding around the data.
+    let em = ok(
+        recover(&t, true, CKM_RSA_X_509, public, &sig),
+        "C_VerifyRecover (X.509) of a PKCS #1 signature",
+    );
+    assert_eq!(em[..2], [0, 1]);
+    assert!(em[2..256 - data.len() - 1].iter().all(|&b| b == 0xff));
+    assert_eq!(em[256 - data.len() - 1], 0);
+    assert_eq!(em[256 - data.len()..], data[..]);
+}
+
 // ---------------------------------------------------------------------------
 // message-based encryption (AES-GCM)
 // ---------------------------------------------------------------------------
