@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
-use crate::mechanism::message::{MessageAead, MessageParam};
+use crate::mechanism::message::{IvCounter, MessageAead, MessageParam};
 use crate::mechanism::{CipherOp, Dir, Mechanism, Param, RecoverOp, SignOp};
 use crate::object::Object;
 
@@ -61,8 +61,8 @@ pub struct RecoverState {
 pub struct MessageCipherState {
     /// The AEAD bound to the key.
     pub aead: Box<dyn MessageAead>,
-    /// The next counter value of the IV generators that count.
-    pub counter: u64,
+    /// The counting IV generators' state (random start).
+    pub counter: IvCounter,
     /// The message in progress (`C_*MessageBegin` … `Next`).
     pub pending: Option<PendingMessage>,
 }

@@ -12,10 +12,17 @@
 //! the first `ulIvFixedBits` bits stay as the caller gave them, the rest are
 //! a counter (`CKG_GENERATE`, `CKG_GENERATE_COUNTER`) that lives as long as
 //! the message operation and never repeats in it (the operation refuses a
-//! message once the counter field is exhausted), or fresh random bits
-//! (`CKG_GENERATE_RANDOM`, at least 64 of them, so that a collision among
-//! 2^32 messages stays below 2^-1: SP 800-38D §8.2.2 would want 96).
-//! Decryption always takes the IV as given.
+//! message once every value of the counter field was used), or fresh random
+//! bits (`CKG_GENERATE_RANDOM`, at least 64 of them: SP 800-38D §8.2.2 would
+//! want 96).
+//!
+//! The counter starts at a random value for each `C_MessageEncryptInit`
+//! (`IvCounter`). SP 800-38D §8.2.1 wants the invocation field unique for
+//! the key across all its uses; a soft token that forgets its counters when
+//! the process ends cannot promise that, but a random start keeps two
+//! operations under one key (two sessions, two processes, a restart) from
+//! walking the same IVs from zero, as they would with a counter that always
+//! starts at 0. Decryption always takes the IV as given.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -182,11 +189,35 @@ impl MessageAead for GcmAead {
 /// Fewest random bits `CKG_GENERATE_RANDOM` may make (see the module doc).
 pub const MIN_RANDOM_IV_BITS: u64 = 64;
 
+/// The state of the counting IV generators of one message-encryption
+/// operation: the next value, and how many were used (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IvCounter {
+    /// The next value; its low bits fill the counter field (wrapping).
+    pub next: u64,
+    /// How many values were handed out.
+    pub used: u64,
+}
+
+impl IvCounter {
+    /// A counter starting at a random value.
+    pub fn random() -> Result<IvCounter> {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|_| Error::DeviceError)?;
+        Ok(IvCounter::at(u64::from_ne_bytes(b)))
+    }
+
+    /// A counter starting at `next`.
+    pub fn at(next: u64) -> IvCounter {
+        IvCounter { next, used: 0 }
+    }
+}
+
 /// Makes the IV of an encryption whose parameter asks for a generator
 /// (`CKG_NO_GENERATE`: nothing to do): keeps the fixed leading bits the
-/// caller gave, fills the rest from `counter` (which then moves on) or the
+/// caller gave, fills the rest from the counter (which then moves on) or the
 /// OS generator, and marks the IV for writing back.
-pub fn generate_iv(p: &mut MessageParam, counter: &mut u64) -> Result<()> {
+pub fn generate_iv(p: &mut MessageParam, counter: &mut IvCounter) -> Result<()> {
     let MessageParam::Gcm(g) = p else {
         return Ok(());
     };
@@ -203,16 +234,17 @@ pub fn generate_iv(p: &mut MessageParam, counter: &mut u64) -> Result<()> {
     let mut fill = vec![0u8; g.iv.len()];
     match g.generator {
         CKG_GENERATE | CKG_GENERATE_COUNTER => {
-            if gen_bits < 64 && *counter >= 1u64 << gen_bits {
+            if gen_bits < 64 && counter.used >= 1u64 << gen_bits {
                 // Every value of the counter field was used under this
                 // operation: another would repeat an IV.
                 return Err(Error::DataLenRange);
             }
-            let c = counter.to_be_bytes();
+            let c = counter.next.to_be_bytes();
             let n = c.len().min(fill.len());
             let at = fill.len() - n;
             fill[at..].copy_from_slice(&c[c.len() - n..]);
-            *counter = counter.checked_add(1).ok_or(Error::DataLenRange)?;
+            counter.next = counter.next.wrapping_add(1);
+            counter.used = counter.used.checked_add(1).ok_or(Error::DataLenRange)?;
         }
         CKG_GENERATE_RANDOM => {
             if gen_bits < MIN_RANDOM_IV_BITS {
@@ -260,7 +292,7 @@ mod tests {
 
     #[test]
     fn counter_keeps_the_fixed_part_and_counts() {
-        let mut c = 0;
+        let mut c = IvCounter::at(0);
         let mut p = param(&[0xAB; 12], 36, CKG_GENERATE_COUNTER);
         generate_iv(&mut p, &mut c).unwrap();
         assert_eq!(
@@ -270,21 +302,28 @@ mod tests {
         let mut p = param(&[0xAB; 12], 36, CKG_GENERATE_COUNTER);
         generate_iv(&mut p, &mut c).unwrap();
         assert_eq!(iv_of(&p)[11], 1);
-        assert_eq!(c, 2);
-        // A 4-bit counter field: 16 IVs, then refused.
-        let mut c = 0;
+        assert_eq!((c.next, c.used), (2, 2));
+        // A 4-bit counter field starting at 9: 16 IVs (wrapping), then refused.
+        let mut c = IvCounter::at(9);
         for i in 0..16u8 {
             let mut p = param(&[0xFF; 2], 12, CKG_GENERATE);
             generate_iv(&mut p, &mut c).unwrap();
-            assert_eq!(iv_of(&p), [0xFF, 0xF0 | i]);
+            assert_eq!(iv_of(&p), [0xFF, 0xF0 | ((9 + i) % 16)]);
         }
         let mut p = param(&[0xFF; 2], 12, CKG_GENERATE);
         assert_eq!(generate_iv(&mut p, &mut c), Err(Error::DataLenRange));
     }
 
     #[test]
+    fn counters_start_at_random_values() {
+        let (a, b) = (IvCounter::random().unwrap(), IvCounter::random().unwrap());
+        assert_ne!(a.next, b.next);
+        assert_eq!((a.used, b.used), (0, 0));
+    }
+
+    #[test]
     fn random_needs_64_bits_and_keeps_the_fixed_part() {
-        let mut c = 0;
+        let mut c = IvCounter::at(0);
         let mut p = param(&[0x11; 12], 32, CKG_GENERATE_RANDOM);
         generate_iv(&mut p, &mut c).unwrap();
         let a = iv_of(&p);

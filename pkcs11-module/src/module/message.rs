@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::state::Module;
 use crate::error::{Error, Result};
-use crate::mechanism::message::{MessageParam, MessageShape, generate_iv};
+use crate::mechanism::message::{IvCounter, MessageParam, MessageShape, generate_iv};
 use crate::mechanism::{self, Dir, MechanismArg};
 use crate::session::{MessageCipherState, MessageSignState, OutBuf, PendingMessage};
 
@@ -66,7 +66,7 @@ impl Module {
         }
         *slot = Some(MessageCipherState {
             aead,
-            counter: 0,
+            counter: IvCounter::random()?,
             pending: None,
         });
         Ok(())
