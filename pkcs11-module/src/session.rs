@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
-use crate::mechanism::message::{IvCounter, MessageAead, MessageParam};
+use crate::mechanism::message::{IvCounter, MessageAead, MessageParam, SealStream};
 use crate::mechanism::{CipherOp, Dir, Mechanism, Param, RecoverOp, SignOp};
 use crate::object::Object;
 
@@ -67,15 +67,18 @@ pub struct MessageCipherState {
     pub pending: Option<PendingMessage>,
 }
 
-/// A message in progress: its parameter (IV) and AAD from `Begin`, and the
-/// parts given so far (output at `CKF_END_OF_MESSAGE`).
+/// A message in progress: its parameter (IV) and AAD from `Begin`; for an
+/// encryption the running cipher (each part out at once), for a decryption
+/// the parts so far (output at `CKF_END_OF_MESSAGE`, once the tag is checked).
 pub struct PendingMessage {
     /// The parameter given to `Begin` (with a generated IV filled in).
     pub param: MessageParam,
     /// The associated data given to `Begin`.
     pub aad: Vec<u8>,
-    /// The parts so far.
+    /// The ciphertext parts so far (decryption).
     pub data: Zeroizing<Vec<u8>>,
+    /// The running encryption.
+    pub stream: Option<Box<dyn SealStream>>,
 }
 
 /// A v3.0 message-based signature or verification: the row and key it was

@@ -1086,6 +1086,58 @@ fn message_encrypt_in_parts() {
         "multi-part decryption with a wrong tag",
     );
 
+    // Encryption answers each part at once (as long as the part), the tag
+    // at the end; decryption answers nothing before the end, then all of it.
+    let mut e = GcmMsg::new(&[3; 12], 0, CKG_GENERATE_RANDOM);
+    check(
+        msg_begin(&t, Dir::Enc, &mut e, &aad),
+        CKR_OK,
+        "C_EncryptMessageBegin",
+    );
+    let (rv, n) = msg_next_raw(&t, Dir::Enc, &mut e, &data[..10], None, 0);
+    check(rv, CKR_OK, "size query of a part");
+    assert_eq!(n, 10);
+    let mut first = [0u8; 10];
+    let (rv, n) = msg_next_raw(&t, Dir::Enc, &mut e, &data[..10], Some(&mut first), 0);
+    check(rv, CKR_OK, "C_EncryptMessageNext");
+    assert_eq!(n, 10);
+    let mut rest = vec![0u8; 90];
+    let (rv, n) = msg_next_raw(
+        &t,
+        Dir::Enc,
+        &mut e,
+        &data[10..],
+        Some(&mut rest),
+        CKF_END_OF_MESSAGE,
+    );
+    check(rv, CKR_OK, "C_EncryptMessageNext, last part");
+    assert_eq!(n, 90);
+    let streamed = [&first[..], &rest, &e.tag].concat();
+    assert_eq!(streamed, gcm_encrypt(&t, key, &e.iv, &aad, &data));
+    let mut dq = GcmMsg {
+        generator: CKG_NO_GENERATE,
+        ..e.clone()
+    };
+    check(
+        msg_begin(&t, Dir::Dec, &mut dq, &aad),
+        CKR_OK,
+        "C_DecryptMessageBegin",
+    );
+    let (rv, n) = msg_next_raw(&t, Dir::Dec, &mut dq, &first, Some(&mut [0u8; 16]), 0);
+    check(rv, CKR_OK, "C_DecryptMessageNext");
+    assert_eq!(n, 0, "no plaintext before the tag is checked");
+    let mut plain = vec![0u8; 100];
+    let (rv, n) = msg_next_raw(
+        &t,
+        Dir::Dec,
+        &mut dq,
+        &rest,
+        Some(&mut plain),
+        CKF_END_OF_MESSAGE,
+    );
+    check(rv, CKR_OK, "C_DecryptMessageNext, last part");
+    assert_eq!((n, plain), (100, data.clone()));
+
     // Ordering rules.
     let mut q = GcmMsg::new(&[1; 12], 0, CKG_GENERATE_RANDOM);
     let (rv, _) = msg_next_raw(&t, Dir::Enc, &mut q, b"x", Some(&mut [0u8; 8]), 0);

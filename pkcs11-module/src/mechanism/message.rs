@@ -27,7 +27,11 @@
 
 use std::sync::Arc;
 
+use ::aes::Block;
 use cryptoki_sys::*;
+use ghash::GHash;
+use ghash::universal_hash::UniversalHash;
+use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 use crate::mechanism::aes::{self, AesKey};
@@ -106,6 +110,19 @@ pub trait MessageAead: Send + Sync {
     /// of the input's length into `out`); a wrong tag is
     /// `CKR_ENCRYPTED_DATA_INVALID` and writes nothing.
     fn open(&self, p: &MessageParam, aad: &[u8], input: &[u8], out: &mut [u8]) -> Result<()>;
+    /// Starts a message encrypted part by part (`C_EncryptMessageBegin`)
+    /// with the parameter's IV and tag length and this AAD.
+    fn seal_stream(&self, p: &MessageParam, aad: &[u8]) -> Result<Box<dyn SealStream>>;
+}
+
+/// A message encrypted part by part: each part's ciphertext at once (as
+/// long as the part), the tag at the end. (Decryption has no such form: no
+/// plaintext leaves before the tag is checked.)
+pub trait SealStream: Send {
+    /// Encrypts the next part into `out` (`out.len() == input.len()`).
+    fn update(&mut self, input: &[u8], out: &mut [u8]);
+    /// The tag of the whole message.
+    fn finish(self: Box<Self>) -> Vec<u8>;
 }
 
 /// AES-GCM for messages: each message runs `aes::gcm` (any IV of 1–256
@@ -150,6 +167,27 @@ impl MessageAead for GcmAead {
         MessageShape::Gcm
     }
 
+    fn seal_stream(&self, p: &MessageParam, aad: &[u8]) -> Result<Box<dyn SealStream>> {
+        let MessageParam::Gcm(g) = p else {
+            return Err(Error::ArgumentsBad);
+        };
+        // The limits of `aes::gcm`.
+        let tag_bits = g.tag_bits;
+        if g.iv.is_empty()
+            || g.iv.len() > 256
+            || !(32..=128).contains(&tag_bits)
+            || tag_bits % 8 != 0
+        {
+            return Err(Error::ArgumentsBad);
+        }
+        Ok(Box::new(GcmStream::new(
+            self.key.clone(),
+            &g.iv,
+            aad,
+            (tag_bits / 8) as usize,
+        )))
+    }
+
     fn seal(&self, p: &mut MessageParam, aad: &[u8], input: &[u8], out: &mut [u8]) -> Result<()> {
         let (param, tag_len) = Self::param(p, aad)?;
         let mut op = self.op(&param, Dir::Encrypt)?;
@@ -183,6 +221,116 @@ impl MessageAead for GcmAead {
         }
         out[..n].copy_from_slice(&plain);
         Ok(())
+    }
+}
+
+/// GCM (SP 800-38D) a part at a time: GCTR from inc32(J0) over the parts
+/// as they come, GHASH over the AAD and the ciphertext so far.
+struct GcmStream {
+    key: Arc<AesKey>,
+    ghash: GHash,
+    /// E_K(J0), which masks the tag.
+    ek_j0: Block,
+    /// The next counter block.
+    ctr: Block,
+    /// The current keystream block and how much of it is used.
+    ks: Block,
+    ks_used: usize,
+    /// Ciphertext not yet hashed (less than a block).
+    pending: Block,
+    pending_len: usize,
+    aad_len: u64,
+    ct_len: u64,
+    tag_len: usize,
+}
+
+impl GcmStream {
+    fn new(key: Arc<AesKey>, iv: &[u8], aad: &[u8], tag_len: usize) -> GcmStream {
+        let mut h = Block::default();
+        key.encrypt_blocks(std::slice::from_mut(&mut h));
+        let mut j0 = Block::default();
+        if iv.len() == 12 {
+            j0[..12].copy_from_slice(iv);
+            j0[15] = 1;
+        } else {
+            let mut g = GHash::new(&h);
+            g.update_padded(iv);
+            let mut lens = Block::default();
+            lens[8..].copy_from_slice(&((iv.len() as u64) * 8).to_be_bytes());
+            g.update(&[lens]);
+            j0 = g.finalize();
+        }
+        let mut ghash = GHash::new(&h);
+        ghash.update_padded(aad);
+        h.as_mut_slice().zeroize();
+        let mut ek_j0 = j0;
+        key.encrypt_blocks(std::slice::from_mut(&mut ek_j0));
+        let mut ctr = j0;
+        inc32(&mut ctr);
+        GcmStream {
+            key,
+            ghash,
+            ek_j0,
+            ctr,
+            ks: Block::default(),
+            ks_used: 16,
+            pending: Block::default(),
+            pending_len: 0,
+            aad_len: aad.len() as u64,
+            ct_len: 0,
+            tag_len,
+        }
+    }
+}
+
+/// Adds one to the last 32 bits of a counter block (SP 800-38D inc32).
+fn inc32(b: &mut Block) {
+    let c = u32::from_be_bytes([b[12], b[13], b[14], b[15]]).wrapping_add(1);
+    b[12..].copy_from_slice(&c.to_be_bytes());
+}
+
+impl SealStream for GcmStream {
+    fn update(&mut self, input: &[u8], out: &mut [u8]) {
+        for (i, o) in input.iter().zip(out.iter_mut()) {
+            if self.ks_used == 16 {
+                self.ks = self.ctr;
+                self.key.encrypt_blocks(std::slice::from_mut(&mut self.ks));
+                inc32(&mut self.ctr);
+                self.ks_used = 0;
+            }
+            *o = i ^ self.ks[self.ks_used];
+            self.ks_used += 1;
+            self.pending[self.pending_len] = *o;
+            self.pending_len += 1;
+            if self.pending_len == 16 {
+                self.ghash.update(&[self.pending]);
+                self.pending_len = 0;
+            }
+        }
+        self.ct_len += input.len() as u64;
+    }
+
+    fn finish(mut self: Box<Self>) -> Vec<u8> {
+        let mut g = self.ghash.clone();
+        g.update_padded(&self.pending[..self.pending_len]);
+        let mut lens = Block::default();
+        lens[..8].copy_from_slice(&(self.aad_len * 8).to_be_bytes());
+        lens[8..].copy_from_slice(&(self.ct_len * 8).to_be_bytes());
+        g.update(&[lens]);
+        let mut tag = g.finalize();
+        for (t, e) in tag.iter_mut().zip(self.ek_j0.iter()) {
+            *t ^= e;
+        }
+        self.ks.as_mut_slice().zeroize();
+        self.ek_j0.as_mut_slice().zeroize();
+        tag[..self.tag_len].to_vec()
+    }
+}
+
+impl Drop for GcmStream {
+    fn drop(&mut self) {
+        self.ks.as_mut_slice().zeroize();
+        self.ek_j0.as_mut_slice().zeroize();
     }
 }
 
@@ -340,6 +488,41 @@ mod tests {
         let mut p = param(&[0x11; 12], 0, CKG_NO_GENERATE);
         generate_iv(&mut p, &mut c).unwrap();
         assert_eq!(iv_of(&p), [0x11; 12]);
+    }
+
+    /// Part by part, at any cuts and with any IV and tag length, the same
+    /// ciphertext and tag as the whole message at once.
+    #[test]
+    fn streamed_parts_equal_the_whole_message() {
+        let key = Arc::new(AesKey::new(&[0x5c; 24]).unwrap());
+        let a = gcm(key);
+        let data: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        for (iv_len, tag_bits, aad_len, cuts) in [
+            (12usize, 128, 0usize, vec![0usize, 1, 17, 32, 299]),
+            (12, 96, 20, vec![16, 16, 48, 100]),
+            (1, 32, 1, vec![5]),
+            (60, 120, 33, vec![1, 2, 3, 4, 200]),
+            (12, 128, 5, vec![]),
+        ] {
+            let aad = vec![0xAA; aad_len];
+            let mut p = param(&vec![7; iv_len], 0, CKG_NO_GENERATE);
+            if let MessageParam::Gcm(g) = &mut p {
+                g.tag_bits = tag_bits;
+            }
+            let mut whole = vec![0; data.len()];
+            a.seal(&mut p, &aad, &data, &mut whole).unwrap();
+            let mut st = a.seal_stream(&p, &aad).unwrap();
+            let mut streamed = vec![0; data.len()];
+            let mut at = 0;
+            for c in cuts.iter().copied().chain([data.len()]) {
+                let c = c.max(at);
+                st.update(&data[at..c], &mut streamed[at..c]);
+                at = c;
+            }
+            assert_eq!(streamed, whole, "iv {iv_len}, cuts {cuts:?}");
+            let MessageParam::Gcm(g) = &p else { panic!() };
+            assert_eq!(st.finish(), g.tag, "iv {iv_len}, tag {tag_bits}");
+        }
     }
 
     /// NIST GCM test case 4 (AES-128, 60-byte plaintext, 20-byte AAD),

@@ -12,10 +12,11 @@
 //! fine); a size query or `CKR_BUFFER_TOO_SMALL` changes nothing (no IV is
 //! generated, no counter moves, no part is taken in).
 //!
-//! Encryption and decryption take the parts of a multi-part message and
-//! answer them all at `CKF_END_OF_MESSAGE` (earlier parts output nothing):
-//! for decryption this is the rule of the house, no plaintext before the tag
-//! is checked; encryption does the same so both run one code path.
+//! A multi-part encryption outputs each part's ciphertext at once (as long
+//! as the part) and the tag at `CKF_END_OF_MESSAGE`. A multi-part decryption
+//! takes the parts and outputs the whole plaintext at `CKF_END_OF_MESSAGE`,
+//! earlier parts nothing: the rule of the house, no plaintext before the
+//! tag is checked (as `C_DecryptUpdate` with `CKM_AES_GCM`).
 #![forbid(unsafe_code)]
 
 use cryptoki_sys::*;
@@ -136,23 +137,30 @@ impl Module {
         if st.pending.is_some() {
             return Err(Error::OperationActive);
         }
-        if dir == Dir::Encrypt {
+        let stream = if dir == Dir::Encrypt {
             let mut counter = st.counter;
             generate_iv(param, &mut counter)?;
+            let stream = st.aead.seal_stream(param, aad)?;
             st.counter = counter;
-        }
+            Some(stream)
+        } else {
+            None
+        };
         st.pending = Some(PendingMessage {
             param: param.clone(),
             aad: aad.to_vec(),
             data: Zeroizing::new(Vec::new()),
+            stream,
         });
         Ok(())
     }
 
     /// `C_EncryptMessageNext` / `C_DecryptMessageNext`: another part; with
-    /// `last` (`CKF_END_OF_MESSAGE`) the whole message is answered (and an
-    /// encryption's tag written into this call's parameter), else nothing
-    /// is output. The IV is the one `Begin` took.
+    /// `last` (`CKF_END_OF_MESSAGE`) the message ends. Encryption outputs
+    /// the part's ciphertext, and at the end writes the tag into this call's
+    /// parameter; decryption outputs nothing until the end, then the whole
+    /// plaintext if the tag (from this call's parameter) is right. The IV is
+    /// the one `Begin` took.
     pub fn cipher_message_next(
         &self,
         h: CK_SESSION_HANDLE,
@@ -169,41 +177,51 @@ impl Module {
             .as_mut()
             .ok_or(Error::OperationNotInitialized)?;
         let p = st.pending.as_mut().ok_or(Error::OperationNotInitialized)?;
-        let total = p.data.len() + input.len();
-        let Some(buf) = out.offer(if last { total } else { 0 })? else {
+        let need = match dir {
+            Dir::Encrypt => input.len(),
+            Dir::Decrypt if last => p.data.len() + input.len(),
+            Dir::Decrypt => 0,
+        };
+        let Some(buf) = out.offer(need)? else {
             return Ok(());
         };
+        // The tag length is the one `Begin` named.
+        let tag_bits = |m: &MessageParam| match m {
+            MessageParam::Gcm(g) => Some(g.tag_bits),
+            MessageParam::None => None,
+        };
+        if last && tag_bits(&p.param) != tag_bits(param) {
+            st.pending = None;
+            return Err(Error::ArgumentsBad);
+        }
         let Some(mut p) = st.pending.take() else {
             return Err(Error::OperationNotInitialized);
         };
-        p.data.extend_from_slice(input);
+        if let Some(stream) = p.stream.as_mut() {
+            stream.update(input, buf);
+        } else {
+            p.data.extend_from_slice(input);
+        }
         if !last {
             st.pending = Some(p);
             return Ok(());
         }
-        // The IV from Begin, the tag (length, and for decryption value) from
-        // this call's parameter.
-        let mut whole = p.param;
-        match (&mut whole, &*param) {
-            (MessageParam::Gcm(w), MessageParam::Gcm(now)) => {
-                if w.tag_bits != now.tag_bits {
-                    return Err(Error::ArgumentsBad);
-                }
-                w.tag = now.tag.clone();
-            }
-            (MessageParam::None, MessageParam::None) => {}
-            _ => return Err(Error::ArgumentsBad),
-        }
-        match dir {
-            Dir::Encrypt => {
-                st.aead.seal(&mut whole, &p.aad, &p.data, buf)?;
-                if let (MessageParam::Gcm(w), MessageParam::Gcm(now)) = (&whole, param) {
-                    now.tag = w.tag.clone();
+        match (dir, p.stream.take()) {
+            (Dir::Encrypt, Some(stream)) => {
+                if let MessageParam::Gcm(now) = param {
+                    now.tag = stream.finish();
                     now.tag_out = true;
                 }
                 Ok(())
             }
-            Dir::Decrypt => st.aead.open(&whole, &p.aad, &p.data, buf),
+            (Dir::Decrypt, None) => {
+                let mut whole = p.param;
+                if let (MessageParam::Gcm(w), MessageParam::Gcm(now)) = (&mut whole, &*param) {
+                    w.tag = now.tag.clone();
+                }
+                st.aead.open(&whole, &p.aad, &p.data, buf)
+            }
+            _ => Err(Error::GeneralError),
         }
     }
 
