@@ -3,11 +3,16 @@
 //! `module`.)
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use cryptoki_sys::*;
+use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::mechanism::digest::DigestOp;
-use crate::mechanism::{CipherOp, Dir, SignOp};
+use crate::mechanism::message::{IvCounter, MessageAead, MessageParam, SealStream};
+use crate::mechanism::{CipherOp, Dir, Mechanism, Param, RecoverOp, SignOp};
+use crate::object::Object;
 
 /// A find operation: the matching handles, taken at `C_FindObjectsInit`.
 #[derive(Debug, Default)]
@@ -22,6 +27,10 @@ pub struct DigestState {
     pub op: Box<dyn DigestOp>,
     /// `C_DigestUpdate`/`C_DigestKey` was called: only `C_DigestFinal` may end it.
     pub multipart: bool,
+    /// The digest mechanism (`CKM_*`), named in a saved state.
+    pub mech: CK_MECHANISM_TYPE,
+    /// `C_DigestKey` fed a key's value in: the state is not handed out.
+    pub keyed: bool,
 }
 
 /// An encryption or decryption and whether it went multi-part.
@@ -38,6 +47,52 @@ pub struct SignState {
     pub op: Box<dyn SignOp>,
     /// An update was made: only the final call may end it.
     pub multipart: bool,
+}
+
+/// A sign-recover or verify-recover operation (single-part only).
+pub struct RecoverState {
+    /// The running operation.
+    pub op: Box<dyn RecoverOp>,
+}
+
+/// A v3.0 message-based encryption or decryption: the key's AEAD, the IV
+/// counter of `CKG_GENERATE_COUNTER`, and the message begun with
+/// `C_*MessageBegin`, if any.
+pub struct MessageCipherState {
+    /// The AEAD bound to the key.
+    pub aead: Box<dyn MessageAead>,
+    /// The counting IV generators' state (random start).
+    pub counter: IvCounter,
+    /// The message in progress (`C_*MessageBegin` … `Next`).
+    pub pending: Option<PendingMessage>,
+}
+
+/// A message in progress: its parameter (IV) and AAD from `Begin`; for an
+/// encryption the running cipher (each part out at once), for a decryption
+/// the parts so far (output at `CKF_END_OF_MESSAGE`, once the tag is checked).
+pub struct PendingMessage {
+    /// The parameter given to `Begin` (with a generated IV filled in).
+    pub param: MessageParam,
+    /// The associated data given to `Begin`.
+    pub aad: Vec<u8>,
+    /// The ciphertext parts so far (decryption).
+    pub data: Zeroizing<Vec<u8>>,
+    /// The running encryption.
+    pub stream: Option<Box<dyn SealStream>>,
+}
+
+/// A v3.0 message-based signature or verification: the row and key it was
+/// initialised with (each message runs a fresh operation of the row's sign
+/// builder), and the message begun with `C_*MessageBegin`, if any.
+pub struct MessageSignState {
+    /// The mechanism row.
+    pub row: &'static Mechanism,
+    /// The mechanism parameter given to `Init`.
+    pub param: Param,
+    /// The key.
+    pub key: Arc<Object>,
+    /// The message in progress.
+    pub pending: Option<Box<dyn SignOp>>,
 }
 
 /// An operation that may have gone multi-part (an update was made), after
@@ -104,6 +159,18 @@ pub struct Ops {
     pub sign: Option<SignState>,
     /// `C_Verify*`.
     pub verify: Option<SignState>,
+    /// `C_SignRecover*`.
+    pub sign_recover: Option<RecoverState>,
+    /// `C_VerifyRecover*`.
+    pub verify_recover: Option<RecoverState>,
+    /// `C_MessageEncrypt*` / `C_EncryptMessage*`.
+    pub msg_encrypt: Option<MessageCipherState>,
+    /// `C_MessageDecrypt*` / `C_DecryptMessage*`.
+    pub msg_decrypt: Option<MessageCipherState>,
+    /// `C_MessageSign*` / `C_SignMessage*`.
+    pub msg_sign: Option<MessageSignState>,
+    /// `C_MessageVerify*` / `C_VerifyMessage*`.
+    pub msg_verify: Option<MessageSignState>,
 }
 
 impl Ops {
@@ -113,6 +180,47 @@ impl Ops {
             Dir::Encrypt => &mut self.encrypt,
             Dir::Decrypt => &mut self.decrypt,
         }
+    }
+
+    /// The message-encrypt or message-decrypt slot.
+    pub fn msg_cipher(&mut self, dir: Dir) -> &mut Option<MessageCipherState> {
+        match dir {
+            Dir::Encrypt => &mut self.msg_encrypt,
+            Dir::Decrypt => &mut self.msg_decrypt,
+        }
+    }
+
+    /// The message-sign or message-verify slot.
+    pub fn msg_sign(&mut self, verify: bool) -> &mut Option<MessageSignState> {
+        if verify {
+            &mut self.msg_verify
+        } else {
+            &mut self.msg_sign
+        }
+    }
+
+    /// The sign-recover or verify-recover slot.
+    pub fn recover(&mut self, verify: bool) -> &mut Option<RecoverState> {
+        if verify {
+            &mut self.verify_recover
+        } else {
+            &mut self.sign_recover
+        }
+    }
+
+    /// Whether an operation other than a digest (or a find) is active: such
+    /// a session's state cannot be saved (`CKR_STATE_UNSAVEABLE`).
+    pub fn has_unsaveable(&self) -> bool {
+        self.encrypt.is_some()
+            || self.decrypt.is_some()
+            || self.sign.is_some()
+            || self.verify.is_some()
+            || self.sign_recover.is_some()
+            || self.verify_recover.is_some()
+            || self.msg_encrypt.is_some()
+            || self.msg_decrypt.is_some()
+            || self.msg_sign.is_some()
+            || self.msg_verify.is_some()
     }
 }
 

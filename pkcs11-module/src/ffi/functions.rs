@@ -202,16 +202,21 @@ entry!(C_Logout(h: CK_SESSION_HANDLE) {
     module()?.logout(h)
 });
 
-unsupported!(C_GetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(
-    C_SetOperationState(
-        CK_SESSION_HANDLE,
-        *mut CK_BYTE,
-        CK_ULONG,
-        CK_OBJECT_HANDLE,
-        CK_OBJECT_HANDLE,
-    )
-);
+entry!(C_GetOperationState(h: CK_SESSION_HANDLE, p_state: *mut CK_BYTE, p_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pOperationState/pulOperationStateLen.
+    unsafe { with_outbuf(p_state, p_len, |o| m.get_operation_state(h, o)) }
+});
+
+entry!(C_SetOperationState(h: CK_SESSION_HANDLE, p_state: *mut CK_BYTE, len: CK_ULONG, enc_key: CK_OBJECT_HANDLE, auth_key: CK_OBJECT_HANDLE) {
+    let m = module()?;
+    if p_state.is_null() {
+        return Err(Error::ArgumentsBad);
+    }
+    // SAFETY: caller promise for pOperationState.
+    let state = unsafe { input(p_state, len) }?;
+    m.set_operation_state(h, state, enc_key, auth_key)
+});
 
 // ---- objects ---------------------------------------------------------------------------------
 
@@ -471,6 +476,36 @@ entry!(C_VerifyFinal(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULON
     m.verify_final(h, sig)
 });
 
+entry!(C_SignRecoverInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism.
+    let mech = unsafe { mechanism(p_mech) }?;
+    m.recover_init(h, &mech, key, false)
+});
+
+entry!(C_SignRecover(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, len: CK_ULONG, p_sig: *mut CK_BYTE, p_sig_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pData.
+    let data = ending(&m, h, CKF_SIGN_RECOVER, unsafe { input(p_data, len) })?;
+    // SAFETY: caller promise for pSignature/pulSignatureLen.
+    ending(&m, h, CKF_SIGN_RECOVER, unsafe { with_outbuf(p_sig, p_sig_len, |o| m.recover(h, false, data, o)) })
+});
+
+entry!(C_VerifyRecoverInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE) {
+    let m = module()?;
+    // SAFETY: caller promise for pMechanism.
+    let mech = unsafe { mechanism(p_mech) }?;
+    m.recover_init(h, &mech, key, true)
+});
+
+entry!(C_VerifyRecover(h: CK_SESSION_HANDLE, p_sig: *mut CK_BYTE, sig_len: CK_ULONG, p_data: *mut CK_BYTE, p_data_len: *mut CK_ULONG) {
+    let m = module()?;
+    // SAFETY: caller promise for pSignature.
+    let sig = ending(&m, h, CKF_VERIFY_RECOVER, unsafe { input(p_sig, sig_len) })?;
+    // SAFETY: caller promise for pData/pulDataLen.
+    ending(&m, h, CKF_VERIFY_RECOVER, unsafe { with_outbuf(p_data, p_data_len, |o| m.recover(h, true, sig, o)) })
+});
+
 // ---- key generation ------------------------------------------------------------------------------
 
 entry!(C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_template: *mut CK_ATTRIBUTE, count: CK_ULONG, ph: *mut CK_OBJECT_HANDLE) {
@@ -580,13 +615,7 @@ entry!(C_CancelFunction(_h: CK_SESSION_HANDLE) {
     Err(Error::FunctionNotParallel)
 });
 
-// ---- not yet implemented: later mechanism families plug in here ------------------------------------
-unsupported!(C_SignRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(C_SignRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG));
-unsupported!(C_VerifyRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(
-    C_VerifyRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
-);
+// ---- dual-function updates: not offered (no mechanism pairs them here) ------------------------------
 unsupported!(
     C_DigestEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
 );
@@ -599,113 +628,3 @@ unsupported!(
 unsupported!(
     C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG)
 );
-unsupported!(C_MessageEncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(
-    C_EncryptMessage(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-    )
-);
-unsupported!(
-    C_EncryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG)
-);
-unsupported!(
-    C_EncryptMessageNext(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-        CK_FLAGS,
-    )
-);
-unsupported!(C_MessageEncryptFinal(CK_SESSION_HANDLE));
-unsupported!(C_MessageDecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(
-    C_DecryptMessage(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-    )
-);
-unsupported!(
-    C_DecryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG)
-);
-unsupported!(
-    C_DecryptMessageNext(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-        CK_FLAGS,
-    )
-);
-unsupported!(C_MessageDecryptFinal(CK_SESSION_HANDLE));
-unsupported!(C_MessageSignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(
-    C_SignMessage(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-    )
-);
-unsupported!(C_SignMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG));
-unsupported!(
-    C_SignMessageNext(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        *mut CK_ULONG,
-    )
-);
-unsupported!(C_MessageSignFinal(CK_SESSION_HANDLE));
-unsupported!(C_MessageVerifyInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE));
-unsupported!(
-    C_VerifyMessage(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-    )
-);
-unsupported!(C_VerifyMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG));
-unsupported!(
-    C_VerifyMessageNext(
-        CK_SESSION_HANDLE,
-        *mut c_void,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-        *mut CK_BYTE,
-        CK_ULONG,
-    )
-);
-unsupported!(C_MessageVerifyFinal(CK_SESSION_HANDLE));

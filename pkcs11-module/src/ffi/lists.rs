@@ -8,8 +8,8 @@ use std::ffi::c_void;
 
 use cryptoki_sys::*;
 
-use super::functions;
 use super::{entry, out};
+use super::{functions, message};
 use crate::error::Error;
 
 /// A static the C side may write to: placed in writable memory, shared by
@@ -181,26 +181,26 @@ pub(super) static FUNCTIONS_300: Writable<CK_FUNCTION_LIST_3_0> =
         C_GetInterface: Some(C_GetInterface),
         C_LoginUser: Some(functions::C_LoginUser),
         C_SessionCancel: Some(functions::C_SessionCancel),
-        C_MessageEncryptInit: Some(functions::C_MessageEncryptInit),
-        C_EncryptMessage: Some(functions::C_EncryptMessage),
-        C_EncryptMessageBegin: Some(functions::C_EncryptMessageBegin),
-        C_EncryptMessageNext: Some(functions::C_EncryptMessageNext),
-        C_MessageEncryptFinal: Some(functions::C_MessageEncryptFinal),
-        C_MessageDecryptInit: Some(functions::C_MessageDecryptInit),
-        C_DecryptMessage: Some(functions::C_DecryptMessage),
-        C_DecryptMessageBegin: Some(functions::C_DecryptMessageBegin),
-        C_DecryptMessageNext: Some(functions::C_DecryptMessageNext),
-        C_MessageDecryptFinal: Some(functions::C_MessageDecryptFinal),
-        C_MessageSignInit: Some(functions::C_MessageSignInit),
-        C_SignMessage: Some(functions::C_SignMessage),
-        C_SignMessageBegin: Some(functions::C_SignMessageBegin),
-        C_SignMessageNext: Some(functions::C_SignMessageNext),
-        C_MessageSignFinal: Some(functions::C_MessageSignFinal),
-        C_MessageVerifyInit: Some(functions::C_MessageVerifyInit),
-        C_VerifyMessage: Some(functions::C_VerifyMessage),
-        C_VerifyMessageBegin: Some(functions::C_VerifyMessageBegin),
-        C_VerifyMessageNext: Some(functions::C_VerifyMessageNext),
-        C_MessageVerifyFinal: Some(functions::C_MessageVerifyFinal),
+        C_MessageEncryptInit: Some(message::C_MessageEncryptInit),
+        C_EncryptMessage: Some(message::C_EncryptMessage),
+        C_EncryptMessageBegin: Some(message::C_EncryptMessageBegin),
+        C_EncryptMessageNext: Some(message::C_EncryptMessageNext),
+        C_MessageEncryptFinal: Some(message::C_MessageEncryptFinal),
+        C_MessageDecryptInit: Some(message::C_MessageDecryptInit),
+        C_DecryptMessage: Some(message::C_DecryptMessage),
+        C_DecryptMessageBegin: Some(message::C_DecryptMessageBegin),
+        C_DecryptMessageNext: Some(message::C_DecryptMessageNext),
+        C_MessageDecryptFinal: Some(message::C_MessageDecryptFinal),
+        C_MessageSignInit: Some(message::C_MessageSignInit),
+        C_SignMessage: Some(message::C_SignMessage),
+        C_SignMessageBegin: Some(message::C_SignMessageBegin),
+        C_SignMessageNext: Some(message::C_SignMessageNext),
+        C_MessageSignFinal: Some(message::C_MessageSignFinal),
+        C_MessageVerifyInit: Some(message::C_MessageVerifyInit),
+        C_VerifyMessage: Some(message::C_VerifyMessage),
+        C_VerifyMessageBegin: Some(message::C_VerifyMessageBegin),
+        C_VerifyMessageNext: Some(message::C_VerifyMessageNext),
+        C_MessageVerifyFinal: Some(message::C_MessageVerifyFinal),
     }));
 
 static NAME: &[u8; 8] = b"PKCS 11\0";

@@ -6,6 +6,7 @@
 mod functions;
 mod kbkdf;
 mod lists;
+mod message;
 mod params;
 
 use std::panic::AssertUnwindSafe;

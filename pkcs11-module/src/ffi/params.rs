@@ -73,6 +73,25 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
     })
 }
 
+/// A mechanism whose parameter is copied as flat bytes whatever the row's
+/// layout, no pointer in it followed: for `C_MessageEncryptInit` and
+/// `C_MessageDecryptInit`, where callers (the `cryptoki` crate among them)
+/// pass the first message's parameter (`CK_GCM_MESSAGE_PARAMS`), which must
+/// not be read as the row's `CK_GCM_PARAMS` (same size, other fields).
+///
+/// # Safety
+/// `p` must be NULL or point to a `CK_MECHANISM` whose `pParameter` is NULL or
+/// valid for `ulParameterLen` bytes.
+pub(super) unsafe fn flat_mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
+    // SAFETY: `as_ref` checks for NULL; validity is the caller's promise.
+    let m = unsafe { p.as_ref() }.ok_or(Error::ArgumentsBad)?;
+    Ok(MechanismArg {
+        ty: m.mechanism,
+        // SAFETY: forwarded caller promise for pParameter.
+        param: unsafe { flat(m.pParameter as *const u8, m.ulParameterLen) }?,
+    })
+}
+
 /// A flat parameter: its bytes, checked by the family's builder; an empty
 /// one is no parameter.
 ///

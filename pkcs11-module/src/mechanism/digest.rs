@@ -2,7 +2,9 @@
 //! tokens only) MD5, through RustCrypto `sha1`/`sha2`/`sha3`/`md-5`.
 #![forbid(unsafe_code)]
 
+use digest::common::hazmat::{SerializableState, SerializedState};
 use digest::{Digest, FixedOutputReset};
+use zeroize::Zeroizing;
 
 /// A running digest operation.
 pub trait DigestOp: Send {
@@ -12,11 +14,22 @@ pub trait DigestOp: Send {
     fn output_len(&self) -> usize;
     /// Writes the digest into `out` (exactly `output_len()` bytes long).
     fn finish(&mut self, out: &mut [u8]);
+    /// The running state as bytes, for `C_GetOperationState` (the hash
+    /// crate's own serialization: chaining value, block count and the
+    /// buffered tail of the input); `None` when it cannot be saved.
+    fn save(&self) -> Option<Zeroizing<Vec<u8>>> {
+        None
+    }
+    /// Takes over a state `save` made, for `C_SetOperationState`; false when
+    /// `state` is not one (wrong length or contents).
+    fn restore(&mut self, _state: &[u8]) -> bool {
+        false
+    }
 }
 
 struct Hash<D>(D);
 
-impl<D: Digest + FixedOutputReset + Send> DigestOp for Hash<D> {
+impl<D: Digest + FixedOutputReset + SerializableState + Send> DigestOp for Hash<D> {
     fn update(&mut self, data: &[u8]) {
         Digest::update(&mut self.0, data);
     }
@@ -28,10 +41,28 @@ impl<D: Digest + FixedOutputReset + Send> DigestOp for Hash<D> {
     fn finish(&mut self, out: &mut [u8]) {
         out.copy_from_slice(&Digest::finalize_reset(&mut self.0));
     }
+
+    fn save(&self) -> Option<Zeroizing<Vec<u8>>> {
+        Some(Zeroizing::new(self.0.serialize().to_vec()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> bool {
+        let Ok(s) = SerializedState::<D>::try_from(state) else {
+            return false;
+        };
+        match D::deserialize(&s) {
+            Ok(d) => {
+                self.0 = d;
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// A new digest operation of type `D`.
-pub fn new<D: Digest + FixedOutputReset + Send + 'static>() -> Box<dyn DigestOp> {
+pub fn new<D: Digest + FixedOutputReset + SerializableState + Send + 'static>() -> Box<dyn DigestOp>
+{
     Box::new(Hash(D::new()))
 }
 

@@ -16,6 +16,7 @@ pub mod ec;
 pub mod kdf;
 pub mod key_types;
 pub mod mac;
+pub mod message;
 pub mod rsa;
 mod table;
 
@@ -302,6 +303,25 @@ impl<T: OneShot> CipherOp for Buffered<T> {
     }
 }
 
+/// A single-part operation with message recovery (`C_SignRecover`,
+/// `C_VerifyRecover`): the output is the signature, or the data recovered
+/// from one.
+pub trait RecoverOp: Send {
+    /// The output length for `len` input bytes when it is known before the
+    /// work is done (a signature: the modulus length); `None` when only the
+    /// work tells (the data recovered from a signature).
+    fn known_len(&self, len: usize) -> Option<usize>;
+    /// Signs, or checks and recovers; a signature that does not verify is
+    /// `CKR_SIGNATURE_INVALID`.
+    fn run(&mut self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+}
+
+/// Builds a sign-recover (`false`) or verify-recover (`true`) operation.
+pub type RecoverBuilder = fn(&Param, &Object, bool) -> Result<Box<dyn RecoverOp>>;
+
+/// Builds the per-key part of a v3.0 message-based AEAD (`C_MessageEncryptInit`).
+pub type AeadBuilder = fn(&Object) -> Result<Box<dyn message::MessageAead>>;
+
 /// Builds a cipher operation for a key.
 pub type CipherBuilder = fn(&Param, &Object, Dir) -> Result<Box<dyn CipherOp>>;
 /// Builds a sign (`false`) or verify (`true`) operation for a key.
@@ -479,6 +499,12 @@ pub struct Mechanism {
     /// `LEGACY` (every bit) makes the whole row legacy: `hsm` tokens do not
     /// list it. The module checks this in one place (`module/legacy.rs`).
     pub legacy: CK_FLAGS,
+    /// `C_SignRecover`/`C_VerifyRecover` (`CKF_SIGN_RECOVER`/`CKF_VERIFY_RECOVER`).
+    pub recover: Option<RecoverBuilder>,
+    /// The message-based encryption functions of v3.0 (`CKF_MESSAGE_ENCRYPT`/
+    /// `CKF_MESSAGE_DECRYPT`): the AEAD run once per message with that
+    /// message's own parameter (`CK_GCM_MESSAGE_PARAMS`, ...).
+    pub aead: Option<AeadBuilder>,
 }
 
 /// `Mechanism::legacy` of a row that is legacy as a whole.
@@ -509,13 +535,41 @@ impl Mechanism {
 pub const MAX_SECRET_LEN: usize = 512;
 
 /// THE table: every family's rows (`table::FAMILIES`) in one list, in
-/// `C_GetMechanismList` order.
+/// `C_GetMechanismList` order, with the flags of the v3.0 message-based
+/// functions added (`message_flags`).
 pub static MECHANISMS: LazyLock<Vec<Mechanism>> = LazyLock::new(|| {
     table::FAMILIES
         .iter()
         .flat_map(|f| f.iter().copied())
+        .map(|m| Mechanism {
+            flags: m.flags | message_flags(&m),
+            ..m
+        })
         .collect()
 });
+
+/// The message-based functions run a row's own builders once per message:
+/// `C_SignMessage` and `C_VerifyMessage` its sign builder (so every row that
+/// signs signs messages, `CKF_MESSAGE_SIGN`/`CKF_MESSAGE_VERIFY`), and
+/// `C_EncryptMessage`/`C_DecryptMessage` its `aead` column. Derived here, in
+/// one place, so that no row can claim them without the builder or lack them
+/// with it. `CKF_MULTI_MESSAGE`: `C_*MessageBegin`/`Next` work for all of them.
+fn message_flags(m: &Mechanism) -> CK_FLAGS {
+    let mut f = 0;
+    if m.sign.is_some() && m.flags & CKF_SIGN != 0 {
+        f |= CKF_MESSAGE_SIGN;
+    }
+    if m.sign.is_some() && m.flags & CKF_VERIFY != 0 {
+        f |= CKF_MESSAGE_VERIFY;
+    }
+    if m.aead.is_some() {
+        f |= CKF_MESSAGE_ENCRYPT | CKF_MESSAGE_DECRYPT;
+    }
+    if f != 0 {
+        f |= CKF_MULTI_MESSAGE;
+    }
+    f
+}
 
 /// The row of a mechanism, or `CKR_MECHANISM_INVALID`.
 pub fn lookup(ty: CK_MECHANISM_TYPE) -> Result<&'static Mechanism> {
@@ -554,6 +608,18 @@ mod tests {
             assert!(
                 MECHANISMS[i + 1..].iter().all(|o| o.ty != m.ty),
                 "{} listed twice",
+                m.name
+            );
+            assert_eq!(
+                m.recover.is_some(),
+                m.flags & (CKF_SIGN_RECOVER | CKF_VERIFY_RECOVER) != 0,
+                "{} recover flags",
+                m.name
+            );
+            assert_eq!(
+                m.aead.is_some(),
+                m.flags & CKF_MESSAGE_ENCRYPT != 0,
+                "{} message flags",
                 m.name
             );
         }

@@ -1,5 +1,6 @@
 //! Using keys and digests: `C_Digest*`, `C_Encrypt*`/`C_Decrypt*`,
-//! `C_Sign*`/`C_Verify*`, `C_GenerateRandom`, `C_SeedRandom`, and `usable_key`,
+//! `C_Sign*`/`C_Verify*`, `C_SignRecover`/`C_VerifyRecover`, `C_GenerateRandom`,
+//! `C_SeedRandom`, and `usable_key`,
 //! the one check of a key against a mechanism and a usage.
 #![forbid(unsafe_code)]
 
@@ -19,7 +20,7 @@ use crate::object::policy::Reading;
 use crate::object::policy::{self};
 use crate::secret;
 use crate::session::{
-    self, After, CipherState, DigestState, OutBuf, SignState, drive, single_part,
+    self, After, CipherState, DigestState, OutBuf, RecoverState, SignState, drive, single_part,
 };
 
 impl Module {
@@ -38,6 +39,8 @@ impl Module {
         ops.digest = Some(DigestState {
             op,
             multipart: false,
+            mech: mech.ty,
+            keyed: false,
         });
         Ok(())
     }
@@ -69,8 +72,19 @@ impl Module {
         })
     }
 
-    /// `C_DigestKey`: digests the value of a secret key that may be revealed;
-    /// a sensitive or unextractable key is `CKR_KEY_INDIGESTIBLE`.
+    /// `C_DigestKey`: digests the value of a secret key whose value may be
+    /// revealed anyway; a sensitive or unextractable key (every secret key of
+    /// an `hsm` token), and any key that is not a secret key, is
+    /// `CKR_KEY_INDIGESTIBLE`, which ends the digest.
+    ///
+    /// Why refuse sensitive keys although PKCS#11 allows digesting them: a
+    /// digest of a key is a key check value anyone can test guesses against
+    /// offline (fatal for a low-entropy or partly known key: a password
+    /// turned into a generic secret, a key derived from known data), and
+    /// with `C_DigestUpdate` before and after it the caller also chooses
+    /// what surrounds the key, so `SHA-1(prefix || key)` and friends become
+    /// oracles no sensitive key should answer. SoftHSMv2 refuses the same
+    /// keys (sensitive or unextractable) with the same code.
     pub fn digest_key(&self, h: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
         let s = self.session(h)?;
         let k = s
@@ -87,6 +101,7 @@ impl Module {
             match secret::scope(|| policy::read(&k.attrs, CKA_VALUE)) {
                 Reading::Value(v) => {
                     d.multipart = true;
+                    d.keyed = true;
                     d.op.update(&v);
                     Ok(((), After::Keep))
                 }
@@ -388,10 +403,79 @@ impl Module {
         })
     }
 
-    /// `C_SeedRandom`: the OS CSPRNG takes no seed from applications, so the
-    /// answer is `CKR_RANDOM_SEED_NOT_SUPPORTED` (on a valid session).
+    /// `C_SeedRandom`: accepted and ignored (`CKR_OK` on a valid session).
+    /// Random bytes come from the OS generator (`getrandom`), which seeds
+    /// itself from the kernel's entropy and needs no seed; mixing in an
+    /// application's bytes could not make it stronger, and clients (OpenSSL's
+    /// engine, Java's SunPKCS11, test suites) treat a refusal as an error.
+    /// `ffi` has already checked the seed pointer (NULL with a non-zero
+    /// length is `CKR_ARGUMENTS_BAD`).
     pub fn seed_random(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         self.session(h)?;
-        Err(Error::RandomSeedNotSupported)
+        Ok(())
+    }
+
+    /// `C_SignRecoverInit` / `C_VerifyRecoverInit`: the row's `recover`
+    /// builder, a key with `CKA_SIGN_RECOVER` / `CKA_VERIFY_RECOVER`.
+    pub fn recover_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &MechanismArg,
+        key: CK_OBJECT_HANDLE,
+        verify: bool,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        if s.ops.lock().recover(verify).is_some() {
+            return Err(Error::OperationActive);
+        }
+        let (flag, name) = if verify {
+            (CKF_VERIFY_RECOVER, "C_VerifyRecoverInit")
+        } else {
+            (CKF_SIGN_RECOVER, "C_SignRecoverInit")
+        };
+        let row = self.mechanism_row(&s, mech.ty, flag, name)?;
+        let build = row.recover.ok_or(Error::MechanismInvalid)?;
+        let (usage, func) = if verify {
+            (CKA_VERIFY_RECOVER, "C_VerifyRecoverInit")
+        } else {
+            (CKA_SIGN_RECOVER, "C_SignRecoverInit")
+        };
+        let k = self.usable_key(&s, key, mech, row, usage, func)?;
+        let op = build(&mech.param, &k, verify)?;
+        let mut ops = s.ops.lock();
+        let slot = ops.recover(verify);
+        if slot.is_some() {
+            return Err(Error::OperationActive);
+        }
+        *slot = Some(RecoverState { op });
+        Ok(())
+    }
+
+    /// `C_SignRecover` / `C_VerifyRecover`: single-part, with the size-query
+    /// rules. A signature's length is known before signing; the data in a
+    /// signature only after the (cheap, public-key) recovery, which a size
+    /// query therefore runs.
+    pub fn recover(
+        &self,
+        h: CK_SESSION_HANDLE,
+        verify: bool,
+        input: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let mut ops = s.ops.lock();
+        drive(ops.recover(verify), |r| {
+            if let Some(n) = r.op.known_len(input.len())
+                && out.offer(n)?.is_none()
+            {
+                return Ok(((), After::Keep));
+            }
+            let result = r.op.run(input)?;
+            let Some(buf) = out.offer(result.len())? else {
+                return Ok(((), After::Keep));
+            };
+            buf.copy_from_slice(&result);
+            Ok(((), After::End))
+        })
     }
 }

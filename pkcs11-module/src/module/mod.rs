@@ -14,7 +14,9 @@
 //! | `token` | `C_InitToken`, `C_InitPIN`, `C_SetPIN`, the PIN checks |
 //! | `sessions` | `C_OpenSession` … `C_SessionCancel`, `C_Login`, `C_Logout`, `Session` |
 //! | `objects` | `C_CreateObject`, `C_CopyObject`, `C_DestroyObject`, attributes, `C_FindObjects*` |
-//! | `crypto` | `usable_key`, `C_Digest*`, `C_Encrypt*`/`C_Decrypt*`, `C_Sign*`/`C_Verify*`, random |
+//! | `crypto` | `usable_key`, `C_Digest*`, `C_Encrypt*`/`C_Decrypt*`, `C_Sign*`/`C_Verify*`, `C_*Recover`, random |
+//! | `message` | the v3.0 message-based functions: `C_MessageEncryptInit` … `C_MessageVerifyFinal` |
+//! | `opstate` | `C_GetOperationState`, `C_SetOperationState` (digests) |
 //! | `keys` | `C_GenerateKey`, `C_GenerateKeyPair` |
 //! | `derive` | `C_DeriveKey`, with the additional keys of SP 800-108 |
 //! | `wrap` | `C_WrapKey`, `C_UnwrapKey` |
@@ -32,13 +34,17 @@ mod derive;
 mod info;
 mod keys;
 mod legacy;
+mod message;
 mod objects;
+mod opstate;
 mod sessions;
 mod slot;
 mod state;
 mod token;
 mod wrap;
 
+#[cfg(test)]
+mod message_tests;
 #[cfg(test)]
 mod tests;
 

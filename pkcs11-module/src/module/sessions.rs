@@ -245,6 +245,24 @@ impl Module {
         if flags & CKF_VERIFY != 0 {
             ops.verify = None;
         }
+        if flags & CKF_SIGN_RECOVER != 0 {
+            ops.sign_recover = None;
+        }
+        if flags & CKF_VERIFY_RECOVER != 0 {
+            ops.verify_recover = None;
+        }
+        if flags & CKF_MESSAGE_ENCRYPT != 0 {
+            ops.msg_encrypt = None;
+        }
+        if flags & CKF_MESSAGE_DECRYPT != 0 {
+            ops.msg_decrypt = None;
+        }
+        if flags & CKF_MESSAGE_SIGN != 0 {
+            ops.msg_sign = None;
+        }
+        if flags & CKF_MESSAGE_VERIFY != 0 {
+            ops.msg_verify = None;
+        }
         Ok(())
     }
 }

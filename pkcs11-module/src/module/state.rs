@@ -29,6 +29,10 @@ pub struct Module {
     pub(super) slots: RwLock<Vec<Arc<Slot>>>,
     pub(super) sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
     pub(super) next_handle: AtomicU64,
+    /// The key that authenticates saved operation states
+    /// (`C_GetOperationState`), drawn at random when the module starts: a
+    /// state is only taken back by the process that made it.
+    pub(super) state_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl Module {
@@ -37,6 +41,11 @@ impl Module {
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Module> {
         let log = Arc::new(Logger::new(config.log_level, &config.log_target));
         let audit = Auditor::new(store.clone(), log.clone(), config.audit.clone());
+        let mut state_key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut state_key[..]).map_err(|e| {
+            log!(log, Level::Error, "OS random generator failed: {e}");
+            Error::DeviceError
+        })?;
         let module = Module {
             config,
             log,
@@ -45,6 +54,7 @@ impl Module {
             slots: RwLock::new(Vec::new()),
             sessions: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            state_key,
         };
         // Reserve the key region now, so the log says at once whether keys
         // can be locked in RAM here.

@@ -587,7 +587,12 @@ fn random_and_seed() {
     m.generate_random(h, &mut x).unwrap();
     m.generate_random(h, &mut y).unwrap();
     assert_ne!(x, y);
-    assert_eq!(m.seed_random(h), Err(Error::RandomSeedNotSupported));
+    assert_eq!(
+        m.seed_random(h),
+        Ok(()),
+        "C_SeedRandom accepts and ignores a seed"
+    );
+    assert_eq!(m.seed_random(999), Err(Error::SessionHandleInvalid));
     assert_eq!(
         m.generate_random(999, &mut x),
         Err(Error::SessionHandleInvalid)
@@ -1578,4 +1583,59 @@ fn legacy_algorithms_follow_the_token_policy() {
         param: crate::mechanism::Param::Raw(vec![0; 8]),
     };
     m.cipher_init(h, &enc, k, Dir::Encrypt).unwrap();
+}
+
+#[test]
+fn operation_state_of_a_digest() {
+    let m = ready();
+    let (a, b) = (ro(&m), ro(&m));
+    let mut q = OutBuf::new(None);
+    assert_eq!(
+        m.get_operation_state(a, &mut q),
+        Err(Error::OperationNotInitialized)
+    );
+    m.digest_init(a, &sha256()).unwrap();
+    m.digest_update(a, b"a").unwrap();
+    m.get_operation_state(a, &mut q).unwrap();
+    let mut blob = vec![0u8; q.len()];
+    m.get_operation_state(a, &mut OutBuf::new(Some(&mut blob)))
+        .unwrap();
+    m.set_operation_state(b, &blob, 0, 0).unwrap();
+    m.digest_update(b, b"bc").unwrap();
+    let mut buf = [0u8; 32];
+    m.digest_final(b, &mut OutBuf::new(Some(&mut buf))).unwrap();
+    assert_eq!(buf[..4], [0xba, 0x78, 0x16, 0xbf], "sha256(\"abc\")");
+    for i in [0, 5, 10, 20, blob.len() - 1] {
+        let mut bad = blob.clone();
+        bad[i] ^= 1;
+        assert_eq!(
+            m.set_operation_state(b, &bad, 0, 0),
+            Err(Error::SavedStateInvalid),
+            "byte {i} changed"
+        );
+    }
+    assert_eq!(
+        m.set_operation_state(b, &blob, 7, 0),
+        Err(Error::KeyNotNeeded)
+    );
+    // Another module (another process) has another key.
+    let other = ready();
+    let c = ro(&other);
+    assert_eq!(
+        other.set_operation_state(c, &blob, 0, 0),
+        Err(Error::SavedStateInvalid)
+    );
+    // Another operation alongside the digest makes the state unsaveable.
+    m.digest_init(b, &sha256()).unwrap();
+    m.sign_init(
+        b,
+        &MechanismArg {
+            ty: CKM_SHA256_HMAC,
+            param: crate::mechanism::Param::None,
+        },
+        0xdead,
+        false,
+    )
+    .unwrap_err();
+    m.get_operation_state(b, &mut OutBuf::new(None)).unwrap();
 }

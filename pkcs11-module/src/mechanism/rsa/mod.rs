@@ -32,6 +32,7 @@
 mod cipher;
 mod keys;
 mod pad;
+mod recover;
 mod sign;
 
 pub use cipher::cipher;
@@ -39,6 +40,7 @@ pub use keys::{
     HSM_MIN_BITS, MAX_BITS, MAX_GEN_BITS, MIN_BITS, MIN_PUBLIC_BITS, bits_of, check_private_import,
     check_public_import, from_pkcs8, generate, private_key, public_key, to_pkcs8,
 };
+pub use recover::recover_op;
 pub use sign::sign_op;
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use cryptoki_sys::*;
 use super::{AES, WRAPS, row};
 use crate::mechanism::aes_modes::{self, xts_key};
 use crate::mechanism::{
-    CipherBuilder, KeyGen, MAX_SECRET_LEN, Mechanism, ParamShape, aes, aes_key, key_value,
+    CipherBuilder, KeyGen, MAX_SECRET_LEN, Mechanism, ParamShape, aes, aes_key, key_value, message,
 };
 
 const fn aes_cipher(
@@ -68,13 +68,16 @@ pub(super) static ROWS: &[Mechanism] = &[
     aes_cipher(CKM_AES_CTR, "CKM_AES_CTR", 0, ParamShape::Ctr, |p, k, d| {
         aes::ctr(p, aes_key(k)?, d)
     }),
-    aes_cipher(
-        CKM_AES_GCM,
-        "CKM_AES_GCM",
-        WRAPS,
-        ParamShape::Gcm,
-        |p, k, d| aes::gcm(p, aes_key(k)?, d),
-    ),
+    Mechanism {
+        aead: Some(|k| Ok(message::gcm(aes_key(k)?))),
+        ..aes_cipher(
+            CKM_AES_GCM,
+            "CKM_AES_GCM",
+            WRAPS,
+            ParamShape::Gcm,
+            |p, k, d| aes::gcm(p, aes_key(k)?, d),
+        )
+    },
     Mechanism {
         pad_wrap: Some(|p, k, d| aes::kw_zero_padded(p, key_value(k)?, d)),
         ..aes_cipher(

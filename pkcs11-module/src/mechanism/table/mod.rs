@@ -53,6 +53,8 @@ pub(super) const fn row(ty: CK_MECHANISM_TYPE, name: &'static str, flags: CK_FLA
         pad_wrap: None,
         wraps_private_keys: true,
         legacy: 0,
+        recover: None,
+        aead: None,
     }
 }
 

@@ -23,6 +23,9 @@ pub(super) const fn rsa_row(
     }
 }
 
+/// `C_SignRecover`/`C_VerifyRecover` (the `recover` column).
+const RECOVERS: CK_FLAGS = CKF_SIGN_RECOVER | CKF_VERIFY_RECOVER;
+
 macro_rules! rsa_hash_rows {
     ($($pkcs:ident, $pss:ident, $h:ident;)*) => {
         &[$(
@@ -54,23 +57,27 @@ pub(super) static ROWS: &[Mechanism] = &[
     Mechanism {
         wraps_private_keys: false,
         legacy: WRAPS,
+        recover: Some(|p, k, v| rsa::recover_op(p, k, v, CKM_RSA_PKCS)),
         ..rsa_row(
             CKM_RSA_PKCS,
             "CKM_RSA_PKCS",
-            CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY | WRAPS,
+            CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY | WRAPS | RECOVERS,
             ParamShape::None,
             Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_PKCS)),
             Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_PKCS, None)),
         )
     },
-    rsa_row(
-        CKM_RSA_X_509,
-        "CKM_RSA_X_509",
-        CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY,
-        ParamShape::None,
-        Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_X_509)),
-        Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_X_509, None)),
-    ),
+    Mechanism {
+        recover: Some(|p, k, v| rsa::recover_op(p, k, v, CKM_RSA_X_509)),
+        ..rsa_row(
+            CKM_RSA_X_509,
+            "CKM_RSA_X_509",
+            CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY | RECOVERS,
+            ParamShape::None,
+            Some(|p, k, d| rsa::cipher(p, k, d, CKM_RSA_X_509)),
+            Some(|p, k, v| rsa::sign_op(p, k, v, CKM_RSA_X_509, None)),
+        )
+    },
     Mechanism {
         wraps_private_keys: false,
         ..rsa_row(
