@@ -29,7 +29,7 @@ CARGO ?= cargo
 TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
 	sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 RELEASE := $(TARGET_DIR)/release
-ASSETS := $(TARGET_DIR)/make-assets
+ASSETS := $(RELEASE)/make-docs
 LIB := libferrohsm_pkcs11.so
 
 .PHONY: all build install uninstall clean-assets
