@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 
+use crate::p11::{Fail, ck};
+
 /// `ferrohsm generate-docs` (hidden: for `scripts/package` and `make install`).
 #[derive(Args)]
 pub struct GenerateDocsArgs {
@@ -61,22 +63,27 @@ pub fn print_version() -> ExitCode {
     }
 }
 
-/// The `libraryVersion` ("0.1") and a description of the module at `path`.
+/// The `libraryVersion` ("0.1") and a description of the module at `path`,
+/// or one line saying what failed (as every other command says it).
 fn module_info(path: &Path) -> Result<(String, String), String> {
-    let p11 = Pkcs11::new(path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let msg = |f: Fail| match f {
+        Fail::Msg(m) => m,
+        Fail::Exit(code) => format!("failed (exit {code})"),
+    };
+    let p11 = Pkcs11::new(path).map_err(|e| msg(ck(format!("loading {}", path.display()))(e)))?;
     // C_GetInfo needs an initialised module; C_Initialize opens the data
     // directory, so a bad FERROHSM_DIR / FERROHSM_CONF shows up here.
     p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .map_err(|e| {
-            format!(
-                "C_Initialize of {} failed ({e}): check FERROHSM_CONF / FERROHSM_DIR; \
-                 FERROHSM_LOG=info:FILE says more",
+            msg(ck(format!(
+                "C_Initialize of {} (check FERROHSM_CONF / FERROHSM_DIR; \
+                 FERROHSM_LOG=info:FILE says more)",
                 path.display()
-            )
+            ))(e))
         })?;
     let info = p11
         .get_library_info()
-        .map_err(|e| format!("C_GetInfo failed: {e}"))?;
+        .map_err(|e| msg(ck("C_GetInfo")(e)))?;
     Ok((
         info.library_version().to_string(),
         format!(
