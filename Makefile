@@ -26,8 +26,10 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 P11KIT_CONFDIR ?= /etc/pkcs11/modules
 CARGO ?= cargo
 
-TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
-	sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+# Cargo's target directory; `target/` when cargo is not on the PATH (sudo
+# resets it): then give TARGET_DIR=… if the build went elsewhere.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(shell $(CARGO) metadata --format-version 1 --no-deps \
+	2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'),$(CURDIR)/target)
 RELEASE := $(TARGET_DIR)/release
 ASSETS := $(RELEASE)/make-docs
 LIB := libferrohsm_pkcs11.so
