@@ -40,7 +40,7 @@ impl Drop for Server {
 
 impl Server {
     /// Serves the token `label` of `env`'s data directory on a unix socket in
-    /// `env`'s directory; returns once the socket exists.
+    /// `env`'s directory; returns once the socket accepts connections.
     fn start(env: &TestEnv, label: &str) -> Server {
         for tool in ["p11-kit", "pkcs11-tool", "openssl"] {
             assert!(
@@ -67,17 +67,19 @@ impl Server {
             stderr: sp.stderr,
         };
         let start = Instant::now();
-        while !server.socket.exists() {
+        // Ready when the socket accepts a connection (it exists from bind(),
+        // a moment before listen()).
+        while std::os::unix::net::UnixStream::connect(&server.socket).is_err() {
             if let Some(st) = server.child.try_wait().expect("try_wait") {
                 panic!(
-                    "p11-kit server exited ({st}) before making its socket:\n{}\n{}",
+                    "p11-kit server exited ({st}) before accepting connections:\n{}\n{}",
                     read_lossy(&sp.stdout),
                     read_lossy(&server.stderr)
                 );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "p11-kit server made no socket within 20 s:\n{}",
+                "p11-kit server accepted no connection within 20 s:\n{}",
                 read_lossy(&server.stderr)
             );
             std::thread::sleep(Duration::from_millis(20));
