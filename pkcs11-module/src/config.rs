@@ -172,7 +172,13 @@ impl Config {
         let data_dir = env("FERROHSM_DIR")
             .map(PathBuf::from)
             .or(file.data_dir)
-            .or_else(|| env("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("ferrohsm")))
+            // The XDG Base Directory specification: a relative path is invalid
+            // and must be ignored.
+            .or_else(|| {
+                env("XDG_DATA_HOME")
+                    .filter(|d| std::path::Path::new(d).is_absolute())
+                    .map(|d| PathBuf::from(d).join("ferrohsm"))
+            })
             .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/share/ferrohsm")))
             .ok_or("no data directory: set FERROHSM_DIR (no HOME or XDG_DATA_HOME either)")?;
         let policy_name = env("FERROHSM_POLICY").or(file.default_policy);
@@ -320,6 +326,26 @@ mod tests {
         assert_eq!(c.kdf, KdfParams::PRODUCTION);
         let c = Config::build(None, &env_of(&[("HOME", "/h"), ("XDG_DATA_HOME", "/x")])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/x/ferrohsm"));
+    }
+
+    #[test]
+    fn relative_xdg_data_home_is_ignored() {
+        for rel in ["x", "./x", "data/share", "~/share"] {
+            let env = |k: &str| match k {
+                "HOME" => Some("/home/a".to_string()),
+                "XDG_DATA_HOME" => Some(rel.to_string()),
+                _ => None,
+            };
+            let c = Config::build(None, &env).unwrap();
+            assert_eq!(
+                c.data_dir,
+                PathBuf::from("/home/a/.local/share/ferrohsm"),
+                "XDG_DATA_HOME={rel}"
+            );
+        }
+        // With no HOME to fall back on, a relative one is still not used.
+        let env = |k: &str| (k == "XDG_DATA_HOME").then(|| "rel".to_string());
+        assert!(Config::build(None, &env).is_err());
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn run(temp: bool) -> Result<(), String> {
         };
     }
     let module = ferrohsm_pkcs11::locate::module_path()
-        .ok_or("libferrohsm_pkcs11.so not found next to this program: build it with `cargo build --release -p ferrohsm-pkcs11`")?;
+        .ok_or_else(ferrohsm_pkcs11::locate::not_found_message)?;
     println!("FerroHSM demo");
     println!("  module: {}", module.display());
     match std::env::var("FERROHSM_DIR") {

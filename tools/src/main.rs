@@ -18,6 +18,7 @@ mod demo;
 #[cfg(test)]
 mod fuzz_replay;
 mod import;
+mod install;
 mod keys;
 mod lifecycle;
 mod out;
@@ -91,6 +92,9 @@ enum Command {
     Register(RegisterArgs),
     /// Load the module, create a demo token and show it at work
     Demo(DemoArgs),
+    /// Write the man pages and shell completions (for packaging)
+    #[command(hide = true)]
+    GenerateDocs(install::GenerateDocsArgs),
 }
 
 /// Where a user PIN comes from (prompted when neither is given).
@@ -468,7 +472,14 @@ fn usage_error(sub: &str, msg: &str) -> ! {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--version` also names the module this program loads, and its version.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            return install::print_version();
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Init(a) => tokens::init(&a),
         Command::Tokens(a) => tokens::list(&a),
@@ -488,6 +499,7 @@ fn main() -> ExitCode {
         Command::RotateStorageKey(a) => lifecycle::rotate(&a),
         Command::Register(a) => register::register(&a),
         Command::Demo(a) => demo::run(a.temp).map_err(Fail::Msg),
+        Command::GenerateDocs(a) => install::generate_docs(&a).map_err(Fail::Msg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

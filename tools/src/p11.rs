@@ -115,10 +115,8 @@ pub struct SlotEntry {
 impl Hsm {
     /// Finds (`ferrohsm_pkcs11::locate`), loads and initialises the module.
     pub fn load() -> Result<Hsm> {
-        let module = ferrohsm_pkcs11::locate::module_path().ok_or(
-            "libferrohsm_pkcs11.so not found next to this program (or FERROHSM_MODULE): \
-             build it with `cargo build -p ferrohsm-pkcs11`",
-        )?;
+        let module = ferrohsm_pkcs11::locate::module_path()
+            .ok_or_else(ferrohsm_pkcs11::locate::not_found_message)?;
         let p11 = Pkcs11::new(&module).map_err(ck(format!("loading {}", module.display())))?;
         p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .map_err(ck(

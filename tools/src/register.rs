@@ -11,24 +11,18 @@ use crate::p11::{Fail, Result};
 /// File name of the module config.
 const FILE_NAME: &str = "ferrohsm.module";
 
-/// The per-user p11-kit module directory.
+/// The per-user p11-kit module directory (`ferrohsm_pkcs11::locate` reads
+/// registrations from the same place).
 fn default_dir() -> Result<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(x) = var("XDG_CONFIG_HOME") {
-        return Ok(PathBuf::from(x).join("pkcs11/modules"));
-    }
-    if let Some(h) = var("HOME") {
-        return Ok(PathBuf::from(h).join(".config/pkcs11/modules"));
-    }
-    Err("neither XDG_CONFIG_HOME nor HOME is set: give --config-dir DIR".into())
+    ferrohsm_pkcs11::locate::p11kit_user_dir(&|k| std::env::var_os(k)).ok_or_else(|| {
+        "neither XDG_CONFIG_HOME (absolute) nor HOME is set: give --config-dir DIR".into()
+    })
 }
 
 /// `ferrohsm register`.
 pub fn register(a: &RegisterArgs) -> Result<()> {
-    let module = ferrohsm_pkcs11::locate::module_path().ok_or(
-        "libferrohsm_pkcs11.so not found next to this program (or FERROHSM_MODULE): \
-         build it with `cargo build -p ferrohsm-pkcs11`",
-    )?;
+    let module = ferrohsm_pkcs11::locate::module_path()
+        .ok_or_else(ferrohsm_pkcs11::locate::not_found_message)?;
     let module = module
         .canonicalize()
         .map_err(|e| format!("module {}: {e}", module.display()))?;
