@@ -12,7 +12,7 @@ use crate::p11::{Fail, Result};
 const FILE_NAME: &str = "ferrohsm.module";
 
 /// The per-user p11-kit module directory.
-fn default_dir() -> Result<PathBuf> {
+pub(crate) fn default_dir() -> Result<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
     if let Some(x) = var("XDG_CONFIG_HOME") {
         return Ok(PathBuf::from(x).join("pkcs11/modules"));

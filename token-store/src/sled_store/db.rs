@@ -131,6 +131,48 @@ impl SledStore {
         self.held.lock().db = None;
     }
 
+    /// Deletes the token in `slot_id` for good: its database (every object,
+    /// sealed or not, and the token record) is removed, so the slot is free
+    /// again. `token_id` must be the token the caller authenticated (with
+    /// the SO PIN): a token re-initialised meanwhile is left alone
+    /// (`StoreError::Corrupt` naming the change). Done under the database
+    /// lock, which other processes wait for: the database directory is first
+    /// renamed aside (atomic: no process sees half a token), then removed.
+    /// The audit log (`<token dir>/audit`) is evidence and stays; the next
+    /// token initialised in the slot sets it aside. The `generation` file
+    /// stays too, one step higher, so a process caching the token notices.
+    pub fn delete_token(&self, slot_id: u64, token_id: &[u8; 16]) -> Result<(), StoreError> {
+        let _g = self.serial.lock();
+        let mut held = self.held.lock();
+        held.db = None;
+        let path = self.db_path(slot_id);
+        if !path.join("conf").exists() {
+            return Err(StoreError::NotFound);
+        }
+        let db = self.open_db(slot_id, &path)?;
+        let token = load_token(&db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
+        if &token.token_id != token_id {
+            return Err(corrupt(format!(
+                "token {slot_id} was re-initialised meanwhile: not deleted"
+            )));
+        }
+        let seq = read_u64(&db, K_SEQ)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let aside = self.token_dir(slot_id).join(format!("db.deleted.{nanos}"));
+        std::fs::rename(&path, &aside)
+            .map_err(|e| StoreError::Io(format!("token {slot_id}: removing database: {e}")))?;
+        drop(db);
+        self.write_generation(slot_id, seq + 1)?;
+        std::fs::remove_dir_all(&aside).map_err(|e| {
+            StoreError::Io(format!(
+                "token {slot_id}: deleted, but {} could not be removed: {e}",
+                aside.display()
+            ))
+        })
+    }
+
     /// Starts the thread that closes the held database once it has been idle
     /// for `linger`, unless it is running; it exits when nothing is held.
     fn ensure_closer(&self, held: &mut Held) {
