@@ -251,7 +251,7 @@ fn purge_of<'a>(evs: &'a [Value], label: &str, id: &str) -> &'a Value {
     let purges = purges_of(evs, label, id);
     match purges.as_slice() {
         [e] => e,
-        other => panic!("want one purge of {label:?} ({uids:?}), got {other:#?}"),
+        other => panic!("want one purge of {label:?} ({id}), got {other:#?}"),
     }
 }
 

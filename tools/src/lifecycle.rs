@@ -501,6 +501,9 @@ pub fn cancel_deletion(a: &CancelDeletionArgs) -> Result<()> {
             )));
         }
     };
+    let mut unit = unit;
+    // The private key first, as `delete` lists them.
+    unit.sort_by_key(|r| ulong(r, CKA_CLASS) == Some(CKO_PUBLIC_KEY));
     let restored: Vec<ObjectRecord> = unit
         .iter()
         .map(|r| {
