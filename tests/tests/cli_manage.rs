@@ -136,14 +136,30 @@ fn delete_says_scheduled_and_a_pair_waits_as_one_unit() {
     ok(
         &env,
         &[
-            "keygen", "--token", "w", "--type", "ec-p256", "--label", "pair", "--pin-env", "T_PIN",
+            "keygen",
+            "--token",
+            "w",
+            "--type",
+            "ec-p256",
+            "--label",
+            "pair",
+            "--pin-env",
+            "T_PIN",
         ],
     );
     let before = ok(&env, &["export-public", "--token", "w", "--label", "pair"]).stdout;
     let start = std::time::SystemTime::now();
     let r = ok(
         &env,
-        &["delete", "--token", "w", "--label", "pair", "--pin-env", "T_PIN"],
+        &[
+            "delete",
+            "--token",
+            "w",
+            "--label",
+            "pair",
+            "--pin-env",
+            "T_PIN",
+        ],
     );
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", r.show());
@@ -186,7 +202,13 @@ fn delete_says_scheduled_and_a_pair_waits_as_one_unit() {
     let r = ok(
         &env,
         &[
-            "cancel-deletion", "--token", "w", "--label", "pair", "--pin-env", "T_PIN",
+            "cancel-deletion",
+            "--token",
+            "w",
+            "--label",
+            "pair",
+            "--pin-env",
+            "T_PIN",
         ],
     );
     assert!(
@@ -210,12 +232,28 @@ fn delete_says_scheduled_and_a_pair_waits_as_one_unit() {
     ok(
         &env,
         &[
-            "keygen", "--token", "s", "--type", "aes128", "--label", "k", "--pin-env", "T_PIN",
+            "keygen",
+            "--token",
+            "s",
+            "--type",
+            "aes128",
+            "--label",
+            "k",
+            "--pin-env",
+            "T_PIN",
         ],
     );
     let r = ok(
         &env,
-        &["delete", "--token", "s", "--label", "k", "--pin-env", "T_PIN"],
+        &[
+            "delete",
+            "--token",
+            "s",
+            "--label",
+            "k",
+            "--pin-env",
+            "T_PIN",
+        ],
     );
     assert_eq!(r.stdout, "deleted secret-key (AES) \"k\"\n", "{}", r.show());
     assert!(pending(&env, "s").is_empty());
@@ -251,7 +289,11 @@ fn a_client_destroying_both_halves_gets_the_pair_back() {
     };
     let (public, private) = gen_pair("p", 0x01);
     s.destroy_object(public).expect("C_DestroyObject public");
-    assert_eq!(find(&s, "p"), vec![private], "the public key is gone at once");
+    assert_eq!(
+        find(&s, "p"),
+        vec![private],
+        "the public key is gone at once"
+    );
     s.destroy_object(private).expect("C_DestroyObject private");
     assert!(find(&s, "p").is_empty());
     // A private key alone is restored alone; a public key without a private
@@ -261,7 +303,13 @@ fn a_client_destroying_both_halves_gets_the_pair_back() {
     let r = ok(
         &env,
         &[
-            "cancel-deletion", "--token", "w", "--label", "lone", "--pin-env", "T_PIN",
+            "cancel-deletion",
+            "--token",
+            "w",
+            "--label",
+            "lone",
+            "--pin-env",
+            "T_PIN",
         ],
     );
     assert!(
@@ -305,7 +353,13 @@ fn a_client_destroying_both_halves_gets_the_pair_back() {
     ok(
         &env,
         &[
-            "cancel-deletion", "--token", "w", "--label", "p", "--pin-env", "T_PIN",
+            "cancel-deletion",
+            "--token",
+            "w",
+            "--label",
+            "p",
+            "--pin-env",
+            "T_PIN",
         ],
     );
     let objs = objects(&env, &["--token", "w"]);
@@ -380,14 +434,28 @@ fn tokens_by_slot_serial_and_uri_and_delete_token() {
     ok(
         &env,
         &[
-            "keygen", "--slot", &slot_a, "--type", "ec-p256", "--label", "a-key", "--pin-env",
+            "keygen",
+            "--slot",
+            &slot_a,
+            "--type",
+            "ec-p256",
+            "--label",
+            "a-key",
+            "--pin-env",
             "T_PIN",
         ],
     );
     ok(
         &env,
         &[
-            "keygen", "--serial", serial_b, "--type", "aes128", "--label", "b-key", "--pin-env",
+            "keygen",
+            "--serial",
+            serial_b,
+            "--type",
+            "aes128",
+            "--label",
+            "b-key",
+            "--pin-env",
             "T_PIN",
         ],
     );
@@ -430,6 +498,8 @@ fn tokens_by_slot_serial_and_uri_and_delete_token() {
         uri,
         format!("pkcs11:token=dup;serial={serial_a};id={id_pct};object=a-key;type=private")
     );
+    // An object's URI (binary id and all) names its token too.
+    assert_eq!(classes(&objects(&env, &["--token", uri])), by_uri);
     let table = ok(&env, &["objects", "--slot", &slot_a, "--pin-env", "T_PIN"]).stdout;
     assert!(table.lines().any(|l| l.trim() == uri), "{table}");
     let engine = Path::new("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so");
@@ -440,13 +510,18 @@ fn tokens_by_slot_serial_and_uri_and_delete_token() {
             .and_then(|o| o["uri"].as_str())
             .expect("public key URI");
         let mut c = Command::new("openssl");
-        c.args(["pkey", "-engine", "pkcs11", "-inform", "engine", "-pubin", "-in"])
-            .arg(public_uri)
-            .arg("-pubout")
-            .envs(env.env_vars())
-            .env("PKCS11_MODULE_PATH", module());
+        c.args([
+            "pkey", "-engine", "pkcs11", "-inform", "engine", "-pubin", "-in",
+        ])
+        .arg(public_uri)
+        .arg("-pubout")
+        .envs(env.env_vars())
+        .env("PKCS11_MODULE_PATH", module());
         let r = run_captured(&env, c, b"", TIMEOUT, "openssl pkey -engine pkcs11");
-        let exported = ok(&env, &["export-public", "--slot", &slot_a, "--label", "a-key"]);
+        let exported = ok(
+            &env,
+            &["export-public", "--slot", &slot_a, "--label", "a-key"],
+        );
         if r.status.success() {
             assert!(
                 r.stdout.contains(exported.stdout.trim()),
@@ -489,8 +564,9 @@ fn tokens_by_slot_serial_and_uri_and_delete_token() {
         &["delete-token", "--slot", &slot_a, "--so-pin-env", "T_SO"],
     );
     assert!(
-        r.stdout
-            .starts_with(&format!("deleted token \"dup\" (slot {slot_a}, serial {serial_a})")),
+        r.stdout.starts_with(&format!(
+            "deleted token \"dup\" (slot {slot_a}, serial {serial_a})"
+        )),
         "{}",
         r.show()
     );
@@ -507,7 +583,14 @@ fn tokens_by_slot_serial_and_uri_and_delete_token() {
     objects(&env, &["--token", "dup"]);
     let r = ok(
         &env,
-        &["restore", path_str(&backup), "--so-pin-env", "T_SO", "--label", "back"],
+        &[
+            "restore",
+            path_str(&backup),
+            "--so-pin-env",
+            "T_SO",
+            "--label",
+            "back",
+        ],
     );
     assert!(r.stdout.contains("restored token \"back\""), "{}", r.show());
     assert_eq!(
@@ -577,7 +660,12 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     let o = |args: &[&str]| openssl(&env, args);
     for name in ["root", "mid", "leaf", "other"] {
         o(&[
-            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
             &format!("{name}.key"),
         ]);
     }
@@ -586,12 +674,16 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
         "root.crt",
     ]);
     std::fs::write(d.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").unwrap();
-    o(&["req", "-new", "-key", "mid.key", "-subj", "/CN=Mid", "-out", "mid.csr"]);
+    o(&[
+        "req", "-new", "-key", "mid.key", "-subj", "/CN=Mid", "-out", "mid.csr",
+    ]);
     o(&[
         "x509", "-req", "-in", "mid.csr", "-CA", "root.crt", "-CAkey", "root.key", "-days", "30",
         "-extfile", "ca.ext", "-out", "mid.crt",
     ]);
-    o(&["req", "-new", "-key", "leaf.key", "-subj", "/CN=web", "-out", "leaf.csr"]);
+    o(&[
+        "req", "-new", "-key", "leaf.key", "-subj", "/CN=web", "-out", "leaf.csr",
+    ]);
     o(&[
         "x509", "-req", "-in", "leaf.csr", "-CA", "mid.crt", "-CAkey", "mid.key", "-days", "30",
         "-out", "leaf.crt",
@@ -600,7 +692,13 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     let bundle = d.join("bundle.pem");
     std::fs::write(
         &bundle,
-        [read("leaf.key"), read("leaf.crt"), read("mid.crt"), read("root.crt")].concat(),
+        [
+            read("leaf.key"),
+            read("leaf.crt"),
+            read("mid.crt"),
+            read("root.crt"),
+        ]
+        .concat(),
     )
     .unwrap();
     let import = |label: &str, file: &Path| {
@@ -619,11 +717,32 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = ok(&env, &args);
     let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "key, public key, leaf, two CAs\n{}", r.show());
-    assert!(lines[0].starts_with("imported EC P-256 private key \"web\""), "{}", r.show());
-    assert!(lines[2].starts_with("imported certificate \"web\""), "{}", r.show());
-    assert!(lines[3].starts_with("imported CA certificate \"web-ca1\""), "{}", r.show());
-    assert!(lines[4].starts_with("imported CA certificate \"web-ca2\""), "{}", r.show());
+    assert_eq!(
+        lines.len(),
+        5,
+        "key, public key, leaf, two CAs\n{}",
+        r.show()
+    );
+    assert!(
+        lines[0].starts_with("imported EC P-256 private key \"web\""),
+        "{}",
+        r.show()
+    );
+    assert!(
+        lines[2].starts_with("imported certificate \"web\""),
+        "{}",
+        r.show()
+    );
+    assert!(
+        lines[3].starts_with("imported CA certificate \"web-ca1\""),
+        "{}",
+        r.show()
+    );
+    assert!(
+        lines[4].starts_with("imported CA certificate \"web-ca2\""),
+        "{}",
+        r.show()
+    );
 
     let objs = objects(&env, &["--token", "t"]);
     let id_of = |class: &str, label: &str| {
@@ -635,7 +754,11 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
             .to_string()
     };
     let key_id = id_of("private-key", "web");
-    assert_eq!(id_of("certificate", "web"), key_id, "the leaf has the key's id");
+    assert_eq!(
+        id_of("certificate", "web"),
+        key_id,
+        "the leaf has the key's id"
+    );
     assert_ne!(id_of("certificate", "web-ca1"), key_id);
     // CKA_CERTIFICATE_CATEGORY through the module (found by value): 1 for
     // the leaf, 2 for the CAs.
@@ -654,7 +777,11 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
         let mut labels: Vec<String> = found
             .into_iter()
             .map(|h| {
-                match s.get_attributes(h, &[AttributeType::Label]).unwrap().as_slice() {
+                match s
+                    .get_attributes(h, &[AttributeType::Label])
+                    .unwrap()
+                    .as_slice()
+                {
                     [Attribute::Label(l)] => String::from_utf8_lossy(l).into_owned(),
                     other => panic!("{other:?}"),
                 }
@@ -681,7 +808,15 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     for cmd in ["export-cert", "export-public"] {
         fails(
             &env,
-            &[cmd, "--token", "t", "--label", "web", "--out", path_str(&out)],
+            &[
+                cmd,
+                "--token",
+                "t",
+                "--label",
+                "web",
+                "--out",
+                path_str(&out),
+            ],
             &["already exists: not overwriting it", "--force"],
         );
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
@@ -689,7 +824,14 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     ok(
         &env,
         &[
-            "export-cert", "--token", "t", "--label", "web-ca2", "--out", path_str(&out), "--force",
+            "export-cert",
+            "--token",
+            "t",
+            "--label",
+            "web-ca2",
+            "--out",
+            path_str(&out),
+            "--force",
         ],
     );
     assert_eq!(der(&read("exported.crt")), der(&read("root.crt")));
@@ -709,7 +851,10 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     for (file, needle) in [
         (&two_keys, "holds 2 private key(s) and 0 certificate(s)"),
         (&certs_only, "holds 0 private key(s) and 2 certificate(s)"),
-        (&wrong_chain, "none of its 1 certificate(s) is for its private key"),
+        (
+            &wrong_chain,
+            "none of its 1 certificate(s) is for its private key",
+        ),
     ] {
         let args = import("x", file);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -723,11 +868,25 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
 
     // Unsupported key types are named, not dumped as OIDs.
     let mut cases: Vec<(&str, Vec<&str>, &str)> = vec![
-        ("ed.pem", vec!["genpkey", "-algorithm", "ed25519"], "Ed25519 is not supported yet"),
-        ("x.pem", vec!["genpkey", "-algorithm", "x25519"], "X25519 is not supported yet"),
+        (
+            "ed.pem",
+            vec!["genpkey", "-algorithm", "ed25519"],
+            "Ed25519 is not supported yet",
+        ),
+        (
+            "x.pem",
+            vec!["genpkey", "-algorithm", "x25519"],
+            "X25519 is not supported yet",
+        ),
         (
             "p521.pem",
-            vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-521",
+            ],
             "P-521 is not supported yet",
         ),
         (
@@ -834,13 +993,18 @@ fn policy_refusals_warn_once_per_kind_on_stderr() {
     c.env_remove("FERROHSM_LOG");
     let r = run_captured(&env, c, b"", TIMEOUT, "refusing child");
     r.assert_success(&env);
-    let warns: Vec<&str> = r.stderr.lines().filter(|l| l.contains("ferrohsm[")).collect();
-    assert_eq!(warns.len(), 2, "one line per kind, nothing else\n{}", r.show());
-    assert!(
-        warns.iter().all(|l| l.contains("] WARN: ")),
-        "{}",
+    let warns: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ferrohsm["))
+        .collect();
+    assert_eq!(
+        warns.len(),
+        2,
+        "one line per kind, nothing else\n{}",
         r.show()
     );
+    assert!(warns.iter().all(|l| l.contains("] WARN: ")), "{}", r.show());
     assert!(
         warns[0].contains("C_GenerateKey refused (CKR_ATTRIBUTE_VALUE_INVALID)")
             && warns[0].contains("must be sensitive")
@@ -861,8 +1025,16 @@ fn policy_refusals_warn_once_per_kind_on_stderr() {
         c.arg("--module")
             .arg(module())
             .args([
-                "--token-label", "h", "--login", "--pin", USER_PIN, "--keygen", "--key-type",
-                "AES:32", "--label", "k",
+                "--token-label",
+                "h",
+                "--login",
+                "--pin",
+                USER_PIN,
+                "--keygen",
+                "--key-type",
+                "AES:32",
+                "--label",
+                "k",
             ])
             .envs(env.env_vars())
             .env_remove("FERROHSM_LOG");
@@ -895,10 +1067,7 @@ fn policy_refusals_warn_once_per_kind_on_stderr() {
     assert!(!text.is_empty());
     for line in text.lines() {
         let (time, rest) = line.split_once(' ').expect("time first");
-        assert!(
-            ferrohsm_store::audit::parse_time(time).is_some(),
-            "{line}"
-        );
+        assert!(ferrohsm_store::audit::parse_time(time).is_some(), "{line}");
         assert!(rest.starts_with("ferrohsm["), "{line}");
     }
 }

@@ -199,6 +199,21 @@ pub fn parse_uri(uri: &str) -> std::result::Result<Want, String> {
         let (name, value) = part
             .split_once('=')
             .ok_or_else(|| format!("{part:?} is not NAME=VALUE"))?;
+        // Binary values (`id`) are not text: decode only what is read.
+        let ignored = matches!(
+            name,
+            "object"
+                | "id"
+                | "type"
+                | "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-description"
+                | "slot-manufacturer"
+        );
+        if ignored {
+            continue;
+        }
         let value = percent_decode(value)?;
         match name {
             "token" => want.label = Some(value),

@@ -234,9 +234,9 @@ impl Module {
             self.log.warn_once(
                 "hsm-wrapping-key",
                 format_args!(
-                    "session {h}: C_WrapKey of {} under {} refused (CKR_KEY_NOT_WRAPPABLE): \
-                     this token's key policy is 'hsm': {why}; wrap under a secret key generated \
-                     in the token with CKA_EXTRACTABLE=FALSE and CKA_DECRYPT=FALSE, or have the SO \
+                    "session {h}: C_WrapKey of {} under {} refused by the token's hsm key policy \
+                     (CKR_KEY_NOT_WRAPPABLE): {why}; wrap under a secret key generated in the \
+                     token with CKA_EXTRACTABLE=FALSE and CKA_DECRYPT=FALSE, or have the SO \
                      set CKA_TRUSTED on the wrapping key",
                     target.describe(),
                     wk.describe()
