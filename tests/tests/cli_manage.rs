@@ -1071,3 +1071,38 @@ fn policy_refusals_warn_once_per_kind_on_stderr() {
         assert!(rest.starts_with("ferrohsm["), "{line}");
     }
 }
+
+#[test]
+fn new_commands_and_flags_have_help() {
+    let env = TestEnv::new();
+    let top = ok(&env, &["--help"]);
+    for c in ["export-cert", "delete-token", "unregister"] {
+        assert!(top.stdout.contains(c), "top-level help lacks {c}");
+        let r = ok(&env, &[c, "--help"]);
+        assert!(
+            r.stdout.contains(&format!("Usage: ferrohsm {c}")),
+            "{}",
+            r.show()
+        );
+    }
+    for c in ["objects", "backup", "pending", "audit show", "delete-token"] {
+        let args: Vec<&str> = c.split(' ').chain(["--help"]).collect();
+        let r = ok(&env, &args);
+        for flag in ["--token <LABEL|URI>", "--slot <N>", "--serial <SERIAL>"] {
+            assert!(r.stdout.contains(flag), "{c} lacks {flag}\n{}", r.show());
+        }
+    }
+    // One way of naming the token is required.
+    let r = run(&env, &["objects", "--pin-env", "T_PIN"]);
+    assert_eq!(r.status.code(), Some(2), "{}", r.show());
+    let r = run(
+        &env,
+        &["export-public", "--token", "t", "--label", "k", "--force"],
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "--force needs --out\n{}",
+        r.show()
+    );
+}

@@ -401,7 +401,9 @@ pub fn pending(a: &PendingArgs) -> Result<()> {
     let token = find_token(&config, &store, &a.token)?;
     let (token, key) = open_key(&config, &store, &token, &a.token, &a.pin, &a.so)?;
     let waiting = pending_keys(&store, &token, &key)?;
-    let views: Vec<Pending> = waiting.iter().map(|(o, at)| Pending::of(o, *at)).collect();
+    let mut views: Vec<Pending> = waiting.iter().map(|(o, at)| Pending::of(o, *at)).collect();
+    // A pair's halves together, the private key first.
+    views.sort_by(|x, y| (&x.label, &x.id, &x.class).cmp(&(&y.label, &y.id, &y.class)));
     if a.json {
         return out::json(&views);
     }

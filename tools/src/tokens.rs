@@ -455,12 +455,17 @@ pub fn objects(a: &ObjectsArgs) -> Result<()> {
             },
             flags.join(","),
         ]);
-        // The URI on a line of its own, to copy whole (it is long).
-        rows.push(vec![format!("  {}", v.uri)]);
     }
-    let mut text = out::table(&rows);
+    // Each object's URI on a line of its own under it, to copy whole (it is
+    // long, and would widen the table).
+    let table = out::table(&rows);
+    let mut lines = table.lines();
+    let mut text = lines.next().map(|h| format!("{h}\n")).unwrap_or_default();
+    for (line, v) in lines.zip(&views) {
+        text.push_str(&format!("{line}\n  {}\n", v.uri));
+    }
     text.push_str(&format!(
-        "{} object(s) on token {:?}; each URI names it for OpenSSL, pkcs11-tool --uri and p11tool\n",
+        "{} object(s) on token {:?}; each URI names it for OpenSSL and p11tool\n",
         views.len(),
         a.token
     ));
