@@ -559,10 +559,32 @@ fn tokens_by_slot_serial_and_uri_and_delete_token() {
     assert_eq!(r.status.code(), Some(1), "{}", r.show());
     assert!(r.stderr.contains("CKR_PIN_INCORRECT"), "{}", r.show());
     assert_eq!(tokens_labelled(&env, "dup").len(), 2);
+    // A process holding the module open (logged in) sees the token go.
+    let holder = load();
+    let held = holder
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id().to_string() == slot_a)
+        .expect("slot a");
+    let hs = holder.open_rw_session(held).expect("C_OpenSession");
+    hs.login(cryptoki::session::UserType::User, Some(&pin(USER_PIN)))
+        .expect("C_Login");
+    assert_eq!(find(&hs, "a-key").len(), 2);
     let r = ok(
         &env,
         &["delete-token", "--slot", &slot_a, "--so-pin-env", "T_SO"],
     );
+    assert!(
+        hs.find_objects(&[]).map_or(true, |v| v.is_empty()),
+        "the holder still finds the deleted token's objects"
+    );
+    assert!(
+        !holder.get_token_info(held).unwrap().token_initialized(),
+        "the holder's slot is free"
+    );
+    drop(hs);
+    holder.finalize().expect("C_Finalize");
     assert!(
         r.stdout.starts_with(&format!(
             "deleted token \"dup\" (slot {slot_a}, serial {serial_a})"

@@ -139,7 +139,8 @@ impl SledStore {
     /// lock, which other processes wait for: the database directory is first
     /// renamed aside (atomic: no process sees half a token), then removed.
     /// The audit log (`<token dir>/audit`) is evidence and stays; the next
-    /// token initialised in the slot sets it aside. The `generation` file
+    /// token initialised in the slot sets it aside (and removes a renamed
+    /// database a killed `delete_token` left). The `generation` file
     /// stays too, one step higher, so a process caching the token notices.
     pub fn delete_token(&self, slot_id: u64, token_id: &[u8; 16]) -> Result<(), StoreError> {
         let _g = self.serial.lock();
@@ -428,6 +429,23 @@ impl SledStore {
     /// for each; [`Store::tokens`](crate::store::Store::tokens) leaves them out.
     pub fn broken_tokens(&self) -> Result<Vec<BrokenToken>, StoreError> {
         Ok(self.scan_tokens()?.broken)
+    }
+}
+
+/// Removes the `db.deleted.<nanos>` directories a `delete_token` killed
+/// between its rename and its removal left in `token_dir`; best effort.
+pub(super) fn remove_deleted_dbs(token_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(token_dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("db.deleted.")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
