@@ -782,8 +782,13 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
         "the leaf has the key's id"
     );
     assert_ne!(id_of("certificate", "web-ca1"), key_id);
+    // A certificate alone: its category is not known, so not claimed.
+    let args = import("alone", &d.join("root.crt"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = ok(&env, &args);
+    assert!(r.stdout.starts_with("imported X.509 certificate \"alone\""), "{}", r.show());
     // CKA_CERTIFICATE_CATEGORY through the module (found by value): 1 for
-    // the leaf, 2 for the CAs.
+    // the leaf, 2 for the CAs, 0 (unspecified) for the lone one.
     let p = load();
     let s = user(&p, "t", USER_PIN);
     let with_category = |category: u64| {
@@ -814,6 +819,7 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     };
     assert_eq!(with_category(1), ["web"]);
     assert_eq!(with_category(2), ["web-ca1", "web-ca2"]);
+    assert_eq!(with_category(0), ["alone"]);
     drop(s);
     p.finalize().expect("C_Finalize");
 

@@ -353,15 +353,21 @@ struct Made {
     template: Vec<Attribute>,
 }
 
-/// The template of a certificate object.
-fn cert_template(label: &str, id: Option<&[u8]>, der: &[u8], category: u64) -> Vec<Attribute> {
+/// The template of a certificate object; `category` when known (a lone
+/// certificate's is not: it stays unspecified).
+fn cert_template(
+    label: &str,
+    id: Option<&[u8]>,
+    der: &[u8],
+    category: Option<u64>,
+) -> Vec<Attribute> {
     let mut t = public(label, id);
     t.extend([
         Attribute::Class(ObjectClass::CERTIFICATE),
         Attribute::CertificateType(CertificateType::X_509),
         Attribute::Value(der.to_vec()),
-        certificate_category(category),
     ]);
+    t.extend(category.map(certificate_category));
     t
 }
 
@@ -437,10 +443,9 @@ fn key_objects(material: &Material, label: &str, id: Option<&[u8]>, usage: &[Usa
             pt.extend(public_usage(usage));
             vec![made(material.kind(), t), made("public key", pt)]
         }
-        Material::Cert { der, .. } => vec![made(
-            material.kind(),
-            cert_template(label, id, der, CATEGORY_TOKEN_USER),
-        )],
+        Material::Cert { der, .. } => {
+            vec![made(material.kind(), cert_template(label, id, der, None))]
+        }
     }
 }
 
@@ -506,7 +511,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
                 what: "certificate".into(),
                 label: a.label.clone(),
                 id: id.map(<[u8]>::to_vec),
-                template: cert_template(&a.label, id, der, CATEGORY_TOKEN_USER),
+                template: cert_template(&a.label, id, der, Some(CATEGORY_TOKEN_USER)),
             });
         } else {
             ca_number += 1;
@@ -514,7 +519,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
             let ca_id = c.default_id();
             objects.push(Made {
                 what: "CA certificate".into(),
-                template: cert_template(&label, ca_id.as_deref(), der, CATEGORY_AUTHORITY),
+                template: cert_template(&label, ca_id.as_deref(), der, Some(CATEGORY_AUTHORITY)),
                 label,
                 id: ca_id,
             });
