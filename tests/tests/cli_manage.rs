@@ -786,7 +786,11 @@ fn import_a_key_with_its_chain_and_export_its_certificate() {
     let args = import("alone", &d.join("root.crt"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = ok(&env, &args);
-    assert!(r.stdout.starts_with("imported X.509 certificate \"alone\""), "{}", r.show());
+    assert!(
+        r.stdout.starts_with("imported X.509 certificate \"alone\""),
+        "{}",
+        r.show()
+    );
     // CKA_CERTIFICATE_CATEGORY through the module (found by value): 1 for
     // the leaf, 2 for the CAs, 0 (unspecified) for the lone one.
     let p = load();

@@ -66,17 +66,19 @@ enum Command {
     Init(InitArgs),
     /// List slots and tokens: labels, serials, PIN flags, public object counts
     Tokens(TokensArgs),
-    /// List the objects of a token (logs in as the user); never shows values
+    /// List the objects of a token with their pkcs11: URIs; never shows values
     Objects(ObjectsArgs),
     /// Generate a sensitive, non-extractable key or key pair in a token
     Keygen(KeygenArgs),
-    /// Import a private key, certificate or raw AES key into a token
+    /// Import a private key (with its certificate chain), certificate or raw
+    /// AES key into a token
     Import(ImportArgs),
     /// Write a public key as SubjectPublicKeyInfo PEM
     ExportPublic(ExportArgs),
     /// Write a certificate as PEM
     ExportCert(ExportArgs),
-    /// Delete every object with a label (logs in as the user)
+    /// Delete every object with a label (on hsm tokens keys wait out the
+    /// deletion period first)
     Delete(DeleteArgs),
     /// Change the user PIN, or the SO PIN with --so
     SetPin(SetPinArgs),
@@ -91,9 +93,10 @@ enum Command {
     /// Check or read a token's tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// List the keys scheduled for deletion (purges those whose period is over)
+    /// List the keys scheduled for deletion and when they go (purges those
+    /// whose period is over)
     Pending(PendingArgs),
-    /// Restore a key scheduled for deletion
+    /// Restore a key scheduled for deletion (a key pair together)
     CancelDeletion(CancelDeletionArgs),
     /// Re-seal every record of a token under a new storage key (SO and user PIN)
     RotateStorageKey(RotateArgs),
