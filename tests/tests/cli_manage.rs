@@ -980,7 +980,7 @@ fn demo_temp_ends_with_true_statements() {
 // 9. policy refusals on stderr; FERROHSM_LOG
 // ---------------------------------------------------------------------------
 
-/// The child: three refusals of two kinds, each a `CKR_*` only the log
+/// The child: five refusals of three kinds, each a `CKR_*` only the log
 /// explains, at the default log level.
 fn refuse_in_child() {
     let p = load();
@@ -1008,6 +1008,20 @@ fn refuse_in_child() {
         &[Attribute::Token(true), Attribute::Sign(true)],
     );
     assert!(rsa.is_err());
+    // Turning a usage on afterwards, twice.
+    let k = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(16.into()),
+                Attribute::Decrypt(false),
+            ],
+        )
+        .expect("C_GenerateKey");
+    for _ in 0..2 {
+        assert!(s.update_attributes(k, &[Attribute::Decrypt(true)]).is_err());
+    }
     drop(s);
     p.finalize().expect("C_Finalize");
 }
@@ -1032,7 +1046,7 @@ fn policy_refusals_warn_once_per_kind_on_stderr() {
         .collect();
     assert_eq!(
         warns.len(),
-        2,
+        3,
         "one line per kind, nothing else\n{}",
         r.show()
     );
@@ -1049,6 +1063,13 @@ fn policy_refusals_warn_once_per_kind_on_stderr() {
             && warns[1].contains("2048"),
         "{}",
         warns[1]
+    );
+    assert!(
+        warns[2].contains("C_SetAttributeValue refused (CKR_ATTRIBUTE_READ_ONLY)")
+            && warns[2].contains("usages")
+            && warns[2].contains("--usage-decrypt"),
+        "{}",
+        warns[2]
     );
 
     // The same with pkcs11-tool, as the issue found it.
