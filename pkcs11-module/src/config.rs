@@ -40,6 +40,10 @@ pub struct Config {
     pub log_level: Level,
     /// Where log lines go.
     pub log_target: LogTarget,
+    /// Why a log setting was ignored (an unknown level in `FERROHSM_LOG` or
+    /// `[log] level`): logged at `warn` once the module is up. A typo in a
+    /// log setting must not make `C_Initialize` fail in every program.
+    pub log_warning: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -220,17 +224,38 @@ impl Config {
             return Err("max_login_failures must be at least 1".into());
         }
         let (mut log_level, mut log_target) = (Level::Warn, LogTarget::Stderr);
+        let mut log_warning = None;
         if let Some(l) = file.log {
             if let Some(level) = l.level {
-                log_level =
-                    Level::parse(&level).ok_or_else(|| format!("unknown log level {level:?}"))?;
+                match Level::parse(&level) {
+                    Some(parsed) => log_level = parsed,
+                    None => {
+                        log_warning = Some(format!(
+                            "config file: unknown log level {level:?} (use off, error, warn, \
+                             info or debug); logging at warn"
+                        ));
+                    }
+                }
             }
             if let Some(f) = l.file {
                 log_target = LogTarget::File(f);
             }
         }
         if let Some(spec) = env("FERROHSM_LOG") {
-            (log_level, log_target) = crate::logging::parse_spec(&spec)?;
+            match crate::logging::parse_spec(&spec) {
+                Ok(parsed) => (log_level, log_target) = parsed,
+                Err(e) => {
+                    log_warning = Some(format!(
+                        "{e} (use LEVEL or LEVEL:FILE, LEVEL one of off, error, warn, info, \
+                         debug); ignored, logging at {} to {}",
+                        log_level.name(),
+                        match &log_target {
+                            LogTarget::File(p) => p.display().to_string(),
+                            _ => "stderr".into(),
+                        }
+                    ));
+                }
+            }
         }
         let wait = file
             .deletion_wait_seconds
@@ -280,6 +305,7 @@ impl Config {
             deletion_wait: std::time::Duration::from_secs(wait),
             log_level,
             log_target,
+            log_warning,
         })
     }
 
@@ -301,6 +327,7 @@ impl Config {
             deletion_wait: std::time::Duration::from_secs(DEFAULT_DELETION_WAIT_SECONDS),
             log_level: Level::Debug,
             log_target: LogTarget::Memory,
+            log_warning: None,
         }
     }
 }
@@ -374,6 +401,30 @@ mod tests {
             Config::build(None, &env_of(&[])).is_err(),
             "no HOME and no FERROHSM_DIR"
         );
+    }
+
+    #[test]
+    fn a_bad_log_setting_warns_instead_of_failing() {
+        let c = Config::build(None, &env_of(&[("HOME", "/h"), ("FERROHSM_LOG", "loud")])).unwrap();
+        assert_eq!(
+            (c.log_level, &c.log_target),
+            (Level::Warn, &LogTarget::Stderr)
+        );
+        let w = c.log_warning.unwrap();
+        assert!(
+            w.contains("\"loud\"") && w.contains("logging at warn to stderr"),
+            "{w}"
+        );
+        let c = Config::build(
+            Some("[log]\nlevel = \"chatty\""),
+            &env_of(&[("HOME", "/h")]),
+        )
+        .unwrap();
+        assert_eq!(c.log_level, Level::Warn);
+        assert!(c.log_warning.unwrap().contains("\"chatty\""));
+        let c = Config::build(None, &env_of(&[("HOME", "/h"), ("FERROHSM_LOG", "info")])).unwrap();
+        assert_eq!(c.log_level, Level::Info);
+        assert!(c.log_warning.is_none());
     }
 
     #[test]

@@ -3,8 +3,15 @@
 //! The `Logger` is owned by the `Module` and passed in, not a global. Nothing
 //! secret is ever formatted into a line: callers log handles, labels and
 //! `CKR_*` names, never attribute values or PINs.
+//!
+//! The default (`warn` to stderr) keeps a host program's stderr quiet except
+//! for what its user must act on: a PIN locked, a store problem, and the key
+//! policy's refusals ([`Logger::warn_once`]: the first of each kind, since a
+//! client gets only a `CKR_*` code and cannot guess the rule behind it).
+//! Lines written to a file start with an RFC 3339 UTC timestamp.
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -37,6 +44,17 @@ impl Level {
             "debug" | "trace" => Level::Debug,
             _ => return None,
         })
+    }
+
+    /// The level's name as `FERROHSM_LOG` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Off => "off",
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
     }
 
     fn tag(self) -> &'static str {
@@ -86,6 +104,8 @@ enum Sink {
 pub struct Logger {
     level: Level,
     sink: Mutex<Sink>,
+    /// Kinds already reported by [`Logger::warn_once`].
+    warned: Mutex<HashSet<&'static str>>,
 }
 
 impl Logger {
@@ -116,6 +136,19 @@ impl Logger {
         Logger {
             level,
             sink: Mutex::new(sink),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Writes one line at `warn` the first time `kind` happens in this
+    /// module instance (from `C_Initialize` to `C_Finalize`: once per process
+    /// for most programs), and at `info` afterwards, so a program refused in
+    /// a loop does not flood its stderr.
+    pub fn warn_once(&self, kind: &'static str, args: std::fmt::Arguments<'_>) {
+        let first = self.warned.lock().insert(kind);
+        let level = if first { Level::Warn } else { Level::Info };
+        if self.enabled(level) {
+            self.log(level, args);
         }
     }
 
@@ -135,7 +168,8 @@ impl Logger {
                 let _ = writeln!(std::io::stderr(), "{line}");
             }
             Sink::File(f) => {
-                let _ = writeln!(f, "{line}");
+                let now = ferrohsm_store::audit::rfc3339(std::time::SystemTime::now());
+                let _ = writeln!(f, "{now} {line}");
             }
             Sink::Memory(v) => v.push(line),
         }
@@ -176,6 +210,35 @@ mod tests {
             (Level::Info, LogTarget::File("/tmp/f.log".into()))
         );
         assert!(parse_spec("loud").is_err());
+    }
+
+    #[test]
+    fn warn_once_per_kind() {
+        let l = Logger::new(Level::Warn, &LogTarget::Memory);
+        l.warn_once("a", format_args!("first a"));
+        l.warn_once("a", format_args!("second a"));
+        l.warn_once("b", format_args!("first b"));
+        assert_eq!(l.lines().len(), 2);
+        assert!(l.lines()[0].ends_with("WARN: first a"));
+        assert!(l.lines()[1].ends_with("WARN: first b"));
+        let verbose = Logger::new(Level::Info, &LogTarget::Memory);
+        verbose.warn_once("a", format_args!("1"));
+        verbose.warn_once("a", format_args!("2"));
+        assert!(verbose.lines()[1].ends_with("INFO: 2"));
+    }
+
+    #[test]
+    fn file_lines_carry_a_timestamp() {
+        let dir = std::env::temp_dir().join(format!("ferrohsm-log-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("m.log");
+        let l = Logger::new(Level::Warn, &LogTarget::File(path.clone()));
+        crate::log!(l, Level::Warn, "stamped");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let (stamp, rest) = text.trim_end().split_once(' ').unwrap();
+        assert!(ferrohsm_store::audit::parse_time(stamp).is_some(), "{text}");
+        assert!(rest.ends_with("WARN: stamped"), "{text}");
     }
 
     #[test]

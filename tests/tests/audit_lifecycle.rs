@@ -228,8 +228,8 @@ fn about<'a>(evs: &'a [Value], f: &str, label: &str) -> Vec<&'a Value> {
 /// a purge made without the storage key names it by `CKA_UNIQUE_ID` alone,
 /// which its earlier events carry beside the label.
 #[track_caller]
-fn purge_of<'a>(evs: &'a [Value], label: &str, id: &str) -> &'a Value {
-    // (Both halves of a pair share label and id; only the private one waits.)
+fn purges_of<'a>(evs: &'a [Value], label: &str, id: &str) -> Vec<&'a Value> {
+    // (Both halves of a pair share label and id, and wait together.)
     let uids: Vec<&Value> = evs
         .iter()
         .filter(|e| e["object"]["label"] == label && e["object"]["id"] == id)
@@ -240,13 +240,18 @@ fn purge_of<'a>(evs: &'a [Value], label: &str, id: &str) -> &'a Value {
         !uids.is_empty(),
         "no event names {label:?} ({id}) with its unique id"
     );
-    let purges: Vec<&Value> = evs
-        .iter()
+    evs.iter()
         .filter(|e| e["function"] == "purge" && uids.contains(&&e["object"]["unique_id"]))
-        .collect();
+        .collect()
+}
+
+/// The one purge event of the key `label` with CKA_ID `id`.
+#[track_caller]
+fn purge_of<'a>(evs: &'a [Value], label: &str, id: &str) -> &'a Value {
+    let purges = purges_of(evs, label, id);
     match purges.as_slice() {
         [e] => e,
-        other => panic!("want one purge of {label:?} ({uids:?}), got {other:#?}"),
+        other => panic!("want one purge of {label:?} ({id}), got {other:#?}"),
     }
 }
 
@@ -1332,8 +1337,8 @@ fn pending_one(list: &[Value], label: &str, id: &str) -> String {
         [k] => {
             assert_eq!(k["label"], label, "{k}");
             assert_eq!(k["id"], id, "{k}");
-            assert_eq!(k["class"], "CKO_SECRET_KEY", "{k}");
-            assert_eq!(k["key_type"], "CKK_AES", "{k}");
+            assert_eq!(k["class"], "secret-key", "{k}");
+            assert_eq!(k["key_type"], "AES", "{k}");
             let at = k["delete_at"].as_str().expect("delete_at").to_string();
             assert!(is_time(&at), "{k}");
             at
@@ -1347,9 +1352,9 @@ fn pending_one(list: &[Value], label: &str, id: &str) -> String {
 /// `pending` lists it; `cancel-deletion` restores it and it encrypts as
 /// before; destroyed again, it is purged once the period is over, at the next
 /// user login of a new module instance (a "purge" event by this process) or
-/// by `ferrohsm pending` (a "purge" event by the tool). An EC private key
-/// waits too, its public key, a session key and a `spec` token's key are
-/// deleted at once. `audit show --key` / `--since` filter the events.
+/// by `ferrohsm pending` (a "purge" event by the tool). An EC key pair
+/// waits as one unit (its public key too); a session key and a `spec`
+/// token's key are deleted at once. `audit show --key` / `--since` filter the events.
 #[test]
 fn destroyed_keys_wait_then_are_purged_or_restored() {
     let env = TestEnv::with_config("deletion_wait_seconds = 2\n");
@@ -1439,7 +1444,7 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
     );
 
     // Destroyed again on "wait"; on "wait-b" an AES key and an EC key pair
-    // (its public key is deleted at once, its private key waits).
+    // (both halves wait, the public key destroyed first).
     let sb = user(&p, "wait-b", USER_PIN);
     let b_key = sb
         .create_object(&aes_import("doomed-b", &[0x0b], &[0x0b; 16]))
@@ -1471,20 +1476,21 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
     assert!(find(&sb, &by_label("pair-b")).is_empty());
     pending_one(&pending(&env, None, "wait"), "doomed", "0d");
     let list = pending(&env, None, "wait-b");
-    assert_eq!(list.len(), 2, "the AES and EC private keys: {list:#?}");
+    assert_eq!(list.len(), 3, "the AES key and both EC halves: {list:#?}");
     let aes: Vec<Value> = list
         .iter()
         .filter(|k| k["label"] == "doomed-b")
         .cloned()
         .collect();
     pending_one(&aes, "doomed-b", "0b");
-    let ec = list
-        .iter()
-        .find(|k| k["label"] == "pair-b")
-        .unwrap_or_else(|| panic!("EC private key not pending: {list:#?}"));
-    assert_eq!(ec["id"], "b2", "{ec}");
-    assert_eq!(ec["class"], "CKO_PRIVATE_KEY", "{ec}");
-    assert_eq!(ec["key_type"], "CKK_EC", "{ec}");
+    for class in ["private-key", "public-key"] {
+        let ec = list
+            .iter()
+            .find(|k| k["label"] == "pair-b" && k["class"] == class)
+            .unwrap_or_else(|| panic!("EC {class} not pending: {list:#?}"));
+        assert_eq!(ec["id"], "b2", "{ec}");
+        assert_eq!(ec["key_type"], "EC", "{ec}");
+    }
 
     // Past the period.
     sleep_past(second + 2);
@@ -1588,8 +1594,15 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
     // "wait-b" was never logged into: opening the token (this process's
     // C_Initialize) purged its keys all the same, without the storage key.
     let evs = events(&b_dir);
-    for (label, id) in [("doomed-b", "0b"), ("pair-b", "b2")] {
-        let purge = purge_of(&evs, label, id);
+    let mut purged = vec![purge_of(&evs, "doomed-b", "0b")];
+    let pair_purges = purges_of(&evs, "pair-b", "b2");
+    assert_eq!(
+        pair_purges.len(),
+        2,
+        "both halves of the pair: {pair_purges:#?}"
+    );
+    purged.extend(pair_purges);
+    for purge in purged {
         assert_eq!(purge["result"], "CKR_OK", "{purge}");
         assert_eq!(
             purge["pid"],
@@ -1601,16 +1614,16 @@ fn destroyed_keys_wait_then_are_purged_or_restored() {
     let pair: Vec<&Value> = about(&evs, "C_DestroyObject", "pair-b");
     assert_eq!(pair.len(), 2, "{pair:#?}");
     assert_eq!(pair[0]["object"]["class"], "CKO_PUBLIC_KEY");
-    assert_eq!(pair[0]["detail"], "deleted", "public keys delete at once");
     assert_eq!(pair[1]["object"]["class"], "CKO_PRIVATE_KEY");
-    assert!(
-        pair[1]["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("deletion scheduled"),
-        "{}",
-        pair[1]
-    );
+    for d in pair {
+        assert!(
+            d["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("deletion scheduled"),
+            "the pair waits as one unit: {d}"
+        );
+    }
 
     // The spec token deleted its key at once and has nothing to purge.
     let evs = events(&spec_dir);

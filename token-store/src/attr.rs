@@ -22,3 +22,5 @@ pub const CKA_ID: u64 = cryptoki_sys::CKA_ID as u64;
 pub const CKO_PRIVATE_KEY: u64 = cryptoki_sys::CKO_PRIVATE_KEY as u64;
 /// `CKO_SECRET_KEY`.
 pub const CKO_SECRET_KEY: u64 = cryptoki_sys::CKO_SECRET_KEY as u64;
+/// `CKO_PUBLIC_KEY`.
+pub const CKO_PUBLIC_KEY: u64 = cryptoki_sys::CKO_PUBLIC_KEY as u64;

@@ -156,7 +156,8 @@ impl std::fmt::Display for BackupError {
             BackupError::TokenExists { slot_id } => write!(
                 f,
                 "this token is already in the data directory (slot {slot_id}); \
-                 restore into another data directory"
+                 restore into another data directory, or delete the token first \
+                 (`ferrohsm delete-token`)"
             ),
             BackupError::LabelTaken { slot_id } => write!(
                 f,

@@ -525,3 +525,62 @@ fn purge_due_deletes_expired_keys_without_the_storage_key() {
     let s = open(dir.path());
     assert_eq!(ids(&s), vec![1, 3]);
 }
+
+#[test]
+fn delete_token_frees_the_slot_and_keeps_the_audit_log() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (t, k) = token(4, 0);
+    let (other, other_key) = token(5, 0);
+    s.init_token(&t).unwrap();
+    s.init_token(&other).unwrap();
+    s.put_object(4, &object(1, true, "secret"), Some(&k))
+        .unwrap();
+    s.put_object(5, &object(1, true, "kept"), Some(&other_key))
+        .unwrap();
+    std::fs::create_dir_all(s.token_dir(4).join("audit")).unwrap();
+    std::fs::write(s.token_dir(4).join("audit/log.jsonl"), b"evidence\n").unwrap();
+    let g = s.generation(4).unwrap();
+    // Only the token that was authenticated: a re-initialised one stays.
+    let (t_new, _) = token(4, 1);
+    assert!(matches!(
+        s.delete_token(4, &t_new.token_id),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(s.tokens().unwrap().len(), 2);
+    s.delete_token(4, &t.token_id).unwrap();
+    assert_eq!(s.slot_ids().unwrap(), vec![5]);
+    assert!(s.token(4).unwrap().is_none());
+    assert_eq!(s.objects(4, Some(&k)), Err(StoreError::NotFound));
+    assert!(s.generation(4).unwrap() > g, "watchers see a change");
+    assert_eq!(
+        std::fs::read(s.token_dir(4).join("audit/log.jsonl")).unwrap(),
+        b"evidence\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(s.token_dir(4))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| n == "audit" || n == "generation"),
+        "{leftovers:?}"
+    );
+    assert_eq!(s.delete_token(4, &t.token_id), Err(StoreError::NotFound));
+    // The other token is untouched, and the slot can be initialised again.
+    assert_eq!(
+        s.objects(5, Some(&other_key)).unwrap(),
+        vec![object(1, true, "kept")]
+    );
+    // A delete killed between its rename and its removal: the next init
+    // removes what it left.
+    let left = s.token_dir(4).join("db.deleted.1");
+    std::fs::create_dir_all(left.join("x")).unwrap();
+    s.init_token(&t_new).unwrap();
+    assert!(!left.exists());
+    assert!(s.generation(4).unwrap() > g);
+    drop(s);
+    // Reopened: the same.
+    let s = open(d.path());
+    assert_eq!(s.slot_ids().unwrap(), vec![4, 5]);
+}

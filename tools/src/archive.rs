@@ -11,6 +11,7 @@ use ferrohsm_store::{SledOptions, SledStore, Store, TokenRecord};
 use crate::out::{self, hex, padded};
 use crate::p11::{Fail, Result};
 use crate::pin::{self, Source};
+use crate::select::{Candidate, TokenArgs};
 use crate::{BackupArgs, RestoreArgs};
 
 /// The module's configuration and its store, as the module would open them.
@@ -25,20 +26,39 @@ pub fn open_store() -> Result<(Config, SledStore)> {
     Ok((config, store))
 }
 
-/// The one token labelled `label` in the store (an error names the data
-/// directory when there is none, and refuses an ambiguous label).
-pub fn find_token(config: &Config, store: &SledStore, label: &str) -> Result<TokenRecord> {
+/// The one token `sel` names in the store (an error names the data
+/// directory when there is none, and refuses an ambiguous choice).
+pub fn find_token(config: &Config, store: &SledStore, sel: &TokenArgs) -> Result<TokenRecord> {
     let tokens = store.tokens().map_err(|e| e.to_string())?;
-    let padded_label = out::token_label(label)?;
-    let mut matching = tokens.into_iter().filter(|t| t.label == padded_label);
-    match (matching.next(), matching.next()) {
-        (None, _) => Err(Fail::Msg(format!(
-            "no token labelled {label:?} in {} (`ferrohsm tokens` lists them)",
-            config.data_dir.display()
-        ))),
-        (Some(t), None) => Ok(t),
-        (Some(_), Some(_)) => Err(Fail::Msg(format!("several tokens are labelled {label:?}"))),
+    if let Some(label) = sel.label() {
+        out::token_label(label)?;
     }
+    let labels: Vec<(String, String)> = tokens
+        .iter()
+        .map(|t| (padded(&t.label), padded(&t.serial)))
+        .collect();
+    let candidates = tokens.iter().zip(&labels).map(|(t, (label, serial))| {
+        (
+            Candidate {
+                slot: t.slot_id,
+                label,
+                serial,
+                manufacturer: None,
+                model: None,
+            },
+            t.clone(),
+        )
+    });
+    sel.choose(candidates).map(|(_, t)| t).map_err(|f| match f {
+        Fail::Msg(m) if m.starts_with("no token") => Fail::Msg(
+            format!(
+                "{} in {}",
+                m.trim_end_matches(" (`ferrohsm tokens` lists them)"),
+                config.data_dir.display()
+            ) + " (`ferrohsm tokens` lists them)",
+        ),
+        other => other,
+    })
 }
 
 /// A backup error as one line, with the PKCS#11 name where there is one.

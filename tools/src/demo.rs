@@ -30,15 +30,17 @@ fn e<E: std::fmt::Display>(x: E) -> String {
     x.to_string()
 }
 
-/// Runs the demo; `temp` uses a throw-away data directory.
-pub fn run(temp: bool) -> Result<(), String> {
-    if temp {
+/// Runs the demo; `temp` uses a throw-away data directory (in a child run
+/// with `in_temp`, which then says only what stays true once the directory
+/// is removed).
+pub fn run(temp: bool, in_temp: bool) -> Result<(), String> {
+    if temp && !in_temp {
         // The module reads FERROHSM_DIR at C_Initialize; run the demo again in a
         // child whose environment names a throw-away directory, removed after.
         let dir = tempfile::tempdir().map_err(e)?;
         let exe = std::env::current_exe().map_err(e)?;
         let status = std::process::Command::new(exe)
-            .arg("demo")
+            .args(["demo", "--temp", "--in-temp-dir"])
             .env("FERROHSM_DIR", dir.path())
             .status()
             .map_err(e)?;
@@ -256,6 +258,32 @@ pub fn run(temp: bool) -> Result<(), String> {
         println!("      {l}");
     }
 
+    println!();
+    if in_temp {
+        for (name, pem) in &pems {
+            let file = std::env::temp_dir().join(format!("ferrohsm-demo-{name}.pem"));
+            if std::fs::write(&file, pem).is_ok() {
+                println!(
+                    "Public {name} key written to {}; inspect it with:\n  openssl pkey -pubin -in {} -text -noout",
+                    file.display(),
+                    file.display()
+                );
+            }
+        }
+        println!(
+            "The temporary data directory is removed now, with the demo token, its keys and \
+             its audit log."
+        );
+        println!(
+            "To keep a token to try things on (ferrohsm audit show, pkcs11-tool -O, OpenSSL), \
+             run `ferrohsm demo` without --temp: it uses the default data directory."
+        );
+        println!(
+            "The module itself stays: pkcs11-tool --module {} -M",
+            module.display()
+        );
+        return Ok(());
+    }
     println!();
     println!("Read the token's audit log: ferrohsm audit show --token {DEMO_LABEL}");
     println!("Next, try the module with OpenSC's pkcs11-tool (apt-get install opensc):");

@@ -63,6 +63,16 @@ impl Material {
         }
     }
 
+    /// The SubjectPublicKeyInfo DER of a key pair or certificate.
+    pub fn spki(&self) -> Option<&[u8]> {
+        match self {
+            Material::Rsa { spki, .. }
+            | Material::Ec { spki, .. }
+            | Material::Cert { spki, .. } => Some(spki),
+            Material::Aes(_) => None,
+        }
+    }
+
     /// The default `CKA_ID`: SHA-1 of the subjectPublicKey bits (the RFC 5280
     /// §4.2.1.2 key identifier), so a key and its certificate match.
     pub fn default_id(&self) -> Option<Vec<u8>> {
@@ -187,16 +197,76 @@ fn pkcs8(der: &[u8]) -> Result<Material, String> {
         return p384_material(&k);
     }
     match rsa::pkcs8::PrivateKeyInfoRef::from_der(der) {
-        Ok(info) => Err(format!(
-            "unsupported private key algorithm {} (RSA and EC P-256/P-384 only){}",
-            info.algorithm.oid,
-            info.algorithm
+        Ok(info) => {
+            let params = info
+                .algorithm
                 .parameters
                 .as_ref()
-                .map_or_else(String::new, |p| format!(", parameters {:02x?}", p.value()))
-        )),
+                .and_then(|p| p.to_der().ok());
+            Err(unsupported(
+                &info.algorithm.oid.to_string(),
+                params.as_deref(),
+            ))
+        }
         Err(e) => Err(format!("bad PKCS#8 private key: {e}")),
     }
+}
+
+/// Names of algorithms and curves FerroHSM cannot import yet, by OID.
+const NAMED: &[(&str, &str)] = &[
+    ("1.3.132.0.35", "P-521"),
+    ("1.3.132.0.33", "P-224"),
+    ("1.2.840.10045.3.1.1", "P-192"),
+    ("1.3.132.0.10", "secp256k1"),
+    ("1.3.36.3.3.2.8.1.1.7", "brainpoolP256r1"),
+    ("1.3.36.3.3.2.8.1.1.11", "brainpoolP384r1"),
+    ("1.3.36.3.3.2.8.1.1.13", "brainpoolP512r1"),
+    ("1.2.156.10197.1.301", "SM2"),
+    ("1.3.101.110", "X25519"),
+    ("1.3.101.111", "X448"),
+    ("1.3.101.112", "Ed25519"),
+    ("1.3.101.113", "Ed448"),
+    ("1.2.840.10040.4.1", "DSA"),
+    ("1.2.840.113549.1.3.1", "Diffie-Hellman"),
+    ("1.2.840.10046.2.1", "X9.42 Diffie-Hellman"),
+    ("1.2.840.113549.1.1.10", "RSASSA-PSS"),
+];
+
+/// `id-ecPublicKey`: the curve is in the parameters.
+const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+
+/// Why a key of algorithm `oid` (with DER `params`) is refused, naming the
+/// algorithm or curve when it is a known one.
+fn unsupported(oid: &str, params: Option<&[u8]>) -> String {
+    // A supported algorithm that did not parse is a damaged key.
+    if oid == EC_PUBLIC_KEY && params == Some(P256_OID) {
+        return "bad EC P-256 private key".into();
+    }
+    if oid == EC_PUBLIC_KEY && params == Some(P384_OID) {
+        return "bad EC P-384 private key".into();
+    }
+    if oid == "1.2.840.113549.1.1.1" {
+        return "bad RSA private key".into();
+    }
+    let what = if oid == EC_PUBLIC_KEY {
+        let curve = params.and_then(|p| {
+            let oid: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::from_der(p).ok()?;
+            Some(oid.to_string())
+        });
+        match curve {
+            Some(c) => NAMED
+                .iter()
+                .find(|(o, _)| *o == c)
+                .map_or_else(|| format!("EC curve {c}"), |(_, n)| format!("EC {n}")),
+            None => "this EC curve encoding (explicit parameters)".to_string(),
+        }
+    } else {
+        NAMED.iter().find(|(o, _)| *o == oid).map_or_else(
+            || format!("private key algorithm {oid}"),
+            |(_, n)| n.to_string(),
+        )
+    };
+    format!("{what} is not supported yet (RSA and EC P-256/P-384 keys are)")
 }
 
 /// A SEC1 `ECPrivateKey`.
@@ -207,7 +277,52 @@ fn sec1(der: &[u8]) -> Result<Material, String> {
     if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
         return p384_material(&k);
     }
-    Err("bad or unsupported SEC1 EC private key (P-256 and P-384 only)".into())
+    match sec1_curve(der) {
+        Some(curve) => Err(unsupported(EC_PUBLIC_KEY, Some(curve))),
+        None => Err("bad or unsupported SEC1 EC private key (P-256 and P-384 only)".into()),
+    }
+}
+
+/// One DER TLV at `pos`: (tag, start of contents, end). Definite lengths only.
+fn tlv(b: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
+    let tag = *b.get(pos)?;
+    let first = *b.get(pos + 1)?;
+    let (len, start) = if first < 0x80 {
+        (usize::from(first), pos + 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b
+            .get(pos + 2..pos + 2 + n)?
+            .iter()
+            .fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+        (len, pos + 2 + n)
+    };
+    let end = start.checked_add(len)?;
+    (end <= b.len()).then_some((tag, start, end))
+}
+
+/// The DER curve OID in the `[0]` parameters of a SEC1 `ECPrivateKey`
+/// (`SEQUENCE { version, privateKey OCTET STRING, [0] curve, [1] point }`).
+fn sec1_curve(der: &[u8]) -> Option<&[u8]> {
+    let (0x30, body, _) = tlv(der, 0)? else {
+        return None;
+    };
+    let (0x02, _, after_version) = tlv(der, body)? else {
+        return None;
+    };
+    let (0x04, _, after_key) = tlv(der, after_version)? else {
+        return None;
+    };
+    let (0xa0, curve, _) = tlv(der, after_key)? else {
+        return None;
+    };
+    let (0x06, _, end) = tlv(der, curve)? else {
+        return None;
+    };
+    der.get(curve..end)
 }
 
 /// A PKCS#1 `RSAPrivateKey`.
@@ -247,12 +362,24 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
     Ok(out)
 }
 
-/// Reads a key or certificate file's contents. `aes`: the bytes are a raw
-/// AES key.
+/// Reads a key or certificate file's contents: one key or certificate.
+/// `aes`: the bytes are a raw AES key.
+#[cfg(test)]
 pub fn parse(bytes: &[u8], aes: bool) -> Result<Material, String> {
+    let mut all = parse_all(bytes, aes)?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        n => Err(format!("{n} keys or certificates in one file")),
+    }
+}
+
+/// Reads a key or certificate file's contents: every key and certificate
+/// in it, in file order (a PEM file may hold a key and its chain).
+/// `aes`: the bytes are a raw AES key.
+pub fn parse_all(bytes: &[u8], aes: bool) -> Result<Vec<Material>, String> {
     if aes {
         return match bytes.len() {
-            16 | 24 | 32 => Ok(Material::Aes(Zeroizing::new(bytes.to_vec()))),
+            16 | 24 | 32 => Ok(vec![Material::Aes(Zeroizing::new(bytes.to_vec()))]),
             n => Err(format!(
                 "an AES key file must hold exactly 16, 24 or 32 bytes (this one has {n})"
             )),
@@ -261,8 +388,9 @@ pub fn parse(bytes: &[u8], aes: bool) -> Result<Material, String> {
     let text = std::str::from_utf8(bytes).ok();
     if let Some(text) = text.filter(|t| t.contains("-----BEGIN ")) {
         let blocks = pem_blocks(text)?;
-        for (label, der) in &blocks {
-            return match label.as_str() {
+        let mut out = Vec::new();
+        for (i, (label, der)) in blocks.iter().enumerate() {
+            let m = match label.as_str() {
                 "PRIVATE KEY" => pkcs8(der),
                 "RSA PRIVATE KEY" => pkcs1(der),
                 "EC PRIVATE KEY" => sec1(der),
@@ -277,24 +405,39 @@ pub fn parse(bytes: &[u8], aes: bool) -> Result<Material, String> {
                     "unsupported PEM block {other:?} (PRIVATE KEY, RSA PRIVATE KEY, EC PRIVATE KEY or CERTIFICATE)"
                 )),
             };
+            let m = if blocks.len() > 1 {
+                m.map_err(|e| format!("PEM block {} ({label}): {e}", i + 1))?
+            } else {
+                m?
+            };
+            out.push(m);
         }
-        return Err("no key or certificate in the PEM file".into());
+        if out.is_empty() {
+            return Err("no key or certificate in the PEM file".into());
+        }
+        return Ok(out);
     }
     // DER: the first format that parses.
     if bytes.first() != Some(&0x30) {
         return Err("not a PEM or DER key or certificate (use --aes for a raw AES key)".into());
     }
     if rsa::pkcs8::PrivateKeyInfoRef::from_der(bytes).is_ok() {
-        return pkcs8(bytes);
+        return pkcs8(bytes).map(|m| vec![m]);
     }
     if x509_cert::Certificate::from_der(bytes).is_ok() {
-        return cert_material(bytes);
+        return cert_material(bytes).map(|m| vec![m]);
     }
     if let Ok(m) = pkcs1(bytes) {
-        return Ok(m);
+        return Ok(vec![m]);
     }
-    if let Ok(m) = sec1(bytes) {
-        return Ok(m);
+    let sec1_result = sec1(bytes);
+    if let Ok(m) = sec1_result {
+        return Ok(vec![m]);
+    }
+    if let Err(e) = sec1_result
+        && e.contains("not supported yet")
+    {
+        return Err(e);
     }
     Err(
         "not a supported key or certificate (PKCS#8, PKCS#1, SEC1 private keys or X.509 certificates, PEM or DER)"

@@ -15,6 +15,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::import::{self, Material, P256_OID, P384_OID};
 use crate::out::{self, hex};
 use crate::p11::{Fail, Hsm, Result, ck};
+use crate::select::TokenArgs;
 use crate::tokens::find_labelled;
 use crate::{ExportArgs, ImportArgs, KeyKind, KeygenArgs, Usage};
 
@@ -164,7 +165,7 @@ fn wipe(template: &mut [Attribute]) {
 
 /// Refuses a label already used by a key (or, for `cert`, a certificate) on
 /// the token: the tool addresses objects by label.
-fn refuse_taken(session: &Session, label: &str, token: &str, cert: bool) -> Result<()> {
+fn refuse_taken(session: &Session, label: &str, token: &TokenArgs, cert: bool) -> Result<()> {
     for h in find_labelled(session, label, None, None)? {
         let class = session
             .get_attributes(h, &[AttributeType::Class])
@@ -328,39 +329,65 @@ pub fn keygen(a: &KeygenArgs) -> Result<()> {
     ))
 }
 
-/// `ferrohsm import`.
-pub fn import(a: &ImportArgs) -> Result<()> {
-    let bytes = Zeroizing::new(
-        std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file.display()))?,
-    );
-    let material =
-        import::parse(&bytes, a.aes).map_err(|m| format!("{}: {m}", a.file.display()))?;
-    let family = match &material {
-        Material::Rsa { .. } => Some(Family::Rsa),
-        Material::Ec { .. } => Some(Family::Ec),
-        Material::Aes(_) => Some(Family::Aes),
-        Material::Cert { .. } => None,
+/// `CKA_CERTIFICATE_CATEGORY` (cryptoki 0.12 has no variant for it; a raw
+/// attribute carries it, a native-endian `CK_ULONG`).
+fn certificate_category(category: u64) -> Attribute {
+    const CKA_CERTIFICATE_CATEGORY: u64 = 0x87;
+    Attribute::VendorDefined((
+        AttributeType::VendorDefined(CKA_CERTIFICATE_CATEGORY),
+        category.to_ne_bytes().to_vec(),
+    ))
+}
+
+/// `CK_CERTIFICATE_CATEGORY_TOKEN_USER`: the certificate of a key in the token.
+const CATEGORY_TOKEN_USER: u64 = 1;
+/// `CK_CERTIFICATE_CATEGORY_AUTHORITY`: a CA certificate.
+const CATEGORY_AUTHORITY: u64 = 2;
+
+/// One object `import` makes: what it is (for the report), its label and
+/// its template.
+struct Made {
+    what: String,
+    label: String,
+    id: Option<Vec<u8>>,
+    template: Vec<Attribute>,
+}
+
+/// The template of a certificate object; `category` when known (a lone
+/// certificate's is not: it stays unspecified).
+fn cert_template(
+    label: &str,
+    id: Option<&[u8]>,
+    der: &[u8],
+    category: Option<u64>,
+) -> Vec<Attribute> {
+    let mut t = public(label, id);
+    t.extend([
+        Attribute::Class(ObjectClass::CERTIFICATE),
+        Attribute::CertificateType(CertificateType::X_509),
+        Attribute::Value(der.to_vec()),
+    ]);
+    t.extend(category.map(certificate_category));
+    t
+}
+
+/// The objects of one key (`Material` other than a certificate): the
+/// private or secret key first, then the public key.
+fn key_objects(material: &Material, label: &str, id: Option<&[u8]>, usage: &[Usage]) -> Vec<Made> {
+    let made = |what: &str, template| Made {
+        what: what.to_string(),
+        label: label.to_string(),
+        id: id.map(<[u8]>::to_vec),
+        template,
     };
-    let usage = match family {
-        Some(f) => usage_for("import", f, &a.usage),
-        None if a.usage.is_empty() => Vec::new(),
-        None => crate::usage_error("import", "--usage does not apply to certificates"),
-    };
-    let id = a.id.clone().map(|h| h.0).or_else(|| material.default_id());
-    let id = id.as_deref();
-    let hsm = Hsm::load()?;
-    let session = hsm.user_session(&a.token, true, &a.pin)?;
-    let is_cert = matches!(material, Material::Cert { .. });
-    refuse_taken(&session, &a.label, &a.token, is_cert)?;
-    let failed = format!("importing {} as {:?}", material.kind(), a.label);
-    let (mut private, mut public_t) = match &material {
+    match material {
         Material::Aes(v) => {
-            let mut t = protected(&a.label, id);
+            let mut t = protected(label, id);
             t.push(Attribute::Class(ObjectClass::SECRET_KEY));
             t.push(Attribute::KeyType(KeyType::AES));
             t.push(Attribute::Value(v.to_vec()));
-            t.extend(secret_usage(&usage));
-            (Some(t), None)
+            t.extend(secret_usage(usage));
+            vec![made(material.kind(), t)]
         }
         Material::Rsa {
             n,
@@ -368,7 +395,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
             private: [d, p, q, dp, dq, qinv],
             ..
         } => {
-            let mut t = protected(&a.label, id);
+            let mut t = protected(label, id);
             t.extend([
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
                 Attribute::KeyType(KeyType::RSA),
@@ -381,16 +408,16 @@ pub fn import(a: &ImportArgs) -> Result<()> {
                 Attribute::Exponent2(dq.to_vec()),
                 Attribute::Coefficient(qinv.to_vec()),
             ]);
-            t.extend(private_usage(&usage));
-            let mut pt = public(&a.label, id);
+            t.extend(private_usage(usage));
+            let mut pt = public(label, id);
             pt.extend([
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
                 Attribute::KeyType(KeyType::RSA),
                 Attribute::Modulus(n.clone()),
                 Attribute::PublicExponent(e.clone()),
             ]);
-            pt.extend(public_usage(&usage));
-            (Some(t), Some(pt))
+            pt.extend(public_usage(usage));
+            vec![made(material.kind(), t), made("public key", pt)]
         }
         Material::Ec {
             params,
@@ -398,67 +425,186 @@ pub fn import(a: &ImportArgs) -> Result<()> {
             point,
             ..
         } => {
-            let mut t = protected(&a.label, id);
+            let mut t = protected(label, id);
             t.extend([
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
                 Attribute::KeyType(KeyType::EC),
                 Attribute::EcParams(params.to_vec()),
                 Attribute::Value(scalar.to_vec()),
             ]);
-            t.extend(private_usage(&usage));
-            let mut pt = public(&a.label, id);
+            t.extend(private_usage(usage));
+            let mut pt = public(label, id);
             pt.extend([
                 Attribute::Class(ObjectClass::PUBLIC_KEY),
                 Attribute::KeyType(KeyType::EC),
                 Attribute::EcParams(params.to_vec()),
                 Attribute::EcPoint(point.clone()),
             ]);
-            pt.extend(public_usage(&usage));
-            (Some(t), Some(pt))
+            pt.extend(public_usage(usage));
+            vec![made(material.kind(), t), made("public key", pt)]
         }
         Material::Cert { der, .. } => {
-            let mut t = public(&a.label, id);
-            t.extend([
-                Attribute::Class(ObjectClass::CERTIFICATE),
-                Attribute::CertificateType(CertificateType::X_509),
-                Attribute::Value(der.clone()),
-            ]);
-            (None, Some(t))
+            vec![made(material.kind(), cert_template(label, id, der, None))]
         }
+    }
+}
+
+/// `ferrohsm import`. A PEM file with one private key and certificates is
+/// a key with its chain: the certificate of the key gets the key's label
+/// and `CKA_ID`; the others are CA certificates (`CKA_CERTIFICATE_CATEGORY`
+/// authority) labelled `LABEL-ca1`, `LABEL-ca2`, ... in file order, each
+/// with its own key identifier as `CKA_ID`. Anything else with several
+/// blocks is refused, with the count. All or nothing: a failure removes
+/// what this run made.
+pub fn import(a: &ImportArgs) -> Result<()> {
+    let bytes = Zeroizing::new(
+        std::fs::read(&a.file).map_err(|e| format!("cannot read {}: {e}", a.file.display()))?,
+    );
+    let file = a.file.display();
+    let materials = import::parse_all(&bytes, a.aes).map_err(|m| format!("{file}: {m}"))?;
+    let certs = materials
+        .iter()
+        .filter(|m| matches!(m, Material::Cert { .. }))
+        .count();
+    let keys = materials.len() - certs;
+    if materials.len() > 1 && keys != 1 {
+        return Err(Fail::Msg(format!(
+            "{file} holds {keys} private key(s) and {certs} certificate(s): import takes one key, \
+             one certificate, or one private key with its certificate chain \
+             (split the file, e.g. with `openssl x509` / `openssl pkey`)"
+        )));
+    }
+    // The key (or the lone certificate) comes first.
+    let (main, chain): (Vec<&Material>, Vec<&Material>) = materials
+        .iter()
+        .partition(|m| materials.len() == 1 || !matches!(m, Material::Cert { .. }));
+    let main = main[0];
+    let family = match main {
+        Material::Rsa { .. } => Some(Family::Rsa),
+        Material::Ec { .. } => Some(Family::Ec),
+        Material::Aes(_) => Some(Family::Aes),
+        Material::Cert { .. } => None,
     };
-    let made_private = match private.as_mut() {
-        Some(t) => {
-            let r = session.create_object(t);
-            wipe(t);
-            Some(r.map_err(ck(&failed))?)
+    let usage = match family {
+        Some(f) => usage_for("import", f, &a.usage),
+        None if a.usage.is_empty() => Vec::new(),
+        None => crate::usage_error("import", "--usage does not apply to certificates"),
+    };
+    let id = a.id.clone().map(|h| h.0).or_else(|| main.default_id());
+    let id = id.as_deref();
+    let mut objects = key_objects(main, &a.label, id, &usage);
+    // The certificate of the key: same public key.
+    let leaf = chain.iter().position(|c| c.spki() == main.spki());
+    if !chain.is_empty() && leaf.is_none() {
+        return Err(Fail::Msg(format!(
+            "{file}: none of its {certs} certificate(s) is for its private key \
+             (a chain starts with the key's own certificate)"
+        )));
+    }
+    let mut ca_number = 0;
+    for (i, c) in chain.iter().enumerate() {
+        let Material::Cert { der, .. } = c else {
+            continue;
+        };
+        if Some(i) == leaf {
+            objects.push(Made {
+                what: "certificate".into(),
+                label: a.label.clone(),
+                id: id.map(<[u8]>::to_vec),
+                template: cert_template(&a.label, id, der, Some(CATEGORY_TOKEN_USER)),
+            });
+        } else {
+            ca_number += 1;
+            let label = format!("{}-ca{ca_number}", a.label);
+            let ca_id = c.default_id();
+            objects.push(Made {
+                what: "CA certificate".into(),
+                template: cert_template(&label, ca_id.as_deref(), der, Some(CATEGORY_AUTHORITY)),
+                label,
+                id: ca_id,
+            });
         }
-        None => None,
-    };
-    if let Some(t) = public_t.as_mut()
-        && let Err(e) = session.create_object(t)
-    {
-        if let Some(h) = made_private {
+    }
+    let hsm = Hsm::load()?;
+    let session = hsm.user_session(&a.token, true, &a.pin)?;
+    let is_cert = matches!(main, Material::Cert { .. });
+    refuse_taken(&session, &a.label, &a.token, is_cert)?;
+    if !chain.is_empty() {
+        refuse_taken(&session, &a.label, &a.token, true)?;
+    }
+    for o in objects.iter().filter(|o| o.label != a.label) {
+        refuse_taken(&session, &o.label, &a.token, true)?;
+    }
+    let mut made: Vec<ObjectHandle> = Vec::new();
+    let mut failure = None;
+    for o in &mut objects {
+        let r = session.create_object(&o.template);
+        wipe(&mut o.template);
+        match r {
+            Ok(h) => made.push(h),
+            Err(e) => {
+                failure = Some(ck(format!("importing {} as {:?}", o.what, o.label))(e));
+                break;
+            }
+        }
+    }
+    if let Some(f) = failure {
+        for h in made.into_iter().rev() {
             let _ = session.destroy_object(h);
         }
-        return Err(ck(&failed)(e));
-    }
-    drop(material);
-    let made = match (made_private.is_some(), public_t.is_some(), is_cert) {
-        (_, _, true) => "certificate",
-        (true, true, _) => "private and public key",
-        _ => "secret key",
-    };
-    out::stdout(&format!(
-        "imported {made} {:?} into token {:?}{} ({})\n",
-        a.label,
-        a.token,
-        id.map_or_else(String::new, |i| format!(", id {}", hex(i))),
-        if is_cert {
-            "public".to_string()
-        } else {
-            format!("sensitive, non-extractable; usage {}", usage_list(&usage))
+        for o in &mut objects {
+            wipe(&mut o.template);
         }
-    ))
+        return Err(f);
+    }
+    let protection = if is_cert {
+        "public".to_string()
+    } else {
+        format!("sensitive, non-extractable; usage {}", usage_list(&usage))
+    };
+    let mut text = String::new();
+    for o in &objects {
+        text.push_str(&format!(
+            "imported {} {:?} into token {:?}{}{}\n",
+            o.what,
+            o.label,
+            a.token,
+            o.id.as_deref()
+                .map_or_else(String::new, |i| format!(", id {}", hex(i))),
+            if o.what == main.kind() {
+                format!(" ({protection})")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out::stdout(&text)
+}
+
+/// Writes `pem` to `--out` (refusing an existing file unless `--force`,
+/// as `backup` does) or to standard output.
+fn write_pem(a: &ExportArgs, pem: &str) -> Result<()> {
+    use std::io::Write;
+    let Some(path) = &a.out else {
+        return out::stdout(pem);
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if a.force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut f = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Fail::Msg(format!(
+            "{} already exists: not overwriting it (add --force to replace it)",
+            path.display()
+        )),
+        _ => Fail::Msg(format!("cannot write {}: {e}", path.display())),
+    })?;
+    f.write_all(pem.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Fail::Msg(format!("cannot write {}: {e}", path.display())))
 }
 
 /// `ferrohsm export-public`: the public key (or the certificate's key)
@@ -498,9 +644,50 @@ pub fn export_public(a: &ExportArgs) -> Result<()> {
     };
     let pem = der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &spki)
         .map_err(|e| format!("encoding PEM: {e}"))?;
-    match &a.out {
-        Some(path) => std::fs::write(path, pem)
-            .map_err(|e| Fail::Msg(format!("cannot write {}: {e}", path.display()))),
-        None => out::stdout(&pem),
+    write_pem(a, &pem)
+}
+
+/// `ferrohsm export-cert`: the certificate labelled so, as PEM. Needs no
+/// login (certificates are public objects).
+pub fn export_cert(a: &ExportArgs) -> Result<()> {
+    let hsm = Hsm::load()?;
+    let session = hsm.session(&a.token, false)?;
+    let id = a.id.as_ref().map(|h| h.0.as_slice());
+    let found = find_labelled(&session, &a.label, id, Some(ObjectClass::CERTIFICATE))?;
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    for h in found {
+        let value = session
+            .get_attributes(h, &[AttributeType::Value])
+            .map_err(ck("reading the certificate"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) if !v.is_empty() => Some(v),
+                _ => None,
+            });
+        if let Some(v) = value
+            && !certs.contains(&v)
+        {
+            certs.push(v);
+        }
     }
+    let cert = match certs.len() {
+        0 => {
+            return Err(Fail::Msg(format!(
+                "no certificate labelled {:?}{} on token {:?} (`ferrohsm objects` lists them)",
+                a.label,
+                id.map_or_else(String::new, |i| format!(" with id {}", hex(i))),
+                a.token
+            )));
+        }
+        1 => certs.remove(0),
+        n => {
+            return Err(Fail::Msg(format!(
+                "{n} different certificates are labelled {:?} on token {:?}: choose one with --id",
+                a.label, a.token
+            )));
+        }
+    };
+    let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &cert)
+        .map_err(|e| format!("encoding PEM: {e}"))?;
+    write_pem(a, &pem)
 }

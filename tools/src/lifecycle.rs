@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrohsm_pkcs11::config::Config;
 use ferrohsm_store::access;
-use ferrohsm_store::attr::{CKA_ID, CKA_LABEL};
+use ferrohsm_store::attr::{
+    CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+};
 use ferrohsm_store::audit::{AuditLine, parse_time, rfc3339};
 use ferrohsm_store::backup::{self, BackupError, PinRole};
 use ferrohsm_store::{
@@ -21,6 +23,8 @@ use crate::archive::{explain, find_token, open_store};
 use crate::out::{self, hex};
 use crate::p11::{Fail, Result};
 use crate::pin::{self, Source};
+use crate::select::TokenArgs;
+use crate::tokens::{class_word, key_type_word};
 use crate::{
     AuditShowArgs, AuditVerifyArgs, CancelDeletionArgs, PendingArgs, PinArgs, RotateArgs, SoPinArgs,
 };
@@ -31,7 +35,7 @@ fn open_key(
     config: &Config,
     store: &SledStore,
     token: &TokenRecord,
-    label: &str,
+    label: &TokenArgs,
     user: &PinArgs,
     so: &SoPinArgs,
 ) -> Result<(TokenRecord, StorageKey)> {
@@ -63,7 +67,11 @@ fn open_key(
 }
 
 /// The token's audit root, opened with its storage key.
-fn audit_root(token: &TokenRecord, key: &StorageKey, label: &str) -> Result<AuditKey> {
+fn audit_root(
+    token: &TokenRecord,
+    key: &StorageKey,
+    label: &dyn std::fmt::Debug,
+) -> Result<AuditKey> {
     let sealed = token.audit_root.as_ref().ok_or_else(|| {
         Fail::Msg(format!(
             "token {label:?} has no audit log yet (made before audit logs existed; \
@@ -111,7 +119,7 @@ pub fn audit_verify(a: &AuditVerifyArgs) -> Result<()> {
             first_bad: Option<Bad<'a>>,
         }
         out::json(&Report {
-            token: &a.token,
+            token: &out::padded(&token.label),
             lines: report.lines,
             files: report.files,
             intact: report.first_bad.is_none(),
@@ -148,7 +156,7 @@ pub fn audit_verify(a: &AuditVerifyArgs) -> Result<()> {
 /// returns the number of lines and the last `n` events as short text.
 pub fn verify_summary(label: &str, user_pin: &str, n: usize) -> Result<(u64, Vec<String>)> {
     let (config, store) = open_store()?;
-    let token = find_token(&config, &store, label)?;
+    let token = find_token(&config, &store, &TokenArgs::labelled(label))?;
     let (token, key) = backup::open_with_pin(
         &store,
         token.slot_id,
@@ -157,7 +165,7 @@ pub fn verify_summary(label: &str, user_pin: &str, n: usize) -> Result<(u64, Vec
         config.max_login_failures,
     )
     .map_err(|e| Fail::Msg(explain(&e)))?;
-    let root = audit_root(&token, &key, label)?;
+    let root = audit_root(&token, &key, &label)?;
     let log = store.audit_log(token.slot_id);
     let report = log.verify(&root).map_err(|e| Fail::Msg(e.to_string()))?;
     if let Some(b) = report.first_bad {
@@ -315,7 +323,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn time_of(secs: u64) -> String {
+/// A Unix time as RFC 3339 UTC.
+pub(crate) fn time_of(secs: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
@@ -356,37 +365,49 @@ fn pending_keys(
     Ok(waiting)
 }
 
+/// A stored `CKA_CLASS` or `CKA_KEY_TYPE`.
+fn ulong(rec: &ObjectRecord, ty: u64) -> Option<u64> {
+    match rec.get(ty) {
+        Some(AttrValue::Ulong(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// `pending`'s view of a scheduled object, in the words `objects` uses.
+#[derive(Serialize)]
+struct Pending {
+    label: Option<String>,
+    id: Option<String>,
+    class: Option<String>,
+    key_type: Option<String>,
+    delete_at: String,
+}
+
+impl Pending {
+    fn of(o: &ObjectRecord, at: u64) -> Pending {
+        Pending {
+            label: bytes(o, CKA_LABEL).map(|l| String::from_utf8_lossy(l).into_owned()),
+            id: bytes(o, CKA_ID).map(hex),
+            class: ulong(o, CKA_CLASS).map(class_word),
+            key_type: ulong(o, CKA_KEY_TYPE).map(key_type_word),
+            delete_at: time_of(at),
+        }
+    }
+}
+
 /// `ferrohsm pending`.
 pub fn pending(a: &PendingArgs) -> Result<()> {
     let (config, store) = open_store()?;
     let token = find_token(&config, &store, &a.token)?;
     let (token, key) = open_key(&config, &store, &token, &a.token, &a.pin, &a.so)?;
     let waiting = pending_keys(&store, &token, &key)?;
+    let mut views: Vec<Pending> = waiting.iter().map(|(o, at)| Pending::of(o, *at)).collect();
+    // A pair's halves together, the private key first.
+    views.sort_by(|x, y| (&x.label, &x.id, &x.class).cmp(&(&y.label, &y.id, &y.class)));
     if a.json {
-        #[derive(Serialize)]
-        struct Pending {
-            label: Option<String>,
-            id: Option<String>,
-            class: Option<String>,
-            key_type: Option<String>,
-            delete_at: String,
-        }
-        let v: Vec<Pending> = waiting
-            .iter()
-            .map(|(o, at)| {
-                let d = AuditObject::of_record(o);
-                Pending {
-                    label: d.label,
-                    id: d.id,
-                    class: d.class,
-                    key_type: d.key_type,
-                    delete_at: time_of(*at),
-                }
-            })
-            .collect();
-        return out::json(&v);
+        return out::json(&views);
     }
-    if waiting.is_empty() {
+    if views.is_empty() {
         return out::stdout(&format!(
             "token {:?}: no key is scheduled for deletion\n",
             a.token
@@ -397,35 +418,69 @@ pub fn pending(a: &PendingArgs) -> Result<()> {
         "ID".into(),
         "CLASS".into(),
         "KEY TYPE".into(),
-        "DELETED AT".into(),
+        "DELETION DUE".into(),
     ]];
-    for (o, at) in &waiting {
-        let d = AuditObject::of_record(o);
+    for p in views {
         rows.push(vec![
-            d.label.unwrap_or_default(),
-            d.id.unwrap_or_default(),
-            d.class.unwrap_or_default(),
-            d.key_type.unwrap_or_default(),
-            time_of(*at),
+            p.label.unwrap_or_default(),
+            p.id.unwrap_or_default(),
+            p.class.unwrap_or_default(),
+            p.key_type.unwrap_or_default(),
+            p.delete_at,
         ]);
     }
-    out::stdout(&out::table(&rows))
+    let mut text = out::table(&rows);
+    text.push_str(&format!(
+        "each is invisible and unusable until then, and deleted for good after; \
+         `ferrohsm cancel-deletion {} --label LABEL` restores one (a key pair together)\n",
+        a.token.flag()
+    ));
+    out::stdout(&text)
 }
 
-/// `ferrohsm cancel-deletion`: the key becomes usable and visible again.
+/// Whether `public` is the public half of the pair of `private` (same
+/// `CKA_ID` and key type), as the module schedules them together.
+fn same_pair(private: &ObjectRecord, public: &ObjectRecord) -> bool {
+    ulong(private, CKA_CLASS) == Some(CKO_PRIVATE_KEY)
+        && ulong(public, CKA_CLASS) == Some(CKO_PUBLIC_KEY)
+        && bytes(private, CKA_ID).is_some_and(|i| !i.is_empty())
+        && bytes(private, CKA_ID) == bytes(public, CKA_ID)
+        && ulong(private, CKA_KEY_TYPE) == ulong(public, CKA_KEY_TYPE)
+}
+
+/// `ferrohsm cancel-deletion`: the key becomes usable and visible again. A
+/// key pair is one unit: restoring its private key restores its scheduled
+/// public key too (and the other way round).
 pub fn cancel_deletion(a: &CancelDeletionArgs) -> Result<()> {
     let (config, store) = open_store()?;
     let token = find_token(&config, &store, &a.token)?;
     let (token, key) = open_key(&config, &store, &token, &a.token, &a.pin, &a.so)?;
-    let waiting = pending_keys(&store, &token, &key)?;
-    let id = a.id.as_ref().map(|h| h.0.as_slice());
-    let mut matching: Vec<ObjectRecord> = waiting
+    let waiting: Vec<ObjectRecord> = pending_keys(&store, &token, &key)?
         .into_iter()
         .map(|(o, _)| o)
+        .collect();
+    let id = a.id.as_ref().map(|h| h.0.as_slice());
+    let matching: Vec<&ObjectRecord> = waiting
+        .iter()
         .filter(|o| bytes(o, CKA_LABEL) == Some(a.label.as_bytes()))
         .filter(|o| id.is_none_or(|i| bytes(o, CKA_ID) == Some(i)))
         .collect();
-    let mut rec = match matching.len() {
+    // Units: each matching key with the other half of its pair, if that
+    // half is scheduled too; a pair matched by both halves counts once.
+    let mut units: Vec<Vec<&ObjectRecord>> = Vec::new();
+    for o in &matching {
+        if units.iter().any(|u| u.iter().any(|r| r.id == o.id)) {
+            continue;
+        }
+        let mut unit = vec![*o];
+        unit.extend(
+            waiting
+                .iter()
+                .filter(|r| r.id != o.id && (same_pair(o, r) || same_pair(r, o))),
+        );
+        units.push(unit);
+    }
+    let unit = match units.len() {
         0 => {
             return Err(Fail::Msg(format!(
                 "token {:?}: no key labelled {:?} is scheduled for deletion \
@@ -433,38 +488,57 @@ pub fn cancel_deletion(a: &CancelDeletionArgs) -> Result<()> {
                 a.token, a.label
             )));
         }
-        1 => matching.remove(0),
+        1 => units.remove(0),
         n => {
             return Err(Fail::Msg(format!(
                 "token {:?}: {n} keys labelled {:?} are scheduled for deletion; \
                  name one with --id (ids: {})",
                 a.token,
                 a.label,
-                matching
+                units
                     .iter()
-                    .map(|o| bytes(o, CKA_ID).map(hex).unwrap_or_else(|| "-".into()))
+                    .map(|u| bytes(u[0], CKA_ID).map(hex).unwrap_or_else(|| "-".into()))
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
         }
     };
-    rec.attrs.retain(|(t, _)| *t != CKA_FERROHSM_DELETE_AT);
-    let r = store.put_object(token.slot_id, &rec, Some(&key));
-    let mut e = AuditEvent::now(
-        "ferrohsm cancel-deletion",
-        if r.is_ok() {
-            "CKR_OK"
-        } else {
-            "CKR_DEVICE_ERROR"
-        },
-    );
-    e.object = Some(AuditObject::of_record(&rec));
-    e.detail = Some("deletion cancelled: the key is usable again".into());
-    record(&store, token.slot_id, e)?;
+    let mut unit = unit;
+    // The private key first, as `delete` lists them.
+    unit.sort_by_key(|r| ulong(r, CKA_CLASS) == Some(CKO_PUBLIC_KEY));
+    let restored: Vec<ObjectRecord> = unit
+        .iter()
+        .map(|r| {
+            let mut r = (*r).clone();
+            r.attrs.retain(|(t, _)| *t != CKA_FERROHSM_DELETE_AT);
+            r
+        })
+        .collect();
+    // Both halves in one atomic write: never half a pair back.
+    let r = store.put_objects(token.slot_id, &restored, Some(&key));
+    for rec in &restored {
+        let mut e = AuditEvent::now(
+            "ferrohsm cancel-deletion",
+            if r.is_ok() {
+                "CKR_OK"
+            } else {
+                "CKR_DEVICE_ERROR"
+            },
+        );
+        e.object = Some(AuditObject::of_record(rec));
+        e.detail = Some("deletion cancelled: the key is usable again".into());
+        record(&store, token.slot_id, e)?;
+    }
     r.map_err(|e| Fail::Msg(format!("restoring the key: {e}")))?;
+    let what: Vec<String> = restored
+        .iter()
+        .map(|r| ulong(r, CKA_CLASS).map_or_else(|| "object".into(), class_word))
+        .collect();
     out::stdout(&format!(
-        "token {:?}: key {:?} restored; it is usable and visible again\n",
-        a.token, a.label
+        "token {:?}: {} {:?} restored; usable and visible again\n",
+        a.token,
+        what.join(" and "),
+        a.label
     ))
 }
 

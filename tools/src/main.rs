@@ -4,9 +4,11 @@
 //! the `cryptoki` crate, found as `ferrohsm_pkcs11::locate` says), exactly as
 //! any other PKCS#11 application would, so they run safely beside other
 //! processes using the same tokens. `backup`, `restore`, `audit`, `pending`,
-//! `cancel-deletion` and `rotate-storage-key` need the storage key or the
-//! audit files themselves and work on the token store directly (under its
-//! locks), counting their PIN checks as logins; `register` writes a file. PINs never come from the command line: from an
+//! `cancel-deletion`, `delete-token` and `rotate-storage-key` need the storage
+//! key or the audit files themselves and work on the token store directly
+//! (under its locks), counting their PIN checks as logins; `register` and
+//! `unregister` write and remove a p11-kit file. A token is named by label
+//! (`--token`), `--slot`, `--serial` or an RFC 7512 `pkcs11:` URI. PINs never come from the command line: from an
 //! environment variable, a file, or a prompt without echo.
 //!
 //! Exit codes: 0 success; 1 failure, with one line on stderr saying why;
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+mod delete_token;
 mod demo;
 #[cfg(test)]
 mod fuzz_replay;
@@ -25,7 +28,9 @@ mod out;
 mod p11;
 mod pin;
 mod register;
+mod select;
 mod tokens;
+mod unregister;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +38,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::p11::Fail;
+use crate::select::TokenArgs;
 
 const ENVIRONMENT: &str = "\
 Environment:
@@ -61,15 +67,19 @@ enum Command {
     Init(InitArgs),
     /// List slots and tokens: labels, serials, PIN flags, public object counts
     Tokens(TokensArgs),
-    /// List the objects of a token (logs in as the user); never shows values
+    /// List the objects of a token with their pkcs11: URIs; never shows values
     Objects(ObjectsArgs),
     /// Generate a sensitive, non-extractable key or key pair in a token
     Keygen(KeygenArgs),
-    /// Import a private key, certificate or raw AES key into a token
+    /// Import a private key (with its certificate chain), certificate or raw
+    /// AES key into a token
     Import(ImportArgs),
     /// Write a public key as SubjectPublicKeyInfo PEM
     ExportPublic(ExportArgs),
-    /// Delete every object with a label (logs in as the user)
+    /// Write a certificate as PEM
+    ExportCert(ExportArgs),
+    /// Delete every object with a label (on hsm tokens keys wait out the
+    /// deletion period first)
     Delete(DeleteArgs),
     /// Change the user PIN, or the SO PIN with --so
     SetPin(SetPinArgs),
@@ -79,17 +89,22 @@ enum Command {
     Backup(BackupArgs),
     /// Restore a token from a backup file into a new slot (needs its SO PIN)
     Restore(RestoreArgs),
+    /// Delete a token and every object in it for good (needs its SO PIN)
+    DeleteToken(DeleteTokenArgs),
     /// Check or read a token's tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// List the keys scheduled for deletion (purges those whose period is over)
+    /// List the keys scheduled for deletion and when they go (purges those
+    /// whose period is over)
     Pending(PendingArgs),
-    /// Restore a key scheduled for deletion
+    /// Restore a key scheduled for deletion (a key pair together)
     CancelDeletion(CancelDeletionArgs),
     /// Re-seal every record of a token under a new storage key (SO and user PIN)
     RotateStorageKey(RotateArgs),
     /// Register the module with p11-kit (writes ferrohsm.module)
     Register(RegisterArgs),
+    /// Remove the p11-kit registration that `register` wrote
+    Unregister(UnregisterArgs),
     /// Load the module, create a demo token and show it at work
     Demo(DemoArgs),
     /// Write the man pages and shell completions (for packaging)
@@ -162,9 +177,8 @@ struct TokensArgs {
 
 #[derive(Args)]
 struct ObjectsArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     #[command(flatten)]
     pin: PinArgs,
     /// Print JSON instead of a table
@@ -214,9 +228,8 @@ enum Usage {
 
 #[derive(Args)]
 struct KeygenArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Key type
     #[arg(long = "type", value_enum, value_name = "TYPE")]
     kind: KeyKind,
@@ -236,9 +249,8 @@ struct KeygenArgs {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Label of the new object(s)
     #[arg(long, value_name = "LABEL")]
     label: String,
@@ -259,25 +271,27 @@ struct ImportArgs {
 
 #[derive(Args)]
 struct ExportArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
-    /// Label of the public key (or certificate)
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Label of the public key or certificate
     #[arg(long, value_name = "LABEL")]
     label: String,
     /// Only the object with this CKA_ID (hex)
     #[arg(long, value_name = "HEX", value_parser = parse_hex)]
     id: Option<HexId>,
-    /// Write the PEM here instead of standard output
+    /// Write the PEM here instead of standard output (an existing file is
+    /// not overwritten without --force)
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Overwrite the --out file if it exists
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 #[derive(Args)]
 struct DeleteArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Delete the objects with this label
     #[arg(long, value_name = "LABEL")]
     label: String,
@@ -290,9 +304,8 @@ struct DeleteArgs {
 
 #[derive(Args)]
 struct SetPinArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Change the SO PIN (the old one from --so-pin-env/--so-pin-file)
     #[arg(long, conflicts_with_all = ["pin_env", "pin_file"])]
     so: bool,
@@ -306,9 +319,8 @@ struct SetPinArgs {
 
 #[derive(Args)]
 struct InitPinArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     #[command(flatten)]
     so_pin: SoPinArgs,
     #[command(flatten)]
@@ -317,12 +329,19 @@ struct InitPinArgs {
 
 #[derive(Args)]
 struct BackupArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// The backup file to create (an existing file is not overwritten)
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    #[command(flatten)]
+    so: SoPinArgs,
+}
+
+#[derive(Args)]
+struct DeleteTokenArgs {
+    #[command(flatten)]
+    token: TokenArgs,
     #[command(flatten)]
     so: SoPinArgs,
 }
@@ -350,9 +369,8 @@ enum AuditCommand {
 
 #[derive(Args)]
 struct AuditVerifyArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     #[command(flatten)]
     pin: PinArgs,
     #[command(flatten)]
@@ -364,9 +382,8 @@ struct AuditVerifyArgs {
 
 #[derive(Args)]
 struct AuditShowArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Only events about the object with this label
     #[arg(long, value_name = "LABEL")]
     key: Option<String>,
@@ -380,9 +397,8 @@ struct AuditShowArgs {
 
 #[derive(Args)]
 struct PendingArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     #[command(flatten)]
     pin: PinArgs,
     #[command(flatten)]
@@ -394,9 +410,8 @@ struct PendingArgs {
 
 #[derive(Args)]
 struct CancelDeletionArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Label of the key to restore
     #[arg(long, value_name = "LABEL")]
     label: String,
@@ -411,9 +426,8 @@ struct CancelDeletionArgs {
 
 #[derive(Args)]
 struct RotateArgs {
-    /// Label of the token
-    #[arg(long, value_name = "LABEL")]
-    token: String,
+    #[command(flatten)]
+    token: TokenArgs,
     #[command(flatten)]
     so: SoPinArgs,
     #[command(flatten)]
@@ -429,10 +443,20 @@ struct RegisterArgs {
 }
 
 #[derive(Args)]
+struct UnregisterArgs {
+    /// Directory holding ferrohsm.module (default: as for register)
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Use a throw-away data directory instead of the default one
     #[arg(long)]
     temp: bool,
+    /// (internal) this run is the child of `demo --temp`, in the temporary directory
+    #[arg(long, hide = true, requires = "temp")]
+    in_temp_dir: bool,
 }
 
 /// A `CKA_ID` given in hex on the command line.
@@ -487,18 +511,21 @@ fn main() -> ExitCode {
         Command::Keygen(a) => keys::keygen(&a),
         Command::Import(a) => keys::import(&a),
         Command::ExportPublic(a) => keys::export_public(&a),
+        Command::ExportCert(a) => keys::export_cert(&a),
         Command::Delete(a) => tokens::delete(&a),
         Command::SetPin(a) => tokens::set_pin(&a),
         Command::InitPin(a) => tokens::init_pin(&a),
         Command::Backup(a) => archive::backup(&a),
         Command::Restore(a) => archive::restore(&a),
+        Command::DeleteToken(a) => delete_token::delete_token(&a),
         Command::Audit(AuditCommand::Verify(a)) => lifecycle::audit_verify(&a),
         Command::Audit(AuditCommand::Show(a)) => lifecycle::audit_show(&a),
         Command::Pending(a) => lifecycle::pending(&a),
         Command::CancelDeletion(a) => lifecycle::cancel_deletion(&a),
         Command::RotateStorageKey(a) => lifecycle::rotate(&a),
         Command::Register(a) => register::register(&a),
-        Command::Demo(a) => demo::run(a.temp).map_err(Fail::Msg),
+        Command::Unregister(a) => unregister::unregister(&a),
+        Command::Demo(a) => demo::run(a.temp, a.in_temp_dir).map_err(Fail::Msg),
         Command::GenerateDocs(a) => install::generate_docs(&a).map_err(Fail::Msg),
     };
     match result {

@@ -11,6 +11,7 @@ use cryptoki::types::AuthPin;
 
 use crate::PinArgs;
 use crate::pin;
+use crate::select::{Candidate, TokenArgs};
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -140,51 +141,54 @@ impl Hsm {
             .collect()
     }
 
-    /// The initialised token labelled `label`.
-    pub fn find_token(&self, label: &str) -> Result<SlotEntry> {
-        let mut found: Vec<SlotEntry> = self
+    /// The initialised token named by `sel` (label, slot, serial or URI).
+    pub fn find_token(&self, sel: &TokenArgs) -> Result<SlotEntry> {
+        let slots: Vec<SlotEntry> = self
             .slots()?
             .into_iter()
-            .filter(|s| s.info.token_initialized() && s.info.label() == label)
+            .filter(|s| s.info.token_initialized())
             .collect();
-        match found.len() {
-            0 => Err(Fail::Msg(format!(
-                "no token labelled {label:?} (`ferrohsm tokens` lists them)"
-            ))),
-            1 => Ok(found.remove(0)),
-            _ => Err(Fail::Msg(format!(
-                "several tokens are labelled {label:?} (slots {}); relabel one by restoring a backup with --label",
-                found
-                    .iter()
-                    .map(|s| s.slot.id().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
+        let candidates = slots.iter().map(|s| {
+            (
+                Candidate {
+                    slot: s.slot.id(),
+                    label: s.info.label(),
+                    serial: s.info.serial_number(),
+                    manufacturer: Some(s.info.manufacturer_id()),
+                    model: Some(s.info.model()),
+                },
+                s.slot,
+            )
+        });
+        let (_, slot) = sel.choose(candidates)?;
+        slots
+            .into_iter()
+            .find(|s| s.slot == slot)
+            .ok_or_else(|| Fail::Msg("the token vanished".into()))
     }
 
-    /// Opens a session on the token labelled `label` (read-write if `rw`).
-    pub fn session(&self, label: &str, rw: bool) -> Result<Session> {
-        let entry = self.find_token(label)?;
+    /// Opens a session on the token `sel` names (read-write if `rw`).
+    pub fn session(&self, sel: &TokenArgs, rw: bool) -> Result<Session> {
+        let entry = self.find_token(sel)?;
         let open = if rw {
             self.p11.open_rw_session(entry.slot)
         } else {
             self.p11.open_ro_session(entry.slot)
         };
-        open.map_err(ck(format!("opening a session on token {label:?}")))
+        open.map_err(ck(format!("opening a session on token {sel:?}")))
     }
 
-    /// Opens a session on the token labelled `label` and logs the user in,
-    /// with the PIN from `pins` (or a prompt).
-    pub fn user_session(&self, label: &str, rw: bool, pins: &PinArgs) -> Result<Session> {
-        let session = self.session(label, rw)?;
+    /// Opens a session on the token `sel` names and logs the user in, with
+    /// the PIN from `pins` (or a prompt).
+    pub fn user_session(&self, sel: &TokenArgs, rw: bool, pins: &PinArgs) -> Result<Session> {
+        let session = self.session(sel, rw)?;
         let pin = pin::existing(
-            &format!("user PIN for token {label:?}"),
+            &format!("user PIN for token {sel:?}"),
             pin::Source::from_user(pins),
         )?;
         session
             .login(UserType::User, Some(&auth(&pin)))
-            .map_err(ck(format!("user login to token {label:?}")))?;
+            .map_err(ck(format!("user login to token {sel:?}")))?;
         Ok(session)
     }
 }

@@ -13,7 +13,7 @@ const FILE_NAME: &str = "ferrohsm.module";
 
 /// The per-user p11-kit module directory (`ferrohsm_pkcs11::locate` reads
 /// registrations from the same place).
-fn default_dir() -> Result<PathBuf> {
+pub(crate) fn default_dir() -> Result<PathBuf> {
     ferrohsm_pkcs11::locate::p11kit_user_dir(&|k| std::env::var_os(k)).ok_or_else(|| {
         "neither XDG_CONFIG_HOME (absolute) nor HOME is set: give --config-dir DIR".into()
     })

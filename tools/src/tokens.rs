@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::out::{self, hex};
 use crate::p11::{Fail, Hsm, Result, auth, ck};
 use crate::pin::{self, Source};
+use crate::select;
 use crate::{DeleteArgs, InitArgs, InitPinArgs, ObjectsArgs, Policy, SetPinArgs, TokensArgs};
 
 /// Refuses a PIN the module would refuse, before anything is changed.
@@ -275,9 +276,15 @@ pub struct ObjectView {
     sensitive: Option<bool>,
     extractable: Option<bool>,
     local: Option<bool>,
+    /// The object's RFC 7512 URI (token, id, label, type), for OpenSSL & co.
+    uri: String,
+    /// `CKA_UNIQUE_ID` (not shown; `delete` finds the stored record by it).
+    #[serde(skip)]
+    unique_id: Option<String>,
 }
 
-fn class_name(c: ObjectClass) -> String {
+/// The name `objects` and `pending` give a class (`private-key`, ...).
+pub fn class_name(c: ObjectClass) -> String {
     match c {
         ObjectClass::SECRET_KEY => "secret-key".into(),
         ObjectClass::PRIVATE_KEY => "private-key".into(),
@@ -286,6 +293,19 @@ fn class_name(c: ObjectClass) -> String {
         ObjectClass::DATA => "data".into(),
         other => other.to_string(),
     }
+}
+
+/// `class_name` of a stored `CKA_CLASS` value.
+pub fn class_word(c: u64) -> String {
+    ObjectClass::try_from(c).map_or_else(|_| format!("class {c:#x}"), class_name)
+}
+
+/// The name `objects` gives a stored `CKA_KEY_TYPE` value (`EC`, `RSA`, `AES`).
+pub fn key_type_word(k: u64) -> String {
+    cryptoki::object::KeyType::try_from(k).map_or_else(
+        |_| format!("key type {k:#x}"),
+        |t| t.to_string().trim_start_matches("CKK_").to_string(),
+    )
 }
 
 /// The curve of DER `CKA_EC_PARAMS`, by name.
@@ -322,6 +342,7 @@ pub fn describe(session: &Session, h: ObjectHandle) -> Result<ObjectView> {
                 T::Sensitive,
                 T::Extractable,
                 T::Local,
+                T::UniqueId,
             ],
         )
         .map_err(ck("reading object attributes"))?;
@@ -336,6 +357,8 @@ pub fn describe(session: &Session, h: ObjectHandle) -> Result<ObjectView> {
         sensitive: None,
         extractable: None,
         local: None,
+        uri: String::new(),
+        unique_id: None,
     };
     for a in attrs {
         match a {
@@ -363,6 +386,7 @@ pub fn describe(session: &Session, h: ObjectHandle) -> Result<ObjectView> {
             Attribute::Sensitive(b) => v.sensitive = Some(b),
             Attribute::Extractable(b) => v.extractable = Some(b),
             Attribute::Local(b) => v.local = Some(b),
+            Attribute::UniqueId(u) => v.unique_id = Some(String::from_utf8_lossy(&u).into_owned()),
             _ => {}
         }
     }
@@ -372,12 +396,23 @@ pub fn describe(session: &Session, h: ObjectHandle) -> Result<ObjectView> {
 /// `ferrohsm objects`.
 pub fn objects(a: &ObjectsArgs) -> Result<()> {
     let hsm = Hsm::load()?;
+    let entry = hsm.find_token(&a.token)?;
     let session = hsm.user_session(&a.token, false, &a.pin)?;
     let handles = session.find_objects(&[]).map_err(ck("listing objects"))?;
     let mut views = handles
         .into_iter()
         .map(|h| describe(&session, h))
         .collect::<Result<Vec<_>>>()?;
+    for v in &mut views {
+        let id = crate::hex_bytes(&v.id).unwrap_or_default();
+        v.uri = select::object_uri(
+            entry.info.label(),
+            entry.info.serial_number(),
+            &id,
+            &v.label,
+            &v.class,
+        );
+    }
     views.sort_by(|x, y| (&x.label, &x.class, &x.id).cmp(&(&y.label, &y.class, &y.id)));
     if a.json {
         return out::json(&views);
@@ -421,9 +456,16 @@ pub fn objects(a: &ObjectsArgs) -> Result<()> {
             flags.join(","),
         ]);
     }
-    let mut text = out::table(&rows);
+    // Each object's URI on a line of its own under it, to copy whole (it is
+    // long, and would widen the table).
+    let table = out::table(&rows);
+    let mut lines = table.lines();
+    let mut text = lines.next().map(|h| format!("{h}\n")).unwrap_or_default();
+    for (line, v) in lines.zip(&views) {
+        text.push_str(&format!("{line}\n  {}\n", v.uri));
+    }
     text.push_str(&format!(
-        "{} object(s) on token {:?}\n",
+        "{} object(s) on token {:?}; each URI names it for OpenSSL and p11tool\n",
         views.len(),
         a.token
     ));
@@ -449,9 +491,13 @@ pub fn find_labelled(
         .map_err(ck("searching objects"))
 }
 
-/// `ferrohsm delete`.
+/// `ferrohsm delete`. On an `hsm` token with a deletion waiting period the
+/// module schedules private and secret keys (and the public key of a pair)
+/// for deletion instead of deleting them: say so, with the date and how to
+/// cancel.
 pub fn delete(a: &DeleteArgs) -> Result<()> {
     let hsm = Hsm::load()?;
+    let entry = hsm.find_token(&a.token)?;
     let session = hsm.user_session(&a.token, true, &a.pin)?;
     let found = find_labelled(
         &session,
@@ -468,20 +514,89 @@ pub fn delete(a: &DeleteArgs) -> Result<()> {
             a.token
         )));
     }
+    use ferrohsm_store::Store;
+    let (config, store) = crate::archive::open_store()?;
+    let slot = entry.slot.id();
+    let waits = !config.deletion_wait.is_zero()
+        && store
+            .token(slot)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.policy == ferrohsm_store::KeyPolicy::Hsm);
+    // Private and secret keys first: the public key of a pair then sees its
+    // private key scheduled, whatever the order of the handles.
+    let mut views = found
+        .iter()
+        .map(|h| Ok((*h, describe(&session, *h)?)))
+        .collect::<Result<Vec<_>>>()?;
+    views.sort_by_key(|(_, v)| v.class == "public-key" || v.class == "certificate");
     let mut text = String::new();
-    for h in &found {
-        let v = describe(&session, *h)?;
+    let mut scheduled = false;
+    for (h, v) in views {
+        let due = unix_now() + config.deletion_wait.as_secs();
         session
-            .destroy_object(*h)
+            .destroy_object(h)
             .map_err(ck(format!("deleting {} {:?}", v.class, a.label)))?;
-        text.push_str(&format!(
-            "deleted {}{} {:?}\n",
+        let what = format!(
+            "{}{} {:?}",
             v.class,
-            v.key_type.map_or_else(String::new, |k| format!(" ({k})")),
+            v.key_type
+                .as_deref()
+                .map_or_else(String::new, |k| format!(" ({k})")),
             v.label
+        );
+        let at = match v.class.as_str() {
+            "private-key" | "secret-key" if waits => Some(due),
+            // A public key is scheduled with its private key: its record
+            // (readable without the storage key) says whether it was.
+            "public-key" if waits => scheduled_at(&store, slot, v.unique_id.as_deref()),
+            _ => None,
+        };
+        match at {
+            Some(at) => {
+                scheduled = true;
+                text.push_str(&format!(
+                    "scheduled {what} for deletion on {}\n",
+                    crate::lifecycle::time_of(at)
+                ));
+            }
+            None => text.push_str(&format!("deleted {what}\n")),
+        }
+    }
+    if scheduled {
+        text.push_str(&format!(
+            "until then the key is invisible and unusable; cancel with \
+             `ferrohsm cancel-deletion {} --label {}`\n",
+            a.token.flag(),
+            select::shell_word(&a.label)
         ));
     }
     out::stdout(&text)
+}
+
+/// When the stored public object with `CKA_UNIQUE_ID` `unique_id` is to be
+/// purged, if it is scheduled for deletion.
+fn scheduled_at(
+    store: &ferrohsm_store::SledStore,
+    slot: u64,
+    unique_id: Option<&str>,
+) -> Option<u64> {
+    use ferrohsm_store::Store;
+    // The module's CKA_UNIQUE_ID is the record's store id in hex.
+    let id = u64::from_str_radix(unique_id?, 16).ok()?;
+    store
+        .objects(slot, None)
+        .ok()?
+        .into_iter()
+        .find(|r| r.id == id)?
+        .delete_at()
+}
+
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `ferrohsm set-pin`.

@@ -21,6 +21,16 @@ use crate::object::{Object, unique_id};
 use crate::secret;
 use crate::session::FindOp;
 
+/// A refusal by a rule of the `hsm` key policy (logged at `warn` once).
+pub(super) struct PolicyRefusal {
+    /// One name per rule: refusals of the same kind warn once.
+    pub(super) kind: &'static str,
+    /// The rule that refused.
+    pub(super) why: String,
+    /// What the client can do instead.
+    pub(super) fix: &'static str,
+}
+
 impl Module {
     pub(super) fn actor(t: &Token) -> Result<Actor> {
         Ok(Actor {
@@ -174,6 +184,9 @@ impl Module {
     }
 
     /// Logs why a template was refused, naming attributes but never values.
+    /// A refusal by the token's key policy (see [`Self::policy_refusal`]) is
+    /// logged at `warn` the first time of its kind, with the client setting
+    /// that avoids it; every other refusal at `info`.
     /// Called with the token locked, so it is handed the policy, never locks.
     pub(super) fn refused(
         &self,
@@ -183,38 +196,83 @@ impl Module {
         e: Error,
         template: &[RawAttr],
     ) {
-        let why = if e == Error::KeySizeRange && policy == KeyPolicy::Hsm {
-            let floors: Vec<&str> = crate::mechanism::key_types::KEY_TYPES
-                .iter()
-                .filter_map(|k| k.hsm_floor.map(|f| f.why))
-                .collect();
-            format!(
-                " (this token's key policy is 'hsm': {}; a 'spec' token takes smaller keys)",
-                floors.join("; ")
-            )
-        } else if e == Error::AttributeValueInvalid
-            && policy == KeyPolicy::Hsm
-            && template
-                .iter()
-                .any(|a| a.ty == CKA_SENSITIVE && a.value.first() == Some(&0))
-        {
-            " (this token's key policy is 'hsm': private and secret keys must be sensitive)"
-                .to_string()
-        } else {
-            String::new()
-        };
-        log!(
-            self.log,
-            Level::Info,
-            "session {}: {func} refused: {e}{why}; template {:?}",
-            s.handle,
-            template
-        );
+        match Self::policy_refusal(policy, func, e, template) {
+            Some(r) => self.log.warn_once(
+                r.kind,
+                format_args!(
+                    "session {}: {func} refused ({}): this token's key policy is 'hsm': {}; {}",
+                    s.handle,
+                    e.name(),
+                    r.why,
+                    r.fix
+                ),
+            ),
+            None => log!(
+                self.log,
+                Level::Info,
+                "session {}: {func} refused: {e}; template {:?}",
+                s.handle,
+                template
+            ),
+        }
         if self.audit.enabled() {
             let mut ev = self.event::<()>(s, func, &Err(e));
             let names: Vec<String> = template.iter().map(|a| policy::attr_name(a.ty)).collect();
             ev.detail = Some(format!("policy refusal; template {}", names.join(" ")));
             self.audit.record(s.slot.id, ev, false);
+        }
+    }
+
+    /// Which rule of the `hsm` key policy refused a template, if one did:
+    /// the kind (for [`crate::logging::Logger::warn_once`]), the rule, and
+    /// what the client can do about it (README, "Key policies").
+    pub(super) fn policy_refusal(
+        policy: KeyPolicy,
+        func: &str,
+        e: Error,
+        template: &[RawAttr],
+    ) -> Option<PolicyRefusal> {
+        if policy != KeyPolicy::Hsm {
+            return None;
+        }
+        let asks = |ty: CK_ATTRIBUTE_TYPE, on: bool| {
+            template
+                .iter()
+                .any(|a| a.ty == ty && a.value.iter().any(|&b| b != 0) == on)
+        };
+        match e {
+            Error::AttributeValueInvalid if asks(CKA_SENSITIVE, false) => Some(PolicyRefusal {
+                kind: "hsm-sensitive",
+                why: "private and secret keys must be sensitive (CKA_SENSITIVE=FALSE asked)".into(),
+                fix: "ask for a sensitive key (pkcs11-tool --sensitive; CKA_SENSITIVE=TRUE), \
+                      or use a token made with `ferrohsm init --policy spec`",
+            }),
+            Error::KeySizeRange => {
+                let floors: Vec<&str> = crate::mechanism::key_types::KEY_TYPES
+                    .iter()
+                    .filter_map(|k| k.hsm_floor.map(|f| f.why))
+                    .collect();
+                Some(PolicyRefusal {
+                    kind: "hsm-key-size",
+                    why: floors.join("; "),
+                    fix: "ask for a larger key (pkcs11-tool --key-type rsa:2048), \
+                          or use a token made with `ferrohsm init --policy spec`",
+                })
+            }
+            Error::AttributeReadOnly
+                if matches!(func, "C_SetAttributeValue" | "C_CopyObject")
+                    && policy::USAGE.iter().any(|&u| asks(u, true)) =>
+            {
+                Some(PolicyRefusal {
+                    kind: "hsm-usage",
+                    why: "a key's usages (CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_WRAP, \
+                          CKA_DERIVE, ...) are fixed when it is made and may only be turned off"
+                        .into(),
+                    fix: "generate a new key with the usages it needs \
+                          (pkcs11-tool --usage-sign/--usage-decrypt/--usage-wrap/--usage-derive)",
+                })
+            }
+            _ => None,
         }
     }
 
@@ -267,7 +325,8 @@ impl Module {
     /// period (`deletion_wait_seconds`), unusable and invisible meanwhile,
     /// and can be restored with `ferrohsm cancel-deletion`; it is purged at
     /// the next open after the period (`C_Initialize`, a login, or
-    /// `ferrohsm pending`).
+    /// `ferrohsm pending`). The public key of a pair waits with its private
+    /// key (`pair_deletion`).
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
         let mut described = None;
         let mut detail = None;
@@ -282,9 +341,16 @@ impl Module {
             Self::may_change(&s, &o, CKA_DESTROYABLE)?;
             if o.is_token() {
                 let wait = self.config.deletion_wait.as_secs();
+                let waits = wait > 0 && t.record()?.policy == KeyPolicy::Hsm;
                 let keyish = matches!(o.ulong(CKA_CLASS), Some(CKO_PRIVATE_KEY | CKO_SECRET_KEY));
-                if keyish && wait > 0 && t.record()?.policy == KeyPolicy::Hsm {
-                    let at = unix_now().saturating_add(wait);
+                let default_at = unix_now().saturating_add(wait);
+                let pair_at = if waits && o.ulong(CKA_CLASS) == Some(CKO_PUBLIC_KEY) {
+                    self.pair_deletion(s.slot.id, &t, &o, default_at)?
+                } else {
+                    None
+                };
+                if (keyish && waits) || pair_at.is_some() {
+                    let at = pair_at.unwrap_or(default_at);
                     let mut attrs = o.attrs.clone();
                     attrs.insert(CKA_FERROHSM_DELETE_AT, AttrValue::Ulong(at as _));
                     let scheduled = Object {
@@ -333,6 +399,56 @@ impl Module {
             e.detail = detail;
         });
         r
+    }
+
+    /// When the public key `public`, being destroyed on an `hsm` token, is
+    /// to be purged with its private key, or `None` if it is not half of a
+    /// pair and goes at once. A key pair is one unit in the deletion waiting
+    /// period: `cancel-deletion` restores both halves, so the public key of
+    /// a private key that is present or scheduled (same `CKA_ID` and key
+    /// type, same `CKA_PUBLIC_KEY_INFO` when both have one) is scheduled
+    /// too — invisible at once, as `C_DestroyObject` requires, but kept
+    /// (with the private key's purge time when that one is scheduled). When
+    /// the user is not logged in the private keys cannot be seen: a public
+    /// key with a `CKA_ID` is then scheduled, which keeps it recoverable.
+    fn pair_deletion(
+        &self,
+        slot_id: CK_SLOT_ID,
+        t: &Token,
+        public: &Object,
+        default_at: u64,
+    ) -> Result<Option<u64>> {
+        let Some(id) = public.bytes(CKA_ID).filter(|i| !i.is_empty()) else {
+            return Ok(None);
+        };
+        if t.login != Login::User || t.key.is_none() {
+            return Ok(Some(default_at));
+        }
+        let halves = |o: &Object| {
+            o.ulong(CKA_CLASS) == Some(CKO_PRIVATE_KEY)
+                && o.bytes(CKA_ID) == Some(id)
+                && o.ulong(CKA_KEY_TYPE) == public.ulong(CKA_KEY_TYPE)
+                && match (
+                    o.bytes(CKA_PUBLIC_KEY_INFO).filter(|i| !i.is_empty()),
+                    public.bytes(CKA_PUBLIC_KEY_INFO).filter(|i| !i.is_empty()),
+                ) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        };
+        if t.objects.values().any(|o| o.is_token() && halves(o)) {
+            return Ok(Some(default_at));
+        }
+        let records = self
+            .store
+            .objects(slot_id, t.key.as_ref())
+            .map_err(|e| self.store_error("reading scheduled keys", e))?;
+        Ok(records
+            .iter()
+            .filter_map(|r| Some((r.delete_at()?, r)))
+            .filter(|(_, r)| halves(&Object::from_record(0, r)))
+            .map(|(at, _)| at)
+            .max())
     }
 
     /// Whether session `s` may change `o`: a token object needs a R/W

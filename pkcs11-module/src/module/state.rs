@@ -59,6 +59,9 @@ impl Module {
         // Reserve the key region now, so the log says at once whether keys
         // can be locked in RAM here.
         secret::init();
+        if let Some(w) = &module.config.log_warning {
+            log!(module.log, Level::Warn, "{w}");
+        }
         log!(module.log, Level::Debug, "{}", secret::status());
         module.adopt_tokens()?;
         module.purge_due();

@@ -231,12 +231,16 @@ impl Module {
         if policy == KeyPolicy::Hsm
             && let Some(why) = Self::untrusted_wrapping_key(&wk)
         {
-            log!(
-                self.log,
-                Level::Warn,
-                "session {h}: C_WrapKey of {} under {} refused by the token's hsm key policy: {why}",
-                target.describe(),
-                wk.describe()
+            self.log.warn_once(
+                "hsm-wrapping-key",
+                format_args!(
+                    "session {h}: C_WrapKey of {} under {} refused by the token's hsm key policy \
+                     (CKR_KEY_NOT_WRAPPABLE): {why}; wrap under a secret key generated in the \
+                     token with CKA_EXTRACTABLE=FALSE and CKA_DECRYPT=FALSE, or have the SO \
+                     set CKA_TRUSTED on the wrapping key",
+                    target.describe(),
+                    wk.describe()
+                ),
             );
             return Err(Error::KeyNotWrappable);
         }

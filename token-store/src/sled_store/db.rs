@@ -131,6 +131,49 @@ impl SledStore {
         self.held.lock().db = None;
     }
 
+    /// Deletes the token in `slot_id` for good: its database (every object,
+    /// sealed or not, and the token record) is removed, so the slot is free
+    /// again. `token_id` must be the token the caller authenticated (with
+    /// the SO PIN): a token re-initialised meanwhile is left alone
+    /// (`StoreError::Corrupt` naming the change). Done under the database
+    /// lock, which other processes wait for: the database directory is first
+    /// renamed aside (atomic: no process sees half a token), then removed.
+    /// The audit log (`<token dir>/audit`) is evidence and stays; the next
+    /// token initialised in the slot sets it aside (and removes a renamed
+    /// database a killed `delete_token` left). The `generation` file
+    /// stays too, one step higher, so a process caching the token notices.
+    pub fn delete_token(&self, slot_id: u64, token_id: &[u8; 16]) -> Result<(), StoreError> {
+        let _g = self.serial.lock();
+        let mut held = self.held.lock();
+        held.db = None;
+        let path = self.db_path(slot_id);
+        if !path.join("conf").exists() {
+            return Err(StoreError::NotFound);
+        }
+        let db = self.open_db(slot_id, &path)?;
+        let token = load_token(&db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
+        if &token.token_id != token_id {
+            return Err(corrupt(format!(
+                "token {slot_id} was re-initialised meanwhile: not deleted"
+            )));
+        }
+        let seq = read_u64(&db, K_SEQ)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let aside = self.token_dir(slot_id).join(format!("db.deleted.{nanos}"));
+        std::fs::rename(&path, &aside)
+            .map_err(|e| StoreError::Io(format!("token {slot_id}: removing database: {e}")))?;
+        drop(db);
+        self.write_generation(slot_id, seq + 1)?;
+        std::fs::remove_dir_all(&aside).map_err(|e| {
+            StoreError::Io(format!(
+                "token {slot_id}: deleted, but {} could not be removed: {e}",
+                aside.display()
+            ))
+        })
+    }
+
     /// Starts the thread that closes the held database once it has been idle
     /// for `linger`, unless it is running; it exits when nothing is held.
     fn ensure_closer(&self, held: &mut Held) {
@@ -386,6 +429,23 @@ impl SledStore {
     /// for each; [`Store::tokens`](crate::store::Store::tokens) leaves them out.
     pub fn broken_tokens(&self) -> Result<Vec<BrokenToken>, StoreError> {
         Ok(self.scan_tokens()?.broken)
+    }
+}
+
+/// Removes the `db.deleted.<nanos>` directories a `delete_token` killed
+/// between its rename and its removal left in `token_dir`; best effort.
+pub(super) fn remove_deleted_dbs(token_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(token_dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("db.deleted.")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -142,6 +142,8 @@ impl Store for SledStore {
         let dir = self.token_dir(slot);
         crate::private_fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        // A `delete_token` killed before it removed the old database.
+        super::db::remove_deleted_dbs(&dir);
         // Never let a new database's counter go below what others have seen.
         let floor = self.read_generation(slot).unwrap_or(0);
         let first = self.init_db(slot, token, floor);
