@@ -48,6 +48,7 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
             ParamShape::Hkdf => hkdf,
             ParamShape::StringData => string_data,
             ParamShape::AesCbcData => cbc_data,
+            ParamShape::Eddsa => eddsa,
             ParamShape::None
             | ParamShape::Bytes
             | ParamShape::Ctr
@@ -218,6 +219,21 @@ unsafe fn cbc_data(p: *const u8, len: CK_ULONG) -> Result<Param> {
     // SAFETY: the caller promises pData valid for `length` bytes.
     let data = unsafe { copied(c.pData, c.length) }?;
     Ok(Param::AesCbcData { iv: c.iv, data })
+}
+
+/// `CK_EDDSA_PARAMS`: `phFlag` and the context data, copied.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and pContextData for its length.
+unsafe fn eddsa(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let e = unsafe { read::<CK_EDDSA_PARAMS>(p, len) }?;
+    // SAFETY: the caller promises pContextData valid for ulContextDataLen.
+    let context = unsafe { copied(e.pContextData, e.ulContextDataLen) }?;
+    Ok(Param::Eddsa {
+        prehash: e.phFlag != 0,
+        context,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod aes;
 pub mod backend;
 pub mod digest;
 pub mod ec;
+pub mod edwards;
 pub mod kdf;
 pub mod key_types;
 pub mod mac;
@@ -86,6 +87,13 @@ pub enum Param {
         /// The data to encrypt (whole blocks).
         data: Vec<u8>,
     },
+    /// `CK_EDDSA_PARAMS` (v3.0), with the context copied.
+    Eddsa {
+        /// `phFlag`: the prehashed variant (Ed25519ph).
+        prehash: bool,
+        /// `pContextData`.
+        context: Vec<u8>,
+    },
 }
 
 /// The C layout of a mechanism's parameter: what `ffi` reads at
@@ -123,6 +131,8 @@ pub enum ParamShape {
     /// A `CK_OBJECT_HANDLE` (flat): the other key of
     /// `CKM_CONCATENATE_BASE_AND_KEY`. `Param::Raw`.
     KeyHandle,
+    /// `CK_EDDSA_PARAMS`, optional (`CKM_EDDSA`). `Param::Eddsa`.
+    Eddsa,
 }
 
 /// Direction of a cipher operation.
@@ -398,7 +408,7 @@ mod tests {
         }
     }
 
-    const SHAPES: [ParamShape; 12] = [
+    const SHAPES: [ParamShape; 13] = [
         ParamShape::None,
         ParamShape::Bytes,
         ParamShape::Ctr,
@@ -411,6 +421,7 @@ mod tests {
         ParamShape::StringData,
         ParamShape::AesCbcData,
         ParamShape::KeyHandle,
+        ParamShape::Eddsa,
     ];
 
     fn ul(v: CK_ULONG) -> Vec<u8> {
@@ -471,6 +482,13 @@ mod tests {
                 data: vec![0x55; 32],
             }],
             S::KeyHandle => vec![Param::Raw(ul(2))],
+            S::Eddsa => vec![
+                Param::None,
+                Param::Eddsa {
+                    prehash: true,
+                    context: b"context".to_vec(),
+                },
+            ],
         }
     }
 

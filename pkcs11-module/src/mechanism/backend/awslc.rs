@@ -262,8 +262,26 @@ fn curve_algs(
             &agreement::ECDH_P384,
             CKM_SHA384,
         )),
+        66 => Some((
+            &signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+            &signature::ECDSA_P521_SHA512_FIXED,
+            &agreement::ECDH_P521,
+            CKM_SHA512,
+        )),
         _ => None,
     }
+}
+
+/// The field-width ECDSA input `z` as the digest AWS-LC takes. P-521's
+/// field is 66 bytes and SHA-512's output 64: a `z` whose two leading bytes
+/// are zero is the same integer as its last 64 bytes (no truncation below
+/// 521 bits); any other is declined.
+fn field_digest(hash: CK_MECHANISM_TYPE, z: &[u8]) -> Option<Digest> {
+    let extra = z.len().checked_sub(digest_alg(hash)?.output_len())?;
+    if z[..extra].iter().any(|&b| b != 0) {
+        return None;
+    }
+    import(hash, &z[extra..])
 }
 
 /// AWS-LC forms of an EC private key, built at first use.
@@ -275,7 +293,7 @@ pub struct EcPrivate {
 
 impl EcPrivate {
     /// ECDSA over `z`, a value of the field's width (`field` bytes: 32 for
-    /// P-256, 48 for P-384); `parts` gives the scalar and the uncompressed
+    /// P-256, 48 for P-384, 66 for P-521); `parts` gives the scalar and the uncompressed
     /// public point at first use. Declines other sizes.
     pub fn sign(
         &self,
@@ -287,7 +305,7 @@ impl EcPrivate {
             return None;
         }
         let (alg, _, _, hash) = curve_algs(field)?;
-        let d = import(hash, z)?;
+        let d = field_digest(hash, z)?;
         let kp = once(&self.signer, || {
             let (s, p) = parts();
             EcdsaKeyPair::from_private_key_and_public_key(alg, &s, &p).ok()
@@ -342,9 +360,26 @@ impl EcPublic {
         sig: &[u8],
     ) -> Option<bool> {
         let (_, alg, _, hash) = curve_algs(field)?;
-        let d = import(hash, z)?;
+        let d = field_digest(hash, z)?;
         let p = once(&self.verifier, || ParsedPublicKey::new(alg, point()).ok())?;
         Some(p.verify_digest_sig(&d, sig).is_ok())
+    }
+}
+
+/// AWS-LC form of an Ed25519 public key, built at first use.
+#[derive(Default)]
+pub struct EdPublic {
+    verifier: OnceLock<Option<ParsedPublicKey>>,
+}
+
+impl EdPublic {
+    /// Whether `sig` is a pure Ed25519 (RFC 8032) signature of `msg` under
+    /// the 32-byte public key `point` gives at first use.
+    pub fn verify(&self, point: impl FnOnce() -> [u8; 32], msg: &[u8], sig: &[u8]) -> Option<bool> {
+        let p = once(&self.verifier, || {
+            ParsedPublicKey::new(&signature::ED25519, point()).ok()
+        })?;
+        Some(p.verify_sig(msg, sig).is_ok())
     }
 }
 
