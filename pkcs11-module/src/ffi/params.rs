@@ -392,6 +392,36 @@ mod tests {
     }
 
     #[test]
+    fn eddsa() {
+        let mut ctx = *b"context";
+        // Zeroed first: the padding after phFlag is initialised when the
+        // test copies the structure's bytes.
+        // SAFETY: all-zero bytes are a CK_EDDSA_PARAMS (integers, NULL pointer).
+        let mut e: CK_EDDSA_PARAMS = unsafe { std::mem::zeroed() };
+        e.phFlag = CK_TRUE;
+        e.ulContextDataLen = 7;
+        e.pContextData = ctx.as_mut_ptr();
+        assert_eq!(
+            decode(CKM_EDDSA, &e),
+            Ok(Param::Eddsa {
+                prehash: true,
+                context: ctx.to_vec(),
+            })
+        );
+        e.phFlag = CK_FALSE;
+        e.ulContextDataLen = 0;
+        e.pContextData = std::ptr::null_mut();
+        assert_eq!(
+            decode(CKM_EDDSA, &e),
+            Ok(Param::Eddsa {
+                prehash: false,
+                context: Vec::new(),
+            })
+        );
+        refuses_other_lengths(CKM_EDDSA, &e, &[]);
+    }
+
+    #[test]
     fn hkdf_both_mechanisms() {
         let (mut salt, mut info) = (*b"salt", *b"context");
         // Zeroed first, so the padding after the two flags is initialised

@@ -500,4 +500,37 @@ mod tests {
             Some(Error::MechanismParamInvalid)
         );
     }
+
+    #[test]
+    fn p521_and_ed25519_agree_with_rustcrypto() {
+        use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+        let k = p521::ecdsa::SigningKey::try_generate_from_rng(&mut SysRng).unwrap();
+        let point = k.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        let parts = || (Zeroizing::new(k.to_bytes().to_vec()), point.clone());
+        let (fp, fq) = (EcPrivate::default(), EcPublic::default());
+        // The field-width value of a SHA-512 hash: two zero bytes, 64 bytes.
+        let h = sha2::Sha512::digest(b"message");
+        let z = [&[0u8, 0][..], &h].concat();
+        let sig = fp.sign(66, parts, &z).unwrap().unwrap();
+        let s = p521::ecdsa::Signature::from_slice(&sig).unwrap();
+        k.verifying_key().verify_prehash(&h, &s).unwrap();
+        let theirs: p521::ecdsa::Signature = k.sign_prehash(&h).unwrap();
+        assert_eq!(
+            fq.verify(66, || point.clone(), &z, &theirs.to_bytes()),
+            Some(true)
+        );
+        assert_eq!(fq.verify(66, || point.clone(), &z, &sig[..]), Some(true));
+        // A value of 521 bits is no SHA-512 digest: declined.
+        let mut wide = z.clone();
+        wide[0] = 1;
+        assert_eq!(fq.verify(66, || point.clone(), &wide, &sig[..]), None);
+        // Ed25519: AWS-LC verifies what ed25519-dalek signs.
+        use ed25519_dalek::Signer;
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let sig = ed.sign(b"message").to_bytes();
+        let ep = EdPublic::default();
+        let public = || ed.verifying_key().to_bytes();
+        assert_eq!(ep.verify(public, b"message", &sig), Some(true));
+        assert_eq!(ep.verify(public, b"messagf", &sig), Some(false));
+    }
 }
