@@ -45,7 +45,11 @@ impl Curve {
             P256_PARAMS => Ok(Curve::P256),
             P384_PARAMS => Ok(Curve::P384),
             P521_PARAMS => Ok(Curve::P521),
-            [0x06, len, rest @ ..] if *len as usize == rest.len() => Err(Error::CurveNotSupported),
+            // Another named curve: by OID, or by PrintableString (v3.0's
+            // curveName, as Edwards curves are named).
+            [0x06 | 0x13, len, rest @ ..] if *len as usize == rest.len() => {
+                Err(Error::CurveNotSupported)
+            }
             _ => Err(Error::DomainParamsInvalid),
         }
     }

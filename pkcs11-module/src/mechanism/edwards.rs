@@ -382,7 +382,7 @@ enum EdKey {
 /// context (Ed25519ph).
 enum Input {
     Pure(Vec<u8>),
-    Prehash(sha2::Sha512, Vec<u8>),
+    Prehash(Box<sha2::Sha512>, Vec<u8>),
 }
 
 struct Eddsa {
@@ -411,7 +411,7 @@ impl SignOp for Eddsa {
         let sig = crate::secret::scope(|| match &self.input {
             Input::Pure(m) => Ok(k.0.sign(m)),
             Input::Prehash(h, ctx) => {
-                k.0.sign_prehashed(h.clone(), Some(ctx))
+                k.0.sign_prehashed(*h.clone(), Some(ctx))
                     .map_err(|_| Error::FunctionFailed)
             }
         })?;
@@ -437,7 +437,7 @@ impl SignOp for Eddsa {
                     k.key.verify(m, &sig).is_ok()
                 }
             },
-            Input::Prehash(h, ctx) => k.key.verify_prehashed(h.clone(), Some(ctx), &sig).is_ok(),
+            Input::Prehash(h, ctx) => k.key.verify_prehashed(*h.clone(), Some(ctx), &sig).is_ok(),
         };
         if ok {
             Ok(())
@@ -459,7 +459,7 @@ pub fn eddsa(param: &Param, key: &Object, verify: bool) -> Result<Box<dyn SignOp
         Param::Eddsa {
             prehash: true,
             context,
-        } if context.len() <= 255 => Input::Prehash(sha2::Sha512::new(), context.clone()),
+        } if context.len() <= 255 => Input::Prehash(Box::new(sha2::Sha512::new()), context.clone()),
         _ => return Err(Error::MechanismParamInvalid),
     };
     let key = if verify {
@@ -520,10 +520,13 @@ mod tests {
         op.verify(sig)
     }
 
+    /// Seed, public key, message, signature.
+    type Rfc8032Case = (&'static [u8], &'static [u8], &'static [u8], &'static [u8]);
+
     /// RFC 8032 §7.1 TEST 1, 2 and 3 (Ed25519) and §7.3 (Ed25519ph "abc").
     #[test]
     fn rfc8032_vectors() {
-        let cases: [(&[u8], &[u8], &[u8], &[u8]); 3] = [
+        let cases: [Rfc8032Case; 3] = [
             (
                 &hex!("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"),
                 &hex!("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"),
