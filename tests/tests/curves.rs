@@ -942,3 +942,118 @@ fn pkcs11_tool_generates_ed25519_and_p521_keys() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// the ferrohsm tool
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ferrohsm_import_takes_p521_and_ed25519_pkcs8() {
+    use ferrohsm_tests::tool;
+    let env = TestEnv::new();
+    tool::init(&env, "cli-curves", &[]);
+    let msg = b"imported by ferrohsm import".to_vec();
+    let msg_path = write(&env, "msg.bin", &msg);
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "p521",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+            "P-521",
+        ),
+        ("ed", &["-algorithm", "ed25519"], "Ed25519"),
+    ];
+    let mut pems = Vec::new();
+    for (label, alg, _) in cases {
+        let key = s(&path(&env, &format!("{label}.pem")));
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(alg);
+        args.extend_from_slice(&["-out", &key]);
+        openssl_ok(&args);
+        tool::ok(
+            &env,
+            &[
+                "import",
+                "--token",
+                "cli-curves",
+                "--label",
+                label,
+                "--pin-env",
+                "T_PIN",
+                &key,
+            ],
+        );
+        // export-public gives the key OpenSSL made.
+        let got = tool::ok(
+            &env,
+            &["export-public", "--token", "cli-curves", "--label", label],
+        )
+        .stdout;
+        let want = openssl_ok(&["pkey", "-in", &key, "-pubout"]);
+        assert_eq!(got, want, "{label}: export-public");
+        pems.push(write(&env, &format!("{label}.pub.pem"), got.as_bytes()));
+    }
+    let r = tool::ok(
+        &env,
+        &[
+            "objects",
+            "--token",
+            "cli-curves",
+            "--pin-env",
+            "T_PIN",
+            "--json",
+        ],
+    );
+    let objs: serde_json::Value = serde_json::from_str(&r.stdout).expect("objects --json");
+    for (label, _, size) in cases {
+        let of_label: Vec<_> = objs
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter(|o| o["label"] == label)
+            .collect();
+        assert_eq!(of_label.len(), 2, "{label}: a private and a public key");
+        assert!(of_label.iter().all(|o| o["size"] == size), "{of_label:?}");
+    }
+
+    // The imported private keys sign in the token; OpenSSL verifies.
+    let m = RawModule::init();
+    let slot = m
+        .slot_list()
+        .into_iter()
+        .find(|&s| m.token_info(s).label.starts_with(b"cli-curves"))
+        .expect("the token ferrohsm made");
+    let t = Tok::login(m, slot);
+    for ((label, _, _), pem) in cases.iter().zip(&pems) {
+        let found = ok(
+            t.find(vec![
+                u(CKA_CLASS, CKO_PRIVATE_KEY),
+                by(CKA_LABEL, label.as_bytes()),
+            ]),
+            "C_FindObjects",
+        );
+        assert_eq!(found.len(), 1, "{label}");
+        let sig_path = s(&path(&env, &format!("{label}.sig")));
+        if *label == "ed" {
+            let sig = ok(t.sign(CKM_EDDSA, found[0], &msg), "C_Sign CKM_EDDSA");
+            std::fs::write(&sig_path, sig).unwrap();
+            let out = openssl_ok(&[
+                "pkeyutl", "-verify", "-pubin", "-inkey", pem, "-rawin", "-in", &msg_path,
+                "-sigfile", &sig_path,
+            ]);
+            assert!(out.contains("Signature Verified Successfully"), "{out}");
+        } else {
+            let sig = ok(t.sign(CKM_ECDSA_SHA512, found[0], &msg), "C_Sign");
+            std::fs::write(&sig_path, der_sig(&sig)).unwrap();
+            let out = openssl_ok(&[
+                "dgst",
+                "-sha512",
+                "-verify",
+                pem,
+                "-signature",
+                &sig_path,
+                &msg_path,
+            ]);
+            assert!(out.contains("Verified OK"), "{out}");
+        }
+    }
+}

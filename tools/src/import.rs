@@ -14,6 +14,10 @@ use zeroize::Zeroizing;
 pub const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the namedCurve OID secp384r1 (1.3.132.0.34): `CKA_EC_PARAMS`.
 pub const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the namedCurve OID secp521r1 (1.3.132.0.35): `CKA_EC_PARAMS`.
+pub const P521_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+/// DER of the OID id-Ed25519 (1.3.101.112, RFC 8410): `CKA_EC_PARAMS`.
+pub const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// What a file held, in PKCS#11 terms.
 pub enum Material {
@@ -29,13 +33,22 @@ pub enum Material {
         /// The public key as SubjectPublicKeyInfo DER.
         spki: Vec<u8>,
     },
-    /// An EC private key on P-256 or P-384.
+    /// An EC private key on P-256, P-384 or P-521.
     Ec {
         /// `CKA_EC_PARAMS`: the DER curve OID.
         params: &'static [u8],
         /// `CKA_VALUE`: the private scalar.
         scalar: Zeroizing<Vec<u8>>,
         /// `CKA_EC_POINT`: the public point as a DER OCTET STRING.
+        point: Vec<u8>,
+        /// The public key as SubjectPublicKeyInfo DER.
+        spki: Vec<u8>,
+    },
+    /// An Ed25519 private key (`CKK_EC_EDWARDS`).
+    Ed25519 {
+        /// `CKA_VALUE`: the 32-byte RFC 8032 seed.
+        seed: Zeroizing<Vec<u8>>,
+        /// `CKA_EC_POINT`: the public key as a DER OCTET STRING.
         point: Vec<u8>,
         /// The public key as SubjectPublicKeyInfo DER.
         spki: Vec<u8>,
@@ -57,7 +70,9 @@ impl Material {
         match self {
             Material::Rsa { .. } => "RSA private key",
             Material::Ec { params, .. } if *params == P256_OID => "EC P-256 private key",
-            Material::Ec { .. } => "EC P-384 private key",
+            Material::Ec { params, .. } if *params == P384_OID => "EC P-384 private key",
+            Material::Ec { .. } => "EC P-521 private key",
+            Material::Ed25519 { .. } => "Ed25519 private key",
             Material::Cert { .. } => "X.509 certificate",
             Material::Aes(_) => "AES key",
         }
@@ -69,6 +84,7 @@ impl Material {
         match self {
             Material::Rsa { spki, .. }
             | Material::Ec { spki, .. }
+            | Material::Ed25519 { spki, .. }
             | Material::Cert { spki, .. } => key_id(spki),
             Material::Aes(_) => None,
         }
@@ -161,6 +177,47 @@ fn p384_material(k: &p384::SecretKey) -> Result<Material, String> {
     )
 }
 
+fn p521_material(k: &p521::SecretKey) -> Result<Material, String> {
+    ec_material(
+        P521_OID,
+        k.to_bytes().to_vec(),
+        k.public_key().to_public_key_der(),
+    )
+}
+
+/// An RFC 8410 Ed25519 PKCS#8 key: the seed inside its OCTET STRING, the
+/// public key computed from it (and checked against a v2 key's own).
+fn ed25519_material(info: &rsa::pkcs8::PrivateKeyInfoRef<'_>) -> Result<Material, String> {
+    let inner = info.private_key.as_bytes();
+    let seed: [u8; 32] = match inner {
+        [0x04, 0x20, rest @ ..] => rest.try_into().ok(),
+        _ => None,
+    }
+    .ok_or("bad Ed25519 private key: not a 32-byte CurvePrivateKey")?;
+    let seed = Zeroizing::new(seed);
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    if info
+        .public_key
+        .is_some_and(|p| p.raw_bytes() != public.as_slice())
+    {
+        return Err("bad Ed25519 private key: its public key does not match".into());
+    }
+    let spki = [
+        &[0x30, 0x2a, 0x30, 0x05][..],
+        ED25519_OID,
+        &[0x03, 0x21, 0x00],
+        &public,
+    ]
+    .concat();
+    Ok(Material::Ed25519 {
+        seed: Zeroizing::new(seed.to_vec()),
+        point: [&[0x04, 0x20][..], &public].concat(),
+        spki,
+    })
+}
+
 fn cert_material(der: &[u8]) -> Result<Material, String> {
     let cert =
         x509_cert::Certificate::from_der(der).map_err(|e| format!("bad certificate: {e}"))?;
@@ -186,9 +243,13 @@ fn pkcs8(der: &[u8]) -> Result<Material, String> {
     if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
         return p384_material(&k);
     }
+    if let Ok(k) = p521::SecretKey::from_pkcs8_der(der) {
+        return p521_material(&k);
+    }
     match rsa::pkcs8::PrivateKeyInfoRef::from_der(der) {
+        Ok(info) if info.algorithm.oid.as_bytes() == &ED25519_OID[2..] => ed25519_material(&info),
         Ok(info) => Err(format!(
-            "unsupported private key algorithm {} (RSA and EC P-256/P-384 only){}",
+            "unsupported private key algorithm {} (RSA, EC P-256/P-384/P-521 and Ed25519 only){}",
             info.algorithm.oid,
             info.algorithm
                 .parameters
@@ -207,7 +268,10 @@ fn sec1(der: &[u8]) -> Result<Material, String> {
     if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
         return p384_material(&k);
     }
-    Err("bad or unsupported SEC1 EC private key (P-256 and P-384 only)".into())
+    if let Ok(k) = p521::SecretKey::from_sec1_der(der) {
+        return p521_material(&k);
+    }
+    Err("bad or unsupported SEC1 EC private key (P-256, P-384 and P-521 only)".into())
 }
 
 /// A PKCS#1 `RSAPrivateKey`.
@@ -310,6 +374,65 @@ mod tests {
 
     fn p256_key() -> p256::SecretKey {
         p256::SecretKey::from_bytes(&[7u8; 32].into()).unwrap()
+    }
+
+    #[test]
+    fn p521_and_ed25519_pkcs8() {
+        let mut d = [0x42u8; 66];
+        d[0] = 1;
+        let k = p521::SecretKey::from_slice(&d).unwrap();
+        let pk8 = k.to_pkcs8_der().unwrap();
+        let sec1 = k.to_sec1_der().unwrap();
+        for bytes in [pk8.as_bytes().to_vec(), sec1.to_vec()] {
+            let m = parse(&bytes, false).unwrap();
+            assert_eq!(m.kind(), "EC P-521 private key");
+            match m {
+                Material::Ec {
+                    params,
+                    scalar,
+                    point,
+                    ..
+                } => {
+                    assert_eq!(params, P521_OID);
+                    assert_eq!(&scalar[..], &d);
+                    // OCTET STRING, long-form length, uncompressed point.
+                    assert_eq!(point[..4], [0x04, 0x81, 0x85, 0x04]);
+                }
+                _ => panic!("not an EC key"),
+            }
+        }
+        // `openssl genpkey -algorithm ed25519` of RFC 8032 TEST 1's seed.
+        let seed = hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+        let public = hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+        let der = [hex("302e020100300506032b657004220420"), seed.clone()].concat();
+        let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &der).unwrap();
+        for bytes in [der.clone(), pem.into_bytes()] {
+            let m = parse(&bytes, false).unwrap();
+            assert_eq!(m.kind(), "Ed25519 private key");
+            assert_eq!(
+                m.default_id(),
+                Some(Sha1::digest(&public).to_vec()),
+                "key id: SHA-1 of the public key"
+            );
+            match m {
+                Material::Ed25519 { seed: s, point, .. } => {
+                    assert_eq!(&s[..], &seed[..]);
+                    assert_eq!(point, [&[0x04, 0x20][..], &public].concat());
+                }
+                _ => panic!("not an Ed25519 key"),
+            }
+        }
+        // X25519 is not imported (yet): named in the message.
+        let x = [hex("302e020100300506032b656e04220420"), seed].concat();
+        let e = parse(&x, false).err().unwrap();
+        assert!(e.contains("1.3.101.110"), "{e}");
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
