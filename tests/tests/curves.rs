@@ -6,7 +6,8 @@
 //!   with `openssl pkeyutl -verify -rawin` against the SubjectPublicKeyInfo
 //!   built from `CKA_EC_POINT` (and equal to `CKA_PUBLIC_KEY_INFO`); a key
 //!   imported from `openssl genpkey` (PKCS#8 unwrap, and `C_CreateObject` of
-//!   the seed) signs byte for byte as OpenSSL does; Ed25519ph in the token.
+//!   the seed) signs byte for byte as OpenSSL does; Ed25519ph and Ed25519ctx
+//!   in the token (RFC 8032 §7.2's vector through the module).
 //! * P-521 (`CKM_EC_KEY_PAIR_GEN`, `CKM_ECDSA_SHA512`, `CKM_ECDSA` over an
 //!   80-byte input, which the spec truncates to its leftmost 521 bits):
 //!   `openssl dgst -sha512 -verify` and `openssl pkeyutl -verify` accept the
@@ -33,7 +34,7 @@ use ferrohsm_tests::child::{find_in_path, init_token_args, pkcs11_tool, run_capt
 use ferrohsm_tests::mech::Mech;
 use ferrohsm_tests::raw::{RawModule, b, by, check, ok, u};
 use ferrohsm_tests::tok::{H, Template, Tok};
-use ferrohsm_tests::{TestEnv, USER_PIN, to_hex};
+use ferrohsm_tests::{TestEnv, USER_PIN, from_hex, to_hex};
 
 /// `CKA_EC_PARAMS` naming Ed25519 by OID (1.3.101.112).
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
@@ -347,9 +348,10 @@ fn ed25519_signatures_verify_with_openssl() {
                 "C_Verify of a damaged signature",
             );
 
-            // CK_EDDSA_PARAMS: phFlag FALSE without context is Ed25519;
-            // phFlag TRUE is Ed25519ph (verified in the token: OpenSSL 3.0's
-            // command line has no Ed25519ph); Ed25519ctx is refused.
+            // CK_EDDSA_PARAMS: phFlag FALSE without context is Ed25519,
+            // with one Ed25519ctx; phFlag TRUE is Ed25519ph (verified in the
+            // token: OpenSSL 3.0's command line has neither; RFC 8032 vectors
+            // below).
             let mut p = eddsa_params();
             let mut none = [];
             let plain = ok(
@@ -373,10 +375,20 @@ fn ed25519_signatures_verify_with_openssl() {
                 CKR_SIGNATURE_INVALID,
                 "Ed25519ph signature as Ed25519",
             );
+            let with_ctx = ok(
+                t.sign(&mut eddsa(&mut p, &mut ctx, false), private, &msg),
+                "C_Sign Ed25519ctx",
+            );
+            assert!(with_ctx != sig && with_ctx != ph, "{name}: Ed25519ctx");
             check(
-                t.sign_init(&mut eddsa(&mut p, &mut ctx, false), private),
-                CKR_MECHANISM_PARAM_INVALID,
-                "Ed25519ctx",
+                t.verify(&mut eddsa(&mut p, &mut ctx, false), public, &msg, &with_ctx),
+                CKR_OK,
+                "C_Verify Ed25519ctx",
+            );
+            check(
+                t.verify(&mut eddsa(&mut p, &mut ctx, true), public, &msg, &with_ctx),
+                CKR_SIGNATURE_INVALID,
+                "Ed25519ctx signature as Ed25519ph",
             );
         }
     }
@@ -469,6 +481,36 @@ fn ed25519_keys_from_openssl_sign_as_openssl_does() {
             "C_Verify of OpenSSL's signature",
         );
     }
+    // RFC 8032 §7.2 (Ed25519ctx, context "foo") through the module.
+    let rfc = ok(
+        t.create(vec![
+            u(CKA_CLASS, CKO_PRIVATE_KEY),
+            u(CKA_KEY_TYPE, CKK_EC_EDWARDS),
+            by(CKA_EC_PARAMS, ED25519_NAME),
+            by(
+                CKA_VALUE,
+                &from_hex("0305334e381af78f141cb666f6199f57bc3495335a256a95bd2a55bf546663f6"),
+            ),
+            b(CKA_TOKEN, false),
+            b(CKA_SIGN, true),
+        ]),
+        "C_CreateObject RFC 8032 7.2 key",
+    );
+    let mut p = eddsa_params();
+    let mut foo = *b"foo";
+    let sig = ok(
+        t.sign(
+            &mut eddsa(&mut p, &mut foo, false),
+            rfc,
+            &from_hex("f726936d19c800494e3fdaff20b276a8"),
+        ),
+        "C_Sign Ed25519ctx",
+    );
+    assert_eq!(
+        to_hex(&sig),
+        "55a4cc2f70a54e04288c5f4cd1e45a7bb520b36292911876cada7323198dd87a\
+         8b36950b95130022907a7fb7c4e9b2d5f6cca685a587b4b21f4b888e4e7edb0d"
+    );
     // A point off the curve is refused.
     let mut off = raw_pub.to_vec();
     let bad = (0u8..=255)

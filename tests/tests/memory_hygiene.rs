@@ -178,8 +178,14 @@ fn work() -> (Pkcs11, Session) {
     let eddsa = Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
         cryptoki::mechanism::eddsa::EddsaSignatureScheme::Ed25519,
     ));
+    // Ed25519ctx is signed by the module's own code on the expanded key.
+    let eddsa_ctx = Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+        cryptoki::mechanism::eddsa::EddsaSignatureScheme::Ed25519ctx(b"context"),
+    ));
     for i in 0..5u8 {
         s.sign(&eddsa, ed, &[i; 100]).expect("C_Sign EdDSA");
+        s.sign(&eddsa_ctx, ed, &[i; 100])
+            .expect("C_Sign Ed25519ctx");
     }
     let mut private = readable(X25519);
     private.push(Attribute::Derive(true));

@@ -12,10 +12,12 @@
 //! scalar. PKCS#8 and SubjectPublicKeyInfo follow RFC 8410.
 //!
 //! `CKM_EDDSA` without a parameter, or with `CK_EDDSA_PARAMS` whose `phFlag`
-//! is FALSE and context empty, is Ed25519; `phFlag` TRUE is Ed25519ph
-//! (SHA-512 of the message, with the context). Ed25519ctx (`phFlag` FALSE
-//! with a context) is `CKR_MECHANISM_PARAM_INVALID`: `ed25519-dalek` signs
-//! with `dom2` only for the prehashed variant.
+//! is FALSE and context empty, is Ed25519; `phFlag` FALSE with a context is
+//! Ed25519ctx; `phFlag` TRUE is Ed25519ph (SHA-512 of the message, with the
+//! context). `ed25519-dalek` offers `dom2` only for the prehashed variant:
+//! Ed25519ctx is RFC 8032 §5.1 written here on its expanded key and
+//! `curve25519-dalek`'s scalar and point arithmetic (`ctx_sign`,
+//! `ctx_verify`), checked against the RFC's §7.2 vectors.
 //!
 //! Private-key operations (signing, X25519, key generation) run here on the
 //! pure-Rust crates in every build; AWS-LC (`mechanism::backend`) verifies
@@ -378,11 +380,67 @@ enum EdKey {
     Verify(Arc<EdPublic>),
 }
 
-/// What `CKM_EDDSA` signs: the message (Ed25519), or its SHA-512 with a
-/// context (Ed25519ph).
+/// What `CKM_EDDSA` signs: the message (Ed25519), the message with a
+/// context (Ed25519ctx), or its SHA-512 with a context (Ed25519ph).
 enum Input {
     Pure(Vec<u8>),
+    Context(Vec<u8>, Vec<u8>),
     Prehash(Box<sha2::Sha512>, Vec<u8>),
+}
+
+/// RFC 8032's `dom2(0, context)` prefix of Ed25519ctx's hashes.
+fn dom2(context: &[u8]) -> sha2::Sha512 {
+    let mut h = sha2::Sha512::new();
+    h.update(b"SigEd25519 no Ed25519 collisions");
+    h.update([0, context.len() as u8]);
+    h.update(context);
+    h
+}
+
+/// `SHA-512(dom2 || parts…)` as a scalar.
+fn ctx_scalar(context: &[u8], parts: &[&[u8]]) -> curve25519_dalek::Scalar {
+    let mut h = dom2(context);
+    parts.iter().for_each(|p| h.update(p));
+    let wide = Zeroizing::new(<[u8; 64]>::from(h.finalize()));
+    curve25519_dalek::Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+/// Ed25519ctx signature (RFC 8032 §5.1.6 with `dom2(0, context)`; the
+/// context is 1 to 255 bytes): `r = H(dom2 || prefix || M)`, `R = rB`,
+/// `k = H(dom2 || R || A || M)`, `S = r + k·s`.
+fn ctx_sign(key: &ed25519_dalek::SigningKey, context: &[u8], msg: &[u8]) -> [u8; SIG_LEN] {
+    use zeroize::Zeroize;
+    let esk = ed25519_dalek::hazmat::ExpandedSecretKey::from(key.as_bytes());
+    let mut r = ctx_scalar(context, &[&esk.hash_prefix, msg]);
+    let big_r = curve25519_dalek::EdwardsPoint::mul_base(&r).compress();
+    let a = key.verifying_key();
+    let k = ctx_scalar(context, &[big_r.as_bytes(), a.as_bytes(), msg]);
+    let s = k * esk.scalar + r;
+    r.zeroize();
+    let mut sig = [0u8; SIG_LEN];
+    sig[..32].copy_from_slice(big_r.as_bytes());
+    sig[32..].copy_from_slice(s.as_bytes());
+    sig
+}
+
+/// Ed25519ctx verification as `ed25519-dalek` verifies Ed25519: `S`
+/// canonical, `R == [S]B - [k]A` compared as encodings (cofactorless).
+fn ctx_verify(key: &ed25519_dalek::VerifyingKey, context: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    let (Ok(big_r), Ok(s)) = (
+        <[u8; 32]>::try_from(&sig[..32]),
+        <[u8; 32]>::try_from(&sig[32..]),
+    ) else {
+        return false;
+    };
+    let Some(s) = Option::from(curve25519_dalek::Scalar::from_canonical_bytes(s)) else {
+        return false;
+    };
+    let k = ctx_scalar(context, &[&big_r, key.as_bytes(), msg]);
+    let minus_a = -key.to_edwards();
+    curve25519_dalek::EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &minus_a, &s)
+        .compress()
+        .to_bytes()
+        == big_r
 }
 
 struct Eddsa {
@@ -397,7 +455,7 @@ impl SignOp for Eddsa {
 
     fn update(&mut self, data: &[u8]) -> Result<()> {
         match &mut self.input {
-            Input::Pure(m) => m.extend_from_slice(data),
+            Input::Pure(m) | Input::Context(m, _) => m.extend_from_slice(data),
             Input::Prehash(h, _) => h.update(data),
         }
         Ok(())
@@ -410,6 +468,9 @@ impl SignOp for Eddsa {
         // The expanded secret and nonce: key region, stack scrubbed after.
         let sig = crate::secret::scope(|| match &self.input {
             Input::Pure(m) => Ok(k.0.sign(m)),
+            Input::Context(m, ctx) => Ok(ed25519_dalek::Signature::from_bytes(&ctx_sign(
+                &k.0, ctx, m,
+            ))),
             Input::Prehash(h, ctx) => {
                 k.0.sign_prehashed(*h.clone(), Some(ctx))
                     .map_err(|_| Error::FunctionFailed)
@@ -437,6 +498,7 @@ impl SignOp for Eddsa {
                     k.key.verify(m, &sig).is_ok()
                 }
             },
+            Input::Context(m, ctx) => ctx_verify(&k.key, ctx, m, signature),
             Input::Prehash(h, ctx) => k.key.verify_prehashed(*h.clone(), Some(ctx), &sig).is_ok(),
         };
         if ok {
@@ -456,6 +518,10 @@ pub fn eddsa(param: &Param, key: &Object, verify: bool) -> Result<Box<dyn SignOp
             prehash: false,
             context,
         } if context.is_empty() => Input::Pure(Vec::new()),
+        Param::Eddsa {
+            prehash: false,
+            context,
+        } if context.len() <= 255 => Input::Context(Vec::new(), context.clone()),
         Param::Eddsa {
             prehash: true,
             context,
@@ -604,11 +670,11 @@ mod tests {
         let with_ctx = sign(&ctx, &private, b"abc");
         assert_ne!(with_ctx, want);
         verify(&ctx, &public, b"abc", &with_ctx).unwrap();
-        // Ed25519ctx and overlong contexts are refused.
+        // Overlong contexts are refused.
         for p in [
             Param::Eddsa {
                 prehash: false,
-                context: b"foo".to_vec(),
+                context: vec![0; 256],
             },
             Param::Eddsa {
                 prehash: true,
@@ -628,6 +694,66 @@ mod tests {
         };
         let sig = sign(&plain, &private, b"abc");
         verify(&Param::None, &public, b"abc", &sig).unwrap();
+    }
+
+    /// RFC 8032 §7.2: Ed25519ctx with the contexts "foo" and "bar".
+    #[test]
+    fn rfc8032_ed25519ctx_vectors() {
+        let (private, public) = ed_pair(
+            &hex!("0305334e381af78f141cb666f6199f57bc3495335a256a95bd2a55bf546663f6"),
+            &hex!("dfc9425e4f968f7f0c29f0259cf5f9aed6851c2bb4ad8bfb860cfee0ab248292"),
+            ED25519_OID,
+        );
+        let msg = hex!("f726936d19c800494e3fdaff20b276a8");
+        let ctx = |c: &[u8]| Param::Eddsa {
+            prehash: false,
+            context: c.to_vec(),
+        };
+        for (c, want) in [
+            (
+                &b"foo"[..],
+                hex!(
+                    "55a4cc2f70a54e04288c5f4cd1e45a7bb520b36292911876cada7323198dd87a"
+                    "8b36950b95130022907a7fb7c4e9b2d5f6cca685a587b4b21f4b888e4e7edb0d"
+                ),
+            ),
+            (
+                b"bar",
+                hex!(
+                    "fc60d5872fc46b3aa69f8b5b4351d5808f92bcc044606db097abab6dbcb1aee3"
+                    "216c48e8b3b66431b5b186d1d28f8ee15a5ca2df6668346291c2043d4eb3e90d"
+                ),
+            ),
+        ] {
+            assert_eq!(sign(&ctx(c), &private, &msg), want);
+            verify(&ctx(c), &public, &msg, &want).unwrap();
+            // Another context, the plain scheme, a changed message or S >= l: no.
+            assert_eq!(
+                verify(&ctx(b"baz"), &public, &msg, &want),
+                Err(Error::SignatureInvalid)
+            );
+            assert_eq!(
+                verify(&Param::None, &public, &msg, &want),
+                Err(Error::SignatureInvalid)
+            );
+            assert_eq!(
+                verify(&ctx(c), &public, &msg[1..], &want),
+                Err(Error::SignatureInvalid)
+            );
+            let mut high = want;
+            high[63] |= 0xf0;
+            assert_eq!(
+                verify(&ctx(c), &public, &msg, &high),
+                Err(Error::SignatureInvalid)
+            );
+        }
+        // A 255-byte context works; multi-part input is the same message.
+        let long = ctx(&[7; 255]);
+        let sig = sign(&long, &private, b"message");
+        let mut op = eddsa(&long, &public, true).unwrap();
+        op.update(b"mess").unwrap();
+        op.update(b"age").unwrap();
+        op.verify(&sig).unwrap();
     }
 
     /// RFC 7748 §6.1: Alice's and Bob's keys and their shared secret.
