@@ -25,9 +25,11 @@
 //!
 //! Ed448 and X448 are not offered: the only Rust implementations are
 //! RustCrypto's `ed448-goldilocks` 0.14.0-pre.15 and `x448` 0.14.0-pre.12,
-//! prereleases (they fit the tree without duplicate crates, but no release
-//! of them exists yet to pin), and aws-lc-rs exposes neither curve. A key
-//! naming curve448 gets `CKR_CURVE_NOT_SUPPORTED`.
+//! prereleases with no stable release to pin (they do fit the tree without
+//! duplicate crates, and cover Ed448, Ed448ph and X448), and aws-lc-rs
+//! exposes neither curve. A key naming curve448 (`edwards448`, `curve448`,
+//! 1.3.101.113, 1.3.101.111) gets `CKR_CURVE_NOT_SUPPORTED`. Adding them
+//! later is a `Family`-sized change here: 57/56-byte keys, `dom4` contexts.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
