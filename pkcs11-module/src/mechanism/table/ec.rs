@@ -37,8 +37,9 @@ pub(super) static ROWS: &[Mechanism] = &[
         )
     },
     ec_row(CKM_ECDSA, "CKM_ECDSA", |p, k, v| ec::ecdsa(p, k, v, None)),
+    // X25519 keys (255 bits) derive too.
     Mechanism {
-        min_key: 256,
+        min_key: 255,
         max_key: 521,
         key_types: ECDH_KEYS,
         param: ParamShape::Ecdh,
