@@ -855,6 +855,11 @@ fn curve_errors_and_mechanism_info() {
     ] {
         assert_eq!(info(ty).ulMaxKeySize, 521, "{ty:#x}");
     }
+    assert_eq!(
+        info(CKM_ECDH1_DERIVE).ulMinKeySize,
+        255,
+        "X25519 keys derive"
+    );
     for (ty, flag) in [
         (CKM_EC_EDWARDS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR),
         (CKM_EDDSA, CKF_SIGN | CKF_VERIFY),
