@@ -1,5 +1,5 @@
 //! The `key_files` fuzz target's body: `ferrohsm import`'s file parser
-//! (`tools/src/import.rs`: PEM or DER PKCS#8, PKCS#1 and SEC1 private keys,
+//! (`tools/src/import.rs`: PEM or DER PKCS#8 (RSA, EC, Ed25519), PKCS#1 and SEC1 private keys,
 //! X.509 certificates, raw AES keys) and its SubjectPublicKeyInfo reader.
 //! Included with `#[path]` next to `mod import` by the libFuzzer target and
 //! by the tool's replay test (`tools/src/fuzz_replay.rs`).
@@ -40,20 +40,36 @@ pub fn key_files(data: &[u8]) {
                     "RSA SPKI does not parse back"
                 );
             }
+            Material::Ed25519 { seed, point, spki } => {
+                assert_eq!(seed.len(), 32, "Ed25519 seed of the wrong size");
+                assert_eq!(point.len(), 34, "Ed25519 point of the wrong size");
+                assert!(
+                    import::key_id(spki).is_some(),
+                    "Ed25519 SPKI does not parse back"
+                );
+            }
             Material::Ec {
                 params,
                 scalar,
                 point,
                 spki,
             } => {
-                let size = if *params == import::P256_OID {
-                    32
-                } else {
-                    assert_eq!(*params, import::P384_OID, "EC key on another curve");
-                    48
+                let size = match *params {
+                    p if p == import::P256_OID => 32,
+                    p if p == import::P384_OID => 48,
+                    p => {
+                        assert_eq!(p, import::P521_OID, "EC key on another curve");
+                        66
+                    }
                 };
                 assert_eq!(scalar.len(), size, "EC scalar of the wrong size");
-                assert_eq!(point.len(), 2 + 1 + 2 * size, "EC point of the wrong size");
+                // DER OCTET STRING: a long-form length for P-521's 133 bytes.
+                let header = if size == 66 { 3 } else { 2 };
+                assert_eq!(
+                    point.len(),
+                    header + 1 + 2 * size,
+                    "EC point of the wrong size"
+                );
                 assert!(
                     import::key_id(spki).is_some(),
                     "EC SPKI does not parse back"

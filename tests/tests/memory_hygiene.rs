@@ -4,8 +4,8 @@
 //!
 //! A child process (this binary in a role) loads the module, makes keys on a
 //! `spec` token (so the parent can read their values back afterwards) and uses
-//! them on a worker thread: an RSA-2048 key pair and an EC P-256 key pair for
-//! signatures, then an AES-256 key generated in the token and an AES-128 key
+//! them on a worker thread: an RSA-2048 key pair, an EC P-256 key pair and an
+//! Ed25519 key pair for signatures, an X25519 key pair for one ECDH, then an AES-256 key generated in the token and an AES-128 key
 //! imported with a random value (the child wipes its own copy), both used for
 //! AES-GCM. The worker then waits, blocked right after its last key operation
 //! (the AES keys' first use, which builds their schedules), so its stack and
@@ -25,7 +25,9 @@
 //! for each key, for every round key of each AES key schedule and its GCM hash
 //! key H, for the RSA private exponent and CRT components and the EC private
 //! scalar (in both byte orders: big-endian as stored, little-endian as
-//! big-integer limbs hold them) and for the storage key. A test prints why it
+//! big-integer limbs hold them), for the Ed25519 seed and the nonce prefix
+//! its SHA-512 expands to, for the X25519 scalar as stored and as clamped for
+//! use, and for the storage key. A test prints why it
 //! skips when `gdb` is missing or the kernel writes no core here.
 //!
 //! Without the stack scrubbing of `secret::scope`/`secret::scrubbed` the
@@ -56,6 +58,11 @@ const GENERATED: &[u8] = b"aes256-generated";
 const IMPORTED: &[u8] = b"aes128-imported";
 const EC: &[u8] = b"p256";
 const RSA: &[u8] = b"rsa2048";
+const ED25519: &[u8] = b"ed25519";
+const X25519: &[u8] = b"x25519";
+/// `CKA_EC_PARAMS` of Ed25519 and X25519 (RFC 8410 OIDs).
+const ED25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+const X25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x6e];
 /// `gcore` of a debug test binary loads its symbols first: allow for it.
 const DUMP_TIMEOUT: Duration = Duration::from_secs(300);
 const CHILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -154,6 +161,59 @@ fn work() -> (Pkcs11, Session) {
         s.sign(&Mechanism::Ecdsa, ec, &[i; 32])
             .expect("C_Sign ECDSA");
     }
+    // Ed25519 signatures and one X25519 agreement.
+    let mut private = readable(ED25519);
+    private.push(Attribute::Sign(true));
+    let (_, ed) = s
+        .generate_key_pair(
+            &Mechanism::EccEdwardsKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(ED25519_OID.to_vec()),
+                Attribute::Verify(true),
+            ],
+            &private,
+        )
+        .expect("C_GenerateKeyPair Ed25519");
+    let eddsa = Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+        cryptoki::mechanism::eddsa::EddsaSignatureScheme::Ed25519,
+    ));
+    // Ed25519ctx is signed by the module's own code on the expanded key.
+    let eddsa_ctx = Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+        cryptoki::mechanism::eddsa::EddsaSignatureScheme::Ed25519ctx(b"context"),
+    ));
+    for i in 0..5u8 {
+        s.sign(&eddsa, ed, &[i; 100]).expect("C_Sign EdDSA");
+        s.sign(&eddsa_ctx, ed, &[i; 100])
+            .expect("C_Sign Ed25519ctx");
+    }
+    let mut private = readable(X25519);
+    private.push(Attribute::Derive(true));
+    let (_, x) = s
+        .generate_key_pair(
+            &Mechanism::EccMontgomeryKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(X25519_OID.to_vec()),
+            ],
+            &private,
+        )
+        .expect("C_GenerateKeyPair X25519");
+    let peer = [9u8; 32];
+    let ecdh = Mechanism::Ecdh1Derive(cryptoki::mechanism::elliptic_curve::Ecdh1DeriveParams::new(
+        cryptoki::mechanism::elliptic_curve::EcKdf::null(),
+        &peer,
+    ));
+    s.derive_key(
+        &ecdh,
+        x,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+        ],
+    )
+    .expect("C_DeriveKey X25519");
     let mut t = readable(GENERATED);
     t.extend([
         Attribute::ValueLen(32.into()),
@@ -527,6 +587,21 @@ fn needles(env: &TestEnv, slot: u64) -> Vec<(String, Vec<u8>)> {
     le.reverse();
     out.push(("the EC private scalar (big-endian)".into(), scalar));
     out.push(("the EC private scalar (little-endian limbs)".into(), le));
+    let seed = value(ED25519);
+    assert_eq!(seed.len(), 32);
+    let expanded = <sha2::Sha512 as sha2::Digest>::digest(&seed);
+    out.push(("the Ed25519 seed".into(), seed));
+    out.push((
+        "the Ed25519 nonce prefix (SHA-512 of the seed, upper half)".into(),
+        expanded[32..].to_vec(),
+    ));
+    let scalar = value(X25519);
+    assert_eq!(scalar.len(), 32);
+    let mut clamped = scalar.clone();
+    clamped[0] &= 248;
+    clamped[31] = (clamped[31] & 127) | 64;
+    out.push(("the X25519 scalar".into(), scalar));
+    out.push(("the X25519 scalar, clamped".into(), clamped));
     drop(s);
     p.finalize().expect("C_Finalize");
     out

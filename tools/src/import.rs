@@ -14,6 +14,10 @@ use zeroize::Zeroizing;
 pub const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the namedCurve OID secp384r1 (1.3.132.0.34): `CKA_EC_PARAMS`.
 pub const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the namedCurve OID secp521r1 (1.3.132.0.35): `CKA_EC_PARAMS`.
+pub const P521_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+/// DER of the OID id-Ed25519 (1.3.101.112, RFC 8410): `CKA_EC_PARAMS`.
+pub const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// What a file held, in PKCS#11 terms.
 pub enum Material {
@@ -40,6 +44,15 @@ pub enum Material {
         /// The public key as SubjectPublicKeyInfo DER.
         spki: Vec<u8>,
     },
+    /// An Ed25519 private key (`CKK_EC_EDWARDS`).
+    Ed25519 {
+        /// `CKA_VALUE`: the 32-byte RFC 8032 seed.
+        seed: Zeroizing<Vec<u8>>,
+        /// `CKA_EC_POINT`: the public key as a DER OCTET STRING.
+        point: Vec<u8>,
+        /// The public key as SubjectPublicKeyInfo DER.
+        spki: Vec<u8>,
+    },
     /// An X.509 certificate (DER).
     Cert {
         /// `CKA_VALUE`.
@@ -57,7 +70,9 @@ impl Material {
         match self {
             Material::Rsa { .. } => "RSA private key",
             Material::Ec { params, .. } if *params == P256_OID => "EC P-256 private key",
-            Material::Ec { .. } => "EC P-384 private key",
+            Material::Ec { params, .. } if *params == P384_OID => "EC P-384 private key",
+            Material::Ec { .. } => "EC P-521 private key",
+            Material::Ed25519 { .. } => "Ed25519 private key",
             Material::Cert { .. } => "X.509 certificate",
             Material::Aes(_) => "AES key",
         }
@@ -68,6 +83,7 @@ impl Material {
         match self {
             Material::Rsa { spki, .. }
             | Material::Ec { spki, .. }
+            | Material::Ed25519 { spki, .. }
             | Material::Cert { spki, .. } => Some(spki),
             Material::Aes(_) => None,
         }
@@ -79,6 +95,7 @@ impl Material {
         match self {
             Material::Rsa { spki, .. }
             | Material::Ec { spki, .. }
+            | Material::Ed25519 { spki, .. }
             | Material::Cert { spki, .. } => key_id(spki),
             Material::Aes(_) => None,
         }
@@ -185,6 +202,47 @@ fn cert_material(der: &[u8]) -> Result<Material, String> {
     })
 }
 
+fn p521_material(k: &p521::SecretKey) -> Result<Material, String> {
+    ec_material(
+        P521_OID,
+        k.to_bytes().to_vec(),
+        k.public_key().to_public_key_der(),
+    )
+}
+
+/// An RFC 8410 Ed25519 PKCS#8 key: the seed inside its OCTET STRING, the
+/// public key computed from it (and checked against a v2 key's own).
+fn ed25519_material(info: &rsa::pkcs8::PrivateKeyInfoRef<'_>) -> Result<Material, String> {
+    let inner = info.private_key.as_bytes();
+    let seed: [u8; 32] = match inner {
+        [0x04, 0x20, rest @ ..] => rest.try_into().ok(),
+        _ => None,
+    }
+    .ok_or("bad Ed25519 private key: not a 32-byte CurvePrivateKey")?;
+    let seed = Zeroizing::new(seed);
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    if info
+        .public_key
+        .is_some_and(|p| p.raw_bytes() != public.as_slice())
+    {
+        return Err("bad Ed25519 private key: its public key does not match".into());
+    }
+    let spki = [
+        &[0x30, 0x2a, 0x30, 0x05][..],
+        ED25519_OID,
+        &[0x03, 0x21, 0x00],
+        &public,
+    ]
+    .concat();
+    Ok(Material::Ed25519 {
+        seed: Zeroizing::new(seed.to_vec()),
+        point: [&[0x04, 0x20][..], &public].concat(),
+        spki,
+    })
+}
+
 /// A PKCS#8 `PrivateKeyInfo`.
 fn pkcs8(der: &[u8]) -> Result<Material, String> {
     if let Ok(k) = rsa::PrivateKey::from_pkcs8_der(der) {
@@ -196,7 +254,11 @@ fn pkcs8(der: &[u8]) -> Result<Material, String> {
     if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
         return p384_material(&k);
     }
+    if let Ok(k) = p521::SecretKey::from_pkcs8_der(der) {
+        return p521_material(&k);
+    }
     match rsa::pkcs8::PrivateKeyInfoRef::from_der(der) {
+        Ok(info) if info.algorithm.oid.as_bytes() == &ED25519_OID[2..] => ed25519_material(&info),
         Ok(info) => {
             let params = info
                 .algorithm
@@ -214,7 +276,6 @@ fn pkcs8(der: &[u8]) -> Result<Material, String> {
 
 /// Names of algorithms and curves FerroHSM cannot import yet, by OID.
 const NAMED: &[(&str, &str)] = &[
-    ("1.3.132.0.35", "P-521"),
     ("1.3.132.0.33", "P-224"),
     ("1.2.840.10045.3.1.1", "P-192"),
     ("1.3.132.0.10", "secp256k1"),
@@ -224,7 +285,6 @@ const NAMED: &[(&str, &str)] = &[
     ("1.2.156.10197.1.301", "SM2"),
     ("1.3.101.110", "X25519"),
     ("1.3.101.111", "X448"),
-    ("1.3.101.112", "Ed25519"),
     ("1.3.101.113", "Ed448"),
     ("1.2.840.10040.4.1", "DSA"),
     ("1.2.840.113549.1.3.1", "Diffie-Hellman"),
@@ -244,6 +304,9 @@ fn unsupported(oid: &str, params: Option<&[u8]>) -> String {
     }
     if oid == EC_PUBLIC_KEY && params == Some(P384_OID) {
         return "bad EC P-384 private key".into();
+    }
+    if oid == EC_PUBLIC_KEY && params == Some(P521_OID) {
+        return "bad EC P-521 private key".into();
     }
     if oid == "1.2.840.113549.1.1.1" {
         return "bad RSA private key".into();
@@ -266,7 +329,7 @@ fn unsupported(oid: &str, params: Option<&[u8]>) -> String {
             |(_, n)| n.to_string(),
         )
     };
-    format!("{what} is not supported yet (RSA and EC P-256/P-384 keys are)")
+    format!("{what} is not supported yet (RSA, EC P-256/P-384/P-521 and Ed25519 keys are)")
 }
 
 /// A SEC1 `ECPrivateKey`.
@@ -277,9 +340,12 @@ fn sec1(der: &[u8]) -> Result<Material, String> {
     if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
         return p384_material(&k);
     }
+    if let Ok(k) = p521::SecretKey::from_sec1_der(der) {
+        return p521_material(&k);
+    }
     match sec1_curve(der) {
         Some(curve) => Err(unsupported(EC_PUBLIC_KEY, Some(curve))),
-        None => Err("bad or unsupported SEC1 EC private key (P-256 and P-384 only)".into()),
+        None => Err("bad or unsupported SEC1 EC private key (P-256, P-384 and P-521 only)".into()),
     }
 }
 

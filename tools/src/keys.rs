@@ -24,6 +24,7 @@ use crate::{ExportArgs, ImportArgs, KeyKind, KeygenArgs, Usage};
 enum Family {
     Aes,
     Ec,
+    Ed25519,
     Rsa,
 }
 
@@ -32,6 +33,7 @@ impl Family {
         match self {
             Family::Aes => "AES",
             Family::Ec => "EC",
+            Family::Ed25519 => "Ed25519",
             Family::Rsa => "RSA",
         }
     }
@@ -44,12 +46,13 @@ fn usage_for(command: &str, family: Family, given: &[Usage]) -> Vec<Usage> {
     let allowed: &[Usage] = match family {
         Family::Aes => &[Encrypt, Decrypt, Sign, Verify, Wrap, Unwrap, Derive],
         Family::Ec => &[Sign, Verify, Derive],
+        Family::Ed25519 => &[Sign, Verify],
         Family::Rsa => &[Encrypt, Decrypt, Sign, Verify, Wrap, Unwrap],
     };
     if given.is_empty() {
         return match family {
             Family::Aes => vec![Encrypt, Decrypt, Wrap, Unwrap],
-            Family::Ec => vec![Sign, Verify],
+            Family::Ec | Family::Ed25519 => vec![Sign, Verify],
             Family::Rsa => vec![Sign, Verify, Encrypt, Decrypt],
         };
     }
@@ -443,6 +446,25 @@ fn key_objects(material: &Material, label: &str, id: Option<&[u8]>, usage: &[Usa
             pt.extend(public_usage(usage));
             vec![made(material.kind(), t), made("public key", pt)]
         }
+        Material::Ed25519 { seed, point, .. } => {
+            let mut t = protected(label, id);
+            t.extend([
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+                Attribute::EcParams(import::ED25519_OID.to_vec()),
+                Attribute::Value(seed.to_vec()),
+            ]);
+            t.extend(private_usage(usage));
+            let mut pt = public(label, id);
+            pt.extend([
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+                Attribute::EcParams(import::ED25519_OID.to_vec()),
+                Attribute::EcPoint(point.clone()),
+            ]);
+            pt.extend(public_usage(usage));
+            vec![made(material.kind(), t), made("public key", pt)]
+        }
         Material::Cert { der, .. } => {
             vec![made(material.kind(), cert_template(label, id, der, None))]
         }
@@ -482,6 +504,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
     let family = match main {
         Material::Rsa { .. } => Some(Family::Rsa),
         Material::Ec { .. } => Some(Family::Ec),
+        Material::Ed25519 { .. } => Some(Family::Ed25519),
         Material::Aes(_) => Some(Family::Aes),
         Material::Cert { .. } => None,
     };

@@ -313,6 +313,10 @@ pub fn curve_name(params: &[u8]) -> String {
     match params {
         p if p == crate::import::P256_OID => "P-256".into(),
         p if p == crate::import::P384_OID => "P-384".into(),
+        p if p == crate::import::P521_OID => "P-521".into(),
+        // By OID or by PrintableString (as OpenSC names it).
+        p if p == crate::import::ED25519_OID || p == b"\x13\x0cedwards25519" => "Ed25519".into(),
+        [0x06, 0x03, 0x2b, 0x65, 0x6e] | b"\x13\x0acurve25519" => "X25519".into(),
         p => format!("curve {}", hex(p)),
     }
 }

@@ -54,6 +54,7 @@ pub(super) unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<MechanismArg> {
             ParamShape::Ccm => ccm,
             ParamShape::ChaChaPoly => chacha_poly,
             ParamShape::ChaCha20 => chacha20,
+            ParamShape::Eddsa => eddsa,
             ParamShape::None
             | ParamShape::Bytes
             | ParamShape::Ctr
@@ -308,6 +309,21 @@ unsafe fn chacha20(p: *const u8, len: CK_ULONG) -> Result<Param> {
     })
 }
 
+/// `CK_EDDSA_PARAMS`: `phFlag` and the context data, copied.
+///
+/// # Safety
+/// `p` must be valid for `len` bytes and pContextData for its length.
+unsafe fn eddsa(p: *const u8, len: CK_ULONG) -> Result<Param> {
+    // SAFETY: forwarded caller promise.
+    let e = unsafe { read::<CK_EDDSA_PARAMS>(p, len) }?;
+    // SAFETY: the caller promises pContextData valid for ulContextDataLen.
+    let context = unsafe { copied(e.pContextData, e.ulContextDataLen) }?;
+    Ok(Param::Eddsa {
+        prehash: e.phFlag != 0,
+        context,
+    })
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use std::ffi::c_void;
@@ -465,6 +481,36 @@ pub(super) mod tests {
             })
         );
         refuses_other_lengths(CKM_ECDH1_DERIVE, &e, &[]);
+    }
+
+    #[test]
+    fn eddsa() {
+        let mut ctx = *b"context";
+        // Zeroed first: the padding after phFlag is initialised when the
+        // test copies the structure's bytes.
+        // SAFETY: all-zero bytes are a CK_EDDSA_PARAMS (integers, NULL pointer).
+        let mut e: CK_EDDSA_PARAMS = unsafe { std::mem::zeroed() };
+        e.phFlag = CK_TRUE;
+        e.ulContextDataLen = 7;
+        e.pContextData = ctx.as_mut_ptr();
+        assert_eq!(
+            decode(CKM_EDDSA, &e),
+            Ok(Param::Eddsa {
+                prehash: true,
+                context: ctx.to_vec(),
+            })
+        );
+        e.phFlag = CK_FALSE;
+        e.ulContextDataLen = 0;
+        e.pContextData = std::ptr::null_mut();
+        assert_eq!(
+            decode(CKM_EDDSA, &e),
+            Ok(Param::Eddsa {
+                prehash: false,
+                context: Vec::new(),
+            })
+        );
+        refuses_other_lengths(CKM_EDDSA, &e, &[]);
     }
 
     #[test]

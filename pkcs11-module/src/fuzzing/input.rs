@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use cryptoki_sys::*;
 use ferrohsm_store::AttrValue;
 
-use crate::mechanism::{self, ec, rsa};
+use crate::mechanism::{self, ec, edwards, rsa};
 use crate::object::Object;
 use crate::object::policy::{self, Attrs};
 
@@ -136,7 +136,7 @@ pub(super) fn keys() -> &'static Keys {
         }
         all.push(with_identity(rsa_priv, CKO_PRIVATE_KEY, CKK_RSA));
         all.push(with_identity(rsa_pub, CKO_PUBLIC_KEY, CKK_RSA));
-        for params in [ec::P256_PARAMS, ec::P384_PARAMS] {
+        for params in [ec::P256_PARAMS, ec::P384_PARAMS, ec::P521_PARAMS] {
             let mut t = Attrs::new();
             t.insert(CKA_EC_PARAMS, AttrValue::Bytes(params.to_vec()));
             let (mut public, mut private) = ec::generate(&t).expect("EC test key");
@@ -150,6 +150,25 @@ pub(super) fn keys() -> &'static Keys {
         all.push(secret(CKK_DES, &[0x01; 8]));
         all.push(secret(CKK_DES2, &[0x23; 16]));
         all.push(secret(CKK_DES3, &[0x45; 24]));
+        // Ed25519 and X25519 pairs (curve by OID and by name).
+        for (kt, params, generate) in [
+            (
+                CKK_EC_EDWARDS,
+                edwards::ED25519_OID,
+                edwards::generate_edwards as fn(&Attrs) -> _,
+            ),
+            (
+                CKK_EC_MONTGOMERY,
+                edwards::X25519_NAME,
+                edwards::generate_montgomery,
+            ),
+        ] {
+            let mut t = Attrs::new();
+            t.insert(CKA_EC_PARAMS, AttrValue::Bytes(params.to_vec()));
+            let (public, private) = generate(&t).expect("curve25519 test key");
+            all.push(with_identity(private, CKO_PRIVATE_KEY, kt));
+            all.push(with_identity(public, CKO_PUBLIC_KEY, kt));
+        }
         Keys(
             all.into_iter()
                 .enumerate()

@@ -20,7 +20,7 @@ use cryptoki_sys::*;
 use ferrohsm_store::{AttrValue, KeyPolicy};
 
 use crate::error::Error;
-use crate::mechanism::{self, Dir, MECHANISMS, MechanismArg, Param, ec, rsa};
+use crate::mechanism::{self, Dir, MECHANISMS, MechanismArg, Param, ec, edwards, rsa};
 use crate::object::policy::{self, Actor, Attrs, Edit, Origin, RawAttr, Reading};
 use crate::object::{Object, cert};
 
@@ -131,6 +131,13 @@ fn param_for(ty: CK_MECHANISM_TYPE, u: &mut Input<'_>) -> Param {
                 nonce,
             }
         }
+        CKM_EDDSA => match u.byte() % 3 {
+            0 => Param::None,
+            _ => Param::Eddsa {
+                prehash: u.byte() & 1 == 1,
+                context: u.bytes().to_vec(),
+            },
+        },
         _ => Param::None,
     }
 }
@@ -530,31 +537,37 @@ fn lenient_template(data: &[u8]) -> Vec<RawAttr> {
 }
 
 /// PKCS#8 `PrivateKeyInfo` (the form `C_UnwrapKey` takes private keys in):
-/// RSA and EC importers. A key that imports exports again (`C_WrapKey`'s
-/// form) and re-imports to the same attributes.
+/// the importer of every key-pair type of the key-type table (RSA, EC,
+/// Ed25519, X25519). A key that imports exports again (`C_WrapKey`'s form)
+/// and re-imports to the same attributes.
 pub fn pkcs8(data: &[u8]) {
-    if let Ok(a) = rsa::from_pkcs8(data) {
-        let obj = object(1, with_identity(a.clone(), CKO_PRIVATE_KEY, CKK_RSA));
-        let der = rsa::to_pkcs8(&obj).expect("an imported RSA key exports");
-        let again = rsa::from_pkcs8(&der).expect("an exported RSA key imports");
-        assert!(again == a, "RSA PKCS#8 round trip changed the key");
-    }
-    if let Ok(a) = ec::from_pkcs8(data) {
-        let obj = object(1, with_identity(a.clone(), CKO_PRIVATE_KEY, CKK_EC));
-        let der = ec::to_pkcs8(&obj).expect("an imported EC key exports");
-        let again = ec::from_pkcs8(&der).expect("an exported EC key imports");
-        assert!(again == a, "EC PKCS#8 round trip changed the key");
+    for row in mechanism::key_types::KEY_TYPES {
+        let (Some(from), Some(to)) = (row.from_pkcs8, row.to_pkcs8) else {
+            continue;
+        };
+        if let Ok(a) = from(data) {
+            let obj = object(1, with_identity(a.clone(), CKO_PRIVATE_KEY, row.ty));
+            let der = to(&obj).unwrap_or_else(|e| panic!("an imported {} exports: {e}", row.name));
+            let again =
+                from(&der).unwrap_or_else(|e| panic!("an exported {} imports: {e}", row.name));
+            assert!(again == a, "{} PKCS#8 round trip changed the key", row.name);
+        }
     }
 }
 
 /// EC imports (`C_CreateObject` of `CKK_EC` keys): `CKA_EC_PARAMS` (a named
 /// curve), `CKA_EC_POINT` (a SEC1 point, bare or as a DER OCTET STRING) and
-/// the private scalar. A key that imports re-imports to the same attributes.
+/// the private scalar; the same bytes as Ed25519 and X25519 keys. A key that
+/// imports re-imports to the same attributes.
 pub fn ec_import(data: &[u8]) {
     let mut u = Input(data);
-    let params: Vec<u8> = match u.byte() % 4 {
+    // Selectors 0-3 as before P-521 and curve25519 came (3: any bytes).
+    let params: Vec<u8> = match u.byte() % 8 {
         0 | 1 => ec::P256_PARAMS.to_vec(),
         2 => ec::P384_PARAMS.to_vec(),
+        4 => ec::P521_PARAMS.to_vec(),
+        5 => edwards::ED25519_OID.to_vec(),
+        6 => edwards::X25519_NAME.to_vec(),
         _ => u.bytes().to_vec(),
     };
     let value = u.rest();
@@ -583,6 +596,23 @@ pub fn ec_import(data: &[u8]) {
         let mut again = private.clone();
         ec::check_private_import(&mut again).expect("an imported EC scalar imports again");
         assert!(again == private, "EC scalar import is not idempotent");
+    }
+    // The same for Ed25519 and X25519 keys, through the key-type table.
+    for kt in [CKK_EC_EDWARDS, CKK_EC_MONTGOMERY] {
+        let row = mechanism::key_types::lookup(kt).expect("a key-type row");
+        for (ty, check) in [
+            (CKA_EC_POINT, row.import_public),
+            (CKA_VALUE, row.import_private),
+        ] {
+            let check = check.expect("pair import checks");
+            let mut a = start(ty, value);
+            if check(&mut a).is_ok() {
+                let mut again = a.clone();
+                check(&mut again)
+                    .unwrap_or_else(|e| panic!("{}: an imported key imports again: {e}", row.name));
+                assert!(again == a, "{} import is not idempotent", row.name);
+            }
+        }
     }
 }
 

@@ -111,6 +111,8 @@ pub(super) fn param_seed(ty: CK_MECHANISM_TYPE) -> Vec<u8> {
         CKM_AES_CCM => [vec![4], with_len(&[0x0c; 12]), with_len(b"aad"), vec![4]].concat(),
         CKM_CHACHA20_POLY1305 => [with_len(&[0x0c; 12]), with_len(b"aad")].concat(),
         CKM_CHACHA20 => [with_len(&[0; 4]), with_len(&[0x0c; 12])].concat(),
+        // Ed25519ph with a context.
+        CKM_EDDSA => [vec![1, 1], with_len(b"context")].concat(),
         _ => Vec::new(),
     }
 }
@@ -257,28 +259,40 @@ pub(super) fn template_seeds() -> Vec<(String, Vec<u8>)> {
 pub(super) fn ec_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for o in &keys().0 {
-        let (Some(params), Some(CKK_EC)) = (o.bytes(CKA_EC_PARAMS), o.ulong(CKA_KEY_TYPE)) else {
+        let (Some(params), Some(kt)) = (o.bytes(CKA_EC_PARAMS), o.ulong(CKA_KEY_TYPE)) else {
             continue;
         };
-        let sel = if params == ec::P256_PARAMS { 0 } else { 2 };
-        let bits = if sel == 0 { 256 } else { 384 };
+        // The selectors of `fuzzing::ec_import`.
+        let (sel, name) = match (kt, params) {
+            (CKK_EC, p) if p == ec::P256_PARAMS => (0, "p256"),
+            (CKK_EC, p) if p == ec::P384_PARAMS => (2, "p384"),
+            (CKK_EC, _) => (4, "p521"),
+            (CKK_EC_EDWARDS, _) => (5, "ed25519"),
+            _ => (6, "x25519"),
+        };
         if let Some(point) = o.bytes(CKA_EC_POINT) {
-            let bare = &point[2..];
-            let mut compressed = vec![2 + (bare[bare.len() - 1] & 1)];
-            compressed.extend_from_slice(&bare[1..1 + (bare.len() - 1) / 2]);
-            out.push((format!("p{bits}-point-der"), [&[sel][..], point].concat()));
-            out.push((format!("p{bits}-point-bare"), [&[sel][..], bare].concat()));
-            out.push((
-                format!("p{bits}-point-compressed"),
-                [vec![sel], compressed].concat(),
-            ));
-            out.push((
-                format!("p{bits}-explicit-params"),
-                [vec![3], with_len(params), point.to_vec()].concat(),
-            ));
+            out.push((format!("{name}-point-der"), [&[sel][..], point].concat()));
+            let curve = ec::Curve::from_params(params);
+            let bare = match curve {
+                Ok(c) => ec::sec1_point(point, c).expect("a generated point"),
+                Err(_) => &point[2..],
+            };
+            out.push((format!("{name}-point-bare"), [&[sel][..], bare].concat()));
+            if curve.is_ok() {
+                let mut compressed = vec![2 + (bare[bare.len() - 1] & 1)];
+                compressed.extend_from_slice(&bare[1..1 + (bare.len() - 1) / 2]);
+                out.push((
+                    format!("{name}-point-compressed"),
+                    [vec![sel], compressed].concat(),
+                ));
+                out.push((
+                    format!("{name}-explicit-params"),
+                    [vec![3], with_len(params), point.to_vec()].concat(),
+                ));
+            }
         }
         if let Some(v) = o.bytes(CKA_VALUE) {
-            out.push((format!("p{bits}-scalar"), [&[sel][..], v].concat()));
+            out.push((format!("{name}-scalar"), [&[sel][..], v].concat()));
         }
     }
     out.push((

@@ -1,5 +1,5 @@
-//! Elliptic-curve keys on P-256 and P-384 (RustCrypto `p256`/`p384`): key
-//! pairs, import checks, ECDSA (`CKM_ECDSA`, `CKM_ECDSA_SHA*`, signatures as
+//! Elliptic-curve keys on P-256, P-384 and P-521 (RustCrypto
+//! `p256`/`p384`/`p521`): key pairs, import checks, ECDSA (`CKM_ECDSA`, `CKM_ECDSA_SHA*`, signatures as
 //! fixed-width `r || s`) and ECDH (`CKM_ECDH1_DERIVE`, `CKD_NULL` and the
 //! ANSI X9.63 KDFs over SHA-1, SHA-2 and SHA-3).
 #![forbid(unsafe_code)]
@@ -22,6 +22,8 @@ use crate::object::attrs::Attrs;
 pub const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the namedCurve OID secp384r1 (1.3.132.0.34).
 pub const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the namedCurve OID secp521r1 (1.3.132.0.35).
+pub const P521_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 
 /// A supported curve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub enum Curve {
     P256,
     /// NIST P-384.
     P384,
+    /// NIST P-521.
+    P521,
 }
 
 impl Curve {
@@ -40,7 +44,12 @@ impl Curve {
         match der {
             P256_PARAMS => Ok(Curve::P256),
             P384_PARAMS => Ok(Curve::P384),
-            [0x06, len, rest @ ..] if *len as usize == rest.len() => Err(Error::CurveNotSupported),
+            P521_PARAMS => Ok(Curve::P521),
+            // Another named curve: by OID, or by PrintableString (v3.0's
+            // curveName, as Edwards curves are named).
+            [0x06 | 0x13, len, rest @ ..] if *len as usize == rest.len() => {
+                Err(Error::CurveNotSupported)
+            }
             _ => Err(Error::DomainParamsInvalid),
         }
     }
@@ -55,20 +64,23 @@ impl Curve {
         match self {
             Curve::P256 => P256_PARAMS,
             Curve::P384 => P384_PARAMS,
+            Curve::P521 => P521_PARAMS,
         }
     }
 
     /// Field (and scalar) size in bytes.
     pub fn size(self) -> usize {
-        match self {
-            Curve::P256 => 32,
-            Curve::P384 => 48,
-        }
+        self.bits().div_ceil(8)
     }
 
-    /// Field size in bits, for `CK_MECHANISM_INFO`.
+    /// Field (and order) size in bits, for `CK_MECHANISM_INFO` and the
+    /// truncation of ECDSA input.
     pub fn bits(self) -> usize {
-        self.size() * 8
+        match self {
+            Curve::P256 => 256,
+            Curve::P384 => 384,
+            Curve::P521 => 521,
+        }
     }
 }
 
@@ -78,6 +90,8 @@ pub enum EcPrivate {
     P256(p256::ecdsa::SigningKey),
     /// P-384.
     P384(p384::ecdsa::SigningKey),
+    /// P-521.
+    P521(p521::ecdsa::SigningKey),
 }
 
 /// A parsed public key, cached with its object.
@@ -86,6 +100,8 @@ pub enum EcPublic {
     P256(p256::ecdsa::VerifyingKey),
     /// P-384.
     P384(p384::ecdsa::VerifyingKey),
+    /// P-521.
+    P521(p521::ecdsa::VerifyingKey),
 }
 
 /// The uncompressed or compressed SEC1 point inside `CKA_EC_POINT` or ECDH
@@ -100,6 +116,10 @@ pub fn sec1_point(v: &[u8], curve: Curve) -> Option<&[u8]> {
     };
     match v {
         [0x04, n, rest @ ..] if *n as usize == rest.len() && *n < 0x80 && bare(rest) => Some(rest),
+        // P-521's 133-byte point takes the long form of the DER length.
+        [0x04, 0x81, n, rest @ ..] if *n as usize == rest.len() && *n >= 0x80 && bare(rest) => {
+            Some(rest)
+        }
         _ if bare(v) => Some(v),
         _ => None,
     }
@@ -107,7 +127,10 @@ pub fn sec1_point(v: &[u8], curve: Curve) -> Option<&[u8]> {
 
 /// `CKA_EC_POINT` as the spec wants it: DER OCTET STRING of the uncompressed point.
 fn der_point(uncompressed: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x04, uncompressed.len() as u8];
+    let mut v = match uncompressed.len() {
+        n if n < 0x80 => vec![0x04, n as u8],
+        n => vec![0x04, 0x81, n as u8],
+    };
     v.extend_from_slice(uncompressed);
     v
 }
@@ -136,6 +159,10 @@ macro_rules! per_curve {
                 use p384 as $c;
                 $body
             }
+            Curve::P521 => {
+                use p521 as $c;
+                $body
+            }
         }
     };
 }
@@ -146,6 +173,7 @@ impl EcPrivate {
         Ok(match curve {
             Curve::P256 => EcPrivate::P256(p256::ecdsa::SigningKey::from_slice(s).map_err(bad)?),
             Curve::P384 => EcPrivate::P384(p384::ecdsa::SigningKey::from_slice(s).map_err(bad)?),
+            Curve::P521 => EcPrivate::P521(p521::ecdsa::SigningKey::from_slice(s).map_err(bad)?),
         })
     }
 
@@ -153,6 +181,7 @@ impl EcPrivate {
         match self {
             EcPrivate::P256(k) => EcPublic::P256(*k.verifying_key()),
             EcPrivate::P384(k) => EcPublic::P384(*k.verifying_key()),
+            EcPrivate::P521(k) => EcPublic::P521(*k.verifying_key()),
         }
     }
 
@@ -160,6 +189,7 @@ impl EcPrivate {
         match self {
             EcPrivate::P256(k) => Zeroizing::new(k.to_bytes().to_vec()),
             EcPrivate::P384(k) => Zeroizing::new(k.to_bytes().to_vec()),
+            EcPrivate::P521(k) => Zeroizing::new(k.to_bytes().to_vec()),
         }
     }
 
@@ -177,6 +207,18 @@ impl EcPrivate {
                     k.sign_prehash(z).map_err(|_| Error::FunctionFailed)?;
                 Ok(s.to_bytes().to_vec())
             }
+            EcPrivate::P521(k) => {
+                // The RFC 6979 nonce reads its input as a bit string: a value
+                // below 2^512 goes in as 64 bytes (66 would be 528 bits,
+                // shifted), so SHA-512 gives the RFC's A.2.7 signatures.
+                let z = match z {
+                    [0, 0, rest @ ..] => rest,
+                    _ => z,
+                };
+                let s: p521::ecdsa::Signature =
+                    k.sign_prehash(z).map_err(|_| Error::FunctionFailed)?;
+                Ok(s.to_bytes().to_vec())
+            }
         }
     }
 }
@@ -191,6 +233,9 @@ impl EcPublic {
             Curve::P384 => {
                 EcPublic::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad)?)
             }
+            Curve::P521 => {
+                EcPublic::P521(p521::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(bad)?)
+            }
         })
     }
 
@@ -198,6 +243,7 @@ impl EcPublic {
         match self {
             EcPublic::P256(k) => k.to_sec1_point(false).as_bytes().to_vec(),
             EcPublic::P384(k) => k.to_sec1_point(false).as_bytes().to_vec(),
+            EcPublic::P521(k) => k.to_sec1_point(false).as_bytes().to_vec(),
         }
     }
 
@@ -205,6 +251,7 @@ impl EcPublic {
         let der = match self {
             EcPublic::P256(k) => p256::PublicKey::from(k).to_public_key_der(),
             EcPublic::P384(k) => p384::PublicKey::from(k).to_public_key_der(),
+            EcPublic::P521(k) => p521::PublicKey::from(k).to_public_key_der(),
         };
         Ok(der.map_err(|_| Error::GeneralError)?.as_bytes().to_vec())
     }
@@ -215,6 +262,8 @@ impl EcPublic {
             EcPublic::P256(k) => p256::ecdsa::Signature::from_slice(sig)
                 .is_ok_and(|s| k.verify_prehash(z, &s).is_ok()),
             EcPublic::P384(k) => p384::ecdsa::Signature::from_slice(sig)
+                .is_ok_and(|s| k.verify_prehash(z, &s).is_ok()),
+            EcPublic::P521(k) => p521::ecdsa::Signature::from_slice(sig)
                 .is_ok_and(|s| k.verify_prehash(z, &s).is_ok()),
         };
         if ok {
@@ -349,18 +398,27 @@ pub fn check_public_import(attrs: &mut Attrs) -> Result<()> {
     Ok(())
 }
 
-/// The hash input of ECDSA reduced to the field width as SEC 1 §4.1.3 does
-/// for these byte-aligned curves: the leftmost bytes of a longer value, a
-/// shorter one left-padded (`CKM_ECDSA` takes input of any length).
+/// The hash input of ECDSA reduced to the field width as SEC 1 §4.1.3 and
+/// PKCS#11 v3.0 §2.3.1 say: the leftmost `bits` bits of a longer value (for
+/// P-521 the leftmost 66 bytes shifted right by 7 bits, which RustCrypto's
+/// `p521` would instead cut to the rightmost bits), a shorter one
+/// left-padded (`CKM_ECDSA` takes input of any length).
 fn to_field(h: &[u8], curve: Curve) -> Vec<u8> {
     let l = curve.size();
-    if h.len() >= l {
-        h[..l].to_vec()
-    } else {
+    if h.len() * 8 <= curve.bits() {
         let mut z = vec![0u8; l - h.len()];
         z.extend_from_slice(h);
-        z
+        return z;
     }
+    let mut z = h[..l].to_vec();
+    let shift = l * 8 - curve.bits();
+    if shift > 0 {
+        for i in (0..l).rev() {
+            let carry = if i > 0 { z[i - 1] << (8 - shift) } else { 0 };
+            z[i] = (z[i] >> shift) | carry;
+        }
+    }
+    z
 }
 
 enum EcKey {
@@ -506,31 +564,7 @@ pub fn ecdh(
     else {
         return Err(Error::MechanismParamInvalid);
     };
-    let curve = Curve::of(base)?;
-    let point = sec1_point(public, curve).ok_or(Error::MechanismParamInvalid)?;
-    let private = private_key(base)?;
-    // The backend first (`mechanism::backend`): it declines what it does not do.
-    let fast = private
-        .fast
-        .ecdh(curve.size(), || private.scalar_bytes(), point)
-        .transpose()?;
-    let secret: Zeroizing<Vec<u8>> = match (fast, &private.rc) {
-        (Some(s), _) => s,
-        (None, rc) => match rc {
-            EcPrivate::P256(k) => {
-                let peer = p256::PublicKey::from_sec1_bytes(point)
-                    .map_err(|_| Error::MechanismParamInvalid)?;
-                let sk = p256::SecretKey::from(k.as_nonzero_scalar());
-                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
-            }
-            EcPrivate::P384(k) => {
-                let peer = p384::PublicKey::from_sec1_bytes(point)
-                    .map_err(|_| Error::MechanismParamInvalid)?;
-                let sk = p384::SecretKey::from(k.as_nonzero_scalar());
-                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
-            }
-        },
-    };
+    let secret = shared_secret(base, public)?;
     let hash = match *kdf {
         CKD_NULL => {
             if !shared.is_empty() {
@@ -571,18 +605,57 @@ pub fn ecdh(
     Ok(out)
 }
 
+/// The raw ECDH secret of `base` with the other party's public value: the x
+/// coordinate on the NIST curves, the RFC 7748 output for an X25519 key
+/// (`CKK_EC_MONTGOMERY`, which shares `CKM_ECDH1_DERIVE` and its KDFs).
+fn shared_secret(base: &Object, public: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    if base.ulong(CKA_KEY_TYPE) == Some(CKK_EC_MONTGOMERY) {
+        return super::edwards::x25519(base, public);
+    }
+    let curve = Curve::of(base)?;
+    let point = sec1_point(public, curve).ok_or(Error::MechanismParamInvalid)?;
+    let private = private_key(base)?;
+    // The backend first (`mechanism::backend`): it declines what it does not do.
+    let fast = private
+        .fast
+        .ecdh(curve.size(), || private.scalar_bytes(), point)
+        .transpose()?;
+    let bad = |_| Error::MechanismParamInvalid;
+    Ok(match (fast, &private.rc) {
+        (Some(s), _) => s,
+        (None, rc) => match rc {
+            EcPrivate::P256(k) => {
+                let peer = p256::PublicKey::from_sec1_bytes(point).map_err(bad)?;
+                let sk = p256::SecretKey::from(k.as_nonzero_scalar());
+                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
+            }
+            EcPrivate::P384(k) => {
+                let peer = p384::PublicKey::from_sec1_bytes(point).map_err(bad)?;
+                let sk = p384::SecretKey::from(k.as_nonzero_scalar());
+                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
+            }
+            EcPrivate::P521(k) => {
+                let peer = p521::PublicKey::from_sec1_bytes(point).map_err(bad)?;
+                let sk = p521::SecretKey::from(k.as_nonzero_scalar());
+                Zeroizing::new(sk.diffie_hellman(&peer).raw_secret_bytes().to_vec())
+            }
+        },
+    })
+}
+
 /// A private key object as PKCS#8 `PrivateKeyInfo` DER, for `C_WrapKey`.
 pub fn to_pkcs8(key: &Object) -> Result<Zeroizing<Vec<u8>>> {
     use p256::pkcs8::EncodePrivateKey;
     let der = match &private_key(key)?.rc {
         EcPrivate::P256(k) => p256::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
         EcPrivate::P384(k) => p384::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
+        EcPrivate::P521(k) => p521::SecretKey::from(k.as_nonzero_scalar()).to_pkcs8_der(),
     }
     .map_err(|_| Error::KeyNotWrappable)?;
     Ok(Zeroizing::new(der.as_bytes().to_vec()))
 }
 
-/// The key attributes of a PKCS#8 P-256 or P-384 private key, for
+/// The key attributes of a PKCS#8 P-256, P-384 or P-521 private key, for
 /// `C_UnwrapKey`.
 pub fn from_pkcs8(der: &[u8]) -> Result<Attrs> {
     use p256::pkcs8::DecodePrivateKey;
@@ -590,6 +663,8 @@ pub fn from_pkcs8(der: &[u8]) -> Result<Attrs> {
         (Curve::P256, Zeroizing::new(k.to_bytes().to_vec()))
     } else if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
         (Curve::P384, Zeroizing::new(k.to_bytes().to_vec()))
+    } else if let Ok(k) = p521::SecretKey::from_pkcs8_der(der) {
+        (Curve::P521, Zeroizing::new(k.to_bytes().to_vec()))
     } else {
         return Err(Error::WrappedKeyInvalid);
     };
@@ -601,10 +676,17 @@ pub fn from_pkcs8(der: &[u8]) -> Result<Attrs> {
 }
 
 /// The field size in bytes of an EC key (the default `CKA_VALUE_LEN` of an
-/// ECDH-derived generic secret).
+/// ECDH-derived generic secret); 32 for an X25519 key.
 pub fn field_len(_: &Param, key: &Object, _: Option<&Object>) -> Result<usize> {
+    if key.ulong(CKA_KEY_TYPE) == Some(CKK_EC_MONTGOMERY) {
+        return Ok(super::edwards::X25519_LEN);
+    }
     Ok(Curve::of(key)?.size())
 }
+
+/// P-521 vectors and truncation (CAVP, RFC 6979), beside the file.
+#[cfg(test)]
+mod p521_tests;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use cryptoki_sys::*;
 use ferrohsm_store::AttrValue;
 use zeroize::Zeroizing;
 
-use super::{MAX_SECRET_LEN, aes, aes_modes, chacha, des, ec, mac, rsa};
+use super::{MAX_SECRET_LEN, aes, aes_modes, chacha, des, ec, edwards, mac, rsa};
 use crate::error::{Error, Result};
 use crate::object::Object;
 use crate::object::attrs::Attrs;
@@ -37,7 +37,8 @@ pub enum AttrSet {
     /// `CKA_MODULUS`, `CKA_PUBLIC_EXPONENT`, the private exponent and CRT
     /// components (§6.1).
     Rsa,
-    /// `CKA_EC_PARAMS`, `CKA_EC_POINT`, the private `CKA_VALUE` (§6.3).
+    /// `CKA_EC_PARAMS`, `CKA_EC_POINT`, the private `CKA_VALUE` (§6.3; also
+    /// the Edwards and Montgomery keys of §2.3.5/§2.3.7).
     Ec,
 }
 
@@ -263,6 +264,28 @@ pub static KEY_TYPES: &[KeyType] = &[
             from_pkcs8: ec::from_pkcs8,
         },
     ),
+    pair(
+        CKK_EC_EDWARDS,
+        "CKK_EC_EDWARDS",
+        AttrSet::Ec,
+        PairForms {
+            import_public: edwards::check_edwards_public,
+            import_private: edwards::check_edwards_private,
+            to_pkcs8: edwards::edwards_to_pkcs8,
+            from_pkcs8: edwards::edwards_from_pkcs8,
+        },
+    ),
+    pair(
+        CKK_EC_MONTGOMERY,
+        "CKK_EC_MONTGOMERY",
+        AttrSet::Ec,
+        PairForms {
+            import_public: edwards::check_montgomery_public,
+            import_private: edwards::check_montgomery_private,
+            to_pkcs8: edwards::montgomery_to_pkcs8,
+            from_pkcs8: edwards::montgomery_from_pkcs8,
+        },
+    ),
 ];
 
 /// The row of a key type, or `None` for a type the token does not store.
@@ -447,6 +470,36 @@ mod tests {
         assert_eq!(
             (lookup(CKK_RSA).unwrap().import_public.unwrap())(&mut public).unwrap_err(),
             Error::AttributeValueInvalid
+        );
+    }
+
+    #[test]
+    fn curve25519_and_p521_pkcs8_round_trip_through_the_table() {
+        // `openssl genpkey -algorithm ed25519 | x25519` forms (RFC 8410).
+        let ed = hex_literal::hex!(
+            "302e020100300506032b657004220420"
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+        );
+        round_trip(CKK_EC_EDWARDS, &ed);
+        let x = hex_literal::hex!(
+            "302e020100300506032b656e04220420"
+            "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"
+        );
+        round_trip(CKK_EC_MONTGOMERY, &x);
+        let row = lookup(CKK_EC).unwrap();
+        let mut attrs = Attrs::new();
+        attrs.insert(CKA_EC_PARAMS, AttrValue::Bytes(ec::P521_PARAMS.to_vec()));
+        // A scalar below the order (0x01ff…).
+        attrs.insert(
+            CKA_VALUE,
+            AttrValue::Bytes([&[1u8][..], &[0x42; 65]].concat()),
+        );
+        (row.import_private.unwrap())(&mut attrs).unwrap();
+        let der = (row.to_pkcs8.unwrap())(&private_object(CKK_EC, attrs.clone())).unwrap();
+        round_trip(CKK_EC, &der);
+        assert_eq!(
+            (row.from_pkcs8.unwrap())(&der).unwrap().get(&CKA_EC_PARAMS),
+            Some(&AttrValue::Bytes(ec::P521_PARAMS.to_vec()))
         );
     }
 

@@ -13,6 +13,7 @@ pub mod chacha;
 pub mod des;
 pub mod digest;
 pub mod ec;
+pub mod edwards;
 pub mod kdf;
 pub mod key_types;
 pub mod mac;
@@ -134,6 +135,13 @@ pub enum Param {
         /// The templates of `pAdditionalDerivedKeys`, in order.
         extra: Templates,
     },
+    /// `CK_EDDSA_PARAMS` (v3.0), with the context copied.
+    Eddsa {
+        /// `phFlag`: the prehashed variant (Ed25519ph).
+        prehash: bool,
+        /// `pContextData`.
+        context: Vec<u8>,
+    },
 }
 
 /// Attribute templates carried by a mechanism parameter (the additional keys
@@ -210,6 +218,8 @@ pub enum ParamShape {
     Kbkdf,
     /// `CK_SP800_108_FEEDBACK_KDF_PARAMS`. `Param::Kbkdf` with an IV.
     KbkdfFeedback,
+    /// `CK_EDDSA_PARAMS`, optional (`CKM_EDDSA`). `Param::Eddsa`.
+    Eddsa,
 }
 
 /// Direction of a cipher operation.
@@ -625,7 +635,7 @@ mod tests {
         }
     }
 
-    const SHAPES: [ParamShape; 18] = [
+    const SHAPES: [ParamShape; 19] = [
         ParamShape::None,
         ParamShape::Bytes,
         ParamShape::Ctr,
@@ -644,6 +654,7 @@ mod tests {
         ParamShape::Ccm,
         ParamShape::ChaChaPoly,
         ParamShape::ChaCha20,
+        ParamShape::Eddsa,
     ];
 
     fn ul(v: CK_ULONG) -> Vec<u8> {
@@ -751,6 +762,13 @@ mod tests {
                 nonce: vec![5; 12],
                 nonce_bits: 96,
             }],
+            S::Eddsa => vec![
+                Param::None,
+                Param::Eddsa {
+                    prehash: true,
+                    context: b"context".to_vec(),
+                },
+            ],
         }
     }
 

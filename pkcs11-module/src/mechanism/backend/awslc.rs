@@ -275,8 +275,26 @@ fn curve_algs(
             &agreement::ECDH_P384,
             CKM_SHA384,
         )),
+        66 => Some((
+            &signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+            &signature::ECDSA_P521_SHA512_FIXED,
+            &agreement::ECDH_P521,
+            CKM_SHA512,
+        )),
         _ => None,
     }
+}
+
+/// The field-width ECDSA input `z` as the digest AWS-LC takes. P-521's
+/// field is 66 bytes and SHA-512's output 64: a `z` whose two leading bytes
+/// are zero is the same integer as its last 64 bytes (no truncation below
+/// 521 bits); any other is declined.
+fn field_digest(hash: CK_MECHANISM_TYPE, z: &[u8]) -> Option<Digest> {
+    let extra = z.len().checked_sub(digest_alg(hash)?.output_len())?;
+    if z[..extra].iter().any(|&b| b != 0) {
+        return None;
+    }
+    import(hash, &z[extra..])
 }
 
 /// AWS-LC forms of an EC private key, built at first use.
@@ -288,7 +306,7 @@ pub struct EcPrivate {
 
 impl EcPrivate {
     /// ECDSA over `z`, a value of the field's width (`field` bytes: 32 for
-    /// P-256, 48 for P-384); `parts` gives the scalar and the uncompressed
+    /// P-256, 48 for P-384, 66 for P-521); `parts` gives the scalar and the uncompressed
     /// public point at first use. Declines other sizes.
     pub fn sign(
         &self,
@@ -300,7 +318,7 @@ impl EcPrivate {
             return None;
         }
         let (alg, _, _, hash) = curve_algs(field)?;
-        let d = import(hash, z)?;
+        let d = field_digest(hash, z)?;
         let kp = once(&self.signer, || {
             let (s, p) = parts();
             EcdsaKeyPair::from_private_key_and_public_key(alg, &s, &p).ok()
@@ -355,9 +373,26 @@ impl EcPublic {
         sig: &[u8],
     ) -> Option<bool> {
         let (_, alg, _, hash) = curve_algs(field)?;
-        let d = import(hash, z)?;
+        let d = field_digest(hash, z)?;
         let p = once(&self.verifier, || ParsedPublicKey::new(alg, point()).ok())?;
         Some(p.verify_digest_sig(&d, sig).is_ok())
+    }
+}
+
+/// AWS-LC form of an Ed25519 public key, built at first use.
+#[derive(Default)]
+pub struct EdPublic {
+    verifier: OnceLock<Option<ParsedPublicKey>>,
+}
+
+impl EdPublic {
+    /// Whether `sig` is a pure Ed25519 (RFC 8032) signature of `msg` under
+    /// the 32-byte public key `point` gives at first use.
+    pub fn verify(&self, point: impl FnOnce() -> [u8; 32], msg: &[u8], sig: &[u8]) -> Option<bool> {
+        let p = once(&self.verifier, || {
+            ParsedPublicKey::new(&signature::ED25519, point()).ok()
+        })?;
+        Some(p.verify_sig(msg, sig).is_ok())
     }
 }
 
@@ -509,5 +544,38 @@ mod tests {
                 .err(),
             Some(Error::MechanismParamInvalid)
         );
+    }
+
+    #[test]
+    fn p521_and_ed25519_agree_with_rustcrypto() {
+        use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+        let k = p521::ecdsa::SigningKey::try_generate_from_rng(&mut SysRng).unwrap();
+        let point = k.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        let parts = || (Zeroizing::new(k.to_bytes().to_vec()), point.clone());
+        let (fp, fq) = (EcPrivate::default(), EcPublic::default());
+        // The field-width value of a SHA-512 hash: two zero bytes, 64 bytes.
+        let h = sha2::Sha512::digest(b"message");
+        let z = [&[0u8, 0][..], &h].concat();
+        let sig = fp.sign(66, parts, &z).unwrap().unwrap();
+        let s = p521::ecdsa::Signature::from_slice(&sig).unwrap();
+        k.verifying_key().verify_prehash(&h, &s).unwrap();
+        let theirs: p521::ecdsa::Signature = k.sign_prehash(&h).unwrap();
+        assert_eq!(
+            fq.verify(66, || point.clone(), &z, &theirs.to_bytes()),
+            Some(true)
+        );
+        assert_eq!(fq.verify(66, || point.clone(), &z, &sig[..]), Some(true));
+        // A value of 521 bits is no SHA-512 digest: declined.
+        let mut wide = z.clone();
+        wide[0] = 1;
+        assert_eq!(fq.verify(66, || point.clone(), &wide, &sig[..]), None);
+        // Ed25519: AWS-LC verifies what ed25519-dalek signs.
+        use ed25519_dalek::Signer;
+        let ed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let sig = ed.sign(b"message").to_bytes();
+        let ep = EdPublic::default();
+        let public = || ed.verifying_key().to_bytes();
+        assert_eq!(ep.verify(public, b"message", &sig), Some(true));
+        assert_eq!(ep.verify(public, b"messagf", &sig), Some(false));
     }
 }

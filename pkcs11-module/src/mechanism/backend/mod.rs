@@ -8,14 +8,17 @@
 //!   It takes RSA PKCS#1 v1.5 and PSS signatures with SHA-256/384/512 (PSS
 //!   with MGF1 of the same hash and salt = hash length), OAEP with
 //!   SHA-1/SHA-256/384/512 (MGF1 of the same hash, any label), ECDSA over a
-//!   field-width digest on P-256/P-384 and ECDH on P-256/P-384.
+//!   field-width digest on P-256/P-384/P-521, ECDH on the same curves, and
+//!   pure Ed25519 verification.
 //! - `rustcrypto.rs` (the pure-Rust build): declines everything.
 //!
 //! Everything else stays RustCrypto: raw RSA, PKCS#1 v1.5 decryption (its
 //! implicit-rejection path), PKCS#1 signatures with SHA-1/SHA-224, SHA-3
 //! or MD5, PSS and OAEP with SHA-224 or SHA-3, mixed hashes or other salt
-//! lengths, `CKM_ECDSA` over input of another length,
-//! key generation, import checks and PKCS#8.
+//! lengths, `CKM_ECDSA` over input of another length, Ed25519 signing and
+//! Ed25519ph, X25519, key generation, import checks and PKCS#8.
+//! (Private-key operations stay RustCrypto in every build for now: see
+//! `PRIVATE_KEY_OPS` in `awslc.rs`.)
 //!
 //! The backend's parsed keys live in the family's cached key (built once per
 //! object version, `mechanism::cached`), filled at first use inside

@@ -1,13 +1,15 @@
-//! Elliptic-curve rows: key-pair generation, ECDSA, ECDH.
+//! Elliptic-curve rows: key-pair generation, ECDSA, ECDH (P-256, P-384,
+//! P-521; ECDH also with X25519 keys, whose secret `ec::ecdh` asks
+//! `edwards` for).
 use cryptoki_sys::*;
 
-use super::{EC, EC_FLAGS, row};
+use super::{EC, EC_FLAGS, ECDH_KEYS, row};
 use crate::mechanism::{Derive, KeyPairGen, Mechanism, ParamShape, SignBuilder, ec};
 
 const fn ec_row(ty: CK_MECHANISM_TYPE, name: &'static str, sign: SignBuilder) -> Mechanism {
     Mechanism {
         min_key: 256,
-        max_key: 384,
+        max_key: 521,
         key_types: EC,
         sign: Some(sign),
         ..row(ty, name, CKF_SIGN | CKF_VERIFY | EC_FLAGS)
@@ -23,7 +25,7 @@ macro_rules! ecdsa_rows {
 pub(super) static ROWS: &[Mechanism] = &[
     Mechanism {
         min_key: 256,
-        max_key: 384,
+        max_key: 521,
         keypair: Some(KeyPairGen {
             key_type: CKK_EC,
             generate: ec::generate,
@@ -43,9 +45,9 @@ pub(super) static ROWS: &[Mechanism] = &[
 /// An ECDH row: one-way (the template may ask a readable secret).
 const fn ecdh_row(ty: CK_MECHANISM_TYPE, name: &'static str) -> Mechanism {
     Mechanism {
-        min_key: 256,
-        max_key: 384,
-        key_types: EC,
+        min_key: 255,
+        max_key: 521,
+        key_types: ECDH_KEYS,
         param: ParamShape::Ecdh,
         derive: Some(Derive {
             one_way: true,

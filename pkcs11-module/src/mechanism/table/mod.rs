@@ -9,6 +9,7 @@ mod chacha;
 mod des;
 mod digest;
 mod ec;
+mod edwards;
 mod kdf;
 mod mac;
 mod rsa;
@@ -30,6 +31,7 @@ pub(super) static FAMILIES: &[&[Mechanism]] = &[
     rsa::HASHED,
     ec::ROWS,
     ec::HASHED,
+    edwards::ROWS,
     kdf::ROWS,
     des::MD5,
 ];
@@ -71,6 +73,8 @@ pub(super) const SECRETS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
 pub(super) const GENERIC: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET];
 pub(super) const RSA: &[CK_KEY_TYPE] = &[CKK_RSA];
 pub(super) const EC: &[CK_KEY_TYPE] = &[CKK_EC];
+/// `CKM_ECDH1_DERIVE` takes NIST-curve and X25519 keys.
+pub(super) const ECDH_KEYS: &[CK_KEY_TYPE] = &[CKK_EC, CKK_EC_MONTGOMERY];
 pub(super) const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 
 /// A derivation row: key sizes are those of the derived secret.
