@@ -5,7 +5,7 @@
 
 use cryptoki_sys::*;
 
-use super::params::{copied, read};
+use super::{copied, read};
 use crate::error::{Error, Result};
 use crate::mechanism::kdf::kbkdf::{self, Format, PrfData};
 use crate::mechanism::{self, Param, ParamShape, Templates};

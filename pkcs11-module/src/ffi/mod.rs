@@ -389,3 +389,31 @@ pub(super) unsafe fn write_array_attribute(a: &mut CK_ATTRIBUTE, encoded: &[u8])
     a.ulValueLen = need as CK_ULONG;
     fits
 }
+
+/// The structure `T` at `p`, if `len` is exactly its size. `T` is one of the
+/// plain C parameter structures: integers, byte arrays and raw pointers, for
+/// which any bit pattern is a value.
+///
+/// # Safety
+/// `p` must be NULL or valid for `len` bytes.
+pub(in crate::ffi) unsafe fn read<T: Copy>(p: *const u8, len: CK_ULONG) -> Result<T> {
+    if p.is_null() || usize::try_from(len).ok() != Some(size_of::<T>()) {
+        return Err(Error::MechanismParamInvalid);
+    }
+    // SAFETY: `p` is valid for `size_of::<T>()` bytes (checked above, and the
+    // caller's promise); `read_unaligned` asks no alignment of the caller's
+    // buffer; every bit pattern is a `T` (plain integers and pointers).
+    Ok(unsafe { std::ptr::read_unaligned(p as *const T) })
+}
+
+/// The `len` bytes at `p`, copied; a bad pointer in a parameter is the
+/// parameter's fault.
+///
+/// # Safety
+/// `p` must be NULL or valid for `len` bytes.
+pub(in crate::ffi) unsafe fn copied(p: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
+    // SAFETY: forwarded caller promise.
+    unsafe { input(p, len) }
+        .map(<[u8]>::to_vec)
+        .map_err(|_| Error::MechanismParamInvalid)
+}

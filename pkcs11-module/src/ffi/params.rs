@@ -8,8 +8,8 @@ use std::mem::size_of;
 
 use cryptoki_sys::*;
 
-use super::input;
 use super::kbkdf::{kbkdf_counter, kbkdf_feedback};
+use super::{copied, read};
 use crate::error::{Error, Result};
 use crate::mechanism::{self, MechanismArg, Param, ParamShape};
 
@@ -106,34 +106,6 @@ unsafe fn flat(p: *const u8, len: CK_ULONG) -> Result<Param> {
     } else {
         Param::Raw(bytes)
     })
-}
-
-/// The structure `T` at `p`, if `len` is exactly its size. `T` is one of the
-/// plain C parameter structures: integers, byte arrays and raw pointers, for
-/// which any bit pattern is a value.
-///
-/// # Safety
-/// `p` must be NULL or valid for `len` bytes.
-pub(super) unsafe fn read<T: Copy>(p: *const u8, len: CK_ULONG) -> Result<T> {
-    if p.is_null() || usize::try_from(len).ok() != Some(size_of::<T>()) {
-        return Err(Error::MechanismParamInvalid);
-    }
-    // SAFETY: `p` is valid for `size_of::<T>()` bytes (checked above, and the
-    // caller's promise); `read_unaligned` asks no alignment of the caller's
-    // buffer; every bit pattern is a `T` (plain integers and pointers).
-    Ok(unsafe { std::ptr::read_unaligned(p as *const T) })
-}
-
-/// The `len` bytes at `p`, copied; a bad pointer in a parameter is the
-/// parameter's fault.
-///
-/// # Safety
-/// `p` must be NULL or valid for `len` bytes.
-pub(super) unsafe fn copied(p: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
-    // SAFETY: forwarded caller promise.
-    unsafe { input(p, len) }
-        .map(<[u8]>::to_vec)
-        .map_err(|_| Error::MechanismParamInvalid)
 }
 
 /// `CK_GCM_PARAMS` in either layout, told apart by size: v3.0 (pIv, ulIvLen,
