@@ -144,6 +144,8 @@ impl Module {
         pin: &[u8],
     ) -> Result<()> {
         let s = self.session(h)?;
+        // Held across the KDF; taken before the token lock (lock order).
+        let _gate = s.slot.login_gate.lock();
         let who = match user_type {
             CKU_SO => Login::So,
             CKU_USER => Login::User,
