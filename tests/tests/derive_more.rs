@@ -6,7 +6,8 @@
 //!    pkeyutl -derive` gives with the software keys;
 //! 2. `CKM_ECDH1_DERIVE` / `CKM_ECDH1_COFACTOR_DERIVE` with `CKD_NULL` (whole
 //!    secret, shorter keys) and the X9.63 KDFs `CKD_SHA*_KDF` against
-//!    `openssl kdf ... X963KDF`, and their parameter errors;
+//!    `openssl kdf ... X963KDF`, the SP 800-56A `CKD_SHA*_KDF_SP800` against
+//!    `openssl kdf ... SSKDF`, and their parameter errors;
 //! 3. `CKM_CONCATENATE_BASE_AND_DATA`, `CKM_CONCATENATE_DATA_AND_BASE`,
 //!    `CKM_XOR_BASE_AND_DATA`, `CKM_EXTRACT_KEY_FROM_KEY`, with the `hsm`
 //!    rule against short copies of a key;
@@ -560,12 +561,17 @@ fn ecdh_null_and_x963_kdfs_match_openssl() {
         }
         // X9.63 with each hash, with and without shared data, against
         // `openssl kdf X963KDF`; no CKA_VALUE_LEN gives the field size.
-        for (kdf, digest) in [
-            (CKD_SHA1_KDF, "SHA1"),
-            (CKD_SHA224_KDF, "SHA224"),
-            (CKD_SHA256_KDF, "SHA256"),
-            (CKD_SHA384_KDF, "SHA384"),
-            (CKD_SHA512_KDF, "SHA512"),
+        // The `_SP800` KDFs are SP 800-56A's one-step KDF: `openssl kdf SSKDF`.
+        for (kdf, digest, algorithm) in [
+            (CKD_SHA1_KDF, "SHA1", "X963KDF"),
+            (CKD_SHA224_KDF, "SHA224", "X963KDF"),
+            (CKD_SHA256_KDF, "SHA256", "X963KDF"),
+            (CKD_SHA384_KDF, "SHA384", "X963KDF"),
+            (CKD_SHA512_KDF, "SHA512", "X963KDF"),
+            (CKD_SHA1_KDF_SP800, "SHA1", "SSKDF"),
+            (CKD_SHA256_KDF_SP800, "SHA256", "SSKDF"),
+            (CKD_SHA512_KDF_SP800, "SHA512", "SSKDF"),
+            (CKD_SHA3_256_KDF_SP800, "SHA3-256", "SSKDF"),
         ] {
             for (shared, len) in [(&b""[..], None), (&b"shared info"[..], Some(80))] {
                 let k = ok(
@@ -587,11 +593,11 @@ fn ecdh_null_and_x963_kdfs_match_openssl() {
                 if !shared.is_empty() {
                     opts.push(format!("hexinfo:{}", to_hex(shared)));
                 }
-                let want = openssl_kdf(&env, "X963KDF", n, &opts);
+                let want = openssl_kdf(&env, algorithm, n, &opts);
                 assert_eq!(
                     to_hex(&t.value(k)),
                     to_hex(&want),
-                    "{curve} {digest} KDF, {n} bytes"
+                    "{curve} {digest} {algorithm}, {n} bytes"
                 );
             }
         }

@@ -586,15 +586,32 @@ pub fn ecdh(
         CKD_SHA3_256_KDF => CKM_SHA3_256,
         CKD_SHA3_384_KDF => CKM_SHA3_384,
         CKD_SHA3_512_KDF => CKM_SHA3_512,
+        CKD_SHA1_KDF_SP800 => CKM_SHA_1,
+        CKD_SHA224_KDF_SP800 => CKM_SHA224,
+        CKD_SHA256_KDF_SP800 => CKM_SHA256,
+        CKD_SHA384_KDF_SP800 => CKM_SHA384,
+        CKD_SHA512_KDF_SP800 => CKM_SHA512,
+        CKD_SHA3_224_KDF_SP800 => CKM_SHA3_224,
+        CKD_SHA3_256_KDF_SP800 => CKM_SHA3_256,
+        CKD_SHA3_384_KDF_SP800 => CKM_SHA3_384,
+        CKD_SHA3_512_KDF_SP800 => CKM_SHA3_512,
         _ => return Err(Error::MechanismParamInvalid),
     };
-    // ANSI X9.63 KDF: Hash(Z || counter32 || SharedInfo) for counter = 1, 2, …
+    // ANSI X9.63 KDF: Hash(Z || counter32 || SharedInfo); the `_SP800` ones
+    // are NIST SP 800-56A's one-step (concatenation) KDF: Hash(counter32 ||
+    // Z || OtherInfo); counter = 1, 2, … either way.
+    let sp800 = (CKD_SHA1_KDF_SP800..=CKD_SHA3_512_KDF_SP800).contains(kdf);
     let mut out = Zeroizing::new(Vec::with_capacity(len + 64));
     let mut counter: u32 = 1;
     while out.len() < len {
         let mut d = for_mechanism(hash).ok_or(Error::MechanismParamInvalid)?;
-        d.update(&secret);
-        d.update(&counter.to_be_bytes());
+        if sp800 {
+            d.update(&counter.to_be_bytes());
+            d.update(&secret);
+        } else {
+            d.update(&secret);
+            d.update(&counter.to_be_bytes());
+        }
         d.update(shared);
         let mut block = Zeroizing::new(vec![0; d.output_len()]);
         d.finish(&mut block);
