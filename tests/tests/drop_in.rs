@@ -315,3 +315,56 @@ fn session_state_and_login_come_before_template_checks() {
         "C_CreateObject of a data object, logged out",
     );
 }
+
+/// The v3.0 HMAC key generators (`CKM_SHA*_KEY_GEN`, past SoftHSMv2, as
+/// Kryoptic has them): a key of the hash's type that the HMAC mechanisms
+/// take, whose MAC equals that of a generic secret with the same value.
+#[test]
+fn hmac_key_generators_make_typed_hmac_keys() {
+    let _env = TestEnv::new();
+    let t = tokens(&[("hmac", "spec")])[0];
+    let data = b"HMAC keys of v3.0";
+    for (keygen, kt, mac) in [
+        (CKM_SHA_1_KEY_GEN, CKK_SHA_1_HMAC, CKM_SHA_1_HMAC),
+        (CKM_SHA256_KEY_GEN, CKK_SHA256_HMAC, CKM_SHA256_HMAC),
+        (CKM_SHA512_KEY_GEN, CKK_SHA512_HMAC, CKM_SHA512_HMAC),
+        (CKM_SHA3_256_KEY_GEN, CKK_SHA3_256_HMAC, CKM_SHA3_256_HMAC),
+    ] {
+        let k = t
+            .generate(
+                keygen,
+                vec![
+                    u(CKA_VALUE_LEN, 32),
+                    b(CKA_SIGN, true),
+                    b(CKA_VERIFY, true),
+                    b(CKA_TOKEN, false),
+                    b(CKA_SENSITIVE, false),
+                    b(CKA_EXTRACTABLE, true),
+                ],
+            )
+            .unwrap_or_else(|rv| panic!("{keygen:#x}: {rv:#x}"));
+        assert_eq!(t.get_ulong(k, CKA_KEY_TYPE), kt);
+        let value = t.value(k);
+        assert_eq!(value.len(), 32);
+        let sig = t.sign(mac, k, data).expect("HMAC with a typed key");
+        check(t.verify(mac, k, data, &sig), CKR_OK, "verify");
+        let generic = t
+            .create(vec![
+                u(CKA_CLASS, CKO_SECRET_KEY),
+                u(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+                b(CKA_TOKEN, false),
+                b(CKA_SIGN, true),
+                by(CKA_VALUE, &value),
+            ])
+            .expect("generic secret");
+        assert_eq!(t.sign(mac, generic, data).unwrap(), sig);
+    }
+    // Without CKA_VALUE_LEN, as for a generic secret: incomplete.
+    check(
+        t.generate(CKM_SHA256_KEY_GEN, vec![b(CKA_TOKEN, false)])
+            .err()
+            .unwrap_or(CKR_OK),
+        CKR_TEMPLATE_INCOMPLETE,
+        "CKM_SHA256_KEY_GEN without CKA_VALUE_LEN",
+    );
+}

@@ -140,6 +140,18 @@ const fn secret(
     }
 }
 
+/// An HMAC key type of v3.0 (`CKK_SHA256_HMAC`, ...): sized and checked
+/// like a generic secret.
+const fn hmac_key(ty: CK_KEY_TYPE, name: &'static str) -> KeyType {
+    secret(
+        ty,
+        name,
+        |n| (1..=MAX_SECRET_LEN).contains(&n),
+        |n| n >= 1,
+        mac::check_value,
+    )
+}
+
 /// A DES key type: `len` bytes (8, 16 or 24), legacy, odd parity when made
 /// here. Imports of any parity are accepted, as other tokens do (the parity
 /// bits are ignored by the cipher).
@@ -211,6 +223,17 @@ pub static KEY_TYPES: &[KeyType] = &[
         |n| n >= 1,
         mac::check_value,
     ),
+    // The v3.0 HMAC key types (made by CKM_SHA*_KEY_GEN): generic secrets
+    // named for their hash, as Kryoptic has them.
+    hmac_key(CKK_SHA_1_HMAC, "CKK_SHA_1_HMAC"),
+    hmac_key(CKK_SHA224_HMAC, "CKK_SHA224_HMAC"),
+    hmac_key(CKK_SHA256_HMAC, "CKK_SHA256_HMAC"),
+    hmac_key(CKK_SHA384_HMAC, "CKK_SHA384_HMAC"),
+    hmac_key(CKK_SHA512_HMAC, "CKK_SHA512_HMAC"),
+    hmac_key(CKK_SHA3_224_HMAC, "CKK_SHA3_224_HMAC"),
+    hmac_key(CKK_SHA3_256_HMAC, "CKK_SHA3_256_HMAC"),
+    hmac_key(CKK_SHA3_384_HMAC, "CKK_SHA3_384_HMAC"),
+    hmac_key(CKK_SHA3_512_HMAC, "CKK_SHA3_512_HMAC"),
     des_row(CKK_DES, "CKK_DES", |n| n == 8, 8),
     des_row(CKK_DES2, "CKK_DES2", |n| n == 16, 16),
     des_row(CKK_DES3, "CKK_DES3", |n| n == 24, 24),

@@ -28,7 +28,19 @@ pub(super) const fn mac_row(
     }
 }
 
-pub(super) const HMAC_KEYS: &[CK_KEY_TYPE] = &[CKK_GENERIC_SECRET, CKK_AES];
+pub(super) const HMAC_KEYS: &[CK_KEY_TYPE] = &[
+    CKK_GENERIC_SECRET,
+    CKK_AES,
+    CKK_SHA_1_HMAC,
+    CKK_SHA224_HMAC,
+    CKK_SHA256_HMAC,
+    CKK_SHA384_HMAC,
+    CKK_SHA512_HMAC,
+    CKK_SHA3_224_HMAC,
+    CKK_SHA3_256_HMAC,
+    CKK_SHA3_384_HMAC,
+    CKK_SHA3_512_HMAC,
+];
 pub(super) const HMAC_SIZES: (CK_ULONG, CK_ULONG) = (1, MAX_SECRET_LEN as CK_ULONG);
 
 macro_rules! hmac_rows {
@@ -70,3 +82,46 @@ pub(super) static HMACS: &[Mechanism] = hmac_rows! {
     CKM_SHA3_384_HMAC, CKM_SHA3_384_HMAC_GENERAL, sha3::Sha3_384;
     CKM_SHA3_512_HMAC, CKM_SHA3_512_HMAC_GENERAL, sha3::Sha3_512;
 };
+
+/// `CKM_SHA*_KEY_GEN` (v3.0): an HMAC key of the hash's type, sized in bytes
+/// by `CKA_VALUE_LEN` like a generic secret.
+const fn hmac_keygen(
+    ty: CK_MECHANISM_TYPE,
+    name: &'static str,
+    key_type: CK_KEY_TYPE,
+) -> Mechanism {
+    Mechanism {
+        min_key: HMAC_SIZES.0,
+        max_key: HMAC_SIZES.1,
+        keygen: Some(crate::mechanism::KeyGen { key_type }),
+        ..row(ty, name, CKF_GENERATE)
+    }
+}
+
+pub(super) static KEYGENS: &[Mechanism] = &[
+    hmac_keygen(CKM_SHA_1_KEY_GEN, "CKM_SHA_1_KEY_GEN", CKK_SHA_1_HMAC),
+    hmac_keygen(CKM_SHA224_KEY_GEN, "CKM_SHA224_KEY_GEN", CKK_SHA224_HMAC),
+    hmac_keygen(CKM_SHA256_KEY_GEN, "CKM_SHA256_KEY_GEN", CKK_SHA256_HMAC),
+    hmac_keygen(CKM_SHA384_KEY_GEN, "CKM_SHA384_KEY_GEN", CKK_SHA384_HMAC),
+    hmac_keygen(CKM_SHA512_KEY_GEN, "CKM_SHA512_KEY_GEN", CKK_SHA512_HMAC),
+    hmac_keygen(
+        CKM_SHA3_224_KEY_GEN,
+        "CKM_SHA3_224_KEY_GEN",
+        CKK_SHA3_224_HMAC,
+    ),
+    hmac_keygen(
+        CKM_SHA3_256_KEY_GEN,
+        "CKM_SHA3_256_KEY_GEN",
+        CKK_SHA3_256_HMAC,
+    ),
+    hmac_keygen(
+        CKM_SHA3_384_KEY_GEN,
+        "CKM_SHA3_384_KEY_GEN",
+        CKK_SHA3_384_HMAC,
+    ),
+    hmac_keygen(
+        CKM_SHA3_512_KEY_GEN,
+        "CKM_SHA3_512_KEY_GEN",
+        CKK_SHA3_512_HMAC,
+    ),
+];

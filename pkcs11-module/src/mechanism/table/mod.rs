@@ -27,6 +27,7 @@ pub(super) static FAMILIES: &[&[Mechanism]] = &[
     des::ROWS,
     mac::ROWS,
     mac::HMACS,
+    mac::KEYGENS,
     rsa::ROWS,
     rsa::HASHED,
     ec::ROWS,
