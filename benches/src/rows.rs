@@ -939,8 +939,8 @@ pub fn hex(b: &[u8]) -> String {
 pub struct RawKeys {
     aes: [u8; 32],
     hmac: [u8; 32],
-    ec: p256::ecdsa::SigningKey,
-    rsa: RsaPrivateKey,
+    pub(crate) ec: p256::ecdsa::SigningKey,
+    pub(crate) rsa: RsaPrivateKey,
 }
 
 /// The raw keys, generated on first use (the RSA key takes a moment).
@@ -963,8 +963,8 @@ pub fn raw_keys() -> BResult<&'static RawKeys> {
 /// Input and expected intermediate values of a raw row, checked like the
 /// module rows' round trips.
 pub struct RawPrepared {
-    input: Vec<u8>,
-    aux: Vec<u8>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) aux: Vec<u8>,
     iv: [u8; 12],
 }
 
@@ -1061,11 +1061,17 @@ pub fn raw_prepare(op: Op) -> BResult<RawPrepared> {
         }
         _ => {}
     }
+    if crate::rawlc::takes(op) {
+        crate::rawlc::check(op, &p)?;
+    }
     Ok(p)
 }
 
 /// The raw-crate version of the row's timed operation.
 pub fn raw_op<'a>(op: Op, p: &'a RawPrepared) -> BResult<OpFn<'a>> {
+    if crate::rawlc::takes(op) {
+        return crate::rawlc::op(op, p);
+    }
     let k = raw_keys()?;
     let rng_err = |e: getrandom::Error| BenchError::Fail(format!("getrandom: {e}"));
     Ok(match op {

@@ -44,6 +44,9 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
+/// AWS-LC's allocation hooks (into the global allocator, so into the region in a scope).
+#[cfg(feature = "aws-lc")]
+pub mod awslc;
 mod stack;
 
 use stack::{clear_vector_registers, run, scrub_stack, scrub_stack_short};

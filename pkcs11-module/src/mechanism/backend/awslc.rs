@@ -5,10 +5,12 @@
 //! refuses is remembered as refused and the family's RustCrypto code runs.
 //!
 //! Secrets: the PKCS#8 document and scalars handed to AWS-LC are made inside
-//! `secret::scope` (in the key region, wiped on free), but AWS-LC copies
-//! them into structures allocated by its own `malloc`: those are outside the
-//! key region (not locked, not excluded from core dumps), freed with
-//! AWS-LC's own cleansing of big numbers.
+//! `secret::scope`, and so are AWS-LC's own copies of them: its allocator is
+//! routed into the global allocator (`secret::awslc`), so its key structures
+//! land in the key region (locked, not in core dumps, wiped on free). Every
+//! private-key operation runs inside a scope too (the callers in `rsa/` and
+//! `ec.rs` open it; `ecdh` opens its own), for the blinding values and
+//! big-number temporaries AWS-LC allocates while it works.
 #![forbid(unsafe_code)]
 
 use std::sync::OnceLock;
@@ -32,13 +34,18 @@ use crate::error::{Error, Result};
 pub const NAME: &str = "aws-lc-rs";
 
 /// Private-key operations (RSA signing and OAEP decryption, ECDSA signing,
-/// ECDH) stay on RustCrypto for now: AWS-LC copies a private key into
-/// structures on its own `malloc` heap, which core dumps include
-/// (`tests/memory_hygiene.rs` finds the key there), and the key region cannot
-/// reach them until AWS-LC's allocator is routed into it. Public-key
-/// operations (verification, OAEP encryption) carry no secret and run here.
-/// Unit tests turn them on to cross-check AWS-LC against RustCrypto.
-const PRIVATE_KEY_OPS: bool = false;
+/// ECDH) run here when AWS-LC's heap is routed into the global allocator
+/// (`secret::awslc`): AWS-LC's copies of a private key and the temporaries
+/// of an operation are then made inside `secret::scope` and land in the key
+/// region (locked, not in core dumps, wiped on free), which
+/// `tests/memory_hygiene.rs` checks against gcore and kernel core dumps.
+/// On targets without the hooks they stay on RustCrypto (unit tests still
+/// run them to cross-check AWS-LC against RustCrypto).
+const PRIVATE_KEY_OPS: bool = crate::secret::awslc::HOOKED;
+
+/// Which backend runs private-key operations (signing, decryption, ECDH)
+/// in this build, for reports such as the benchmarks' raw column.
+pub const PRIVATE_NAME: &str = if PRIVATE_KEY_OPS { NAME } else { "RustCrypto" };
 
 fn private_key_ops() -> bool {
     PRIVATE_KEY_OPS || cfg!(test)
@@ -402,6 +409,29 @@ mod tests {
     use getrandom::SysRng;
     use p256::elliptic_curve::Generate;
     use sha2::Digest as _;
+
+    /// AWS-LC allocates through `secret::awslc`'s hooks: a key it parses
+    /// inside a scope is built from blocks the hooks hand out, and signing
+    /// with it works (AWS-LC frees and reallocates through them too).
+    #[test]
+    fn aws_lc_allocates_through_the_hooks() {
+        use std::sync::atomic::Ordering;
+        let k = p256::ecdsa::SigningKey::try_generate_from_rng(&mut SysRng).unwrap();
+        let point = k.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        let before = crate::secret::awslc::CALLS.load(Ordering::Relaxed);
+        let kp = crate::secret::scope(|| {
+            EcdsaKeyPair::from_private_key_and_public_key(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &k.to_bytes(),
+                &point,
+            )
+            .unwrap()
+        });
+        assert!(crate::secret::awslc::CALLS.load(Ordering::Relaxed) > before);
+        let sig = crate::secret::scope(|| kp.sign_digest(&import(CKM_SHA256, &[5u8; 32]).unwrap()));
+        assert_eq!(sig.unwrap().as_ref().len(), 64);
+        drop(kp);
+    }
 
     #[test]
     fn rsa_agrees_with_rustcrypto() {

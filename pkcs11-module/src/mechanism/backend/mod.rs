@@ -17,15 +17,15 @@
 //! or MD5, PSS and OAEP with SHA-224 or SHA-3, mixed hashes or other salt
 //! lengths, `CKM_ECDSA` over input of another length, Ed25519 signing and
 //! Ed25519ph, X25519, key generation, import checks and PKCS#8.
-//! (Private-key operations stay RustCrypto in every build for now: see
-//! `PRIVATE_KEY_OPS` in `awslc.rs`.)
+//! (Private-key operations go to AWS-LC where its heap is routed into the
+//! key region, x86-64 and AArch64: see `PRIVATE_KEY_OPS` in `awslc.rs`.)
 //!
 //! The backend's parsed keys live in the family's cached key (built once per
 //! object version, `mechanism::cached`), filled at first use inside
-//! `secret::scope`. AWS-LC allocates with its own `malloc`, not Rust's global
-//! allocator: its key structures (`EVP_PKEY`, big numbers) are NOT in the
-//! locked, non-dumpable key region; only the Rust-side copies made to build
-//! them (the PKCS#8 document, scalars) are.
+//! `secret::scope`. AWS-LC allocates through Rust's global allocator
+//! (`secret::awslc` defines its `OPENSSL_memory_*` hooks), so its key
+//! structures (`EVP_PKEY`, big numbers) are in the locked, non-dumpable key
+//! region, like the Rust-side copies made to build them.
 
 use cryptoki_sys::CK_MECHANISM_TYPE;
 

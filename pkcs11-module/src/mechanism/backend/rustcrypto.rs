@@ -10,6 +10,8 @@ use crate::error::Result;
 
 /// Which backend this build asks first.
 pub const NAME: &str = "RustCrypto";
+/// Which backend runs private-key operations in this build.
+pub const PRIVATE_NAME: &str = NAME;
 
 /// Backend state of an RSA private key (none).
 #[derive(Default)]
