@@ -34,6 +34,10 @@
 //! registered before `ffi`'s (so theirs, which may free memory, run first in
 //! the parent).
 //!
+//! AWS-LC (the default build's RSA/EC backend) allocates through the same
+//! global allocator (`awslc.rs` defines its `OPENSSL_memory_*` hooks), so its
+//! copies of private keys made inside a scope are region blocks too.
+//!
 //! Under `cfg(fuzzing)` scopes do nothing, so sanitizers see every allocation.
 //!
 //! The only other place with `unsafe` besides `ffi`; every block says why it
