@@ -6,6 +6,7 @@
 
 use std::sync::OnceLock;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::digest::{Digest as LcDigest, SHA256 as LC_SHA256};
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, ParsedPublicKey, RsaKeyPair};
@@ -15,7 +16,7 @@ use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use sha2::{Digest, Sha256};
 
 use crate::measure::OpFn;
-use crate::rows::{Op, RawPrepared, raw_keys};
+use crate::rows::{GCM_IV_COUNTER, Op, RawPrepared, XKS_AAD_LEN, counter_iv, pattern, raw_keys};
 use crate::token::{BResult, BenchError};
 
 /// The backend that runs `op` in the module (and so in the raw column).
@@ -23,7 +24,14 @@ pub fn backend(op: Op) -> &'static str {
     use ferrohsm_pkcs11::mechanism::backend::{NAME, PRIVATE_NAME};
     match op {
         Op::EcdsaSign | Op::RsaSign | Op::RsaOaepDec => PRIVATE_NAME,
-        Op::EcdsaVerify | Op::RsaVerify => NAME,
+        // GCM with 12-byte IVs (as these rows use) runs on the backend too.
+        Op::EcdsaVerify
+        | Op::RsaVerify
+        | Op::GcmEnc64
+        | Op::GcmDec64
+        | Op::GcmEnc4k
+        | Op::GcmDec4k
+        | Op::Xks => NAME,
         _ => "RustCrypto",
     }
 }
@@ -34,6 +42,7 @@ pub fn takes(op: Op) -> bool {
 }
 
 struct Keys {
+    gcm: LessSafeKey,
     ec: EcdsaKeyPair,
     ec_pub: ParsedPublicKey,
     rsa: RsaKeyPair,
@@ -78,7 +87,9 @@ fn keys() -> BResult<&'static Keys> {
         PrivateDecryptingKey::from_pkcs8(der.as_bytes()).map_err(fail("rsa key"))?,
     )
     .map_err(fail("oaep key"))?;
+    let gcm = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &rk.aes).map_err(fail("gcm key"))?);
     Ok(KEYS.get_or_init(|| Keys {
+        gcm,
         ec,
         ec_pub,
         rsa,
@@ -106,6 +117,22 @@ pub fn check(op: Op, p: &RawPrepared) -> BResult<()> {
     let k = keys()?;
     let rk = raw_keys()?;
     match op {
+        Op::GcmEnc64 | Op::GcmDec64 | Op::GcmEnc4k | Op::GcmDec4k | Op::Xks => {
+            let aad = if op == Op::Xks {
+                pattern(XKS_AAD_LEN)
+            } else {
+                Vec::new()
+            };
+            let mut ct = p.input.clone();
+            k.gcm
+                .seal_in_place_append_tag(
+                    Nonce::assume_unique_for_key(p.iv),
+                    Aad::from(&aad),
+                    &mut ct,
+                )
+                .map_err(fail("seal"))?;
+            ensure(ct == p.aux, "GCM differs from RustCrypto's")
+        }
         Op::EcdsaSign | Op::EcdsaVerify => {
             let sig = k.ec.sign_digest(&digest(&p.input)?).map_err(fail("sign"))?;
             let sig = p256::ecdsa::Signature::from_slice(sig.as_ref()).map_err(fail("sig"))?;
@@ -153,6 +180,43 @@ pub fn check(op: Op, p: &RawPrepared) -> BResult<()> {
 pub fn op<'a>(op: Op, p: &'a RawPrepared) -> BResult<OpFn<'a>> {
     let k = keys()?;
     Ok(match op {
+        Op::GcmEnc64 | Op::GcmEnc4k => Box::new(move || {
+            let mut b = p.input.clone();
+            let iv = counter_iv(&GCM_IV_COUNTER);
+            k.gcm
+                .seal_in_place_append_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut b)
+                .map_err(fail("seal"))?;
+            std::hint::black_box(b);
+            Ok(())
+        }),
+        Op::GcmDec64 | Op::GcmDec4k => Box::new(move || {
+            let mut b = p.aux.clone();
+            let n = k
+                .gcm
+                .open_in_place(Nonce::assume_unique_for_key(p.iv), Aad::empty(), &mut b)
+                .map_err(fail("open"))?
+                .len();
+            std::hint::black_box(n);
+            Ok(())
+        }),
+        Op::Xks => {
+            let aad = pattern(XKS_AAD_LEN);
+            Box::new(move || {
+                let mut iv = [0u8; 12];
+                getrandom::fill(&mut iv)
+                    .map_err(|e| BenchError::Fail(format!("getrandom: {e}")))?;
+                let mut b = p.input.clone();
+                k.gcm
+                    .seal_in_place_append_tag(
+                        Nonce::assume_unique_for_key(iv),
+                        Aad::from(&aad),
+                        &mut b,
+                    )
+                    .map_err(fail("seal"))?;
+                std::hint::black_box(b);
+                Ok(())
+            })
+        }
         Op::EcdsaSign => Box::new(move || {
             std::hint::black_box(k.ec.sign_digest(&digest(&p.input)?).map_err(fail("sign"))?);
             Ok(())

@@ -214,7 +214,7 @@ impl Op {
 // ---- inputs ----------------------------------------------------------------------------
 
 /// AAD length of the XKS row (XKS sends an encryption context of about this size).
-const XKS_AAD_LEN: usize = 40;
+pub(crate) const XKS_AAD_LEN: usize = 40;
 /// GCM tag length in bits.
 const GCM_TAG_BITS: u64 = 128;
 /// DER of the P-256 curve OID (prime256v1), the `CKA_EC_PARAMS` value.
@@ -239,14 +239,14 @@ fn input_len(op: Op) -> usize {
 }
 
 /// A 12-byte GCM IV made from a counter, so no IV repeats under one key.
-fn counter_iv(counter: &AtomicU64) -> [u8; 12] {
+pub(crate) fn counter_iv(counter: &AtomicU64) -> [u8; 12] {
     let mut iv = [0u8; 12];
     iv[4..].copy_from_slice(&counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     iv
 }
 
 /// GCM IVs used by encrypt rows; shared by all threads of one row.
-static GCM_IV_COUNTER: AtomicU64 = AtomicU64::new(1 << 32);
+pub(crate) static GCM_IV_COUNTER: AtomicU64 = AtomicU64::new(1 << 32);
 
 fn oaep() -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
@@ -937,7 +937,7 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Key material for the raw-crate column, made once.
 pub struct RawKeys {
-    aes: [u8; 32],
+    pub(crate) aes: [u8; 32],
     hmac: [u8; 32],
     pub(crate) ec: p256::ecdsa::SigningKey,
     pub(crate) rsa: RsaPrivateKey,
@@ -965,7 +965,7 @@ pub fn raw_keys() -> BResult<&'static RawKeys> {
 pub struct RawPrepared {
     pub(crate) input: Vec<u8>,
     pub(crate) aux: Vec<u8>,
-    iv: [u8; 12],
+    pub(crate) iv: [u8; 12],
 }
 
 /// Whether the row has a raw-crate equivalent.
