@@ -8,8 +8,9 @@
 //!   It takes RSA PKCS#1 v1.5 and PSS signatures with SHA-256/384/512 (PSS
 //!   with MGF1 of the same hash and salt = hash length), OAEP with
 //!   SHA-1/SHA-256/384/512 (MGF1 of the same hash, any label), ECDSA over a
-//!   field-width digest on P-256/P-384/P-521, ECDH on the same curves, and
-//!   pure Ed25519 verification.
+//!   field-width digest on P-256/P-384/P-521, ECDH on the same curves,
+//!   pure Ed25519 verification, and AES-128/256-GCM with 12-byte IVs
+//!   (`aes.rs` asks it through `mechanism::AesCached`; 16-byte tags to open).
 //! - `rustcrypto.rs` (the pure-Rust build): declines everything.
 //!
 //! Everything else stays RustCrypto: raw RSA, PKCS#1 v1.5 decryption (its
