@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod measure;
+mod rawlc;
 mod report;
 mod rows;
 mod stats;
@@ -402,14 +403,16 @@ fn run(opts: &Options, workdir: &Path) -> ExitCode {
             brief(&raw),
             t0.elapsed().as_secs_f64()
         );
-        rows.push(RowResult::new(
+        let mut row = RowResult::new(
             op.id().into(),
             op.title().into(),
             threads,
             ferrohsm,
             softhsm,
             raw,
-        ));
+        );
+        row.raw_backend = rows::has_raw(op).then(|| rawlc::backend(op).to_string());
+        rows.push(row);
     }
 
     notes.push(
@@ -452,7 +455,7 @@ fn run(opts: &Options, workdir: &Path) -> ExitCode {
     println!("\n{}", report.table());
     println!("F/SoftHSM = FerroHSM ops/s ÷ SoftHSMv2 ops/s (above 1: FerroHSM faster).");
     println!(
-        "F/raw     = FerroHSM ops/s ÷ raw RustCrypto ops/s (share of the pure-Rust floor reached)."
+        "F/raw     = FerroHSM ops/s ÷ raw backend ops/s (the crates named in \"raw by\", called directly: the floor)."
     );
     println!("n/a       = the raw crates have no equivalent (sessions, login, token objects).\n");
     for r in report.reasons() {

@@ -59,8 +59,11 @@ pub struct RowResult {
     pub ferrohsm: Cell,
     /// SoftHSMv2 through its `.so`.
     pub softhsm: Cell,
-    /// The RustCrypto crates called directly.
+    /// The backend crates called directly (the one the module uses for
+    /// the row: RustCrypto, or aws-lc-rs for the RSA and ECDSA rows).
     pub raw: Cell,
+    /// Which crates the raw column called ("RustCrypto" or "aws-lc-rs").
+    pub raw_backend: Option<String>,
     /// FerroHSM ops/s ÷ SoftHSMv2 ops/s (above 1: FerroHSM is faster).
     pub ratio_ferrohsm_softhsm: Option<f64>,
     /// FerroHSM ops/s ÷ raw-crate ops/s (the share of the pure-Rust floor reached).
@@ -87,6 +90,7 @@ impl RowResult {
             ferrohsm,
             softhsm,
             raw,
+            raw_backend: None,
         }
     }
 
@@ -160,7 +164,11 @@ impl Report {
         for (_, name) in COLUMNS {
             header.extend([format!("{name} ops/s"), "p50".into(), "p99".into()]);
         }
-        header.extend(["F/SoftHSM".to_string(), "F/raw".to_string()]);
+        header.extend([
+            "F/SoftHSM".to_string(),
+            "F/raw".to_string(),
+            "raw by".to_string(),
+        ]);
         let mut lines: Vec<Vec<String>> = vec![header];
         for r in &self.rows {
             let mut line = vec![r.title.clone(), r.threads.to_string()];
@@ -179,6 +187,7 @@ impl Report {
             line.extend([
                 fmt_ratio(r.ratio_ferrohsm_softhsm),
                 fmt_ratio(r.ratio_ferrohsm_raw),
+                r.raw_backend.clone().unwrap_or_else(|| "–".into()),
             ]);
             lines.push(line);
         }

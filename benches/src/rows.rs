@@ -214,7 +214,7 @@ impl Op {
 // ---- inputs ----------------------------------------------------------------------------
 
 /// AAD length of the XKS row (XKS sends an encryption context of about this size).
-const XKS_AAD_LEN: usize = 40;
+pub(crate) const XKS_AAD_LEN: usize = 40;
 /// GCM tag length in bits.
 const GCM_TAG_BITS: u64 = 128;
 /// DER of the P-256 curve OID (prime256v1), the `CKA_EC_PARAMS` value.
@@ -239,14 +239,14 @@ fn input_len(op: Op) -> usize {
 }
 
 /// A 12-byte GCM IV made from a counter, so no IV repeats under one key.
-fn counter_iv(counter: &AtomicU64) -> [u8; 12] {
+pub(crate) fn counter_iv(counter: &AtomicU64) -> [u8; 12] {
     let mut iv = [0u8; 12];
     iv[4..].copy_from_slice(&counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     iv
 }
 
 /// GCM IVs used by encrypt rows; shared by all threads of one row.
-static GCM_IV_COUNTER: AtomicU64 = AtomicU64::new(1 << 32);
+pub(crate) static GCM_IV_COUNTER: AtomicU64 = AtomicU64::new(1 << 32);
 
 fn oaep() -> Mechanism<'static> {
     Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
@@ -937,10 +937,10 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Key material for the raw-crate column, made once.
 pub struct RawKeys {
-    aes: [u8; 32],
+    pub(crate) aes: [u8; 32],
     hmac: [u8; 32],
-    ec: p256::ecdsa::SigningKey,
-    rsa: RsaPrivateKey,
+    pub(crate) ec: p256::ecdsa::SigningKey,
+    pub(crate) rsa: RsaPrivateKey,
 }
 
 /// The raw keys, generated on first use (the RSA key takes a moment).
@@ -963,9 +963,9 @@ pub fn raw_keys() -> BResult<&'static RawKeys> {
 /// Input and expected intermediate values of a raw row, checked like the
 /// module rows' round trips.
 pub struct RawPrepared {
-    input: Vec<u8>,
-    aux: Vec<u8>,
-    iv: [u8; 12],
+    pub(crate) input: Vec<u8>,
+    pub(crate) aux: Vec<u8>,
+    pub(crate) iv: [u8; 12],
 }
 
 /// Whether the row has a raw-crate equivalent.
@@ -1061,11 +1061,17 @@ pub fn raw_prepare(op: Op) -> BResult<RawPrepared> {
         }
         _ => {}
     }
+    if crate::rawlc::takes(op) {
+        crate::rawlc::check(op, &p)?;
+    }
     Ok(p)
 }
 
 /// The raw-crate version of the row's timed operation.
 pub fn raw_op<'a>(op: Op, p: &'a RawPrepared) -> BResult<OpFn<'a>> {
+    if crate::rawlc::takes(op) {
+        return crate::rawlc::op(op, p);
+    }
     let k = raw_keys()?;
     let rng_err = |e: getrandom::Error| BenchError::Fail(format!("getrandom: {e}"));
     Ok(match op {

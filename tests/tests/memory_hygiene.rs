@@ -42,8 +42,9 @@ use std::time::Duration;
 
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
@@ -124,16 +125,18 @@ fn work() -> (Pkcs11, Session) {
             Attribute::Extractable(true),
         ]
     };
-    // RSA and ECDSA first.
+    // RSA and ECDSA first (signing, OAEP decryption and P-256 ECDH: the
+    // private-key operations AWS-LC runs in the default build).
     let mut private = readable(RSA);
-    private.push(Attribute::Sign(true));
-    let (_, rsa) = s
+    private.extend([Attribute::Sign(true), Attribute::Decrypt(true)]);
+    let (rsa_public, rsa) = s
         .generate_key_pair(
             &Mechanism::RsaPkcsKeyPairGen,
             &[
                 Attribute::Token(true),
                 Attribute::ModulusBits(2048.into()),
                 Attribute::Verify(true),
+                Attribute::Encrypt(true),
             ],
             &private,
         )
@@ -142,9 +145,23 @@ fn work() -> (Pkcs11, Session) {
         s.sign(&Mechanism::Sha256RsaPkcs, rsa, &[i; 100])
             .expect("C_Sign RSA");
     }
+    let oaep = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA256,
+        PkcsOaepSource::empty(),
+    ));
+    for i in 0..3u8 {
+        let c = s
+            .encrypt(&oaep, rsa_public, &[i; 40])
+            .expect("C_Encrypt RSA-OAEP");
+        assert_eq!(
+            s.decrypt(&oaep, rsa, &c).expect("C_Decrypt RSA-OAEP"),
+            [i; 40]
+        );
+    }
     let mut private = readable(EC);
-    private.push(Attribute::Sign(true));
-    let (_, ec) = s
+    private.extend([Attribute::Sign(true), Attribute::Derive(true)]);
+    let (ec_public, ec) = s
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
             &[
@@ -161,6 +178,29 @@ fn work() -> (Pkcs11, Session) {
         s.sign(&Mechanism::Ecdsa, ec, &[i; 32])
             .expect("C_Sign ECDSA");
     }
+    // ECDH with the key's own public point (a valid P-256 point).
+    let point = match s
+        .get_attributes(ec_public, &[AttributeType::EcPoint])
+        .expect("CKA_EC_POINT")
+        .pop()
+    {
+        Some(Attribute::EcPoint(p)) => p,
+        other => panic!("CKA_EC_POINT: {other:?}"),
+    };
+    let sec1 = point[2..].to_vec(); // the DER OCTET STRING's content (65 bytes)
+    s.derive_key(
+        &Mechanism::Ecdh1Derive(cryptoki::mechanism::elliptic_curve::Ecdh1DeriveParams::new(
+            cryptoki::mechanism::elliptic_curve::EcKdf::null(),
+            &sec1,
+        )),
+        ec,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+        ],
+    )
+    .expect("C_DeriveKey ECDH P-256");
     // Ed25519 signatures and one X25519 agreement.
     let mut private = readable(ED25519);
     private.push(Attribute::Sign(true));

@@ -449,9 +449,39 @@ pub fn cached<T: std::any::Any + Send + Sync>(
     Ok(k)
 }
 
+/// The cached forms of an AES key object: the expanded key, and the
+/// backend's GCM key (built at the first GCM use).
+pub struct AesCached {
+    /// The expanded key (RustCrypto), for every AES mode.
+    pub key: Arc<aes::AesKey>,
+    /// The backend's GCM key (`backend::AesGcm::prepare`).
+    pub gcm: backend::AesGcm,
+}
+
+/// The cached forms of an AES key object, built once.
+pub fn aes_cached(key: &Object) -> Result<Arc<AesCached>> {
+    cached(key, || {
+        Ok(AesCached {
+            key: Arc::new(aes::AesKey::new(key_value(key)?)?),
+            gcm: backend::AesGcm::default(),
+        })
+    })
+}
+
+/// An AES key object's cached forms, with the backend's GCM key built.
+pub fn aes_gcm_key(key: &Object) -> Result<Arc<AesCached>> {
+    let c = aes_cached(key)?;
+    c.gcm.prepare(|| {
+        key_value(key)
+            .ok()
+            .map(|v| zeroize::Zeroizing::new(v.to_vec()))
+    });
+    Ok(c)
+}
+
 /// The expanded AES key of an object, built once and cached with it.
 pub fn aes_key(key: &Object) -> Result<Arc<aes::AesKey>> {
-    cached(key, || aes::AesKey::new(key_value(key)?))
+    Ok(aes_cached(key)?.key.clone())
 }
 
 /// A mechanism request: type and parameter.

@@ -34,6 +34,10 @@
 //! registered before `ffi`'s (so theirs, which may free memory, run first in
 //! the parent).
 //!
+//! AWS-LC (the default build's RSA/EC backend) allocates through the same
+//! global allocator (`awslc.rs` defines its `OPENSSL_memory_*` hooks), so its
+//! copies of private keys made inside a scope are region blocks too.
+//!
 //! Under `cfg(fuzzing)` scopes do nothing, so sanitizers see every allocation.
 //!
 //! The only other place with `unsafe` besides `ffi`; every block says why it
@@ -44,6 +48,9 @@ use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
+/// AWS-LC's allocation hooks (into the global allocator, so into the region in a scope).
+#[cfg(feature = "aws-lc")]
+pub mod awslc;
 mod stack;
 
 use stack::{clear_vector_registers, run, scrub_stack, scrub_stack_short};

@@ -5,15 +5,16 @@
 //! refuses is remembered as refused and the family's RustCrypto code runs.
 //!
 //! Secrets: the PKCS#8 document and scalars handed to AWS-LC are made inside
-//! `secret::scope` (in the key region, wiped on free), but AWS-LC copies
-//! them into structures allocated by its own `malloc`: those are outside the
-//! key region (not locked, not excluded from core dumps), freed with
-//! AWS-LC's own cleansing of big numbers.
+//! `secret::scope`, and so are AWS-LC's own copies of them: its allocator is
+//! routed into the global allocator (`secret::awslc`), so its key structures
+//! land in the key region (locked, not in core dumps, wiped on free). Every
+//! private-key operation runs inside a scope too (the callers in `rsa/` and
+//! `ec.rs` open it; `ecdh` opens its own), for the blinding values and
+//! big-number temporaries AWS-LC allocates while it works.
 #![forbid(unsafe_code)]
 
 use std::sync::OnceLock;
 
-use aws_lc_rs::agreement;
 use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::rsa::{
     OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384, OAEP_SHA512_MGF1SHA512,
@@ -21,6 +22,7 @@ use aws_lc_rs::rsa::{
     PublicEncryptingKey,
 };
 use aws_lc_rs::signature::{self, EcdsaKeyPair, ParsedPublicKey, RsaKeyPair};
+use aws_lc_rs::{aead, agreement};
 use cryptoki_sys::*;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use zeroize::Zeroizing;
@@ -32,13 +34,18 @@ use crate::error::{Error, Result};
 pub const NAME: &str = "aws-lc-rs";
 
 /// Private-key operations (RSA signing and OAEP decryption, ECDSA signing,
-/// ECDH) stay on RustCrypto for now: AWS-LC copies a private key into
-/// structures on its own `malloc` heap, which core dumps include
-/// (`tests/memory_hygiene.rs` finds the key there), and the key region cannot
-/// reach them until AWS-LC's allocator is routed into it. Public-key
-/// operations (verification, OAEP encryption) carry no secret and run here.
-/// Unit tests turn them on to cross-check AWS-LC against RustCrypto.
-const PRIVATE_KEY_OPS: bool = false;
+/// ECDH) run here when AWS-LC's heap is routed into the global allocator
+/// (`secret::awslc`): AWS-LC's copies of a private key and the temporaries
+/// of an operation are then made inside `secret::scope` and land in the key
+/// region (locked, not in core dumps, wiped on free), which
+/// `tests/memory_hygiene.rs` checks against gcore and kernel core dumps.
+/// On targets without the hooks they stay on RustCrypto (unit tests still
+/// run them to cross-check AWS-LC against RustCrypto).
+const PRIVATE_KEY_OPS: bool = crate::secret::awslc::HOOKED;
+
+/// Which backend runs private-key operations (signing, decryption, ECDH)
+/// in this build, for reports such as the benchmarks' raw column.
+pub const PRIVATE_NAME: &str = if PRIVATE_KEY_OPS { NAME } else { "RustCrypto" };
 
 fn private_key_ops() -> bool {
     PRIVATE_KEY_OPS || cfg!(test)
@@ -396,12 +403,144 @@ impl EdPublic {
     }
 }
 
+/// AWS-LC's AES-GCM key for an AES key object, built at first GCM use
+/// (AES-128 and AES-256: aws-lc-rs has no AES-192 GCM). About 1.5-2x the
+/// RustCrypto GCM at 4 KiB (BENCHMARKS.md, 2026-12-06).
+#[derive(Default)]
+pub struct AesGcm {
+    key: OnceLock<Option<aead::LessSafeKey>>,
+}
+
+impl AesGcm {
+    /// Builds the AWS-LC key from the key value once (in the key region).
+    pub fn prepare(&self, key: impl FnOnce() -> Option<Zeroizing<Vec<u8>>>) {
+        once(&self.key, || {
+            let key = key()?;
+            let alg = match key.len() {
+                16 => &aead::AES_128_GCM,
+                32 => &aead::AES_256_GCM,
+                _ => return None,
+            };
+            Some(aead::LessSafeKey::new(
+                aead::UnboundKey::new(alg, &key).ok()?,
+            ))
+        });
+    }
+
+    fn ready(&self, iv: &[u8]) -> Option<(&aead::LessSafeKey, aead::Nonce)> {
+        let k = self.key.get()?.as_ref()?;
+        Some((k, aead::Nonce::try_assume_unique_for_key(iv).ok()?))
+    }
+
+    /// Encrypts `data` in place and returns the 16-byte tag, or declines
+    /// (IV other than 12 bytes, key not prepared or not AES-128/256).
+    pub fn seal(&self, iv: &[u8], aad: &[u8], data: &mut [u8]) -> Option<Result<[u8; 16]>> {
+        let (k, nonce) = self.ready(iv)?;
+        Some(
+            k.seal_in_place_separate_tag(nonce, aead::Aad::from(aad), data)
+                .map_err(|_| Error::DataLenRange)
+                .and_then(|t| t.as_ref().try_into().map_err(|_| Error::FunctionFailed)),
+        )
+    }
+
+    /// Decrypts `ct` into `out` (its length) if the 16-byte `tag` is right
+    /// (`out` is zeroed otherwise), or declines as [`Self::seal`] does.
+    pub fn open(
+        &self,
+        iv: &[u8],
+        aad: &[u8],
+        ct: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Option<Result<()>> {
+        if tag.len() != 16 {
+            return None;
+        }
+        let (k, nonce) = self.ready(iv)?;
+        Some(
+            match k.open_separate_gather(nonce, aead::Aad::from(aad), ct, tag, out) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    zeroize::Zeroize::zeroize(out);
+                    Err(Error::EncryptedDataInvalid)
+                }
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use getrandom::SysRng;
     use p256::elliptic_curve::Generate;
     use sha2::Digest as _;
+
+    /// AWS-LC allocates through `secret::awslc`'s hooks: a key it parses
+    /// inside a scope is built from blocks the hooks hand out, and signing
+    /// with it works (AWS-LC frees and reallocates through them too).
+    #[test]
+    fn aws_lc_allocates_through_the_hooks() {
+        use std::sync::atomic::Ordering;
+        let k = p256::ecdsa::SigningKey::try_generate_from_rng(&mut SysRng).unwrap();
+        let point = k.verifying_key().to_sec1_point(false).as_bytes().to_vec();
+        let before = crate::secret::awslc::CALLS.load(Ordering::Relaxed);
+        let kp = crate::secret::scope(|| {
+            EcdsaKeyPair::from_private_key_and_public_key(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &k.to_bytes(),
+                &point,
+            )
+            .unwrap()
+        });
+        assert!(crate::secret::awslc::CALLS.load(Ordering::Relaxed) > before);
+        let sig = crate::secret::scope(|| kp.sign_digest(&import(CKM_SHA256, &[5u8; 32]).unwrap()));
+        assert_eq!(sig.unwrap().as_ref().len(), 64);
+        drop(kp);
+    }
+
+    /// AWS-LC's GCM against the `aes-gcm` crate, tampering refused and
+    /// wiped, and what it declines (IVs other than 12 bytes, short tags,
+    /// AES-192).
+    #[test]
+    fn gcm_agrees_with_rustcrypto() {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        for len in [16usize, 32] {
+            let key = vec![0x5au8; len];
+            let g = AesGcm::default();
+            assert!(g.seal(&[1u8; 12], b"", &mut []).is_none(), "not prepared");
+            g.prepare(|| Some(Zeroizing::new(key.clone())));
+            let (iv, aad, msg) = ([3u8; 12], b"header", vec![7u8; 100]);
+            let mut body = msg.clone();
+            let tag = g.seal(&iv, aad, &mut body).unwrap().unwrap();
+            let want = if len == 16 {
+                aes_gcm::Aes128Gcm::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt(&iv.into(), Payload { msg: &msg, aad })
+            } else {
+                aes_gcm::Aes256Gcm::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt(&iv.into(), Payload { msg: &msg, aad })
+            }
+            .unwrap();
+            assert_eq!([&body[..], &tag[..]].concat(), want);
+            let mut out = vec![0u8; 100];
+            g.open(&iv, aad, &body, &tag, &mut out).unwrap().unwrap();
+            assert_eq!(out, msg);
+            let mut bad = tag;
+            bad[0] ^= 1;
+            assert_eq!(
+                g.open(&iv, aad, &body, &bad, &mut out).unwrap().err(),
+                Some(Error::EncryptedDataInvalid)
+            );
+            assert!(out.iter().all(|&b| b == 0), "wiped after a bad tag");
+            assert!(g.open(&iv, aad, &body, &tag[..12], &mut out).is_none());
+            assert!(g.seal(&[1u8; 16], aad, &mut body).is_none());
+        }
+        let g = AesGcm::default();
+        g.prepare(|| Some(Zeroizing::new(vec![1u8; 24])));
+        assert!(g.seal(&[1u8; 12], b"", &mut [0u8; 4]).is_none());
+    }
 
     #[test]
     fn rsa_agrees_with_rustcrypto() {

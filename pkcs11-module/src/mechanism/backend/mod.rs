@@ -8,8 +8,9 @@
 //!   It takes RSA PKCS#1 v1.5 and PSS signatures with SHA-256/384/512 (PSS
 //!   with MGF1 of the same hash and salt = hash length), OAEP with
 //!   SHA-1/SHA-256/384/512 (MGF1 of the same hash, any label), ECDSA over a
-//!   field-width digest on P-256/P-384/P-521, ECDH on the same curves, and
-//!   pure Ed25519 verification.
+//!   field-width digest on P-256/P-384/P-521, ECDH on the same curves,
+//!   pure Ed25519 verification, and AES-128/256-GCM with 12-byte IVs
+//!   (`aes.rs` asks it through `mechanism::AesCached`; 16-byte tags to open).
 //! - `rustcrypto.rs` (the pure-Rust build): declines everything.
 //!
 //! Everything else stays RustCrypto: raw RSA, PKCS#1 v1.5 decryption (its
@@ -17,15 +18,15 @@
 //! or MD5, PSS and OAEP with SHA-224 or SHA-3, mixed hashes or other salt
 //! lengths, `CKM_ECDSA` over input of another length, Ed25519 signing and
 //! Ed25519ph, X25519, key generation, import checks and PKCS#8.
-//! (Private-key operations stay RustCrypto in every build for now: see
-//! `PRIVATE_KEY_OPS` in `awslc.rs`.)
+//! (Private-key operations go to AWS-LC where its heap is routed into the
+//! key region, x86-64 and AArch64: see `PRIVATE_KEY_OPS` in `awslc.rs`.)
 //!
 //! The backend's parsed keys live in the family's cached key (built once per
 //! object version, `mechanism::cached`), filled at first use inside
-//! `secret::scope`. AWS-LC allocates with its own `malloc`, not Rust's global
-//! allocator: its key structures (`EVP_PKEY`, big numbers) are NOT in the
-//! locked, non-dumpable key region; only the Rust-side copies made to build
-//! them (the PKCS#8 document, scalars) are.
+//! `secret::scope`. AWS-LC allocates through Rust's global allocator
+//! (`secret::awslc` defines its `OPENSSL_memory_*` hooks), so its key
+//! structures (`EVP_PKEY`, big numbers) are in the locked, non-dumpable key
+//! region, like the Rust-side copies made to build them.
 
 use cryptoki_sys::CK_MECHANISM_TYPE;
 

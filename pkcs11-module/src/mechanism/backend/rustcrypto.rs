@@ -10,6 +10,8 @@ use crate::error::Result;
 
 /// Which backend this build asks first.
 pub const NAME: &str = "RustCrypto";
+/// Which backend runs private-key operations in this build.
+pub const PRIVATE_NAME: &str = NAME;
 
 /// Backend state of an RSA private key (none).
 #[derive(Default)]
@@ -113,6 +115,25 @@ pub struct EdPublic(());
 impl EdPublic {
     /// Declines.
     pub fn verify(&self, _: impl FnOnce() -> [u8; 32], _: &[u8], _: &[u8]) -> Option<bool> {
+        None
+    }
+}
+
+/// Backend state of an AES key's GCM (none).
+#[derive(Default)]
+pub struct AesGcm(());
+
+impl AesGcm {
+    /// Nothing to build.
+    pub fn prepare(&self, _: impl FnOnce() -> Option<Zeroizing<Vec<u8>>>) {}
+
+    /// Declines.
+    pub fn seal(&self, _: &[u8], _: &[u8], _: &mut [u8]) -> Option<Result<[u8; 16]>> {
+        None
+    }
+
+    /// Declines.
+    pub fn open(&self, _: &[u8], _: &[u8], _: &[u8], _: &[u8], _: &mut [u8]) -> Option<Result<()>> {
         None
     }
 }

@@ -4,7 +4,8 @@ use cryptoki_sys::*;
 use super::{AES, WRAPS, row};
 use crate::mechanism::aes_modes::{self, xts_key};
 use crate::mechanism::{
-    CipherBuilder, KeyGen, MAX_SECRET_LEN, Mechanism, ParamShape, aes, aes_key, key_value, message,
+    CipherBuilder, KeyGen, MAX_SECRET_LEN, Mechanism, ParamShape, aes, aes_gcm_key, aes_key,
+    key_value, message,
 };
 
 const fn aes_cipher(
@@ -75,7 +76,7 @@ pub(super) static ROWS: &[Mechanism] = &[
             "CKM_AES_GCM",
             WRAPS,
             ParamShape::Gcm,
-            |p, k, d| aes::gcm(p, aes_key(k)?, d),
+            |p, k, d| aes::gcm_cached(p, aes_gcm_key(k)?, d),
         )
     },
     Mechanism {
