@@ -75,6 +75,9 @@ pub(super) struct Objects {
     pub(super) map: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
     pub(super) index:
         HashMap<(CK_ATTRIBUTE_TYPE, Vec<u8>), std::collections::BTreeSet<CK_OBJECT_HANDLE>>,
+    /// Session objects by owning session, so that `C_CloseSession` destroys
+    /// its own without scanning every token object.
+    pub(super) owned: HashMap<CK_SESSION_HANDLE, std::collections::BTreeSet<CK_OBJECT_HANDLE>>,
 }
 
 impl Objects {
@@ -110,13 +113,34 @@ impl Objects {
         for k in Self::keys(&o) {
             self.index.entry(k).or_default().insert(h);
         }
+        if let Some(s) = o.owner {
+            self.owned.entry(s).or_default().insert(h);
+        }
         self.map.insert(h, o);
     }
 
     pub(super) fn remove(&mut self, h: &CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
         let o = self.map.remove(h)?;
         self.unindex(&o);
+        if let Some(s) = o.owner
+            && let Some(set) = self.owned.get_mut(&s)
+        {
+            set.remove(h);
+            if set.is_empty() {
+                self.owned.remove(&s);
+            }
+        }
         Some(o)
+    }
+
+    /// Destroys the session objects of session `s` (at its close); costs
+    /// nothing when it made none.
+    pub(super) fn remove_owned_by(&mut self, s: CK_SESSION_HANDLE) {
+        for h in self.owned.remove(&s).unwrap_or_default() {
+            if let Some(o) = self.map.remove(&h) {
+                self.unindex(&o);
+            }
+        }
     }
 
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&CK_OBJECT_HANDLE, &Arc<Object>) -> bool) {
