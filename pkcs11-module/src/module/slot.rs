@@ -107,9 +107,7 @@ impl Objects {
     }
 
     pub(super) fn insert(&mut self, h: CK_OBJECT_HANDLE, o: Arc<Object>) {
-        if let Some(old) = self.map.remove(&h) {
-            self.unindex(&old);
-        }
+        self.remove(&h);
         for k in Self::keys(&o) {
             self.index.entry(k).or_default().insert(h);
         }
@@ -245,5 +243,48 @@ mod tests {
         assert_eq!(state(Login::Public, false), CKS_RO_PUBLIC_SESSION);
         assert_eq!(state(Login::User, true), CKS_RW_USER_FUNCTIONS);
         assert_eq!(state(Login::So, true), CKS_RW_SO_FUNCTIONS);
+    }
+
+    fn obj(handle: CK_OBJECT_HANDLE, owner: Option<CK_SESSION_HANDLE>) -> Arc<Object> {
+        Arc::new(Object {
+            handle,
+            store_id: handle,
+            owner,
+            attrs: [(
+                CKA_LABEL,
+                ferrohsm_store::AttrValue::Bytes(b"same".to_vec()),
+            )]
+            .into_iter()
+            .collect(),
+            cache: Default::default(),
+        })
+    }
+
+    #[test]
+    fn closing_a_session_removes_exactly_its_objects() {
+        let mut objects = Objects::default();
+        objects.insert(1, obj(1, None));
+        objects.insert(2, obj(2, Some(10)));
+        objects.insert(3, obj(3, Some(10)));
+        objects.insert(4, obj(4, Some(11)));
+        // Replacing an object (a new version) keeps the index right.
+        objects.insert(3, obj(3, Some(10)));
+        objects.remove(&2);
+        objects.remove_owned_by(10);
+        let mut left: Vec<_> = objects.map.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, [1, 4]);
+        let mut labelled: Vec<_> = objects
+            .with(CKA_LABEL, b"same")
+            .iter()
+            .map(|o| o.handle)
+            .collect();
+        labelled.sort_unstable();
+        assert_eq!(labelled, [1, 4], "the label index follows");
+        assert!(!objects.owned.contains_key(&10));
+        objects.remove_owned_by(11);
+        objects.remove_owned_by(12);
+        assert_eq!(objects.map.len(), 1);
+        assert!(objects.owned.is_empty());
     }
 }
