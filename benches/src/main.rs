@@ -15,6 +15,7 @@
 //! directory afterwards and passes on the exit code.
 #![forbid(unsafe_code)]
 
+mod fixed_keys;
 mod measure;
 mod rawlc;
 mod report;

@@ -29,6 +29,8 @@ use sha2::{Digest, Sha256};
 use crate::measure::OpFn;
 use crate::token::{BResult, BenchError, Target, USER_PIN, ckr_name, context, ensure};
 
+mod more;
+
 /// One kind of benchmark row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
@@ -77,12 +79,27 @@ pub enum Op {
     Find1k,
     /// `C_FindObjects` by label among 10,000 token objects.
     Find10k,
+    // Issue 18 rows (`rows/more.rs`).
+    /// ECDSA P-384 signature of a SHA-384 digest (`CKM_ECDSA`).
+    EcdsaP384Sign,
+    /// ECDSA P-384 verification.
+    EcdsaP384Verify,
+    /// RSA-2048 PSS (SHA-256, MGF1-SHA-256, 32-byte salt) signature of 64 bytes.
+    RsaPssSign,
+    /// RSA-3072 PKCS#1 v1.5 signature with SHA-256 of 64 bytes (imported key).
+    Rsa3072Sign,
+    /// RSA-4096 PKCS#1 v1.5 signature with SHA-256 of 64 bytes (imported key).
+    Rsa4096Sign,
+    /// Ed25519 signature of 64 bytes (`CKM_EDDSA`).
+    EddsaSign,
+    /// Ed25519 verification.
+    EddsaVerify,
 }
 
 impl Op {
     /// Every row kind, in report order (the object-finding rows last, since
     /// their objects stay on the token).
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 29] = [
         Op::Session,
         Op::Login,
         Op::Random32,
@@ -99,6 +116,13 @@ impl Op {
         Op::RsaSign,
         Op::RsaVerify,
         Op::RsaOaepDec,
+        Op::EcdsaP384Sign,
+        Op::EcdsaP384Verify,
+        Op::RsaPssSign,
+        Op::Rsa3072Sign,
+        Op::Rsa4096Sign,
+        Op::EddsaSign,
+        Op::EddsaVerify,
         Op::GenAes256,
         Op::GenP256,
         Op::GenRsa2048,
@@ -132,6 +156,7 @@ impl Op {
             Op::CreateData => "create_data_obj",
             Op::Find1k => "find_1k",
             Op::Find10k => "find_10k",
+            more => more::describe(more).map_or("?", |d| d.0),
         }
     }
 
@@ -160,6 +185,7 @@ impl Op {
             Op::CreateData => "create data object",
             Op::Find1k => "find by label /1k",
             Op::Find10k => "find by label /10k",
+            more => more::describe(more).map_or("?", |d| d.1),
         }
     }
 
@@ -198,6 +224,7 @@ impl Op {
             Op::GenAes256 => &[MechanismType::AES_KEY_GEN],
             Op::GenP256 => &[MechanismType::ECC_KEY_PAIR_GEN],
             Op::GenRsa2048 => &[MechanismType::RSA_PKCS_KEY_PAIR_GEN],
+            more => more::describe(more).map_or(&[], |d| d.2),
         }
     }
 
@@ -267,6 +294,8 @@ pub struct Keys {
     rsa: Option<(ObjectHandle, ObjectHandle)>,
     /// Labels and handles of the find rows' data objects, in creation order.
     pub found: Vec<(Vec<u8>, ObjectHandle)>,
+    /// The keys of the issue 18 rows.
+    more: more::MoreKeys,
 }
 
 fn aes_template(label: &str) -> Vec<Attribute> {
@@ -654,6 +683,13 @@ pub fn prepare(
                 })?;
             }
         }
+        more => {
+            let rsa2048 = match more {
+                Op::RsaPssSign => Some(keys.rsa(s)?),
+                _ => None,
+            };
+            more::prepare(more, s, &mut keys.more, rsa2048, &mut p)?;
+        }
     }
     Ok(p)
 }
@@ -844,6 +880,7 @@ pub fn p11_op<'a>(op: Op, t: &'a Target, p: &'a Prepared) -> BResult<OpFn<'a>> {
                 })
             })
         }
+        more => return more::p11_op(more, s, p),
     })
 }
 
@@ -973,7 +1010,7 @@ pub fn has_raw(op: Op) -> bool {
     !matches!(
         op,
         Op::Session | Op::Login | Op::CreateData | Op::Find1k | Op::Find10k
-    )
+    ) && more::describe(op).is_none()
 }
 
 fn fail<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> BenchError {
@@ -1189,7 +1226,7 @@ pub fn raw_op<'a>(op: Op, p: &'a RawPrepared) -> BResult<OpFn<'a>> {
             );
             Ok(())
         }),
-        Op::Session | Op::Login | Op::CreateData | Op::Find1k | Op::Find10k => {
+        _ => {
             return Err(BenchError::Skip("no raw-crate equivalent".into()));
         }
     })

@@ -788,8 +788,8 @@ fn warn_lines(env: &TestEnv) -> usize {
 
 /// A process that stays logged in through the `.so` while `ferrohsm
 /// rotate-storage-key` runs elsewhere: until something refreshes its view it
-/// keeps working with the objects it holds; its next `C_FindObjectsInit` (or
-/// `C_OpenSession`) logs it out, with a WARN line in the module log, after
+/// keeps working with the objects it holds; its next `C_FindObjectsInit` (in
+/// any session; `C_OpenSession` does not look) logs it out, with a WARN line in the module log, after
 /// which the private objects are gone from its view; it logs in again with the
 /// same PIN and its keys compute what they did. A token write made before any
 /// refresh (with the old key) fails without damaging the token.
@@ -842,13 +842,24 @@ fn a_process_logged_in_during_a_rotation_is_logged_out_and_logs_in_again() {
         .expect("C_Login again with the same user PIN");
     check_objects(&s, &reference);
 
-    // 2. Rotation, then C_OpenSession: the login is the token's, so every
-    // session of this process is logged out.
+    // 2. Rotation, then C_OpenSession, which does not look at the store (it
+    // is a hot path); the new session's C_FindObjectsInit refreshes, and the
+    // login is the token's, so every session of this process is logged out.
     ok(&env, ROTATE);
     let s2 = p
         .open_ro_session(slot)
         .expect("C_OpenSession after a rotation");
-    assert_eq!(state(&s), SessionState::RwPublic, "C_OpenSession logs out");
+    assert_eq!(
+        state(&s2),
+        SessionState::RoUser,
+        "C_OpenSession does not look at the store"
+    );
+    assert_eq!(warn_lines(&env), 1, "no refresh at C_OpenSession");
+    let seen = s2
+        .find_objects(&[])
+        .expect("C_FindObjects in the new session after the rotation");
+    assert_eq!(seen.len(), DATA_OBJECTS + 1, "logged out: public objects");
+    assert_eq!(state(&s), SessionState::RwPublic, "every session logs out");
     assert_eq!(state(&s2), SessionState::RoPublic);
     assert_eq!(warn_lines(&env), 2, "WARN line\n{}", env.log_tail(10));
     s2.close().expect("C_CloseSession");

@@ -20,7 +20,14 @@ impl Module {
             return Err(Error::SessionParallelNotSupported);
         }
         let slot = self.slot(id)?;
-        self.refresh(&slot)?;
+        // No store access here (issue 18: open+close is a hot path for
+        // clients that open a session per request). Other processes' writes
+        // are followed where they matter: login, find, token info. Only a
+        // slot whose cache holds no token asks the store, since another
+        // process may have initialised one there since.
+        if slot.token.read().record.is_none() {
+            self.refresh(&slot)?;
+        }
         let rw = flags & CKF_RW_SESSION != 0;
         let handle = self.new_handle();
         {
@@ -58,7 +65,7 @@ impl Module {
             // Closed by another thread meanwhile.
             return Err(Error::SessionHandleInvalid);
         }
-        t.objects.retain(|_, o| o.owner != Some(h));
+        t.objects.remove_owned_by(h);
         t.sessions -= 1;
         if s.rw {
             t.rw_sessions -= 1;

@@ -75,6 +75,9 @@ pub(super) struct Objects {
     pub(super) map: HashMap<CK_OBJECT_HANDLE, Arc<Object>>,
     pub(super) index:
         HashMap<(CK_ATTRIBUTE_TYPE, Vec<u8>), std::collections::BTreeSet<CK_OBJECT_HANDLE>>,
+    /// Session objects by owning session, so that `C_CloseSession` destroys
+    /// its own without scanning every token object.
+    pub(super) owned: HashMap<CK_SESSION_HANDLE, std::collections::BTreeSet<CK_OBJECT_HANDLE>>,
 }
 
 impl Objects {
@@ -104,11 +107,12 @@ impl Objects {
     }
 
     pub(super) fn insert(&mut self, h: CK_OBJECT_HANDLE, o: Arc<Object>) {
-        if let Some(old) = self.map.remove(&h) {
-            self.unindex(&old);
-        }
+        self.remove(&h);
         for k in Self::keys(&o) {
             self.index.entry(k).or_default().insert(h);
+        }
+        if let Some(s) = o.owner {
+            self.owned.entry(s).or_default().insert(h);
         }
         self.map.insert(h, o);
     }
@@ -116,7 +120,25 @@ impl Objects {
     pub(super) fn remove(&mut self, h: &CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
         let o = self.map.remove(h)?;
         self.unindex(&o);
+        if let Some(s) = o.owner
+            && let Some(set) = self.owned.get_mut(&s)
+        {
+            set.remove(h);
+            if set.is_empty() {
+                self.owned.remove(&s);
+            }
+        }
         Some(o)
+    }
+
+    /// Destroys the session objects of session `s` (at its close); costs
+    /// nothing when it made none.
+    pub(super) fn remove_owned_by(&mut self, s: CK_SESSION_HANDLE) {
+        for h in self.owned.remove(&s).unwrap_or_default() {
+            if let Some(o) = self.map.remove(&h) {
+                self.unindex(&o);
+            }
+        }
     }
 
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&CK_OBJECT_HANDLE, &Arc<Object>) -> bool) {
@@ -227,5 +249,48 @@ mod tests {
         assert_eq!(state(Login::Public, false), CKS_RO_PUBLIC_SESSION);
         assert_eq!(state(Login::User, true), CKS_RW_USER_FUNCTIONS);
         assert_eq!(state(Login::So, true), CKS_RW_SO_FUNCTIONS);
+    }
+
+    fn obj(handle: CK_OBJECT_HANDLE, owner: Option<CK_SESSION_HANDLE>) -> Arc<Object> {
+        Arc::new(Object {
+            handle,
+            store_id: handle,
+            owner,
+            attrs: [(
+                CKA_LABEL,
+                ferrohsm_store::AttrValue::Bytes(b"same".to_vec()),
+            )]
+            .into_iter()
+            .collect(),
+            cache: Default::default(),
+        })
+    }
+
+    #[test]
+    fn closing_a_session_removes_exactly_its_objects() {
+        let mut objects = Objects::default();
+        objects.insert(1, obj(1, None));
+        objects.insert(2, obj(2, Some(10)));
+        objects.insert(3, obj(3, Some(10)));
+        objects.insert(4, obj(4, Some(11)));
+        // Replacing an object (a new version) keeps the index right.
+        objects.insert(3, obj(3, Some(10)));
+        objects.remove(&2);
+        objects.remove_owned_by(10);
+        let mut left: Vec<_> = objects.map.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, [1, 4]);
+        let mut labelled: Vec<_> = objects
+            .with(CKA_LABEL, b"same")
+            .iter()
+            .map(|o| o.handle)
+            .collect();
+        labelled.sort_unstable();
+        assert_eq!(labelled, [1, 4], "the label index follows");
+        assert!(!objects.owned.contains_key(&10));
+        objects.remove_owned_by(11);
+        objects.remove_owned_by(12);
+        assert_eq!(objects.map.len(), 1);
+        assert!(objects.owned.is_empty());
     }
 }
