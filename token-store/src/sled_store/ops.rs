@@ -72,8 +72,8 @@ impl SledStore {
                 return Err(StoreError::KeyRequired);
             }
         }
-        let _g = self.serial.lock();
-        self.with_db(slot_id, false, |db| {
+        let g = self.serial.lock();
+        let applied = self.with_db_unflushed(slot_id, |db| {
             let token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
             let mut seq = read_u64(db, K_SEQ)?;
             let mut batch = sled::Batch::default();
@@ -92,9 +92,14 @@ impl SledStore {
                 m.stage(db, &token, k, seq, &mut batch)?;
             }
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
-            commit(db, batch)
-        })
+            db.apply_batch(batch).map_err(map_sled)?;
+            Ok(seq)
+        });
+        drop(g);
+        let (db, seq) = applied?;
+        self.flush_upto(slot_id, db, seq)
     }
+
     /// The batch of `init_token`: clears the database, writes the record.
     fn init_db(&self, slot: u64, token: &TokenRecord, floor: u64) -> Result<(), StoreError> {
         self.with_db(slot, true, |db| {
