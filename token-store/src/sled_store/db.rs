@@ -82,6 +82,10 @@ pub struct SledStore {
     /// Held by the writer whose flush is running (others wait: it may
     /// cover them).
     flushing: Mutex<()>,
+    /// Counts the databases opened (under the `held` lock), so a flush of
+    /// one is never taken to cover a write to another (a token
+    /// re-initialised or reopened meanwhile).
+    opened: std::sync::atomic::AtomicU64,
     closer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -90,8 +94,9 @@ pub struct SledStore {
 struct Flushed {
     /// Writes applied (or about to be) whose flush has not finished.
     in_flight: usize,
-    /// The slot and sequence number up to which a flush has finished.
-    upto: Option<(u64, u64)>,
+    /// The slot, database opening ([`SledStore::opened`]) and sequence
+    /// number up to which a flush has finished.
+    upto: Option<(u64, u64, u64)>,
 }
 
 /// The database kept open between calls, and when it was last used.
@@ -138,6 +143,7 @@ impl SledStore {
             held: Arc::new(Mutex::new(Held::default())),
             flushed: Mutex::new(Flushed::default()),
             flushing: Mutex::new(()),
+            opened: std::sync::atomic::AtomicU64::new(0),
             closer: Mutex::new(None),
         })
     }
@@ -315,7 +321,11 @@ impl SledStore {
                         "token {slot_id}: database unreadable (sled panicked on open)"
                     )));
                 }
-                Ok(Ok(db)) => break db,
+                Ok(Ok(db)) => {
+                    self.opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break db;
+                }
                 Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -359,14 +369,16 @@ impl SledStore {
         &self,
         slot_id: u64,
         apply: impl FnOnce(&sled::Db) -> Result<u64, StoreError>,
-    ) -> Result<(Option<sled::Db>, u64), StoreError> {
+    ) -> Result<(Option<(sled::Db, u64)>, u64), StoreError> {
         // Counted before the batch is applied, so that no one who sees its
         // sequence number in `s` takes it for flushed.
         self.flushed.lock().in_flight += 1;
         let mut handle = None;
         let r = self.with_db(slot_id, false, |db| {
             let seq = apply(db)?;
-            handle = Some(db.clone());
+            // `with_db` holds `held`: `db` is the database opened last.
+            let opening = self.opened.load(std::sync::atomic::Ordering::Relaxed);
+            handle = Some((db.clone(), opening));
             Ok(seq)
         });
         match r {
@@ -389,20 +401,22 @@ impl SledStore {
     pub(super) fn flush_upto(
         &self,
         slot_id: u64,
-        db: Option<sled::Db>,
+        db: Option<(sled::Db, u64)>,
         seq: u64,
     ) -> Result<(), StoreError> {
+        let opening = db.as_ref().map_or(0, |(_, o)| *o);
+        let db = db.map(|(db, _)| db);
         let r = catch_unwind(AssertUnwindSafe(|| -> Result<(), StoreError> {
             let Some(db) = &db else { return Ok(()) };
             let _leader = self.flushing.lock();
             let upto = self.flushed.lock().upto;
-            if matches!(upto, Some((s, top)) if s == slot_id && top >= seq) {
+            if matches!(upto, Some((s, o, top)) if s == slot_id && o == opening && top >= seq) {
                 return Ok(());
             }
             // Every batch up to `top` has been applied: this flush covers it.
             let top = read_u64(db, K_SEQ)?;
             db.flush().map_err(map_sled)?;
-            self.flushed.lock().upto = Some((slot_id, top));
+            self.flushed.lock().upto = Some((slot_id, opening, top));
             Ok(())
         }))
         .unwrap_or_else(|_| {
@@ -415,7 +429,7 @@ impl SledStore {
         let announce = match (&r, &db, f.upto) {
             // Nothing unflushed is left: all of `s` is durable.
             (Ok(()), Some(db), _) if f.in_flight == 0 => read_u64(db, K_SEQ),
-            (Ok(()), Some(_), Some((s, top))) if s == slot_id => Ok(top),
+            (Ok(()), Some(_), Some((s, o, top))) if s == slot_id && o == opening => Ok(top),
             _ => return r,
         }?;
         if self.read_generation(slot_id)? < announce {
