@@ -500,7 +500,7 @@ fn measure_module(
         let target = &u.target;
         measure(threads, seconds, || rows::p11_op(op, target, &p))
     });
-    if op == Op::Login {
+    if op.is_login() {
         // The row leaves the application logged out (or mid-way on error).
         let pin = AuthPin::new(USER_PIN.into());
         if let Err(e) = u.session.login(UserType::User, Some(&pin)) {

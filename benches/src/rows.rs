@@ -94,12 +94,19 @@ pub enum Op {
     EddsaSign,
     /// Ed25519 verification.
     EddsaVerify,
+    /// User `C_Login` + `C_Logout` with 10,000 token objects (login
+    /// unseals and checks the token's objects).
+    Login10k,
+    /// Token data-object creation with 100,000 token objects.
+    CreateData100k,
+    /// User `C_Login` + `C_Logout` with 100,000 token objects.
+    Login100k,
 }
 
 impl Op {
     /// Every row kind, in report order (the object-finding rows last, since
     /// their objects stay on the token).
-    pub const ALL: [Op; 29] = [
+    pub const ALL: [Op; 32] = [
         Op::Session,
         Op::Login,
         Op::Random32,
@@ -129,6 +136,9 @@ impl Op {
         Op::CreateData,
         Op::Find1k,
         Op::Find10k,
+        Op::Login10k,
+        Op::CreateData100k,
+        Op::Login100k,
     ];
 
     /// The id used by `--ops` and in JSON.
@@ -156,6 +166,9 @@ impl Op {
             Op::CreateData => "create_data_obj",
             Op::Find1k => "find_1k",
             Op::Find10k => "find_10k",
+            Op::Login10k => "pop10k_login",
+            Op::CreateData100k => "pop100k_create_data_obj",
+            Op::Login100k => "pop100k_login",
             more => more::describe(more).map_or("?", |d| d.0),
         }
     }
@@ -185,22 +198,49 @@ impl Op {
             Op::CreateData => "create data object",
             Op::Find1k => "find by label /1k",
             Op::Find10k => "find by label /10k",
+            Op::Login10k => "login+logout /10k objs",
+            Op::CreateData100k => "create data obj /100k",
+            Op::Login100k => "login+logout /100k objs",
             more => more::describe(more).map_or("?", |d| d.1),
         }
     }
 
     /// Whether the row is also run with more than one thread (`--threads`).
     pub fn scales(self) -> bool {
-        matches!(self, Op::GcmEnc64 | Op::EcdsaSign)
+        matches!(
+            self,
+            Op::GcmEnc64 | Op::EcdsaSign | Op::CreateData | Op::CreateData100k
+        )
+    }
+
+    /// Whether the row logs the application out (the runner logs in again).
+    pub fn is_login(self) -> bool {
+        matches!(self, Op::Login | Op::Login10k | Op::Login100k)
+    }
+
+    /// Number of token objects on the token while the row runs (made
+    /// untimed, shared between rows, skipped past the setup cap).
+    pub fn population(self) -> Option<usize> {
+        match self {
+            Op::Login10k => Some(10_000),
+            Op::CreateData100k | Op::Login100k => Some(100_000),
+            _ => self.find_population(),
+        }
     }
 
     /// The mechanisms the row needs from `C_GetMechanismList`, the one it
     /// measures first.
     pub fn mechanisms(self) -> &'static [MechanismType] {
         match self {
-            Op::Session | Op::Login | Op::Random32 | Op::CreateData | Op::Find1k | Op::Find10k => {
-                &[]
-            }
+            Op::Session
+            | Op::Login
+            | Op::Random32
+            | Op::CreateData
+            | Op::Find1k
+            | Op::Find10k
+            | Op::Login10k
+            | Op::CreateData100k
+            | Op::Login100k => &[],
             Op::Sha256 => &[MechanismType::SHA256],
             Op::GcmEnc64 | Op::GcmDec64 | Op::GcmEnc4k | Op::GcmDec4k | Op::Xks => {
                 &[MechanismType::AES_GCM, MechanismType::AES_KEY_GEN]
@@ -461,7 +501,10 @@ pub fn prepare(
             })?;
             s2.close()?;
         }
-        Op::Login => {
+        Op::Login | Op::Login10k | Op::Login100k => {
+            if let Some(n) = op.population() {
+                populate(s, keys, n, budget)?;
+            }
             s.logout()?;
             let pin = AuthPin::new(USER_PIN.into());
             s.login(UserType::User, Some(&pin))?;
@@ -660,7 +703,10 @@ pub fn prepare(
             s.destroy_object(pb)?;
             s.destroy_object(pr)?;
         }
-        Op::CreateData => {
+        Op::CreateData | Op::CreateData100k => {
+            if let Some(n) = op.population() {
+                populate(s, keys, n, budget)?;
+            }
             let label = b"bench-create-check".to_vec();
             let h = s.create_object(&data_template(label.clone()))?;
             let found = s.find_objects(&[Attribute::Label(label)])?;
@@ -740,7 +786,7 @@ pub fn p11_op<'a>(op: Op, t: &'a Target, p: &'a Prepared) -> BResult<OpFn<'a>> {
             t.session()?.close()?;
             Ok(())
         }),
-        Op::Login => {
+        Op::Login | Op::Login10k | Op::Login100k => {
             let pin = AuthPin::new(USER_PIN.into());
             Box::new(move || {
                 s.login(UserType::User, Some(&pin))?;
@@ -855,7 +901,7 @@ pub fn p11_op<'a>(op: Op, t: &'a Target, p: &'a Prepared) -> BResult<OpFn<'a>> {
                 Ok(())
             })
         }
-        Op::CreateData => {
+        Op::CreateData | Op::CreateData100k => {
             let mut made = Made::new(s);
             let mut i = 0u64;
             Box::new(move || {
@@ -1009,7 +1055,14 @@ pub struct RawPrepared {
 pub fn has_raw(op: Op) -> bool {
     !matches!(
         op,
-        Op::Session | Op::Login | Op::CreateData | Op::Find1k | Op::Find10k
+        Op::Session
+            | Op::Login
+            | Op::CreateData
+            | Op::Find1k
+            | Op::Find10k
+            | Op::Login10k
+            | Op::CreateData100k
+            | Op::Login100k
     ) && more::describe(op).is_none()
 }
 

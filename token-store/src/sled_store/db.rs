@@ -76,7 +76,27 @@ pub struct SledStore {
     notes: Vec<String>,
     pub(super) serial: Mutex<()>,
     held: Arc<Mutex<Held>>,
+    /// Group commit (see [`SledStore::flush_upto`]); taken after `serial`
+    /// and `held`, or alone.
+    flushed: Mutex<Flushed>,
+    /// Held by the writer whose flush is running (others wait: it may
+    /// cover them).
+    flushing: Mutex<()>,
+    /// Counts the databases opened (under the `held` lock), so a flush of
+    /// one is never taken to cover a write to another (a token
+    /// re-initialised or reopened meanwhile).
+    opened: std::sync::atomic::AtomicU64,
     closer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Object writes applied but not yet flushed, and how far flushes went.
+#[derive(Default)]
+struct Flushed {
+    /// Writes applied (or about to be) whose flush has not finished.
+    in_flight: usize,
+    /// The slot, database opening ([`SledStore::opened`]) and sequence
+    /// number up to which a flush has finished.
+    upto: Option<(u64, u64, u64)>,
 }
 
 /// The database kept open between calls, and when it was last used.
@@ -121,6 +141,9 @@ impl SledStore {
             notes,
             serial: Mutex::new(()),
             held: Arc::new(Mutex::new(Held::default())),
+            flushed: Mutex::new(Flushed::default()),
+            flushing: Mutex::new(()),
+            opened: std::sync::atomic::AtomicU64::new(0),
             closer: Mutex::new(None),
         })
     }
@@ -298,7 +321,11 @@ impl SledStore {
                         "token {slot_id}: database unreadable (sled panicked on open)"
                     )));
                 }
-                Ok(Ok(db)) => break db,
+                Ok(Ok(db)) => {
+                    self.opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break db;
+                }
                 Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock") => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -334,16 +361,106 @@ impl SledStore {
         Ok(db)
     }
 
+    /// Runs `apply` (which applies a batch, unflushed, and returns its
+    /// sequence number) on the token's database, and returns a handle on it
+    /// for [`SledStore::flush_upto`], which the caller must call next,
+    /// without holding `serial`, whatever `apply` returned.
+    pub(super) fn with_db_unflushed(
+        &self,
+        slot_id: u64,
+        apply: impl FnOnce(&sled::Db) -> Result<u64, StoreError>,
+    ) -> Result<(Option<(sled::Db, u64)>, u64), StoreError> {
+        // Counted before the batch is applied, so that no one who sees its
+        // sequence number in `s` takes it for flushed.
+        self.flushed.lock().in_flight += 1;
+        let mut handle = None;
+        let r = self.with_db(slot_id, false, |db| {
+            let seq = apply(db)?;
+            // `with_db` holds `held`: `db` is the database opened last.
+            let opening = self.opened.load(std::sync::atomic::Ordering::Relaxed);
+            handle = Some((db.clone(), opening));
+            Ok(seq)
+        });
+        match r {
+            Ok(seq) => Ok((handle, seq)),
+            Err(e) => {
+                // A batch may have been applied: flush, but report the error.
+                let _ = self.flush_upto(slot_id, handle, u64::MAX);
+                Err(e)
+            }
+        }
+    }
+
+    /// Group commit: makes the writes up to `seq` durable and announces
+    /// them in the `generation` file. Writers apply their batches under
+    /// `serial` and flush here after letting it go; a flush makes every
+    /// batch applied before it durable, so a writer whose batch an earlier
+    /// flush covered returns without flushing, and one flush serves all
+    /// the writers that applied while the previous one ran. Must follow
+    /// [`SledStore::with_db_unflushed`] exactly once.
+    pub(super) fn flush_upto(
+        &self,
+        slot_id: u64,
+        db: Option<(sled::Db, u64)>,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let opening = db.as_ref().map_or(0, |(_, o)| *o);
+        let db = db.map(|(db, _)| db);
+        let r = catch_unwind(AssertUnwindSafe(|| -> Result<(), StoreError> {
+            let Some(db) = &db else { return Ok(()) };
+            let _leader = self.flushing.lock();
+            let upto = self.flushed.lock().upto;
+            if matches!(upto, Some((s, o, top)) if s == slot_id && o == opening && top >= seq) {
+                return Ok(());
+            }
+            // Every batch up to `top` has been applied: this flush covers it.
+            let top = read_u64(db, K_SEQ)?;
+            db.flush().map_err(map_sled)?;
+            self.flushed.lock().upto = Some((slot_id, opening, top));
+            Ok(())
+        }))
+        .unwrap_or_else(|_| {
+            Err(corrupt(format!(
+                "token {slot_id}: database unreadable (sled panicked)"
+            )))
+        });
+        let mut f = self.flushed.lock();
+        f.in_flight -= 1;
+        let announce = match (&r, &db, f.upto) {
+            // Nothing unflushed is left: all of `s` is durable.
+            (Ok(()), Some(db), _) if f.in_flight == 0 => read_u64(db, K_SEQ),
+            (Ok(()), Some(_), Some((s, o, top))) if s == slot_id && o == opening => Ok(top),
+            _ => return r,
+        }?;
+        if self.read_generation(slot_id)? < announce {
+            self.write_generation(slot_id, announce)?;
+        }
+        drop(f);
+        // `db` (keeping the database lock) is dropped only now.
+        drop(db);
+        r
+    }
+
     fn sync_generation(&self, slot_id: u64, db: &sled::Db) -> Result<(), StoreError> {
+        let f = self.flushed.lock();
+        if f.in_flight > 0 {
+            // Not all of `s` is durable yet: the last flush announces it.
+            return Ok(());
+        }
         let seq = read_u64(db, K_SEQ)?;
         if self.read_generation(slot_id)? != seq {
             self.write_generation(slot_id, seq)?;
         }
+        drop(f);
         Ok(())
     }
 
     pub(super) fn read_generation(&self, slot_id: u64) -> Result<u64, StoreError> {
         match std::fs::read_to_string(self.token_dir(slot_id).join("generation")) {
+            // Written without fsync (see `write_generation`): after a power
+            // loss it may be empty; the next call that opens the database
+            // rewrites it.
+            Ok(s) if s.trim().is_empty() => Ok(0),
             Ok(s) => s
                 .trim()
                 .parse()
@@ -364,9 +481,13 @@ impl SledStore {
                 .truncate(true)
                 .open(&tmp)?;
             writeln!(f, "{value}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &fin)?;
-            std::fs::File::open(&dir)?.sync_all()
+            // No fsync of the file or the directory: the stamp is a hint
+            // for caches, derived from `s` in the (flushed) database. A
+            // killed process loses nothing of it (the page cache survives);
+            // a power loss may leave it stale or empty, and the next call
+            // that opens the database rewrites it (`sync_generation`). Two
+            // fsyncs fewer per write.
+            std::fs::rename(&tmp, &fin)
         })();
         r.map_err(|e| StoreError::Io(format!("token {slot_id}: writing generation: {e}")))
     }

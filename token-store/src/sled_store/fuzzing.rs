@@ -23,7 +23,7 @@ use super::layout::{
     id_key, key_id, load_token, record_aad,
 };
 use super::manifest::{
-    Manifest, ManifestEntry, fold_pending, load_manifest, manifest_aad, pending_ids, record_hash,
+    Manifest, ManifestEntry, ManifestWriter, manifest_aad, pending_ids, record_hash,
 };
 use super::records::{carries_secret, read_objects};
 
@@ -218,9 +218,9 @@ pub(crate) fn records(data: &[u8]) {
             let _ = remove_index(db, id, &mut batch);
         }
         if let Some(t) = &token
-            && let Ok(mut m) = load_manifest(db, t, key)
+            && let Ok(mut m) = ManifestWriter::open(db, t, key)
         {
-            let _ = fold_pending(db, t, &mut m, &mut batch);
+            let _ = m.fold_pending(db, t, &mut batch);
         }
     });
 }

@@ -18,6 +18,7 @@ pub(super) const P_PENDING: u8 = b'p';
 pub(super) const P_INDEX: u8 = b'i';
 pub(super) const P_REVERSE: u8 = b'r';
 pub(super) const P_DUE: u8 = b'd';
+pub(super) const P_ENTRY: u8 = b'e';
 
 /// One stored object record (value of an `o` key, after the format byte).
 #[derive(Serialize, Deserialize)]

@@ -17,7 +17,8 @@
 //! |---------------------------------------|-------------------------------------------------------------|
 //! | `t`                                   | format byte `1` + postcard(`TokenRecord`) — no secret in it |
 //! | `s`                                   | u64 change sequence (the generation)                        |
-//! | `m`                                   | sealed manifest (only after a write with the storage key)   |
+//! | `m`                                   | sealed manifest head (only after a write with the key)      |
+//! | `e` id                                | format byte `1` + postcard(manifest entry of that object)   |
 //! | `o` id                                | format byte `1` + postcard(`Envelope{version,private,body}`)|
 //! | `p` id                                | empty: "changed without the key" marker (see below)         |
 //! | `i` attr_type len(u32) value id       | empty: public-attribute index entry                         |
@@ -38,10 +39,21 @@
 //!
 //! # Rollback and tamper detection
 //!
-//! The manifest, sealed under the storage key with
-//! `aad = "ferrohsm/manifest/v1" || token_id`, maps each object id to
-//! `(version, private, hash)`, where `hash` is the first 16 bytes of
-//! SHA-256(`token_id || id || version || private || body`). With the key,
+//! The manifest maps each object id to `(version, private, hash)`, where
+//! `hash` is the first 16 bytes of
+//! SHA-256(`token_id || id || version || private || body`). Each entry is
+//! kept under its own `e` key, and `m` holds the head, sealed under the
+//! storage key with `aad = "ferrohsm/manifest/v2" || token_id`: the highest
+//! sequence written with the key, the number of entries and the XOR of
+//! HMAC-SHA256(`k_m`, `id || version || private || hash`) over all of them
+//! (a keyed incremental multiset hash, MSet-XOR-Hash of Clarke et al. 2003;
+//! `k_m` = HMAC-SHA256(storage key, label || token_id)). A keyed write thus
+//! reads and writes O(1) of the manifest, whatever the number of objects,
+//! while reading the entries back still requires all of them, exactly, to
+//! add up to the sealed head. Tokens written before (format 1: `m` was the
+//! whole list, sealed with `aad = "ferrohsm/manifest/v1" || token_id`, and
+//! no `e` keys) are read as they are and converted by their first keyed
+//! write, in that write's batch. With the key,
 //! [`Store::objects`](crate::store::Store::objects) requires every record to match its manifest entry and
 //! every private entry to have its record, so a flipped byte, a record copied
 //! from another token, two records swapped and an older copy put back are all
@@ -71,10 +83,10 @@
 //!
 //! Every mutation is one sled batch on one tree (applied atomically, also
 //! across a crash), followed by `flush()` before `Ok` is returned; then the
-//! `generation` file is rewritten from `s` (temp file, fsync, rename, fsync of
-//! the directory) while the database lock is still held. A crash between the
-//! two leaves a stale `generation`, which the next call that opens the
-//! database repairs.
+//! `generation` file is rewritten from `s` (temp file, rename; no fsync: it
+//! is a hint derived from `s`) while the database lock is still held. A
+//! crash between the two, or a power loss after, leaves a stale (or empty)
+//! `generation`, which the next call that opens the database repairs.
 //!
 //! # Processes and threads
 //!
@@ -103,6 +115,8 @@ mod index;
 mod layout;
 /// The sealed manifest and the "changed without the key" markers.
 mod manifest;
+#[cfg(test)]
+mod manifest_tests;
 /// The `Store` calls, `find_public` and `put_objects`.
 mod ops;
 /// Staging object writes and reading records back against the manifest.

@@ -16,7 +16,7 @@ use super::layout::{
     K_SEQ, K_TOKEN, P_DUE, P_OBJECT, P_PENDING, commit, corrupt, encode, id_key, key_id,
     load_token, map_sled, no_record, read_u64,
 };
-use super::manifest::{Manifest, fold_pending, load_manifest, pending_ids, stage_manifest};
+use super::manifest::{ManifestWriter, load_manifest, pending_ids};
 use super::records::{carries_secret, read_objects, stage_objects};
 
 impl SledStore {
@@ -72,29 +72,34 @@ impl SledStore {
                 return Err(StoreError::KeyRequired);
             }
         }
-        let _g = self.serial.lock();
-        self.with_db(slot_id, false, |db| {
+        let g = self.serial.lock();
+        let applied = self.with_db_unflushed(slot_id, |db| {
             let token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
             let mut seq = read_u64(db, K_SEQ)?;
             let mut batch = sled::Batch::default();
             let mut manifest = match key {
                 Some(k) => {
-                    let mut m = load_manifest(db, &token, k)?;
-                    seq = seq.max(m.seq);
-                    fold_pending(db, &token, &mut m, &mut batch)?;
+                    let mut m = ManifestWriter::open(db, &token, k)?;
+                    seq = seq.max(m.seq());
+                    m.fold_pending(db, &token, &mut batch)?;
                     Some(m)
                 }
                 None => None,
             };
             seq += 1;
             stage_objects(db, &token, objects, key, manifest.as_mut(), seq, &mut batch)?;
-            if let (Some(m), Some(k)) = (manifest.as_mut(), key) {
-                stage_manifest(&token, m, k, seq, &mut batch)?;
+            if let (Some(m), Some(k)) = (manifest, key) {
+                m.stage(db, &token, k, seq, &mut batch)?;
             }
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
-            commit(db, batch)
-        })
+            db.apply_batch(batch).map_err(map_sled)?;
+            Ok(seq)
+        });
+        drop(g);
+        let (db, seq) = applied?;
+        self.flush_upto(slot_id, db, seq)
     }
+
     /// The batch of `init_token`: clears the database, writes the record.
     fn init_db(&self, slot: u64, token: &TokenRecord, floor: u64) -> Result<(), StoreError> {
         self.with_db(slot, true, |db| {
@@ -278,7 +283,7 @@ impl Store for SledStore {
             for id in pending_ids(db)? {
                 batch.remove(&id_key(P_PENDING, id)[..]);
             }
-            let mut manifest = Manifest::default();
+            let mut manifest = ManifestWriter::fresh(new, &token);
             stage_objects(
                 db,
                 &token,
@@ -288,7 +293,7 @@ impl Store for SledStore {
                 seq,
                 &mut batch,
             )?;
-            stage_manifest(&token, &mut manifest, new, seq, &mut batch)?;
+            manifest.stage(db, &token, new, seq, &mut batch)?;
             batch.insert(K_TOKEN, encode(&token)?);
             batch.insert(K_SEQ, &seq.to_be_bytes()[..]);
             commit(db, batch)?;

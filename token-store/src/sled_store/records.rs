@@ -17,7 +17,7 @@ use super::layout::{
     Envelope, P_DUE, P_OBJECT, P_PENDING, P_REVERSE, corrupt, decode, encode, id_key, key_id,
     load_token, map_sled, no_record, record_aad,
 };
-use super::manifest::{Manifest, ManifestEntry, load_manifest, pending_ids, record_hash};
+use super::manifest::{ManifestEntry, ManifestWriter, load_manifest, pending_ids, record_hash};
 
 /// True when a public record would carry secret key material in the clear.
 pub(super) fn carries_secret(obj: &ObjectRecord) -> bool {
@@ -37,7 +37,7 @@ pub(super) fn stage_objects(
     token: &TokenRecord,
     objects: &[ObjectRecord],
     key: Option<&StorageKey>,
-    mut manifest: Option<&mut Manifest>,
+    mut manifest: Option<&mut ManifestWriter>,
     seq: u64,
     batch: &mut sled::Batch,
 ) -> Result<(), StoreError> {
@@ -76,7 +76,7 @@ pub(super) fn stage_objects(
                     private: obj.private,
                     hash: record_hash(&token.token_id, obj.id, &env),
                 };
-                m.entries.insert(obj.id, entry);
+                m.set(db, obj.id, Some(entry))?;
                 batch.remove(&id_key(P_PENDING, obj.id)[..]);
             }
             None => batch.insert(&id_key(P_PENDING, obj.id)[..], &[][..]),
