@@ -73,7 +73,7 @@ pub enum Op {
     GenP256,
     /// RSA-2048 token key-pair generation.
     GenRsa2048,
-    /// Token data-object creation.
+    /// Token data-object creation with 1,000 token objects (the find rows' population).
     CreateData,
     /// `C_FindObjects` by label among 1,000 token objects.
     Find1k,
@@ -97,6 +97,9 @@ pub enum Op {
     /// User `C_Login` + `C_Logout` with 10,000 token objects (login
     /// unseals and checks the token's objects).
     Login10k,
+    /// Token data-object creation with 10,000 token objects (the find rows'
+    /// population).
+    CreateData10k,
     /// Token data-object creation with 100,000 token objects.
     CreateData100k,
     /// User `C_Login` + `C_Logout` with 100,000 token objects.
@@ -106,7 +109,7 @@ pub enum Op {
 impl Op {
     /// Every row kind, in report order (the object-finding rows last, since
     /// their objects stay on the token).
-    pub const ALL: [Op; 32] = [
+    pub const ALL: [Op; 33] = [
         Op::Session,
         Op::Login,
         Op::Random32,
@@ -137,6 +140,7 @@ impl Op {
         Op::Find1k,
         Op::Find10k,
         Op::Login10k,
+        Op::CreateData10k,
         Op::CreateData100k,
         Op::Login100k,
     ];
@@ -167,6 +171,7 @@ impl Op {
             Op::Find1k => "find_1k",
             Op::Find10k => "find_10k",
             Op::Login10k => "pop10k_login",
+            Op::CreateData10k => "pop10k_create_data_obj",
             Op::CreateData100k => "pop100k_create_data_obj",
             Op::Login100k => "pop100k_login",
             more => more::describe(more).map_or("?", |d| d.0),
@@ -195,10 +200,11 @@ impl Op {
             Op::GenAes256 => "keygen AES-256",
             Op::GenP256 => "keygen P-256",
             Op::GenRsa2048 => "keygen RSA-2048",
-            Op::CreateData => "create data object",
+            Op::CreateData => "create data obj /1k",
             Op::Find1k => "find by label /1k",
             Op::Find10k => "find by label /10k",
             Op::Login10k => "login+logout /10k objs",
+            Op::CreateData10k => "create data obj /10k",
             Op::CreateData100k => "create data obj /100k",
             Op::Login100k => "login+logout /100k objs",
             more => more::describe(more).map_or("?", |d| d.1),
@@ -209,7 +215,7 @@ impl Op {
     pub fn scales(self) -> bool {
         matches!(
             self,
-            Op::GcmEnc64 | Op::EcdsaSign | Op::CreateData | Op::CreateData100k
+            Op::GcmEnc64 | Op::EcdsaSign | Op::CreateData | Op::CreateData10k | Op::CreateData100k
         )
     }
 
@@ -222,7 +228,8 @@ impl Op {
     /// untimed, shared between rows, skipped past the setup cap).
     pub fn population(self) -> Option<usize> {
         match self {
-            Op::Login10k => Some(10_000),
+            Op::CreateData => Some(1_000),
+            Op::Login10k | Op::CreateData10k => Some(10_000),
             Op::CreateData100k | Op::Login100k => Some(100_000),
             _ => self.find_population(),
         }
@@ -239,6 +246,7 @@ impl Op {
             | Op::Find1k
             | Op::Find10k
             | Op::Login10k
+            | Op::CreateData10k
             | Op::CreateData100k
             | Op::Login100k => &[],
             Op::Sha256 => &[MechanismType::SHA256],
@@ -703,7 +711,7 @@ pub fn prepare(
             s.destroy_object(pb)?;
             s.destroy_object(pr)?;
         }
-        Op::CreateData | Op::CreateData100k => {
+        Op::CreateData | Op::CreateData10k | Op::CreateData100k => {
             if let Some(n) = op.population() {
                 populate(s, keys, n, budget)?;
             }
@@ -901,7 +909,7 @@ pub fn p11_op<'a>(op: Op, t: &'a Target, p: &'a Prepared) -> BResult<OpFn<'a>> {
                 Ok(())
             })
         }
-        Op::CreateData | Op::CreateData100k => {
+        Op::CreateData | Op::CreateData10k | Op::CreateData100k => {
             let mut made = Made::new(s);
             let mut i = 0u64;
             Box::new(move || {
@@ -1061,6 +1069,7 @@ pub fn has_raw(op: Op) -> bool {
             | Op::Find1k
             | Op::Find10k
             | Op::Login10k
+            | Op::CreateData10k
             | Op::CreateData100k
             | Op::Login100k
     ) && more::describe(op).is_none()

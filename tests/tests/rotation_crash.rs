@@ -144,7 +144,9 @@ fn token_dir(env: &TestEnv, slot: Slot) -> PathBuf {
 fn generation(env: &TestEnv, slot: Slot) -> u64 {
     let p = token_dir(env, slot).join("generation");
     let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    s.trim()
+    // The value, written twice (a reader can tell a write in progress).
+    let first = s.split_ascii_whitespace().next().unwrap_or_default();
+    first
         .parse()
         .unwrap_or_else(|e| panic!("{}: {s:?}: {e}", p.display()))
 }

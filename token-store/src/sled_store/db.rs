@@ -4,7 +4,6 @@
 //! cleaning up after a killed writer), and the `generation` file.
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -353,10 +352,10 @@ impl SledStore {
                 }
             }
         };
-        // Temp files of the generation file are written only under this lock,
-        // so any left now belong to a process killed before its rename. (The
-        // generation file is written while the database lock is held, so
-        // writers in several processes update it in commit order.)
+        // Temp files of the generation file (earlier versions wrote one and
+        // renamed it, under this lock) left by a process killed before its
+        // rename. (The generation file is written while the database lock is
+        // held, so writers in several processes update it in commit order.)
         remove_stale_generation_temps(&self.token_dir(slot_id));
         Ok(db)
     }
@@ -456,39 +455,51 @@ impl SledStore {
     }
 
     pub(super) fn read_generation(&self, slot_id: u64) -> Result<u64, StoreError> {
-        match std::fs::read_to_string(self.token_dir(slot_id).join("generation")) {
-            // Written without fsync (see `write_generation`): after a power
-            // loss it may be empty; the next call that opens the database
-            // rewrites it.
-            Ok(s) if s.trim().is_empty() => Ok(0),
-            Ok(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| corrupt(format!("token {slot_id}: generation file malformed"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::Io(format!("token {slot_id}: generation: {e}"))),
+        let path = self.token_dir(slot_id).join("generation");
+        // A reader may meet a write in progress (the file is rewritten in
+        // place): the two copies then differ, and a second look sees it done.
+        for _ in 0..GENERATION_READ_TRIES {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(StoreError::Io(format!("token {slot_id}: generation: {e}"))),
+            };
+            match parse_generation(&bytes) {
+                Some(Some(v)) => return Ok(v),
+                Some(None) => std::thread::yield_now(),
+                None => break,
+            }
         }
+        Err(corrupt(format!(
+            "token {slot_id}: generation file malformed"
+        )))
     }
 
+    /// Rewrites the `generation` file in place: one write of a fixed size at
+    /// offset 0, no temp file, no rename and no fsync. The stamp is a hint
+    /// for caches, derived from `s` in the (flushed) database: a killed
+    /// process loses nothing of it (the page cache survives); a power loss
+    /// may leave it stale, empty or zeroed, and the next call that opens the
+    /// database rewrites it (`sync_generation`). The replace-by-rename this
+    /// replaced cost more than the database's own flush (ext4 flushes a file
+    /// renamed over another at the rename: ~1.3 ms a write here).
     fn write_generation(&self, slot_id: u64, value: u64) -> Result<(), StoreError> {
-        let dir = self.token_dir(slot_id);
-        let tmp = dir.join(format!("generation.tmp.{}", std::process::id()));
-        let fin = dir.join("generation");
-        let r = (|| {
-            let mut f = crate::private_fs::file_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            writeln!(f, "{value}")?;
-            // No fsync of the file or the directory: the stamp is a hint
-            // for caches, derived from `s` in the (flushed) database. A
-            // killed process loses nothing of it (the page cache survives);
-            // a power loss may leave it stale or empty, and the next call
-            // that opens the database rewrites it (`sync_generation`). Two
-            // fsyncs fewer per write.
-            std::fs::rename(&tmp, &fin)
-        })();
+        use std::os::unix::fs::FileExt;
+        let path = self.token_dir(slot_id).join("generation");
+        let r = crate::private_fs::file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(|f| {
+                let text = format_generation(value);
+                f.write_all_at(text.as_bytes(), 0)?;
+                // Longer contents (written by something else) would stay behind.
+                if f.metadata()?.len() > text.len() as u64 {
+                    f.set_len(text.len() as u64)?;
+                }
+                Ok(())
+            });
         r.map_err(|e| StoreError::Io(format!("token {slot_id}: writing generation: {e}")))
     }
 
@@ -570,7 +581,41 @@ pub(super) fn remove_deleted_dbs(token_dir: &Path) {
     }
 }
 
-/// Removes `generation.tmp.<pid>` files (see `with_db`); best effort.
+/// How often `read_generation` looks again at a file caught mid-write.
+const GENERATION_READ_TRIES: usize = 100;
+
+/// The `generation` file's contents: the value twice, fixed width (so every
+/// rewrite covers the whole of the previous one), decimal for people.
+fn format_generation(value: u64) -> String {
+    format!("{value:020} {value:020}\n")
+}
+
+/// Parses a `generation` file: `Some(Some(v))` for a value, `Some(None)` for
+/// two copies that differ (a write in progress), `None` for garbage. Empty or
+/// zeroed contents (a power loss) read as 0; a single number is the format
+/// of earlier versions (written by rename).
+fn parse_generation(bytes: &[u8]) -> Option<Option<u64>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let text = text.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\0');
+    let mut words = text.split_ascii_whitespace();
+    let Some(first) = words.next() else {
+        return Some(Some(0));
+    };
+    let first: u64 = first.parse().ok()?;
+    match (words.next(), words.next()) {
+        (None, _) => Some(Some(first)),
+        (Some(second), None) => match second.parse::<u64>() {
+            Ok(v) if v == first => Some(Some(v)),
+            // A torn read shows digits of both values in one copy.
+            _ if second.len() == 20 && second.bytes().all(|b| b.is_ascii_digit()) => Some(None),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Removes `generation.tmp.<pid>` files that versions before the in-place
+/// `generation` left behind when killed (see `with_db`); best effort.
 fn remove_stale_generation_temps(token_dir: &Path) {
     let Ok(rd) = std::fs::read_dir(token_dir) else {
         return;
@@ -609,4 +654,53 @@ fn remove_unfinished_snapshots(db_path: &Path) -> bool {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod generation_tests {
+    use super::{format_generation, parse_generation};
+
+    #[test]
+    fn round_trip_and_earlier_format() {
+        for v in [0, 1, 494, u64::MAX] {
+            assert_eq!(
+                parse_generation(format_generation(v).as_bytes()),
+                Some(Some(v))
+            );
+        }
+        assert_eq!(parse_generation(b"494\n"), Some(Some(494)));
+    }
+
+    #[test]
+    fn power_loss_leftovers_read_as_zero() {
+        assert_eq!(parse_generation(b""), Some(Some(0)));
+        assert_eq!(parse_generation(&[0u8; 41]), Some(Some(0)));
+    }
+
+    #[test]
+    fn a_torn_read_asks_for_another_look() {
+        let old = format_generation(499);
+        let new = format_generation(500);
+        // Every prefix of the new text over the old one: each is either a
+        // consistent value (old or new) or recognised as torn, never a third value.
+        for k in 0..=new.len() {
+            let mixed: Vec<u8> = new.as_bytes()[..k]
+                .iter()
+                .chain(&old.as_bytes()[k..])
+                .copied()
+                .collect();
+            match parse_generation(&mixed) {
+                Some(Some(v)) => assert!(v == 499 || v == 500, "prefix {k}: read {v}"),
+                Some(None) => {}
+                None => panic!("prefix {k}: taken for garbage"),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert_eq!(parse_generation(b"not a number\n"), None);
+        assert_eq!(parse_generation(b"1 2 3\n"), None);
+        assert_eq!(parse_generation(b"7 8\n"), None);
+    }
 }

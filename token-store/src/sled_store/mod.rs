@@ -83,8 +83,8 @@
 //!
 //! Every mutation is one sled batch on one tree (applied atomically, also
 //! across a crash), followed by `flush()` before `Ok` is returned; then the
-//! `generation` file is rewritten from `s` (temp file, rename; no fsync: it
-//! is a hint derived from `s`) while the database lock is still held. A
+//! `generation` file is rewritten from `s` (in place, one fixed-size write;
+//! no fsync: it is a hint derived from `s`) while the database lock is still held. A
 //! crash between the two, or a power loss after, leaves a stale (or empty)
 //! `generation`, which the next call that opens the database repairs.
 //!
