@@ -86,6 +86,8 @@ pub enum Op {
     EcdsaP384Verify,
     /// RSA-2048 PSS (SHA-256, MGF1-SHA-256, 32-byte salt) signature of 64 bytes.
     RsaPssSign,
+    /// RSA-2048 OAEP decryption with SHA-1 and MGF1-SHA-1 (SoftHSMv2's only OAEP).
+    RsaOaepSha1Dec,
     /// RSA-3072 PKCS#1 v1.5 signature with SHA-256 of 64 bytes (imported key).
     Rsa3072Sign,
     /// RSA-4096 PKCS#1 v1.5 signature with SHA-256 of 64 bytes (imported key).
@@ -109,7 +111,7 @@ pub enum Op {
 impl Op {
     /// Every row kind, in report order (the object-finding rows last, since
     /// their objects stay on the token).
-    pub const ALL: [Op; 33] = [
+    pub const ALL: [Op; 34] = [
         Op::Session,
         Op::Login,
         Op::Random32,
@@ -129,6 +131,7 @@ impl Op {
         Op::EcdsaP384Sign,
         Op::EcdsaP384Verify,
         Op::RsaPssSign,
+        Op::RsaOaepSha1Dec,
         Op::Rsa3072Sign,
         Op::Rsa4096Sign,
         Op::EddsaSign,
@@ -739,7 +742,7 @@ pub fn prepare(
         }
         more => {
             let rsa2048 = match more {
-                Op::RsaPssSign => Some(keys.rsa(s)?),
+                Op::RsaPssSign | Op::RsaOaepSha1Dec => Some(keys.rsa(s)?),
                 _ => None,
             };
             more::prepare(more, s, &mut keys.more, rsa2048, &mut p)?;

@@ -1,5 +1,6 @@
-//! Rows for issue 18 point 6: ECDSA P-384, RSA-PSS, RSA-3072/4096 and
-//! Ed25519 (`CKM_EDDSA`). Kept apart from the first rows so that each family
+//! Rows for issue 18 point 6: ECDSA P-384, RSA-PSS, RSA-3072/4096,
+//! Ed25519 (`CKM_EDDSA`) and OAEP with SHA-1 (the only OAEP SoftHSMv2 2.6
+//! decrypts, so the one OAEP row with a SoftHSMv2 column). Kept apart from the first rows so that each family
 //! reads in one place; `rows.rs` dispatches to these functions.
 //!
 //! No raw-crate column: the module runs these on its backend (aws-lc-rs for
@@ -7,12 +8,13 @@
 //! floor it is for the first rows.
 
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
-use rsa::{BoxedUint, Pkcs1v15Sign, Pss, PublicKey as RsaPublicKey};
+use rsa::{BoxedUint, Oaep, Pkcs1v15Sign, Pss, PublicKey as RsaPublicKey};
+use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384};
 
 use super::{Op, Prepared, pattern, rsa_public};
@@ -83,8 +85,24 @@ pub fn describe(op: Op) -> Option<(&'static str, &'static str, &'static [Mechani
                 MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
             ],
         ),
+        Op::RsaOaepSha1Dec => (
+            "rsa2048_oaep_sha1_dec",
+            "RSA-2048 OAEP-SHA1 dec",
+            &[
+                MechanismType::RSA_PKCS_OAEP,
+                MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+            ],
+        ),
         _ => return None,
     })
+}
+
+fn oaep_sha1() -> Mechanism<'static> {
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ))
 }
 
 fn pss() -> Mechanism<'static> {
@@ -249,6 +267,27 @@ pub fn prepare(
             p.key = Some(private);
             Ok(())
         }
+        Op::RsaOaepSha1Dec => {
+            let (public, private) =
+                rsa2048.ok_or_else(|| BenchError::Fail("no RSA-2048 key".into()))?;
+            p.input = pattern(32);
+            let ct = s.encrypt(&oaep_sha1(), public, &p.input)?;
+            ensure(ct.len() == 256, || {
+                format!("OAEP ciphertext of {} bytes", ct.len())
+            })?;
+            let pt = s.decrypt(&oaep_sha1(), private, &ct)?;
+            ensure(pt == p.input, || "RSA-OAEP decrypt(encrypt(x)) != x".into())?;
+            // The rsa crate's ciphertext decrypts on the token too.
+            let ct2 = rsa_public(s, public)?
+                .encrypt(&mut getrandom::SysRng, Oaep::<Sha1>::new(), &p.input)
+                .map_err(|e| BenchError::Fail(format!("rsa crate OAEP encrypt: {e}")))?;
+            let pt2 = s.decrypt(&oaep_sha1(), private, &ct2)?;
+            ensure(pt2 == p.input, || {
+                "token OAEP-decrypts the rsa crate's ciphertext wrongly".into()
+            })?;
+            (p.key, p.aux) = (Some(private), ct);
+            Ok(())
+        }
         Op::Rsa3072Sign | Op::Rsa4096Sign => {
             let (fixed, slot, label, len) = if op == Op::Rsa3072Sign {
                 (&RSA_3072, &mut keys.rsa3072, "bench-rsa3072", 384)
@@ -294,6 +333,13 @@ pub fn p11_op<'a>(op: Op, s: Session, p: &'a Prepared) -> BResult<OpFn<'a>> {
             };
             Box::new(move || {
                 s.sign(&mech, key, &p.input)?;
+                Ok(())
+            })
+        }
+        Op::RsaOaepSha1Dec => {
+            let key = p.key.ok_or_else(missing)?;
+            Box::new(move || {
+                s.decrypt(&oaep_sha1(), key, &p.aux)?;
                 Ok(())
             })
         }
