@@ -40,6 +40,32 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Writes an object (into the token `token_id` only, when given) and
+    /// returns the generation the write made.
+    fn put(
+        &self,
+        slot_id: u64,
+        token_id: Option<&[u8; 16]>,
+        object: &ObjectRecord,
+        key: Option<&StorageKey>,
+    ) -> Result<u64, StoreError> {
+        if object.private && key.is_none() {
+            return Err(StoreError::KeyRequired);
+        }
+        let mut tokens = self.tokens.lock();
+        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
+        if let Some(id) = token_id
+            && data.record.as_ref().map(|r| &r.token_id) != Some(id)
+        {
+            return Err(StoreError::NotFound);
+        }
+        data.objects.insert(object.id, object.clone());
+        data.generation += 1;
+        Ok(data.generation)
+    }
+}
+
 impl Store for MemoryStore {
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         Ok(self
@@ -102,14 +128,17 @@ impl Store for MemoryStore {
         object: &ObjectRecord,
         key: Option<&StorageKey>,
     ) -> Result<(), StoreError> {
-        if object.private && key.is_none() {
-            return Err(StoreError::KeyRequired);
-        }
-        let mut tokens = self.tokens.lock();
-        let data = tokens.get_mut(&slot_id).ok_or(StoreError::NotFound)?;
-        data.objects.insert(object.id, object.clone());
-        data.generation += 1;
-        Ok(())
+        self.put(slot_id, None, object, key).map(drop)
+    }
+
+    fn put_object_numbered(
+        &self,
+        slot_id: u64,
+        token_id: &[u8; 16],
+        object: &ObjectRecord,
+        key: Option<&StorageKey>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.put(slot_id, Some(token_id), object, key).map(Some)
     }
 
     fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError> {

@@ -51,6 +51,20 @@ pub trait Store: Send + Sync {
         object: &ObjectRecord,
         key: Option<&StorageKey>,
     ) -> Result<(), StoreError>;
+    /// As [`Store::put_object`], but only into the token whose id is
+    /// `token_id` (`StoreError::NotFound` if the slot now holds another: a
+    /// writer that let its locks go may meet a `C_InitToken` of another
+    /// process). Returns the generation this write made (see
+    /// [`Store::generation`]) when the store knows it, so a cache that lets
+    /// several of its writers run at once can tell its own writes from
+    /// another process's; `None` when it does not.
+    fn put_object_numbered(
+        &self,
+        slot_id: u64,
+        token_id: &[u8; 16],
+        object: &ObjectRecord,
+        key: Option<&StorageKey>,
+    ) -> Result<Option<u64>, StoreError>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError>;
     /// Lets go of any database or lock kept open between calls (called

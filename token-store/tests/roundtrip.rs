@@ -620,3 +620,36 @@ fn concurrent_writers_share_flushes_and_lose_nothing() {
     assert_eq!(s.objects(1, Some(&key)).unwrap().len(), 100 - 8);
     assert_eq!(s.generation(1).unwrap(), g0 + 100 + 8);
 }
+
+/// `put_object_numbered` writes only into the token it names and returns
+/// the generation it made, in both stores.
+#[test]
+fn numbered_put_names_its_token_and_its_generation() {
+    let d = tempfile::tempdir().unwrap();
+    let sled = open(d.path());
+    let memory = ferrohsm_store::MemoryStore::default();
+    for s in [&sled as &dyn Store, &memory as &dyn Store] {
+        let (t, k) = token(4, 0);
+        s.init_token(&t).unwrap();
+        let g0 = s.generation(4).unwrap();
+        let other = [0xee; 16];
+        assert_eq!(
+            s.put_object_numbered(4, &other, &object(1, true, "x"), Some(&k)),
+            Err(StoreError::NotFound),
+            "a write meant for a token that was re-initialised meanwhile"
+        );
+        assert_eq!(s.generation(4).unwrap(), g0);
+        assert!(s.objects(4, Some(&k)).unwrap().is_empty());
+        let seq = s
+            .put_object_numbered(4, &t.token_id, &object(1, true, "x"), Some(&k))
+            .unwrap()
+            .expect("both stores number their writes");
+        assert_eq!(seq, g0 + 1);
+        assert_eq!(s.generation(4).unwrap(), seq);
+        let seq2 = s
+            .put_object_numbered(4, &t.token_id, &object(2, false, "y"), None)
+            .unwrap();
+        assert_eq!(seq2, Some(seq + 1));
+        assert_eq!(s.objects(4, Some(&k)).unwrap().len(), 2);
+    }
+}

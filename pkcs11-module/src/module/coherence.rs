@@ -75,6 +75,7 @@ impl Module {
             }
         });
         token.handles.clear();
+        token.loads += 1;
         let now = unix_now();
         for rec in &records {
             if let Some(at) = rec.delete_at() {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::RwLockWriteGuard;
+
 use cryptoki_sys::*;
 use ferrohsm_store::{AttrValue, CKA_FERROHSM_DELETE_AT, KeyPolicy};
 
@@ -20,6 +22,10 @@ use crate::object::policy::{RawAttr, Reading};
 use crate::object::{Object, unique_id};
 use crate::secret;
 use crate::session::FindOp;
+
+/// How many of its own writes a token cache may hold back while an earlier
+/// one is still in flight before it gives up and reloads.
+const MAX_OWN_WRITES: usize = 1024;
 
 /// A refusal by a rule of the `hsm` key policy (logged at `warn` once).
 pub(super) struct PolicyRefusal {
@@ -83,10 +89,16 @@ impl Module {
 
     /// Inserts a new object, writing token objects to the store first, and
     /// records its creation by `func` (with `mech`) in the audit log.
+    ///
+    /// The durable write (store and audit log) runs with the token lock let
+    /// go, so that the writes of several threads share the store's group
+    /// commit and other sessions' calls do not wait for a disk flush. After
+    /// it, the lock is taken again and what may have changed meanwhile is
+    /// checked (`Self::settle_write`).
     pub(super) fn insert_object(
         &self,
         s: &Session,
-        t: &mut Token,
+        t: &mut RwLockWriteGuard<'_, Token>,
         attrs: policy::Attrs,
         store_id: u64,
         func: &str,
@@ -101,7 +113,18 @@ impl Module {
             attrs,
             cache: Default::default(),
         };
-        let r = (|| {
+        let audit = |r: &Result<CK_OBJECT_HANDLE>| {
+            if self.audit.enabled() {
+                let mut e = self.event(s, func, r);
+                e.mechanism = mech.map(audit::mechanism_name);
+                e.object = Some(audit::describe_attrs(r.as_ref().ok().copied(), &obj.attrs));
+                if !token_obj {
+                    e.detail = Some("session object".into());
+                }
+                self.audit.record(s.slot.id, e, token_obj && r.is_ok());
+            }
+        };
+        let checked = (|| {
             if token_obj && !s.rw {
                 return Err(Error::SessionReadOnly);
             }
@@ -109,32 +132,97 @@ impl Module {
             if obj.needs_user() && t.login != Login::User {
                 return Err(Error::UserNotLoggedIn);
             }
-            if token_obj {
-                let put = self
-                    .store
-                    .put_object(s.slot.id, &obj.to_record(), t.key.as_ref());
-                if let Err(e) = put {
-                    return Err(self.write_failed(&s.slot, t, "writing object", e));
-                }
-                self.wrote(s.slot.id, t);
-                if !obj.needs_user() {
-                    t.handles.insert(store_id, handle);
-                }
-            }
             Ok(handle)
         })();
-        if self.audit.enabled() {
-            let mut e = self.event(s, func, &r);
-            e.mechanism = mech.map(audit::mechanism_name);
-            e.object = Some(audit::describe_attrs(r.as_ref().ok().copied(), &obj.attrs));
-            if !token_obj {
-                e.detail = Some("session object".into());
-            }
-            self.audit.record(s.slot.id, e, token_obj && r.is_ok());
+        if checked.is_err() || !token_obj {
+            audit(&checked);
+            checked?;
+            t.objects.insert(handle, Arc::new(obj));
+            return Ok(handle);
         }
-        r?;
+        // The key is copied for the write; copies of it live in the key region.
+        let key = secret::scope(|| t.key.clone());
+        let record = obj.to_record();
+        let token_id = t.record()?.token_id;
+        let loads = t.loads;
+        let put = RwLockWriteGuard::unlocked(t, || {
+            let put = self
+                .store
+                .put_object_numbered(s.slot.id, &token_id, &record, key.as_ref());
+            if put.is_ok() {
+                audit(&Ok(handle));
+            }
+            put
+        });
+        drop(key);
+        let seq = match put {
+            Ok(seq) => seq,
+            Err(e) => {
+                let e = self.write_failed(&s.slot, t, "writing object", e);
+                audit(&Err(e));
+                return Err(e);
+            }
+        };
+        self.settle_write(t, obj, token_id, loads, seq)
+    }
+
+    /// Brings a token object this thread has just written into the cache,
+    /// once the token lock is held again. Meanwhile a reload may have
+    /// brought it in already (same store id: its handle is the answer), the
+    /// token may have been re-initialised (not inserted), or the user may
+    /// have logged out (a private object is stored but not shown, as after
+    /// any logout). `seq` is the generation the write made, if known.
+    fn settle_write(
+        &self,
+        t: &mut Token,
+        obj: Object,
+        token_id: [u8; 16],
+        loads: u64,
+        seq: Option<u64>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        Self::adopt_own_write(t, seq);
+        if t.record.as_ref().map(|r| r.token_id) != Some(token_id) {
+            return Err(Error::TokenNotRecognized);
+        }
+        if t.loads != loads
+            && let Some(o) = t.objects.map.values().find(|o| o.store_id == obj.store_id)
+        {
+            return Ok(o.handle);
+        }
+        let handle = obj.handle;
+        if obj.needs_user() && t.login != Login::User {
+            return Ok(handle);
+        }
+        if !obj.needs_user() {
+            t.handles.insert(obj.store_id, handle);
+        }
         t.objects.insert(handle, Arc::new(obj));
         Ok(handle)
+    }
+
+    /// Counts one of this process's writes, which made generation `seq`,
+    /// into the cache's generation: the cache stays valid while the
+    /// generations it has not seen are all its own. Writes of several
+    /// threads may come back out of order; one from another process leaves
+    /// a gap, so the next `refresh` reloads.
+    pub(super) fn adopt_own_write(t: &mut Token, seq: Option<u64>) {
+        let (Some(mut g), Some(seq)) = (t.generation, seq) else {
+            t.generation = None;
+            return;
+        };
+        if seq <= g {
+            return;
+        }
+        t.own_writes.insert(seq);
+        while t.own_writes.remove(&(g + 1)) {
+            g += 1;
+        }
+        t.generation = Some(g);
+        if t.own_writes.len() > MAX_OWN_WRITES {
+            // Too far behind to catch up: reload at the next refresh.
+            t.own_writes.clear();
+            t.generation = None;
+        }
     }
 
     pub(super) fn new_store_id() -> Result<u64> {

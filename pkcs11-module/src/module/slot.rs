@@ -30,6 +30,12 @@ pub struct Token {
     /// The store's generation this cache reflects; `None` when unknown (then
     /// the next `refresh` reloads).
     pub(super) generation: Option<u64>,
+    /// Generations made by this process's writes that came back before an
+    /// earlier one of them (see `Module::adopt_own_write`).
+    pub(super) own_writes: std::collections::BTreeSet<u64>,
+    /// How many times the token objects were loaded from the store, so a
+    /// writer that let the lock go can tell whether a load ran meanwhile.
+    pub(super) loads: u64,
     /// Sessions open on this token.
     pub(super) sessions: u64,
     /// Of which read/write.
@@ -45,6 +51,8 @@ impl Token {
             objects: Objects::default(),
             handles: HashMap::new(),
             generation: None,
+            own_writes: Default::default(),
+            loads: 0,
             sessions: 0,
             rw_sessions: 0,
         }

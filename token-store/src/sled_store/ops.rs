@@ -63,6 +63,20 @@ impl SledStore {
         objects: &[ObjectRecord],
         key: Option<&StorageKey>,
     ) -> Result<(), StoreError> {
+        self.put_objects_numbered(slot_id, None, objects, key)
+            .map(drop)
+    }
+
+    /// `put_objects`, into the token `token_id` only when given
+    /// (`StoreError::NotFound` otherwise), returning the batch's sequence
+    /// number: the generation it made.
+    fn put_objects_numbered(
+        &self,
+        slot_id: u64,
+        token_id: Option<&[u8; 16]>,
+        objects: &[ObjectRecord],
+        key: Option<&StorageKey>,
+    ) -> Result<u64, StoreError> {
         let mut ids = BTreeSet::new();
         for o in objects {
             if !ids.insert(o.id) {
@@ -75,6 +89,9 @@ impl SledStore {
         let g = self.serial.lock();
         let applied = self.with_db_unflushed(slot_id, |db| {
             let token = load_token(db, slot_id)?.ok_or_else(|| no_record(slot_id))?;
+            if token_id.is_some_and(|id| *id != token.token_id) {
+                return Err(StoreError::NotFound);
+            }
             let mut seq = read_u64(db, K_SEQ)?;
             let mut batch = sled::Batch::default();
             let mut manifest = match key {
@@ -97,7 +114,8 @@ impl SledStore {
         });
         drop(g);
         let (db, seq) = applied?;
-        self.flush_upto(slot_id, db, seq)
+        self.flush_upto(slot_id, db, seq)?;
+        Ok(seq)
     }
 
     /// The batch of `init_token`: clears the database, writes the record.
@@ -217,6 +235,17 @@ impl Store for SledStore {
         key: Option<&StorageKey>,
     ) -> Result<(), StoreError> {
         self.put_objects(slot_id, std::slice::from_ref(object), key)
+    }
+
+    fn put_object_numbered(
+        &self,
+        slot_id: u64,
+        token_id: &[u8; 16],
+        object: &ObjectRecord,
+        key: Option<&StorageKey>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.put_objects_numbered(slot_id, Some(token_id), std::slice::from_ref(object), key)
+            .map(Some)
     }
 
     fn delete_object(&self, slot_id: u64, id: u64) -> Result<(), StoreError> {
