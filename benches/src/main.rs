@@ -497,6 +497,9 @@ fn measure_module(
 ) -> BResult<crate::stats::Summary> {
     let prepared = rows::prepare(op, &u.target, &u.session, &mut u.keys, budget);
     let result = prepared.and_then(|p| {
+        if op.writes_durably() {
+            rows::settle_disk();
+        }
         let target = &u.target;
         measure(threads, seconds, || rows::p11_op(op, target, &p))
     });

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::rsa::{KeyPair as AwsRsa, KeySize};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use getrandom::SysRng;
-use rsa::{BoxedUint, PrivateKey};
+use rsa::{BoxedUint, Generate, PrivateKey};
 
 /// Times `n` calls of `f`: (keys/s, median, slowest).
 fn time(n: usize, mut f: impl FnMut()) -> (f64, Duration, Duration) {
