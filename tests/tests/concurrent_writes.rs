@@ -12,6 +12,7 @@ use std::sync::Arc;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
 use ferrohsm_tests::child::{child_command, role};
 use ferrohsm_tests::p11::{pin, ready_token, slot_of};
 use ferrohsm_tests::{TestEnv, USER_PIN, module_path};
@@ -104,14 +105,20 @@ fn check_all_once(s: &Session, prefix: &str, want: &BTreeSet<String>) {
     assert_eq!(&got, want);
 }
 
-#[test]
-fn threads_create_token_objects_at_once() {
-    let env = TestEnv::new();
+/// The module loaded, the test token made, and a user session on it.
+fn logged_in_token(env: &TestEnv) -> (Pkcs11, Slot, Session) {
     let p = env.load();
     let slot = ready_token(&p, TOKEN);
     let s = p.open_rw_session(slot).expect("C_OpenSession");
     s.login(UserType::User, Some(&pin(USER_PIN)))
         .expect("C_Login");
+    (p, slot, s)
+}
+
+#[test]
+fn threads_create_token_objects_at_once() {
+    let env = TestEnv::new();
+    let (p, _slot, s) = logged_in_token(&env);
     let made = create_in_threads(&p, "t");
     let handles: BTreeSet<u64> = made.values().map(|h| h.handle()).collect();
     assert_eq!(handles.len(), THREADS * PER_THREAD, "a handle given twice");
@@ -168,11 +175,7 @@ fn threads_and_another_process_write_at_once() {
         return;
     }
     let env = TestEnv::new();
-    let p = env.load();
-    let slot = ready_token(&p, TOKEN);
-    let s = p.open_rw_session(slot).expect("C_OpenSession");
-    s.login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("C_Login");
+    let (p, slot, s) = logged_in_token(&env);
     let other_count = 120;
     let mut other = child_command(&env, TEST, "writer")
         .stdin(Stdio::piped())

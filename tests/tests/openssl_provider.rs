@@ -325,20 +325,7 @@ fn provider_signs_and_decrypts_with_token_keys() {
 
     // ECDH on an hsm token: the provider asks for a readable secret, refused.
     let (_peer, peer_pub, z) = peer_key(&env);
-    let r = openssl(
-        &env,
-        Some(&conf),
-        &[
-            "pkeyutl",
-            "-derive",
-            "-inkey",
-            "pkcs11:object=ec-key;type=private",
-            "-peerkey",
-            path_str(&peer_pub),
-            "-out",
-            path_str(&z),
-        ],
-    );
+    let r = derive_through_provider(&env, &conf, &peer_pub, &z);
     assert!(
         !r.status.success(),
         "hsm token gave out an ECDH secret: {}",
@@ -349,6 +336,25 @@ fn provider_signs_and_decrypts_with_token_keys() {
         "the module log names the policy:\n{}",
         env.log_tail(20)
     );
+}
+
+/// ECDH of the token's `ec-key` with `peer_pub` through the provider, the
+/// secret written to `z`.
+fn derive_through_provider(env: &TestEnv, conf: &Path, peer_pub: &Path, z: &Path) -> Run {
+    openssl(
+        env,
+        Some(conf),
+        &[
+            "pkeyutl",
+            "-derive",
+            "-inkey",
+            "pkcs11:object=ec-key;type=private",
+            "-peerkey",
+            path_str(peer_pub),
+            "-out",
+            path_str(z),
+        ],
+    )
 }
 
 /// A P-256 key made by plain OpenSSL: (private PEM, public PEM, a path for
@@ -395,19 +401,12 @@ fn provider_ecdh_agrees_with_openssl_on_a_spec_token() {
     let conf = write_conf(&env, &provider);
     let (_p, _s, _rsa, ec) = token_with_keys(&env, &conf);
     let (peer, peer_pub, z) = peer_key(&env);
-    openssl_ok(
-        &env,
-        Some(&conf),
-        &[
-            "pkeyutl",
-            "-derive",
-            "-inkey",
-            "pkcs11:object=ec-key;type=private",
-            "-peerkey",
-            path_str(&peer_pub),
-            "-out",
-            path_str(&z),
-        ],
+    let r = derive_through_provider(&env, &conf, &peer_pub, &z);
+    assert!(
+        r.status.success(),
+        "{}\nmodule log (tail):\n{}",
+        r.show(),
+        env.log_tail(30)
     );
     let z_peer = env.dir.path().join("z-peer.bin");
     openssl_ok(

@@ -28,6 +28,20 @@ fn time(n: usize, mut f: impl FnMut()) -> (f64, Duration, Duration) {
     (n as f64 / total.as_secs_f64(), each[n / 2], each[n - 1])
 }
 
+/// One table row: both backends' (keys/s, median, slowest) and the ratio.
+fn row(round: usize, key: &str, rc: (f64, Duration, Duration), lc: (f64, Duration, Duration)) {
+    println!(
+        "| {round} | {key} | {:.1} ({:.0?}, {:.0?}) | {:.1} ({:.0?}, {:.0?}) | {:.2} |",
+        rc.0,
+        rc.1,
+        rc.2,
+        lc.0,
+        lc.1,
+        lc.2,
+        lc.0 / rc.0
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let keys = args.next().and_then(Result::ok).unwrap_or(20).max(1);
@@ -46,16 +60,7 @@ fn main() {
             let k = AwsRsa::generate(KeySize::Rsa2048).expect("aws-lc-rs rsa keygen");
             std::hint::black_box(k);
         });
-        println!(
-            "| {round} | RSA-2048 | {:.1} ({:.0?}, {:.0?}) | {:.1} ({:.0?}, {:.0?}) | {:.2} |",
-            rc.0,
-            rc.1,
-            rc.2,
-            lc.0,
-            lc.1,
-            lc.2,
-            lc.0 / rc.0
-        );
+        row(round, "RSA-2048", rc, lc);
         let n = 2000;
         let rc = time(n, || {
             let k =
@@ -67,15 +72,6 @@ fn main() {
                 EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("aws-lc-rs p256");
             std::hint::black_box(k);
         });
-        println!(
-            "| {round} | P-256 | {:.0} ({:.0?}, {:.0?}) | {:.0} ({:.0?}, {:.0?}) | {:.2} |",
-            rc.0,
-            rc.1,
-            rc.2,
-            lc.0,
-            lc.1,
-            lc.2,
-            lc.0 / rc.0
-        );
+        row(round, "P-256", rc, lc);
     }
 }
