@@ -774,6 +774,10 @@ pub fn settle_disk() {
     let _ = std::process::Command::new("sync").status();
 }
 
+/// Objects created before `populate` first extrapolates its time: enough that
+/// one slow flush does not make a 100k population look out of reach.
+const PROBE: usize = 500;
+
 /// Creates token data objects until `keys.found` holds `n`, or skips when
 /// the measured creation rate says it would take longer than the cap.
 fn populate(s: &Session, keys: &mut Keys, n: usize, budget: FindBudget) -> BResult<()> {
@@ -792,9 +796,9 @@ fn populate(s: &Session, keys: &mut Keys, n: usize, budget: FindBudget) -> BResu
         keys.found.push((label, h));
         let made = i + 1 - have;
         let spent = start.elapsed().as_secs_f64();
-        // After a probe of 100 objects, extrapolate; then keep watching, since
+        // After a probe of PROBE objects, extrapolate; then keep watching, since
         // creation may slow down as the token fills.
-        if (made == 100 && !probe_done)
+        if (made == PROBE && !probe_done)
             || (made.is_multiple_of(500) && spent > budget.setup_cap_s / 2.0)
         {
             probe_done = true;
