@@ -213,3 +213,59 @@ fn threads_and_another_process_write_at_once() {
         assert_eq!(&label_of(&s, *h), label, "handle {h}");
     }
 }
+
+/// Creations racing a logout: each creation either fails with a PKCS#11
+/// error (no crash, no hang) or returns a handle, and every object whose
+/// creation returned `CKR_OK` is on the token after the next login, once.
+#[test]
+fn creations_racing_a_logout_lose_nothing_acknowledged() {
+    let env = TestEnv::new();
+    let (p, slot, s) = logged_in_token(&env);
+    let p = Arc::new(p);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let s = p.open_rw_session(slot).expect("C_OpenSession");
+                let mut ok = Vec::new();
+                // Until the logouts are over, so that they happen mid-write.
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let label = format!("r-{t}-{i}");
+                    match s.create_object(&data_object(&label, true)) {
+                        Ok(_) => ok.push(label),
+                        Err(cryptoki::error::Error::Pkcs11(rv, _)) => assert!(
+                            matches!(rv, cryptoki::error::RvError::UserNotLoggedIn),
+                            "{label}: unexpected {rv:?}"
+                        ),
+                        Err(e) => panic!("{label}: {e}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    // Log out and in again a few times while they write.
+    for _ in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        s.logout().expect("C_Logout");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        s.login(UserType::User, Some(&pin(USER_PIN)))
+            .expect("C_Login");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = BTreeSet::new();
+    for w in workers {
+        acknowledged.extend(w.join().expect("worker thread"));
+    }
+    let seen = found(&s, "r-");
+    assert!(seen.values().all(|n| *n == 1), "found twice: {seen:?}");
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|l| !seen.contains_key(*l))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
+}
