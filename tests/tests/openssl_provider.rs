@@ -10,7 +10,10 @@
 //! 2. an RSA-OAEP (SHA-256) ciphertext made by plain OpenSSL decrypts;
 //! 3. ECDH (`openssl pkeyutl -derive`) agrees with plain OpenSSL on a `spec`
 //!    token, and on an `hsm` token is refused with the module's reason logged
-//!    (the provider asks for a readable shared secret, which `hsm` forbids).
+//!    (the provider asks for a readable shared secret, which `hsm` forbids);
+//! 4. `openssl req -x509` makes self-signed certificates with the token keys,
+//!    and `openssl s_server` completes TLS 1.3 handshakes (ECDSA, RSA-PSS)
+//!    with them, checked by a plain `openssl s_client`.
 //!
 //! Needs `openssl` and the provider (Debian `pkcs11-provider`, from
 //! bookworm-backports on Debian 12); a test whose tool is missing says so on
@@ -24,7 +27,9 @@ use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
-use ferrohsm_tests::child::{Run, find_in_path, run_captured};
+use ferrohsm_tests::child::{
+    Run, find_in_path, read_lossy, run_captured, spawn_captured, wait_or_kill,
+};
 use ferrohsm_tests::p11::{ready_token, user_session};
 use ferrohsm_tests::{TestEnv, USER_PIN, module_path, tok};
 
@@ -474,4 +479,123 @@ fn openssl_has_its_libcrypto_and_the_module_none() {
         "pkcs11-provider is not active: {}",
         r.show()
     );
+}
+
+/// An `openssl s_server` killed (and reaped) when dropped.
+struct Server(ferrohsm_tests::child::Spawned);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+/// A TCP port on the loopback nobody listens on (just now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `openssl s_client` to `accept`, trusting only `cert`, sending a request;
+/// tried again while the server is not listening yet (it loads the provider
+/// and finds the key first).
+fn tls_client(env: &TestEnv, accept: &str, cert: &Path) -> Run {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut client = Command::new("openssl");
+        client
+            .args([
+                "s_client",
+                "-connect",
+                accept,
+                "-CAfile",
+                path_str(cert),
+                "-verify_return_error",
+                "-verify_hostname",
+                "localhost",
+                "-servername",
+                "localhost",
+            ])
+            .env_remove("OPENSSL_CONF");
+        let what = format!("openssl s_client -connect {accept}");
+        let r = run_captured(env, client, b"GET / HTTP/1.0\r\n\r\n", TIMEOUT, &what);
+        let refused = !r.status.success()
+            && (r.stderr.contains("onnection refused") || r.stdout.contains("onnection refused"));
+        if !refused || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn provider_keys_serve_tls() {
+    const TEST: &str = "provider_keys_serve_tls";
+    let env = TestEnv::new();
+    let Some(provider) = provider(TEST) else {
+        return;
+    };
+    let conf = write_conf(&env, &provider);
+    let (_p, _s, _rsa, _ec) = token_with_keys(&env, &conf);
+    for (label, sig_type) in [("ec-key", "ECDSA"), ("rsa-key", "RSA-PSS")] {
+        let uri = format!("pkcs11:object={label};type=private");
+        let cert = env.dir.path().join(format!("{label}.crt"));
+        openssl_ok(
+            &env,
+            Some(&conf),
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "1",
+                "-key",
+                &uri,
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-out",
+                path_str(&cert),
+            ],
+        );
+        let accept = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_server",
+            "-accept",
+            &accept,
+            "-naccept",
+            "1",
+            "-key",
+            &uri,
+            "-cert",
+            path_str(&cert),
+            "-www",
+            "-tls1_3",
+        ])
+        .envs(env.env_vars())
+        .env("OPENSSL_CONF", &conf);
+        let mut server = Server(spawn_captured(&env, &mut cmd, b""));
+        let r = tls_client(&env, &accept, &cert);
+        assert!(
+            r.status.success()
+                && r.stdout.contains("Verify return code: 0 (ok)")
+                && r.stdout
+                    .contains(&format!("Peer signature type: {sig_type}"))
+                && r.stdout.contains("TLSv1.3"),
+            "{}\nserver: {}\nmodule log (tail):\n{}",
+            r.show(),
+            read_lossy(&server.0.stderr),
+            env.log_tail(30)
+        );
+        assert!(
+            wait_or_kill(&mut server.0.child, TIMEOUT).is_some_and(|s| s.success()),
+            "s_server did not end cleanly: {}",
+            read_lossy(&server.0.stderr)
+        );
+    }
 }
