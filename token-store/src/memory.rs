@@ -38,9 +38,7 @@ impl MemoryStore {
             .and_then(|t| t.audit.clone())
             .unwrap_or_default()
     }
-}
 
-impl MemoryStore {
     /// Writes an object (into the token `token_id` only, when given) and
     /// returns the generation the write made.
     fn put(

@@ -205,7 +205,7 @@ impl Module {
     /// generations it has not seen are all its own. Writes of several
     /// threads may come back out of order; one from another process leaves
     /// a gap, so the next `refresh` reloads.
-    pub(super) fn adopt_own_write(t: &mut Token, seq: Option<u64>) {
+    fn adopt_own_write(t: &mut Token, seq: Option<u64>) {
         let (Some(mut g), Some(seq)) = (t.generation, seq) else {
             t.generation = None;
             return;
